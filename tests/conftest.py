@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny generated archives, prepared shards, a local Ray cluster."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # loopback-only test clusters
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+@pytest.fixture(scope="session")
+def tiny_archive(tmp_path_factory) -> Path:
+    """A fake UCMerced archive: 120 images of 32x32, learnable labels."""
+    from raydal.data.synth import synthesize
+
+    root = tmp_path_factory.mktemp("ucm_archive")
+    synthesize("ucmerced", root, n=120, size=32, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(tiny_archive, tmp_path_factory) -> Path:
+    """The fake UCMerced archive prepared into Parquet shards at 32x32."""
+    from raydal.data.shards import prepare
+
+    out = tmp_path_factory.mktemp("ucm_shards") / "shards"
+    prepare("ucmerced", tiny_archive, out, size=32, seed=0, shard_size=32)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ray_local(tmp_path_factory):
+    """A 2-CPU local Ray started once per test module."""
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        _temp_dir=str(Path("/tmp") / f"raydal-ray-{os.getpid()}"),
+        logging_level="WARNING",
+    )
+    yield ray
+    ray.shutdown()
