@@ -1,0 +1,450 @@
+"""Parquet shards: an archive validated, resized and packed once, read many times.
+
+Layout of a prepared shard set::
+
+    <out_dir>/manifest.json                 written last: its presence marks a complete set
+    <out_dir>/<split>/part-NNNNN.parquet    splits "pool", "val", "test"
+    <out_dir>/quarantine.csv                with skip_bad: the files and rows left out
+
+Parquet schema: ``id: string``, ``image: binary`` (raw uint8, C-order
+[H, W, B]), ``labels: binary`` (raw uint8 [C] multi-hot), ``path: string``.
+Shapes and names live in the manifest. This module imports neither Ray nor
+rasterio at module level: the readers import rasterio when they open a file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Collection, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from raydal.constants import MANIFEST_NAME, QUARANTINE_NAME, SHARD_FORMAT_VERSION, SPLITS
+from raydal.data import get_reader
+from raydal.data.base import BAD_FILE_FIX, ArchiveIndex, ArchiveReader, Problem
+from raydal.exceptions import ConfigError, DatasetError, DatasetNotFoundError
+from raydal.utils import atomic_write_json, rng as make_rng
+
+SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("image", pa.binary(), nullable=False),
+        pa.field("labels", pa.binary(), nullable=False),
+        pa.field("path", pa.string(), nullable=False),
+    ]
+)
+#: Images whose sides differ by more than this ratio are refused: resizing would distort them.
+MAX_ASPECT = 1.25
+#: UC Merced has no published split: the paper's random 525 / 525 / 1050 of 2100.
+RANDOM_VAL_SHARE = 0.25
+RANDOM_TEST_SHARE = 0.25
+#: TreeSatAI's val is carved from its train list: the paper's 6799 val of 6799 + 38531.
+TRAIN_VAL_SHARE = 6799 / (6799 + 38531)
+
+
+@dataclass
+class Manifest:
+    """What a prepared shard set holds; ``root`` is its folder (not stored in the JSON)."""
+
+    root: Path
+    dataset: str
+    classes: list[str]  # C
+    band_names: list[str]  # B
+    bands: int
+    image_size: int  # every image is image_size x image_size
+    splits: dict[str, dict[str, Any]]  # {split: {"count": int, "files": [relative paths]}}
+    label_counts: dict[str, dict[str, int]]  # {split: {class: images with that label}}
+    source_root: str
+    seed: int
+    format_version: int = SHARD_FORMAT_VERSION
+    scaling: dict[str, Any] = field(default_factory=dict)
+    reader_settings: dict[str, Any] = field(default_factory=dict)
+    split_rule: str = ""
+    quarantined: int = 0
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(H, W, B) of every decoded image."""
+        return (self.image_size, self.image_size, self.bands)
+
+    def split_files(self, split: str) -> list[str]:
+        """Absolute paths of ``split``'s Parquet files, in order."""
+        if split not in self.splits:
+            raise ConfigError(f"The 'split' parameter must be one of {list(self.splits)}. Got {split!r} instead.")
+        return [str(self.root / f) for f in self.splits[split]["files"]]
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest.json content."""
+        data = asdict(self)
+        del data["root"]
+        return data
+
+
+def load_manifest(directory: str | Path) -> Manifest:
+    """Read ``directory/manifest.json`` (or a manifest.json path) written by ``prepare``.
+
+    Raises ``DatasetNotFoundError`` when the manifest or a shard file it names is
+    missing, and ``DatasetError`` when it was written by another shard format.
+    """
+    path = Path(directory).expanduser()
+    if path.name == MANIFEST_NAME and path.is_file():
+        path = path.parent
+    fix = "Fix: run `raydal prepare <dataset> <archive> <out_dir>` and point at its out_dir."
+    manifest_path = path / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise DatasetNotFoundError(f"No prepared shards at {path}: {manifest_path} is missing. {fix}")
+    try:
+        data = json.loads(manifest_path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise DatasetError(f"{manifest_path} is not valid JSON ({err}). {fix}") from err
+    if data.get("format_version") != SHARD_FORMAT_VERSION:
+        raise DatasetError(
+            f"{manifest_path} has shard format {data.get('format_version')!r}; this raydal reads "
+            f"format {SHARD_FORMAT_VERSION}. {fix}"
+        )
+    try:
+        manifest = Manifest(root=path.resolve(), **data)
+    except TypeError as err:
+        raise DatasetError(f"{manifest_path} is not a raydal shard manifest ({err}). {fix}") from err
+    missing = [f for split in manifest.splits for f in manifest.split_files(split) if not os.path.isfile(f)]
+    if missing:
+        raise DatasetNotFoundError(
+            f"The shard set at {path} is incomplete: {len(missing)} files named in its manifest are "
+            f"missing, e.g. {missing[0]}. {fix}"
+        )
+    return manifest
+
+
+# -- preparing ---------------------------------------------------------------------
+
+
+def prepare(
+    dataset: str,
+    root: str | Path,
+    out_dir: str | Path,
+    size: int | None = None,
+    seed: int = 0,
+    shard_size: int = 512,
+    skip_bad: bool = False,
+    overwrite: bool = False,
+    workers: int | None = None,
+    **reader_settings: Any,
+) -> Manifest:
+    """Validate every image of an archive, resize it and pack it into Parquet shards.
+
+    dataset, root, reader_settings: the archive and its reader (``get_reader``).
+    size: side in pixels of the packed images (default: the dataset's model size,
+    ucmerced 256, treesatai 288, bigearthnet 120). seed: seeds the val/test/pool
+    split. shard_size: images per Parquet file. skip_bad: leave bad files and rows
+    out and list them in ``out_dir/quarantine.csv`` instead of raising one
+    ``DatasetError`` listing all of them. overwrite: replace an existing non-empty
+    ``out_dir``. workers: threads reading images (default: CPU count, at most 8).
+
+    The set is built in a hidden sibling folder and renamed into place when
+    complete, so ``out_dir`` never holds a half-written set.
+    """
+    for name, value, low in (("shard_size", shard_size, 1), ("size", size, 1), ("workers", workers, 1)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
+            raise ConfigError(f"The {name!r} parameter of prepare must be an int >= {low}. Got {value!r} instead.")
+    out_dir = Path(out_dir).expanduser().resolve()
+    if out_dir.exists() and not overwrite and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ConfigError(
+            f"The 'out_dir' of prepare must be empty or absent. {out_dir} already holds files: "
+            f"choose a new folder, or pass overwrite=True to replace it."
+        )
+    reader = get_reader(dataset, root, **reader_settings)
+    size = size or reader.default_size
+    index, problems = reader.scan()
+    splits = assign_splits(index, seed)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.partial-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        split_info, label_counts = {}, {}
+        workers = workers or min(8, os.cpu_count() or 1)
+        with ThreadPoolExecutor(workers) as pool:
+            for split in SPLITS:
+                rows = np.flatnonzero(splits == split)
+                files, kept, bad = _write_split(reader, index, rows, split, size, shard_size, tmp, pool)
+                problems += bad
+                split_info[split] = {"count": int(kept.size), "files": files}
+                counts = index.labels[kept].sum(0) if kept.size else np.zeros(len(index.classes), int)
+                label_counts[split] = {c: int(k) for c, k in zip(index.classes, counts)}
+        if problems and not skip_bad:
+            raise DatasetError(
+                f"Found {len(problems)} bad files or label rows in the {dataset} archive at {reader.root}; "
+                f"nothing was written to {out_dir}. Fix: {BAD_FILE_FIX}.",
+                problems,
+            )
+        if skip_bad:
+            _write_quarantine(tmp / QUARANTINE_NAME, problems)
+        manifest = Manifest(
+            root=out_dir,
+            dataset=dataset,
+            classes=list(index.classes),
+            band_names=list(index.band_names),
+            bands=len(index.band_names),
+            image_size=size,
+            splits=split_info,
+            label_counts=label_counts,
+            source_root=str(reader.root.resolve()),
+            seed=seed,
+            scaling=reader.scaling(),
+            reader_settings=reader.settings(),
+            split_rule=_split_rule(index),
+            quarantined=len(problems),
+        )
+        atomic_write_json(tmp / MANIFEST_NAME, manifest.to_json())
+        _move_into_place(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
+
+
+def assign_splits(index: ArchiveIndex, seed: int) -> np.ndarray:
+    """Each image's shard split (str [N] of "pool", "val", "test"), from the archive's split.
+
+    Published "test" stays test and "val" stays val. Where the archive publishes
+    no split at all, a seeded random 25% val / 25% test / 50% pool; where it
+    publishes only train/test (TreeSatAI), val is a seeded random share of train
+    (TRAIN_VAL_SHARE); the rest of train is the pool.
+    """
+    published = np.array(index.splits, dtype=object)
+    out = np.full(len(index), "pool", dtype=object)
+    gen = make_rng(seed)
+    if len(index) and (published == "").all():
+        order = gen.permutation(len(index))
+        n_val = round(RANDOM_VAL_SHARE * len(index))
+        n_test = round(RANDOM_TEST_SHARE * len(index))
+        out[order[:n_val]] = "val"
+        out[order[n_val : n_val + n_test]] = "test"
+        return out
+    out[published == "test"] = "test"
+    out[published == "val"] = "val"
+    if not (published == "val").any():
+        train = np.flatnonzero(published != "test")
+        out[gen.permutation(train)[: round(TRAIN_VAL_SHARE * train.size)]] = "val"
+    return out
+
+
+def _split_rule(index: ArchiveIndex) -> str:
+    published = set(index.splits)
+    if published <= {""}:
+        return f"random: val {RANDOM_VAL_SHARE:.0%}, test {RANDOM_TEST_SHARE:.0%}, pool the rest (seeded)"
+    if "val" in published:
+        return "published: train -> pool, val -> val, test -> test"
+    return f"published test -> test; val a seeded random {TRAIN_VAL_SHARE:.4f} of train; pool the rest"
+
+
+def _write_split(
+    reader: ArchiveReader,
+    index: ArchiveIndex,
+    rows: np.ndarray,
+    split: str,
+    size: int,
+    shard_size: int,
+    out: Path,
+    pool: ThreadPoolExecutor,
+) -> tuple[list[str], np.ndarray, list[Problem]]:
+    """Write ``index`` rows ``rows`` as ``out/split/part-NNNNN.parquet``.
+
+    Returns the relative file names, the index rows written (int [K]) and the
+    problems of the images that could not be read.
+    """
+    files: list[str] = []
+    kept: list[int] = []
+    problems: list[Problem] = []
+    split_dir = out / split
+    for start in range(0, rows.size, shard_size):
+        chunk = rows[start : start + shard_size]
+        loaded = pool.map(lambda i: _load_resized(reader, index.paths[i], size), chunk)
+        good, images = [], []
+        for i, (image, problem) in zip(chunk, loaded):
+            if problem is None:
+                good.append(i)
+                images.append(image)
+            else:
+                problems.append(problem)
+        if not good:
+            continue
+        table = pa.table(
+            {
+                "id": [index.ids[i] for i in good],
+                "image": [im.tobytes() for im in images],
+                "labels": [index.labels[i].tobytes() for i in good],
+                "path": [index.paths[i] for i in good],
+            },
+            schema=SCHEMA,
+        )
+        split_dir.mkdir(exist_ok=True)
+        name = f"{split}/part-{len(files):05d}.parquet"
+        pq.write_table(table, out / name)
+        files.append(name)
+        kept.extend(good)
+    return files, np.array(kept, dtype=np.int64), problems
+
+
+def _load_resized(reader: ArchiveReader, path: str, size: int) -> tuple[np.ndarray | None, Problem | None]:
+    """Load one image and resize it to uint8 [size, size, B], or say why it cannot be used."""
+    try:
+        image = reader.load_image(path)
+    except DatasetError as err:
+        return None, (err.problems[0] if err.problems else (path, str(err)))
+    h, w, _ = image.shape
+    if max(h, w) > MAX_ASPECT * min(h, w):
+        return None, (path, f"is {h}x{w} px: too far from square to resize to {size}x{size} without distortion")
+    return resize(image, size), None
+
+
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize uint8 [H, W, B] to uint8 [size, size, B], bilinear (antialiased when shrinking)."""
+    from PIL import Image
+
+    if image.shape[:2] == (size, size):
+        return image
+    out = np.empty((size, size, image.shape[2]), dtype=np.uint8)
+    for b in range(image.shape[2]):
+        out[..., b] = np.asarray(Image.fromarray(image[..., b]).resize((size, size), Image.BILINEAR))
+    return out
+
+
+def _write_quarantine(path: Path, problems: Sequence[Problem]) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["path", "reason"])
+    writer.writerows(problems)
+    path.write_text(buf.getvalue())
+
+
+def _move_into_place(tmp: Path, out_dir: Path) -> None:
+    """Rename the finished ``tmp`` to ``out_dir``, replacing an existing ``out_dir``."""
+    if out_dir.exists():
+        old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+        out_dir.rename(old)
+        tmp.rename(out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out_dir)
+
+
+# -- reading -----------------------------------------------------------------------
+
+
+def decode_batch(batch: Any, manifest: Manifest) -> dict[str, np.ndarray]:
+    """Turn shard rows into arrays.
+
+    batch: a column dict as Ray Data's ``map_batches(batch_format="numpy")`` gives
+    (binary columns are object arrays of bytes), a dict of pyarrow arrays or
+    lists, or a pyarrow Table / RecordBatch.
+    Returns {"id": str [N], "image": uint8 [N, H, W, B], "labels": uint8 [N, C]}.
+    """
+    if isinstance(batch, (pa.Table, pa.RecordBatch)):
+        batch = {name: batch.column(name) for name in ("id", "image", "labels")}
+    missing = [k for k in ("id", "image", "labels") if k not in batch]
+    if missing:
+        raise DatasetError(f"A shard batch lacks the columns {missing}; it holds {sorted(batch)}. Fix: read the shards written by `raydal prepare`.")
+    ids = _strings(batch["id"])
+    images = _fixed_bytes(batch["image"], int(np.prod(manifest.image_shape)), "image", ids)
+    labels = _fixed_bytes(batch["labels"], manifest.num_classes, "labels", ids)
+    return {
+        "id": ids,
+        "image": images.reshape(len(ids), *manifest.image_shape),
+        "labels": labels.reshape(len(ids), manifest.num_classes),
+    }
+
+
+def _strings(column: Any) -> np.ndarray:
+    if isinstance(column, (pa.Array, pa.ChunkedArray)):
+        column = column.to_pylist()
+    return np.asarray([str(v) for v in column], dtype=str) if len(column) else np.array([], dtype=str)
+
+
+def _fixed_bytes(column: Any, width: int, name: str, ids: np.ndarray) -> np.ndarray:
+    """Concatenate a binary column whose every value is ``width`` bytes: uint8 [N * width]."""
+    if isinstance(column, (pa.Array, pa.ChunkedArray)):
+        lengths = pc.binary_length(column).to_numpy(zero_copy_only=False)
+        values = column.to_pylist()
+    else:
+        values = list(column)
+        lengths = np.fromiter((len(v) for v in values), dtype=np.int64, count=len(values))
+    bad = np.flatnonzero(lengths != width)
+    if bad.size:
+        raise DatasetError(
+            f"Shard column {name!r} holds values of the wrong length for the manifest "
+            f"(expected {width} bytes). Fix: prepare the shards again.",
+            [(str(ids[i]), f"{lengths[i]} bytes") for i in bad],
+        )
+    return np.frombuffer(b"".join(values), dtype=np.uint8)
+
+
+def iter_batches(
+    manifest: Manifest,
+    split: str,
+    batch_size: int,
+    ids: Collection[str] | None = None,
+    exclude: Collection[str] | None = None,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Yield decoded batches (see ``decode_batch``) of ``split``, in shard order.
+
+    ids: keep only these ids; exclude: drop these ids. Ids not in the split are
+    ignored. Every batch holds ``batch_size`` rows except the last.
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"The 'batch_size' parameter must be an int >= 1. Got {batch_size!r} instead.")
+    keep = None if ids is None else pa.array(list(ids), pa.string())
+    drop = None if exclude is None else pa.array(list(exclude), pa.string())
+    pending: list[pa.Table] = []
+    n_pending = 0
+    for path in manifest.split_files(split):
+        table = pq.read_table(path, columns=["id", "image", "labels"])
+        if keep is not None:
+            table = table.filter(pc.is_in(table["id"], value_set=keep))
+        if drop is not None:
+            table = table.filter(pc.invert(pc.is_in(table["id"], value_set=drop)))
+        pending.append(table)
+        n_pending += table.num_rows
+        while n_pending >= batch_size:
+            merged = pa.concat_tables(pending)
+            yield decode_batch(merged.slice(0, batch_size), manifest)
+            pending, n_pending = [merged.slice(batch_size)], n_pending - batch_size
+    if n_pending:
+        yield decode_batch(pa.concat_tables(pending), manifest)
+
+
+def read_split(manifest: Manifest, split: str, ids: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """All of ``split`` decoded in one dict (see ``decode_batch``).
+
+    ids: only these rows, in the order given; every id must be in the split
+    (``DatasetError`` lists the missing ones).
+    """
+    tables = [pq.read_table(path, columns=["id", "image", "labels"]) for path in manifest.split_files(split)]
+    table = pa.concat_tables(tables) if tables else SCHEMA.empty_table().select(["id", "image", "labels"])
+    if ids is not None:
+        ids = [str(i) for i in ids]
+        position = {v: k for k, v in enumerate(table["id"].to_pylist())}
+        missing = [i for i in ids if i not in position]
+        if missing:
+            raise DatasetError(
+                f"{len(missing)} requested ids are not in the {split!r} split of {manifest.root}. "
+                f"Fix: ask for ids of that split (see its manifest).",
+                [(i, f"not in split {split!r}") for i in missing],
+            )
+        table = table.take(pa.array([position[i] for i in ids], pa.int64()))
+    return decode_batch(table, manifest)

@@ -1,0 +1,55 @@
+"""Fake archives in the published layouts, with learnable pixels (see ``painter``).
+
+``synthesize(dataset, out_dir, n, size, seed)`` writes a copy that the real
+readers index like the real archive: same folders, file-name patterns, rasterio
+profiles and label schema. One module per dataset holds its ``write_archive``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from raydal.exceptions import ConfigError
+from raydal.utils import rng as make_rng
+
+from raydal.data.synth import ucmerced
+
+_WRITERS = {
+    "ucmerced": ucmerced.write_archive,
+}
+
+
+def list_generators() -> list[str]:
+    """Datasets that have a fake-archive generator."""
+    return sorted(_WRITERS)
+
+
+def synthesize(
+    dataset: str,
+    out_dir: str | Path,
+    n: int | None = None,
+    size: int | None = None,
+    seed: int = 0,
+    difficulty: float = 0.3,
+) -> Path:
+    """Write a fake ``dataset`` archive into ``out_dir`` (created; must be empty) and return it.
+
+    n: number of images (default per dataset: ucmerced 2100, treesatai 1000,
+    bigearthnet 1000). size: image side in pixels (default the real size: 256,
+    304, 120). difficulty in [0, 1]: 0 paints bold, clean label marks, 1 faint,
+    small, noisy ones. The same arguments always write the same archive.
+    """
+    if dataset not in _WRITERS:
+        raise ConfigError(f"The 'dataset' parameter must be one of {list_generators()}. Got {dataset!r} instead.")
+    if n is not None and (not isinstance(n, int) or n < 1):
+        raise ConfigError(f"The 'n' parameter must be an int >= 1 or None. Got {n!r} instead.")
+    if size is not None and (not isinstance(size, int) or size < 8):
+        raise ConfigError(f"The 'size' parameter must be an int >= 8 or None. Got {size!r} instead.")
+    if not isinstance(difficulty, (int, float)) or not 0.0 <= difficulty <= 1.0:
+        raise ConfigError(f"The 'difficulty' parameter must be a float in [0, 1]. Got {difficulty!r} instead.")
+    out_dir = Path(out_dir).expanduser()
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ConfigError(f"The 'out_dir' of synthesize must be empty or absent. {out_dir} is not empty: choose a new folder.")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _WRITERS[dataset](out_dir, n, size, make_rng(seed), float(difficulty))
+    return out_dir
