@@ -1,0 +1,186 @@
+"""Where the loop's heavy work runs: the in-process executor (Ray's lives in raydal.distributed).
+
+An executor trains on a labeled set, evaluates a checkpoint and runs a query. The
+loop only talks to this interface, so the same loop runs on a laptop, on a GPU
+box without Ray, and on a Ray cluster.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from raydal.config import ALConfig
+
+
+@dataclass
+class QueryResult:
+    """What a query returns to the loop.
+
+    Attributes:
+        selected: the b chosen ids.
+        selected_probs: id -> [C] probabilities of the current model (for export).
+        pool_ids, pool_probs: [N] ids and [N, C] probabilities of the scored pool
+            (kept for TPD's next round and for reports); None when not scored.
+    """
+
+    selected: list[str]
+    selected_probs: dict[str, list[float]] = field(default_factory=dict)
+    pool_ids: np.ndarray | None = None
+    pool_probs: np.ndarray | None = None
+    score_seconds: float = 0.0
+    select_seconds: float = 0.0
+
+
+class Executor:
+    """Shared part of the executors: the dataset, the model spec, the strategy."""
+
+    def __init__(self, config: ALConfig):
+        from raydal.data.shards import load_manifest
+        from raydal.query import get_strategy
+
+        self.config = config
+        self.manifest = load_manifest(config.shards_dir)
+        self.strategy = get_strategy(config.strategy)
+        self._pool_ids: list[str] | None = None
+
+    def pool_ids(self) -> list[str]:
+        if self._pool_ids is None:
+            from raydal.data.shards import read_ids
+
+            self._pool_ids = list(read_ids(self.manifest, "pool"))
+        return self._pool_ids
+
+    def model_spec(self):
+        from raydal.training import ModelSpec
+
+        m = self.manifest
+        return ModelSpec(
+            backbone=self.config.backbone,
+            num_classes=len(m.classes),
+            in_channels=m.bands,
+            weights=self.config.weights,
+        )
+
+    def train_config(self, seed: int):
+        from dataclasses import replace
+
+        return replace(self.config.train_config(), seed=seed)
+
+    # -- to implement ----------------------------------------------------------
+    def train(self, labeled_ids: list[str], label_overrides: dict[str, list[int]], out_dir: str,
+              init_checkpoint: str | None, seed: int) -> str:
+        """Train on ``labeled_ids``; returns the checkpoint folder."""
+        raise NotImplementedError
+
+    def evaluate(self, checkpoint: str, split: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def query(self, checkpoint: str, unlabeled_ids: list[str], labeled_ids: list[str], b: int,
+              prev_probs: tuple[np.ndarray, np.ndarray] | None, seed: int) -> QueryResult:
+        raise NotImplementedError
+
+    # -- shared query logic ----------------------------------------------------
+    def _select(self, scores, unlabeled_ids: list[str], b: int, seed: int, prev_available: bool) -> tuple[list[str], float]:
+        t0 = time.perf_counter()
+        selected = self.strategy.select(
+            pool_ids=unlabeled_ids, scores=scores, b=b, m=self.config.m, seed=seed,
+        )
+        return [str(s) for s in selected], time.perf_counter() - t0
+
+
+def apply_label_overrides(batches: Iterable[dict], overrides: dict[str, list[int]], num_classes: int) -> Iterator[dict]:
+    """Replace archive labels by annotators' labels (human mode), batch by batch.
+
+    ``overrides``: id -> class indices. Each batch: ``{"id": [N], "image": uint8
+    [N, H, W, B], "labels": uint8 [N, C]}``.
+    """
+    for batch in batches:
+        if overrides:
+            labels = batch["labels"].copy()
+            for row, sid in enumerate(batch["id"]):
+                if sid in overrides:
+                    labels[row] = 0
+                    labels[row, overrides[sid]] = 1
+            batch = {**batch, "labels": labels}
+        yield batch
+
+
+class LocalExecutor(Executor):
+    """Trains, evaluates and scores in this process (CUDA when present)."""
+
+    def train(self, labeled_ids, label_overrides, out_dir, init_checkpoint, seed):
+        from raydal.data.shards import iter_batches
+        from raydal.training import train_in_process
+
+        cfg = self.train_config(seed)
+        ids = list(labeled_ids)
+
+        def train_batches(epoch: int):
+            return apply_label_overrides(
+                iter_batches(self.manifest, "pool", cfg.batch_size, ids=ids),
+                label_overrides, len(self.manifest.classes),
+            )
+
+        result = train_in_process(
+            self.model_spec(), cfg, train_batches, val_batches=None, out_dir=out_dir,
+            init_checkpoint=init_checkpoint,
+        )
+        return str(result.checkpoint_dir)
+
+    def evaluate(self, checkpoint, split):
+        from raydal.data.shards import iter_batches
+        from raydal.models import load_checkpoint
+        from raydal.training import evaluate
+        from raydal.utils import default_device
+
+        device = default_device()
+        model = load_checkpoint(checkpoint, device=device)
+        return evaluate(model, iter_batches(self.manifest, split, self.config.score_batch_size), device)
+
+    def query(self, checkpoint, unlabeled_ids, labeled_ids, b, prev_probs, seed):
+        from raydal.data.shards import iter_batches
+        from raydal.models import load_checkpoint
+        from raydal.query.scoring import score_pool
+        from raydal.utils import default_device
+
+        scores = None
+        t_score = 0.0
+        if self.strategy.needs:
+            t0 = time.perf_counter()
+            device = default_device()
+            model = load_checkpoint(checkpoint, device=device)
+            batches = iter_batches(self.manifest, "pool", self.config.score_batch_size, exclude=set(labeled_ids))
+            prev = dict(zip(prev_probs[0].tolist(), prev_probs[1])) if prev_probs is not None else None
+            scores = score_pool(model, batches, self.strategy, k=self.config.m * b, prev_probs=prev, device=device)
+            t_score = time.perf_counter() - t0
+        selected, t_select = self._select(scores, unlabeled_ids, b, seed, prev_probs is not None)
+        return _result(selected, scores, t_score, t_select, self._predict_missing(checkpoint, selected, scores))
+
+    def _predict_missing(self, checkpoint, ids, scores) -> dict[str, list[float]] | None:
+        if scores is not None:
+            return None
+        from raydal.data.shards import iter_batches
+        from raydal.models import load_checkpoint
+        from raydal.query.scoring import score_batch
+        from raydal.utils import default_device
+
+        device = default_device()
+        model = load_checkpoint(checkpoint, device=device)
+        out: dict[str, list[float]] = {}
+        for batch in iter_batches(self.manifest, "pool", self.config.score_batch_size, ids=ids):
+            probs = score_batch(model, batch["image"], device)["probs"]
+            out.update({sid: p.tolist() for sid, p in zip(batch["id"], probs)})
+        return out
+
+
+def _result(selected: list[str], scores, t_score: float, t_select: float,
+            predicted: dict[str, list[float]] | None) -> QueryResult:
+    if scores is not None:
+        index = {sid: i for i, sid in enumerate(scores.ids)}
+        probs = {sid: scores.probs[index[sid]].round(6).tolist() for sid in selected}
+        return QueryResult(selected, probs, np.asarray(scores.ids), scores.probs, t_score, t_select)
+    return QueryResult(selected, predicted or {}, None, None, t_score, t_select)

@@ -1,0 +1,229 @@
+"""The active-learning loop as a resumable state machine (no Ray here).
+
+Each call of :meth:`ActiveLearner.step` runs one phase and saves the state:
+
+``init``  pick the initial labeled set at random (seeded) from the pool;
+``train`` train F_tau on the labeled set, evaluate it on val and test;
+``query`` score the unlabeled pool and select b samples (strategy + diversity);
+``label`` the oracle labels them (simulation), or the run waits for
+          ``raydal import-labels`` (human in the loop);
+``done``  the label budget or iteration count is reached.
+
+Randomness in every phase is derived from ``(seed, iteration, phase)``, so a run
+that is killed and restarted on its state dir repeats the interrupted phase with
+the same seed and ends with the same labeled set as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from raydal.al.executor import Executor
+from raydal.al.state import ALState, StateStore
+from raydal.config import ALConfig
+from raydal.exceptions import StateError
+
+Log = Callable[[str], None]
+
+
+def phase_seed(seed: int, iteration: int, phase: str) -> int:
+    """A stable per-phase seed: same run, same phase -> same randomness."""
+    offsets = {"init": 0, "train": 1, "query": 2}
+    return (seed * 1_000_003 + iteration * 101 + offsets[phase]) % (2**31 - 1)
+
+
+class ActiveLearner:
+    """Runs one active-learning trial on a state dir.
+
+    Args:
+        config: the run's config; its ``state_dir`` holds the state.
+        executor: where training and scoring run (in process or on Ray).
+        fork: allow opening a state dir written with a different config.
+        log: progress sink (one line per step).
+    """
+
+    def __init__(self, config: ALConfig, executor: Executor, fork: bool = False, log: Log = print):
+        self.config = config
+        self.executor = executor
+        self.log = log
+        self.store = StateStore(config.state_dir)
+        self.manifest = executor.manifest
+        self.state = self._open(fork)
+
+    # -- opening -------------------------------------------------------------
+    def _open(self, fork: bool) -> ALState:
+        cfg = self.config
+        if self.store.has_state():
+            state = self.store.load()
+            if state.fingerprint != cfg.fingerprint():
+                if not fork:
+                    old = state.config
+                    diff = sorted(
+                        k for k in cfg.result_fields()
+                        if old.get(k) != cfg.result_fields()[k]
+                    )
+                    raise StateError(
+                        f"The state dir {cfg.state_dir} belongs to a run with another config "
+                        f"(differs in {diff}). Use a new --state-dir, or pass --fork to continue "
+                        "this state under the new config."
+                    )
+                self.log(f"forking state in {cfg.state_dir} under a new config")
+                state.config = cfg.to_dict()
+                state.fingerprint = cfg.fingerprint()
+                self.store.save(state)
+            elif state.phase != "done":
+                self.log(f"resuming {cfg.state_dir}: iteration {state.iteration}, phase {state.phase}, "
+                         f"{state.n_labeled} labeled")
+            state.config = cfg.to_dict()  # execution fields may change between resumes
+            return state
+        state = ALState(config=cfg.to_dict(), fingerprint=cfg.fingerprint())
+        self.store.save(state)
+        return state
+
+    # -- driving -------------------------------------------------------------
+    @property
+    def waiting_for_labels(self) -> bool:
+        return self.state.phase == "label" and self.config.mode == "human"
+
+    def step(self) -> bool:
+        """Run the next phase; False when done or waiting for human labels."""
+        phase = self.state.phase
+        if phase == "done" or self.waiting_for_labels:
+            return False
+        getattr(self, f"_{phase}")()
+        return True
+
+    def run(self) -> ALState:
+        """Step until done (simulation) or until labels are needed (human mode)."""
+        while self.step():
+            pass
+        if self.waiting_for_labels:
+            self.log(
+                f"waiting for labels of {len(self.state.pending['ids'])} samples: "
+                f"raydal export {self.config.state_dir} ; then raydal import-labels {self.config.state_dir} FILE"
+            )
+        return self.state
+
+    # -- phases --------------------------------------------------------------
+    def _init(self) -> None:
+        cfg, state = self.config, self.state
+        pool = np.array(sorted(self.executor.pool_ids()))
+        if cfg.initial_labeled > len(pool):
+            raise StateError(
+                f"initial_labeled={cfg.initial_labeled} exceeds the pool's {len(pool)} samples: "
+                "lower --initial-labeled or prepare a bigger archive."
+            )
+        rng = np.random.default_rng(phase_seed(cfg.seed, 0, "init"))
+        chosen = sorted(rng.choice(pool, size=cfg.initial_labeled, replace=False).tolist())
+        state.pending = {"iteration": 0, "ids": chosen, "probs": {}}
+        state.phase = "label"
+        self.store.save(state)
+        self.log(f"initial labeled set: {len(chosen)} random pool samples (seed {cfg.seed})")
+        if cfg.mode == "simulation":
+            self._label()
+
+    def _train(self) -> None:
+        cfg, state = self.config, self.state
+        tau = state.iteration
+        prev = state.history[-1]["checkpoint"] if state.history else None
+        init = prev if (cfg.warm_start and prev) else None
+        t0 = time.perf_counter()
+        ckpt_dir = self.store.local_path("checkpoints", f"iter-{tau:04d}")
+        checkpoint = self.executor.train(
+            labeled_ids=state.labeled_ids(),
+            label_overrides={k: v for k, v in state.human_labels.items()},
+            out_dir=ckpt_dir,
+            init_checkpoint=init,
+            seed=phase_seed(cfg.seed, tau, "train"),
+        )
+        t_train = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        metrics = {split: self.executor.evaluate(checkpoint, split) for split in ("val", "test")}
+        t_eval = time.perf_counter() - t0
+        record = {
+            "iteration": tau,
+            "n_labeled": state.n_labeled,
+            "checkpoint": checkpoint,
+            "val": metrics["val"],
+            "test": metrics["test"],
+            "seconds": {"train": round(t_train, 3), "eval": round(t_eval, 3)},
+        }
+        state.history = [h for h in state.history if h["iteration"] != tau] + [record]
+        state.phase = "done" if self._finished() else "query"
+        self.store.save(state)
+        self.log(
+            f"iter {tau}: {state.n_labeled} labeled | test micro-F1 {metrics['test']['micro_f1']:.4f} "
+            f"macro-F1 {metrics['test']['macro_f1']:.4f} | train {t_train:.1f}s eval {t_eval:.1f}s"
+        )
+
+    def _finished(self) -> bool:
+        cfg, state = self.config, self.state
+        if cfg.iterations is not None and state.iteration >= cfg.iterations:
+            return True
+        if cfg.label_budget is not None and state.n_labeled >= cfg.label_budget:
+            return True
+        return state.n_labeled >= len(self.executor.pool_ids())
+
+    def _query(self) -> None:
+        cfg, state = self.config, self.state
+        tau = state.iteration
+        record = state.history[-1]
+        unlabeled = sorted(set(self.executor.pool_ids()) - set(state.labeled))
+        b = min(cfg.b, len(unlabeled))
+        if cfg.label_budget is not None:
+            b = min(b, cfg.label_budget - state.n_labeled)
+        prev = self.store.load_probs(state.pool_probs_file) if state.pool_probs_file else None
+        t0 = time.perf_counter()
+        result = self.executor.query(
+            checkpoint=record["checkpoint"],
+            unlabeled_ids=unlabeled,
+            labeled_ids=state.labeled_ids(),
+            b=b,
+            prev_probs=prev,
+            seed=phase_seed(cfg.seed, tau, "query"),
+        )
+        if result.pool_ids is not None:
+            state.pool_probs_file = self.store.save_probs(f"iter-{tau:04d}.npz", result.pool_ids, result.pool_probs)
+        selected = list(result.selected)
+        if len(selected) != b or len(set(selected)) != b or not set(selected) <= set(unlabeled):
+            raise StateError(
+                f"the {cfg.strategy} query returned {len(selected)} ids ({len(set(selected))} distinct, "
+                f"{len(set(selected) - set(unlabeled))} not unlabeled pool ids), expected {b}: this is a bug."
+            )
+        record["selected"] = selected
+        record["seconds"].update({"score": round(result.score_seconds, 3), "select": round(result.select_seconds, 3)})
+        record["query_seconds"] = round(time.perf_counter() - t0, 3)
+        state.pending = {"iteration": tau + 1, "ids": selected, "probs": result.selected_probs}
+        state.phase = "label"
+        self.store.save(state)
+        self.log(
+            f"iter {tau}: selected {b} with {cfg.strategy} | score {result.score_seconds:.1f}s "
+            f"select {result.select_seconds:.1f}s"
+        )
+        if cfg.mode == "simulation":
+            self._label()
+
+    def _label(self) -> None:
+        """Simulation: the archive's known labels answer the pending batch."""
+        state = self.state
+        pending = state.pending
+        if pending is None:
+            raise StateError("phase 'label' without a pending batch: the state is corrupt.")
+        by = "initial" if pending["iteration"] == 0 else "oracle"
+        state.record_labels({i: None for i in pending["ids"]}, by=by)
+        self.store.save(state)
+
+    def summary(self) -> dict[str, Any]:
+        """Per-iteration labeled counts and test F1 (what the job prints at the end)."""
+        return {
+            "state_dir": self.config.state_dir,
+            "strategy": self.config.strategy,
+            "phase": self.state.phase,
+            "curve": [
+                {"n_labeled": h["n_labeled"], "micro_f1": h["test"]["micro_f1"], "macro_f1": h["test"]["macro_f1"]}
+                for h in self.state.history
+            ],
+        }

@@ -1,0 +1,131 @@
+"""Reports over finished (or running) state dirs: F1-vs-labels curves, tables, areas, timings.
+
+Runs are grouped by strategy; the trials of a strategy (different seeds) give the
+mean and the spread (min..max band) of each curve, as in the paper's figures.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from raydal.al.state import StateStore
+from raydal.exceptions import StateError
+
+METRICS = ("micro_f1", "macro_f1")
+PHASES = ("train", "eval", "score", "select")
+
+
+def load_runs(state_dirs: list[str]) -> list[dict[str, Any]]:
+    """One record per state dir: strategy, seed, and its curve ``n_labeled -> test metrics``."""
+    runs = []
+    for d in state_dirs:
+        store = StateStore(str(d))
+        if not store.has_state():
+            raise StateError(f"{d} holds no raydal state (no state.json); pass the --state-dir of a run.")
+        state = store.load()
+        runs.append({
+            "state_dir": str(d),
+            "strategy": state.config.get("strategy", "?"),
+            "seed": state.config.get("seed"),
+            "dataset": state.config.get("dataset"),
+            "history": state.history,
+        })
+    return runs
+
+
+def _curves(runs: list[dict[str, Any]], metric: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """strategy -> (x: label counts [K], y: [trials, K] test metric), over counts every trial has."""
+    by: dict[str, list[dict[int, float]]] = defaultdict(list)
+    for run in runs:
+        by[run["strategy"]].append({h["n_labeled"]: h["test"][metric] for h in run["history"]})
+    out = {}
+    for strategy, trials in by.items():
+        xs = sorted(set.intersection(*(set(t) for t in trials))) if trials else []
+        if xs:
+            out[strategy] = (np.array(xs), np.array([[t[x] for x in xs] for t in trials]))
+    return out
+
+
+def area_under_curve(x: np.ndarray, y: np.ndarray) -> float:
+    """Normalised trapezoid area of y over x (equals the mean F1 over the label range)."""
+    if len(x) < 2:
+        return float(y[0]) if len(y) else float("nan")
+    return float(np.trapezoid(y, x) / (x[-1] - x[0]))
+
+
+def build_report(state_dirs: list[str], out_dir: str | Path, at: list[int] | None = None) -> dict[str, Any]:
+    """Write ``f1_curves.png``, ``report.md`` and ``report.json`` into ``out_dir``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = load_runs(state_dirs)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {"runs": [r["state_dir"] for r in runs], "strategies": {}}
+
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(6 * len(METRICS), 4.5))
+    for ax, metric in zip(axes, METRICS):
+        for strategy, (x, y) in sorted(_curves(runs, metric).items()):
+            mean = y.mean(axis=0)
+            (line,) = ax.plot(x, 100 * mean, marker="o", ms=3, label=f"{strategy} (n={len(y)})")
+            if len(y) > 1:
+                ax.fill_between(x, 100 * y.min(axis=0), 100 * y.max(axis=0), alpha=0.2, color=line.get_color())
+            entry = summary["strategies"].setdefault(strategy, {"trials": int(len(y))})
+            entry[metric] = {
+                "labels": x.tolist(),
+                "mean": mean.round(6).tolist(),
+                "std": y.std(axis=0).round(6).tolist(),
+                "auc": round(area_under_curve(x, mean), 6),
+            }
+        ax.set_xlabel("number of labeled samples")
+        ax.set_ylabel(f"test {metric.replace('_', ' ')} (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "f1_curves.png", dpi=120)
+    plt.close(fig)
+
+    timings: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        for h in run["history"]:
+            for phase in PHASES:
+                if phase in h.get("seconds", {}):
+                    timings[run["strategy"]][phase].append(h["seconds"][phase])
+    for strategy, phases in timings.items():
+        summary["strategies"].setdefault(strategy, {})["seconds_per_iteration"] = {
+            p: round(float(np.mean(v)), 3) for p, v in phases.items()
+        }
+
+    counts = sorted({x for s in summary["strategies"].values() for x in s.get("micro_f1", {}).get("labels", [])})
+    at = sorted(at) if at else counts
+    lines = ["# raydal active-learning report", "", f"Runs: {len(runs)} state dir(s).", ""]
+    for metric in METRICS:
+        lines += [f"## Test {metric.replace('_', ' ')} (%) by number of labeled samples (mean ± std over trials)", ""]
+        lines += ["| strategy | trials | " + " | ".join(str(a) for a in at) + " | area |",
+                  "|---|---|" + "---|" * len(at) + "---|"]
+        for strategy, entry in sorted(summary["strategies"].items()):
+            if metric not in entry:
+                continue
+            m = dict(zip(entry[metric]["labels"], zip(entry[metric]["mean"], entry[metric]["std"])))
+            cells = [f"{100 * m[a][0]:.2f} ± {100 * m[a][1]:.2f}" if a in m else "–" for a in at]
+            lines.append(f"| {strategy} | {entry['trials']} | " + " | ".join(cells)
+                         + f" | {100 * entry[metric]['auc']:.2f} |")
+        lines.append("")
+    lines += ["## Seconds per iteration (mean)", "", "| strategy | " + " | ".join(PHASES) + " |",
+              "|---|" + "---|" * len(PHASES)]
+    for strategy, entry in sorted(summary["strategies"].items()):
+        t = entry.get("seconds_per_iteration", {})
+        lines.append(f"| {strategy} | " + " | ".join(f"{t[p]:.2f}" if p in t else "–" for p in PHASES) + " |")
+    lines += ["", "![F1 curves](f1_curves.png)", ""]
+    (out / "report.md").write_text("\n".join(lines))
+    import json
+
+    (out / "report.json").write_text(json.dumps(summary, indent=1))
+    summary["out_dir"] = str(out)
+    return summary

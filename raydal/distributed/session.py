@@ -1,0 +1,34 @@
+"""Connecting to Ray: a running cluster when there is one, else an embedded local Ray."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from raydal.constants import ENV_RAY_ADDRESS, ENV_RAY_TMPDIR
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> str:
+    """Initialise Ray once; returns ``"cluster"`` or ``"embedded"``.
+
+    Under ``ray job submit`` (``RAY_ADDRESS`` set) or with ``address`` given, this
+    connects to that cluster. Otherwise it starts an embedded local Ray with this
+    machine's CPUs and no dashboard.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return "cluster" if (address or os.environ.get(ENV_RAY_ADDRESS)) else "embedded"
+    address = address or os.environ.get(ENV_RAY_ADDRESS)
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return "cluster"
+    temp = os.environ.get(ENV_RAY_TMPDIR, os.path.join(tempfile.gettempdir(), "raydal-ray"))
+    ray.init(
+        num_cpus=num_cpus or os.cpu_count(),
+        include_dashboard=False,
+        _temp_dir=temp,
+        logging_level="WARNING",
+        configure_logging=True,
+    )
+    return "embedded"

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The main job: an active-learning run (MGE + k-means++ diversity) on a generated
+# UCMerced-layout archive, with an embedded local Ray (Ray Train + Ray Data + driver actor).
+# A few minutes on 2 CPU cores. Extra flags go to jobs/al_ucmerced.py.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export RAY_USAGE_STATS_ENABLED=0
+exec .venv/bin/python jobs/al_ucmerced.py --preset demo --state-dir runs/demo "$@"
