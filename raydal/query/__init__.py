@@ -1,0 +1,46 @@
+"""Query functions: uncertainty strategies behind a registry, k-means++ diversity, pool scoring.
+
+No Ray here: everything runs in one process (on CPU or a GPU box without Ray or
+FAISS). ``raydal.distributed.score`` runs the same scoring in Ray Data actors.
+"""
+
+from raydal.query.base import QueryStrategy, get_strategy, list_strategies, random_ids, register_strategy
+from raydal.query.clustering import KMeansResult, kmeans
+from raydal.query.diversity import select_diverse
+from raydal.query.ll import LearnedLoss
+from raydal.query.mge import MGE, mge_uncertainty
+from raydal.query.random import RandomStrategy
+from raydal.query.scoring import (
+    BlockScorer,
+    PoolScores,
+    PrevProbs,
+    TopKCandidates,
+    batch_uncertainties,
+    score_batch,
+    score_pool,
+)
+from raydal.query.tpd import TPD, tpd_uncertainty
+
+__all__ = [
+    "MGE",
+    "TPD",
+    "BlockScorer",
+    "KMeansResult",
+    "LearnedLoss",
+    "PoolScores",
+    "PrevProbs",
+    "QueryStrategy",
+    "RandomStrategy",
+    "TopKCandidates",
+    "batch_uncertainties",
+    "get_strategy",
+    "kmeans",
+    "list_strategies",
+    "mge_uncertainty",
+    "random_ids",
+    "register_strategy",
+    "score_batch",
+    "score_pool",
+    "select_diverse",
+    "tpd_uncertainty",
+]

@@ -1,0 +1,77 @@
+"""The diversity step of the two-step query: cluster the m*b most uncertain, take each cluster's best."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from raydal.exceptions import ConfigError, QueryError
+from raydal.query.clustering import kmeans
+from raydal.query.ranking import as_numpy, check_finite, rank_desc
+
+__all__ = ["select_diverse"]
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConfigError(
+            f"The '{name}' parameter of select_diverse must be an int >= {minimum}. Got {value!r} instead."
+        )
+    return int(value)
+
+
+def select_diverse(
+    uncertainty: "np.ndarray | torch.Tensor",  # noqa: F821
+    features: "np.ndarray | torch.Tensor",  # noqa: F821
+    b: int,
+    m: int,
+    seed: int = 0,
+    *,
+    backend: str = "auto",
+    niter: int = 20,
+) -> np.ndarray:
+    """Pick ``b`` uncertain and mutually diverse samples (the paper's two-step query).
+
+    uncertainty: [N] uncertainty scores, higher = more uncertain; all finite.
+    features: [N, D] the samples' embeddings (penultimate-layer features).
+    b: number of samples to select (>= 1).
+    m: candidate multiplier (>= 1): the m*b most uncertain samples are clustered.
+    seed: seeds k-means++; the same seed gives the same picks within a backend.
+    backend: clustering backend, "auto" | "faiss" | "torch" | "sklearn".
+
+    Steps: rank by uncertainty (ties: lower index first), keep the top min(N, m*b),
+    cluster their features into b clusters (k-means++ seeding, then k-means) and
+    take the most uncertain member of every cluster. Should a cluster end up
+    empty, the next most uncertain candidates not yet picked fill the gap, so
+    the result always has exactly min(N, b) entries.
+
+    Returns: int64 [min(N, b)] distinct indices into the inputs, most uncertain
+    first. If N <= b all indices are returned; if m == 1 the top b are returned
+    without clustering.
+    """
+    unc = np.asarray(as_numpy(uncertainty), dtype=np.float64)
+    feats = as_numpy(features)
+    b = _check_int("b", b, 1)
+    m = _check_int("m", m, 1)
+    if unc.ndim != 1:
+        raise QueryError(f"select_diverse expects uncertainty of shape [N]. Got shape {unc.shape} instead.")
+    if feats.ndim != 2 or feats.shape[0] != unc.shape[0]:
+        raise QueryError(
+            f"select_diverse expects features of shape [N={unc.shape[0]}, D]. Got shape {feats.shape} instead."
+        )
+    check_finite(unc, "uncertainty")
+    order = rank_desc(unc)
+    n = len(unc)
+    if n <= b or m == 1:
+        return order[:b].astype(np.int64)
+    top = order[: min(n, m * b)]
+    check_finite(feats[top], "features")
+    labels = kmeans(feats[top], b, seed=seed, niter=niter, backend=backend).labels
+    # ``top`` is ranked, so the first occurrence of each label is that cluster's most uncertain member.
+    _, first = np.unique(labels, return_index=True)
+    picked = np.zeros(len(top), dtype=bool)
+    picked[first] = True
+    missing = b - int(picked.sum())
+    if missing > 0:  # empty clusters: fill with the next most uncertain unpicked candidates
+        picked[np.flatnonzero(~picked)[:missing]] = True
+    return top[picked].astype(np.int64)
+

@@ -1,0 +1,403 @@
+"""Pool scoring in one process (no Ray): forward passes, uncertainties, a bounded top-K.
+
+Memory: scoring a pool of N samples keeps ids [N], probs [N, C] and the
+uncertainty [N], but embeddings only for the running top-K candidates
+(``TopKCandidates``), so the peak is O(N*C + K*D) whatever the pool size.
+``raydal.distributed.score.score_pool_ray`` runs the same ``BlockScorer`` in
+Ray Data actors and merges into the same accumulator, so both paths select
+the same samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from raydal.exceptions import ConfigError, QueryError
+from raydal.query.base import QueryStrategy, get_strategy, list_strategies
+from raydal.query.ranking import as_numpy, check_finite, rank_desc
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "BlockScorer",
+    "PoolScores",
+    "PrevProbs",
+    "TopKCandidates",
+    "batch_uncertainties",
+    "score_batch",
+    "score_pool",
+]
+
+
+# ---------------------------------------------------------------------- one batch
+
+
+def score_batch(
+    model: "torch.nn.Module",
+    images: "np.ndarray | torch.Tensor",
+    device: "torch.device | str | None" = None,
+    *,
+    amp: bool = True,
+) -> dict[str, np.ndarray | None]:
+    """One forward pass in eval mode under ``torch.inference_mode``.
+
+    model: an ALNet (forward returns ``ModelOutput(logits, embeddings, features, pred_loss)``).
+    images: uint8 [N, H, W, B].
+    device: where to run; default: the model's device. On CUDA the forward runs
+        under bf16 autocast when ``amp``; outputs are float32 either way.
+    Returns: ``probs`` float32 [N, C] sigmoid probabilities, ``embeddings``
+    float32 [N, D] penultimate features, ``pred_loss`` float32 [N] or None.
+    """
+    import torch
+
+    from raydal.models import preprocess
+
+    dev = torch.device(device) if device is not None else _model_device(model)
+    x = preprocess(images, dev)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and dev.type == "cuda"):
+            out = model(x)
+    finally:
+        model.train(was_training)
+    pred_loss = getattr(out, "pred_loss", None)
+    return {
+        "probs": torch.sigmoid(out.logits.float()).cpu().numpy(),
+        "embeddings": out.embeddings.float().cpu().numpy(),
+        "pred_loss": None if pred_loss is None else pred_loss.float().reshape(-1).cpu().numpy(),
+    }
+
+
+def _model_device(model: "torch.nn.Module") -> "torch.device":
+    import torch
+
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def batch_uncertainties(
+    scored: Mapping[str, np.ndarray | None], prev_probs: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Every registered uncertainty computable from one ``score_batch`` output.
+
+    scored: ``score_batch`` output. prev_probs: [N, C] previous-iteration probabilities or None.
+    Returns: {uncertainty name: [N] float64}, e.g. ``ll`` (when the model has a
+    loss head), ``mge``, and ``tpd`` (when ``prev_probs`` is given).
+    """
+    have = {k for k in ("pred_loss", "embeddings") if scored.get(k) is not None}
+    if prev_probs is not None:
+        have.add("prev_probs")
+    out: dict[str, np.ndarray] = {}
+    for name in list_strategies():
+        strategy = get_strategy(name)
+        if strategy.uncertainty is None or strategy.uncertainty in out or not strategy.uncertainty_needs <= have:
+            continue
+        out[strategy.uncertainty] = strategy.score(scored, prev_probs)
+    return out
+
+
+# ---------------------------------------------------------------------- previous predictions
+
+
+class PrevProbs:
+    """The previous iteration's pool probabilities, looked up by sample id.
+
+    Build from a mapping {id: [C]} or a pair (ids [N], probs [N, C]), e.g.
+    ``(old_scores.ids, old_scores.probs)``.
+    """
+
+    def __init__(self, prev: "Mapping[str, Any] | tuple[Any, Any] | PrevProbs"):
+        if isinstance(prev, PrevProbs):
+            self.ids, self.probs, self._row = prev.ids, prev.probs, prev._row
+            return
+        if isinstance(prev, Mapping):
+            ids = np.asarray(list(prev.keys()), dtype=str)
+            probs = np.stack([np.asarray(as_numpy(v), dtype=np.float32) for v in prev.values()]) if len(prev) else np.zeros((0, 0), np.float32)
+        elif isinstance(prev, tuple) and len(prev) == 2:
+            ids = np.asarray(prev[0], dtype=str)
+            probs = np.asarray(as_numpy(prev[1]), dtype=np.float32)
+        else:
+            raise ConfigError(
+                "The 'prev_probs' parameter must be a mapping {id: [C] probs} or a pair (ids [N], probs [N, C]). "
+                f"Got {type(prev).__name__} instead."
+            )
+        if probs.ndim != 2 or len(probs) != len(ids):
+            raise QueryError(f"prev_probs must pair {len(ids)} ids with probs [N, C]. Got probs of shape {probs.shape}.")
+        self.ids, self.probs = ids, probs
+        self._row = {sid: i for i, sid in enumerate(ids.tolist())}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def lookup(self, ids: np.ndarray) -> np.ndarray:
+        """[n, C] previous probabilities of ``ids``; QueryError names ids that have none."""
+        rows = [self._row.get(sid, -1) for sid in np.asarray(ids, dtype=str).tolist()]
+        missing = [sid for sid, r in zip(ids, rows) if r < 0]
+        if missing:
+            raise QueryError(
+                f"prev_probs has no probabilities for {len(missing)} pool id(s), e.g. {missing[:3]}: pass the "
+                "previous iteration's probabilities for the whole unlabeled pool."
+            )
+        return self.probs[np.asarray(rows, dtype=np.int64)]
+
+
+# ---------------------------------------------------------------------- bounded top-K
+
+
+class TopKCandidates:
+    """Running top-``k`` samples by (uncertainty desc, id asc), with their embeddings.
+
+    Blocks arrive in any order (batches, Ray actors); the kept set is the same.
+    Rows are buffered and pruned to ``k`` once the buffer exceeds ``2k`` rows, so
+    memory stays O(k*D). Embeddings are optional (``embeddings=None`` in every
+    ``add``), which the Ray actors use to track only a threshold.
+    """
+
+    def __init__(self, k: int):
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+            raise ConfigError(f"The 'k' parameter of TopKCandidates must be an int >= 0. Got {k!r} instead.")
+        self.k = int(k)
+        self._ids: list[np.ndarray] = []
+        self._unc: list[np.ndarray] = []
+        self._emb: list[np.ndarray] = []
+        self._rows = 0
+
+    def __len__(self) -> int:
+        self._prune()
+        return self._rows
+
+    def add(self, ids: np.ndarray, uncertainty: np.ndarray, embeddings: np.ndarray | None = None) -> None:
+        """Offer rows: ids [n] str, uncertainty [n] (finite), embeddings [n, D] float32 or None."""
+        ids = np.asarray(ids, dtype=str)
+        unc = np.asarray(uncertainty, dtype=np.float64)
+        if unc.shape != ids.shape:
+            raise QueryError(f"TopKCandidates.add got {len(ids)} ids but uncertainty of shape {unc.shape}.")
+        check_finite(unc, "uncertainty", ids)
+        if self.k == 0 or len(ids) == 0:
+            return
+        if embeddings is not None:
+            embeddings = np.asarray(embeddings, dtype=np.float32)
+            if embeddings.ndim != 2 or len(embeddings) != len(ids):
+                raise QueryError(f"TopKCandidates.add got {len(ids)} ids but embeddings of shape {embeddings.shape}.")
+            self._emb.append(embeddings)
+        elif self._emb:
+            raise QueryError("TopKCandidates.add: pass embeddings with every block or with none.")
+        self._ids.append(ids)
+        self._unc.append(unc)
+        self._rows += len(ids)
+        if self._rows > 2 * self.k:
+            self._prune()
+
+    def admits(self, ids: np.ndarray, uncertainty: np.ndarray) -> np.ndarray:
+        """bool [n]: which of these rows would be in the top-k after adding them.
+
+        Rows it rejects can never reach the final top-k of this accumulator, so
+        a producer only has to ship embeddings for the admitted rows.
+        """
+        ids = np.asarray(ids, dtype=str)
+        unc = np.asarray(uncertainty, dtype=np.float64)
+        self._prune()
+        if self.k == 0:
+            return np.zeros(len(ids), dtype=bool)
+        kept_ids = self._ids[0] if self._ids else np.zeros(0, dtype=str)
+        kept_unc = self._unc[0] if self._unc else np.zeros(0)
+        if len(kept_ids) + len(ids) <= self.k:
+            return np.ones(len(ids), dtype=bool)
+        order = rank_desc(np.concatenate([kept_unc, unc]), np.concatenate([kept_ids, ids]))[: self.k]
+        mask = np.zeros(len(ids), dtype=bool)
+        new_rows = order[order >= len(kept_ids)] - len(kept_ids)
+        mask[new_rows] = True
+        return mask
+
+    def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(ids [K] str, uncertainty [K] float64, embeddings [K, D] float32 or None), most uncertain first."""
+        self._prune()
+        if not self._ids:
+            return np.zeros(0, dtype=str), np.zeros(0), None
+        return self._ids[0], self._unc[0], (self._emb[0] if self._emb else None)
+
+    def _prune(self) -> None:
+        if not self._ids:
+            return
+        ids = np.concatenate(self._ids)
+        unc = np.concatenate(self._unc)
+        order = rank_desc(unc, ids)[: self.k]
+        self._ids, self._unc = [ids[order]], [unc[order]]
+        if self._emb:
+            self._emb = [np.concatenate(self._emb)[order]]
+        self._rows = len(order)
+
+
+# ---------------------------------------------------------------------- the pool
+
+
+@dataclass
+class PoolScores:
+    """Scores of the unlabeled pool for one strategy.
+
+    ids: [N] str, sorted ascending.
+    probs: float32 [N, C] sigmoid probabilities, aligned with ``ids`` (the next
+        iteration's ``prev_probs`` for TPD: ``(ids, probs)``).
+    uncertainty_name: the uncertainty ranked by ("ll", "mge", "tpd"), or None when
+        none was computed (random; TPD without previous probabilities).
+    uncertainty: float64 [N] aligned with ``ids``, or None.
+    cand_ids: [K] str, the K most uncertain, most uncertain first (ties: id ascending).
+    cand_uncertainty: float64 [K].
+    cand_embeddings: float32 [K, D] the candidates' penultimate features.
+    """
+
+    ids: np.ndarray
+    probs: np.ndarray
+    uncertainty_name: str | None
+    uncertainty: np.ndarray | None
+    cand_ids: np.ndarray
+    cand_uncertainty: np.ndarray
+    cand_embeddings: np.ndarray
+
+    def __post_init__(self) -> None:
+        n, k = len(self.ids), len(self.cand_ids)
+        if self.probs.ndim != 2 or len(self.probs) != n:
+            raise QueryError(f"PoolScores.probs must be [N={n}, C]. Got {self.probs.shape}.")
+        if self.uncertainty is not None and self.uncertainty.shape != (n,):
+            raise QueryError(f"PoolScores.uncertainty must be [N={n}]. Got {self.uncertainty.shape}.")
+        if self.cand_uncertainty.shape != (k,) or self.cand_embeddings.ndim != 2 or len(self.cand_embeddings) != k:
+            raise QueryError(
+                f"PoolScores candidates disagree: {k} ids, uncertainty {self.cand_uncertainty.shape}, "
+                f"embeddings {self.cand_embeddings.shape}."
+            )
+
+    @property
+    def prev_probs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, probs): what the next iteration passes as ``prev_probs``."""
+        return self.ids, self.probs
+
+    @classmethod
+    def assemble(
+        cls,
+        ids: list[np.ndarray],
+        probs: list[np.ndarray],
+        uncertainty: list[np.ndarray] | None,
+        uncertainty_name: str | None,
+        top: TopKCandidates,
+    ) -> "PoolScores":
+        """Concatenate per-block outputs, sort by id, attach the top-K: shared by both scoring paths."""
+        all_ids = np.concatenate(ids) if ids else np.zeros(0, dtype=str)
+        all_ids = all_ids.astype(str)
+        if len(np.unique(all_ids)) != len(all_ids):
+            raise QueryError("The pool holds duplicate sample ids; re-prepare the shards (ids must be unique).")
+        order = np.argsort(all_ids, kind="stable")
+        all_probs = np.concatenate(probs).astype(np.float32) if probs else np.zeros((0, 0), np.float32)
+        unc = np.concatenate(uncertainty).astype(np.float64)[order] if uncertainty is not None and ids else None
+        cand_ids, cand_unc, cand_emb = top.result()
+        if cand_emb is None:
+            cand_emb = np.zeros((0, 0), np.float32)
+        return cls(
+            ids=all_ids[order],
+            probs=all_probs[order],
+            uncertainty_name=uncertainty_name,
+            uncertainty=unc,
+            cand_ids=cand_ids,
+            cand_uncertainty=cand_unc,
+            cand_embeddings=cand_emb,
+        )
+
+
+class BlockScorer:
+    """Scores blocks of images for one strategy; the unit both scoring paths run.
+
+    Keeps an embedding-free ``TopKCandidates`` of what it has seen, so for each
+    block it returns embeddings only for rows that may still reach the global
+    top-K (a row in the global top-K is always in the top-K of any subset that
+    contains it). In a Ray actor that bounds what is shipped to the driver.
+
+    model: an ALNet on ``device``. strategy: name or instance. k: candidates to keep.
+    prev_probs: previous-iteration probabilities (see ``PrevProbs``) or None.
+    """
+
+    def __init__(
+        self,
+        model: "torch.nn.Module",
+        strategy: "str | QueryStrategy",
+        k: int,
+        prev_probs: "Mapping[str, Any] | tuple[Any, Any] | PrevProbs | None" = None,
+        device: "torch.device | str | None" = None,
+    ):
+        self.model = model
+        self.strategy = get_strategy(strategy)
+        self.prev = PrevProbs(prev_probs) if prev_probs is not None else None
+        self.device = device
+        #: The uncertainty this run ranks by; None = only probabilities are produced.
+        self.uncertainty_name = self.strategy.uncertainty
+        if "prev_probs" in self.strategy.needs and self.prev is None:
+            self.uncertainty_name = None  # TPD's first iteration: the strategy falls back to random
+        self.k = k if self.uncertainty_name is not None else 0
+        self._seen = TopKCandidates(self.k)
+
+    def __call__(self, ids: np.ndarray, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Score one block. ids: [n] str; images: uint8 [n, H, W, B].
+
+        Returns ``id`` [n], ``probs`` float32 [n, C], ``uncertainty`` float64 [n]
+        (zeros when none is computed), ``candidate`` bool [n] and ``embeddings``
+        float32 [n_candidates, D] for the rows where ``candidate`` is True.
+        """
+        ids = np.asarray(ids, dtype=str)
+        scored = score_batch(self.model, images, self.device)
+        n = len(ids)
+        if self.uncertainty_name is None:
+            unc = np.zeros(n)
+            cand = np.zeros(n, dtype=bool)
+        else:
+            prev = self.prev.lookup(ids) if self.prev is not None else None
+            unc = np.asarray(self.strategy.score(scored, prev), dtype=np.float64)
+            check_finite(unc, f"{self.uncertainty_name} uncertainty", ids)
+            cand = self._seen.admits(ids, unc)
+            self._seen.add(ids, unc)
+        return {
+            "id": ids,
+            "probs": scored["probs"].astype(np.float32),
+            "uncertainty": unc,
+            "candidate": cand,
+            "embeddings": scored["embeddings"][cand].astype(np.float32),
+        }
+
+
+def score_pool(
+    model: "torch.nn.Module",
+    batches: Iterable[Mapping[str, Any]],
+    strategy: "str | QueryStrategy",
+    k: int,
+    prev_probs: "Mapping[str, Any] | tuple[Any, Any] | PrevProbs | None" = None,
+    device: "torch.device | str | None" = None,
+) -> PoolScores:
+    """Score the unlabeled pool in this process.
+
+    model: an ALNet (moved to ``device`` when given; default its current device).
+    batches: decoded dicts {"id": [n] str, "image": uint8 [n, H, W, B], ...}, e.g.
+        ``raydal.data.shards.iter_batches(manifest, "pool", 64, exclude=labeled_ids)``.
+    strategy: name or instance; decides which uncertainty is computed.
+    k: candidates to keep with embeddings, ``strategy.candidate_count(b, m)``.
+    prev_probs: TPD's previous-iteration probabilities (mapping or (ids, probs));
+        None in the first iteration, where TPD keeps no candidates.
+    Returns PoolScores; memory O(N*C + k*D).
+    """
+    if device is not None:
+        model.to(device)
+    scorer = BlockScorer(model, strategy, k, prev_probs, device)
+    top = TopKCandidates(scorer.k)
+    ids, probs, uncs = [], [], []
+    for batch in batches:
+        out = scorer(batch["id"], batch["image"])
+        ids.append(out["id"])
+        probs.append(out["probs"])
+        uncs.append(out["uncertainty"])
+        top.add(out["id"][out["candidate"]], out["uncertainty"][out["candidate"]], out["embeddings"])
+    return PoolScores.assemble(
+        ids, probs, uncs if scorer.uncertainty_name else None, scorer.uncertainty_name, top
+    )
