@@ -8,13 +8,15 @@ profiles and label schema. One module per dataset holds its ``write_archive``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from raydal.exceptions import ConfigError
 from raydal.utils import rng as make_rng
 
-from raydal.data.synth import ucmerced
+from raydal.data.synth import treesatai, ucmerced
 
 _WRITERS = {
+    "treesatai": treesatai.write_archive,
     "ucmerced": ucmerced.write_archive,
 }
 
@@ -31,13 +33,16 @@ def synthesize(
     size: int | None = None,
     seed: int = 0,
     difficulty: float = 0.3,
+    **options: Any,
 ) -> Path:
     """Write a fake ``dataset`` archive into ``out_dir`` (created; must be empty) and return it.
 
     n: number of images (default per dataset: ucmerced 2100, treesatai 1000,
     bigearthnet 1000). size: image side in pixels (default the real size: 256,
     304, 120). difficulty in [0, 1]: 0 paints bold, clean label marks, 1 faint,
-    small, noisy ones. The same arguments always write the same archive.
+    small, noisy ones. options: per-dataset layout choices (treesatai:
+    ``layout="aerial/60m"`` or ``"aerial_60m"``). The same arguments always write
+    the same archive.
     """
     if dataset not in _WRITERS:
         raise ConfigError(f"The 'dataset' parameter must be one of {list_generators()}. Got {dataset!r} instead.")
@@ -51,5 +56,5 @@ def synthesize(
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ConfigError(f"The 'out_dir' of synthesize must be empty or absent. {out_dir} is not empty: choose a new folder.")
     out_dir.mkdir(parents=True, exist_ok=True)
-    _WRITERS[dataset](out_dir, n, size, make_rng(seed), float(difficulty))
+    _WRITERS[dataset](out_dir, n, size, make_rng(seed), float(difficulty), **options)
     return out_dir
