@@ -13,9 +13,10 @@ from typing import Any
 from raydal.exceptions import ConfigError
 from raydal.utils import rng as make_rng
 
-from raydal.data.synth import treesatai, ucmerced
+from raydal.data.synth import bigearthnet, treesatai, ucmerced
 
 _WRITERS = {
+    "bigearthnet": bigearthnet.write_archive,
     "treesatai": treesatai.write_archive,
     "ucmerced": ucmerced.write_archive,
 }

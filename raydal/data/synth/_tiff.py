@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,19 @@ def write_tif(path: Path, image: np.ndarray, **profile: Any) -> None:
     from rasterio.errors import NotGeoreferencedWarning
 
     path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(profile.get("crs"), str):
+        profile["crs"] = _crs(profile["crs"])
     h, w, b = image.shape
     full = {"driver": "GTiff", "height": h, "width": w, "count": b, "dtype": image.dtype.name} | profile
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with rasterio.open(path, "w", **full) as dst:
             dst.write(np.moveaxis(image, -1, 0))
+
+
+@lru_cache(maxsize=8)
+def _crs(name: str) -> "rasterio.crs.CRS":  # noqa: F821
+    """Parse a CRS once: parsing costs as much as writing a small file."""
+    from rasterio.crs import CRS
+
+    return CRS.from_string(name)
