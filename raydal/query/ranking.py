@@ -22,7 +22,7 @@ def check_finite(values: np.ndarray, what: str, ids: np.ndarray | None = None) -
     rows = ~finite.reshape(len(values), -1).all(axis=1) if values.ndim > 1 else ~finite
     bad = np.flatnonzero(rows)
     first = bad[0]
-    where = f"id {ids[first]!r}" if ids is not None else f"index {first}"
+    where = f"id {str(ids[first])!r}" if ids is not None else f"index {first}"
     raise QueryError(
         f"{what} has {len(bad)} non-finite row(s) (NaN or inf), first at {where}. "
         "The model likely diverged or overflowed: check the training loss, lower the "

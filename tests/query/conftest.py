@@ -1,0 +1,21 @@
+"""Fixtures for query tests: a seeded untrained SmallCNN with a loss head over the tiny shards."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def manifest(tiny_shards):
+    from raydal.data.shards import load_manifest
+
+    return load_manifest(tiny_shards)
+
+
+@pytest.fixture(scope="module")
+def model(manifest):
+    from raydal.models import create_model
+
+    torch.manual_seed(0)
+    return create_model("smallcnn", num_classes=manifest.num_classes, in_channels=manifest.bands, ll=True).eval()

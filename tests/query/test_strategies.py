@@ -1,0 +1,116 @@
+"""The registry and every strategy end to end on the tiny pool."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from raydal.data.shards import iter_batches, read_split
+from raydal.exceptions import ConfigError, QueryError
+from raydal.query import QueryStrategy, get_strategy, list_strategies, random_ids, register_strategy, score_pool
+from raydal.query import base as base_module
+
+PAPER_NAMES = ["ll", "ll+clustering", "mge", "mge+clustering", "random", "tpd", "tpd+clustering"]
+
+
+def test_registry_names_and_needs():
+    assert list_strategies() == PAPER_NAMES
+    assert get_strategy("random").needs == frozenset() and not get_strategy("random").requires_scoring
+    assert get_strategy("ll").needs == {"pred_loss"}
+    assert get_strategy("ll+clustering").needs == {"pred_loss", "embeddings"}
+    assert "prev_probs" in get_strategy("tpd").needs
+    assert get_strategy("mge+clustering").candidate_count(b=20, m=3) == 60
+    assert get_strategy("mge").candidate_count(b=20, m=3) == 20  # uncertainty only: m = 1
+    assert get_strategy("random").candidate_count(b=20, m=3) == 0
+
+
+def test_unknown_name_lists_valid_ones():
+    with pytest.raises(ConfigError, match="Unknown query strategy 'badge'. Valid names: ll, ll\\+clustering"):
+        get_strategy("badge")
+
+
+def test_backend_is_validated_at_construction():
+    with pytest.raises(ConfigError, match="backend"):
+        get_strategy("mge+clustering", backend="cuml")
+    assert get_strategy("mge+clustering", backend="torch").backend == "torch"
+
+
+@pytest.fixture
+def scratch_registry():
+    saved = dict(base_module._REGISTRY)
+    yield
+    base_module._REGISTRY.clear()
+    base_module._REGISTRY.update(saved)
+
+
+def test_a_new_strategy_is_one_decorated_class(scratch_registry, model, manifest):
+    @register_strategy("confidence")
+    class LeastConfidence(QueryStrategy):
+        uncertainty = "confidence"
+
+        def score(self, scored, prev_probs=None):
+            return -np.abs(scored["probs"] - 0.5).min(axis=1)
+
+    with pytest.raises(ConfigError, match="already registered"):
+        register_strategy("confidence")(LeastConfidence)
+    strategy = get_strategy("confidence")
+    scores = score_pool(model, iter_batches(manifest, "pool", 16), strategy, strategy.candidate_count(5))
+    assert len(strategy.select(5, scores=scores)) == 5
+
+
+@pytest.mark.parametrize("name", PAPER_NAMES)
+def test_every_strategy_returns_b_distinct_unlabeled_ids(name, model, manifest):
+    all_ids = read_split(manifest, "pool")["id"]
+    labeled = set(all_ids[:15].tolist())
+    unlabeled = sorted(set(all_ids.tolist()) - labeled)
+    strategy = get_strategy(name, backend="torch") if "clustering" in name else get_strategy(name)
+    b, m = 6, 3
+    prev = None
+    if "prev_probs" in strategy.needs:
+        # A previous iteration's probabilities for the whole pool.
+        first = score_pool(model, iter_batches(manifest, "pool", 16), strategy, strategy.candidate_count(b, m))
+        prev = (first.ids, np.clip(first.probs[::-1] * 0.9, 0, 1))
+    scores = None
+    if strategy.requires_scoring:
+        batches = iter_batches(manifest, "pool", 16, exclude=labeled)
+        scores = score_pool(model, batches, strategy, strategy.candidate_count(b, m), prev_probs=prev)
+    chosen = strategy.select(b, scores=scores, pool_ids=unlabeled, m=m, seed=0)
+    assert len(chosen) == b and len(set(chosen)) == b
+    assert set(chosen) <= set(unlabeled)
+    assert chosen == strategy.select(b, scores=scores, pool_ids=unlabeled, m=m, seed=0)
+    if scores is not None and not strategy.clustering:
+        np.testing.assert_array_equal(chosen, scores.cand_ids[:b])  # uncertainty only = top b
+
+
+def test_tpd_first_iteration_selects_at_random(model, manifest):
+    strategy = get_strategy("tpd+clustering")
+    scores = score_pool(model, iter_batches(manifest, "pool", 16), strategy, 12)
+    assert strategy.select(4, scores=scores, seed=5) == random_ids(scores.ids, 4, seed=5)
+
+
+def test_random_is_seeded_uniform_and_order_free():
+    ids = [f"s{i}" for i in range(100)]
+    a = get_strategy("random").select(10, pool_ids=ids, seed=1)
+    assert len(set(a)) == 10 and set(a) <= set(ids)
+    assert a == get_strategy("random").select(10, pool_ids=ids[::-1], seed=1)
+    assert a != get_strategy("random").select(10, pool_ids=ids, seed=2)
+    assert sorted(get_strategy("random").select(500, pool_ids=ids)) == sorted(ids)
+    counts = np.zeros(100)
+    for seed in range(400):
+        counts[[int(s[1:]) for s in random_ids(ids, 10, seed)]] += 1
+    assert counts.min() > 10 and counts.max() < 75  # ~40 expected per id
+    with pytest.raises(QueryError, match="duplicate"):
+        random_ids(["a", "a", "b"], 1)
+
+
+def test_select_guards(model, manifest):
+    mge = get_strategy("mge+clustering")
+    with pytest.raises(QueryError, match="pass scores=score_pool"):
+        mge.select(3, pool_ids=["a", "b", "c", "d"])
+    few = score_pool(model, iter_batches(manifest, "pool", 16), mge, 4)
+    with pytest.raises(QueryError, match="needs the top 12 candidates but the scores keep 4"):
+        mge.select(4, scores=few, m=3)
+    with pytest.raises(QueryError, match="ranks by 'll' but the scores hold 'mge'"):
+        get_strategy("ll").select(2, scores=few)
+    with pytest.raises(ConfigError, match="'b' parameter of strategy 'mge\\+clustering' must be an int >= 1"):
+        mge.select(0, scores=few)
