@@ -1,0 +1,103 @@
+"""Multi-label metrics and evaluation of a model on decoded batches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import average_precision_score, precision_recall_fscore_support
+
+from raydal.exceptions import ConfigError
+
+
+def multilabel_metrics(y_true: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
+    """Scores of sigmoid probabilities against multi-hot labels.
+
+    ``y_true``: ``[N, C]`` in {0, 1}; ``probs``: ``[N, C]`` sigmoid probabilities
+    (not softmax). A class is predicted when ``prob >= threshold``.
+    Returns ``micro_f1``, ``macro_f1``, ``micro_precision``, ``micro_recall``,
+    ``macro_precision``, ``macro_recall`` (0 where undefined), ``per_class_f1``
+    (list of C), ``mAP`` (mean average precision over the classes with at least
+    one positive; NaN if none has) and ``n_samples``.
+    """
+    y_true = np.asarray(y_true)
+    probs = np.asarray(probs, dtype=np.float64)
+    if y_true.ndim != 2 or probs.shape != y_true.shape:
+        raise ConfigError(
+            "multilabel_metrics needs 'y_true' and 'probs' as [N, C] arrays of equal shape. "
+            f"Got {y_true.shape} and {probs.shape} instead."
+        )
+    if not np.isfinite(probs).all():
+        raise ConfigError("The 'probs' parameter of multilabel_metrics holds NaN or inf: the model diverged.")
+    y_true = (y_true > 0).astype(np.int64)
+    y_pred = (probs >= threshold).astype(np.int64)
+    out: dict[str, Any] = {"n_samples": int(y_true.shape[0])}
+    for avg in ("micro", "macro"):
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average=avg, zero_division=0)
+        out.update({f"{avg}_precision": float(p), f"{avg}_recall": float(r), f"{avg}_f1": float(f)})
+    _, _, per_class, _ = precision_recall_fscore_support(y_true, y_pred, average=None, zero_division=0)
+    out["per_class_f1"] = [float(v) for v in per_class]
+    has_pos = y_true.sum(axis=0) > 0
+    out["mAP"] = (
+        float(np.mean([average_precision_score(y_true[:, c], probs[:, c]) for c in np.flatnonzero(has_pos)]))
+        if has_pos.any() else float("nan")
+    )
+    return out
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for an ``amp`` mode on ``device`` (``None``: full precision)."""
+    if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    batches: Iterable[Mapping[str, np.ndarray]],
+    device: torch.device | str | None = None,
+    threshold: float = 0.5,
+    amp: str = "auto",
+    return_probs: bool = False,
+) -> dict[str, Any]:
+    """Score ``model`` (an ``ALNet``) on decoded batches ``{"image": uint8 [N, H, W, B],
+    "labels": uint8 [N, C]}``.
+
+    Returns ``multilabel_metrics`` plus ``loss`` (mean per-sample BCE, eq. 1);
+    with ``return_probs`` also ``probs [N, C]`` (float32), ``labels [N, C]`` and,
+    when the batches carry them, ``ids [N]``. The model's train/eval mode is restored.
+    """
+    from raydal.models import bce_per_sample, preprocess, unwrap
+
+    net = unwrap(model)
+    device = torch.device(device) if device is not None else next(net.parameters()).device
+    dtype = autocast_dtype(amp, device)
+    was_training = net.training
+    net.eval()
+    probs, labels, ids, loss_sum = [], [], [], 0.0
+    try:
+        for batch in batches:
+            x = preprocess(batch["image"], device)
+            y = torch.as_tensor(np.asarray(batch["labels"]), device=device)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                logits = net(x).logits.float()
+            loss_sum += bce_per_sample(logits, y).sum().item()
+            probs.append(torch.sigmoid(logits).cpu().numpy())
+            labels.append(np.asarray(batch["labels"]))
+            if "id" in batch:
+                ids.append(np.asarray(batch["id"]))
+    finally:
+        net.train(was_training)
+    if not probs:
+        raise ConfigError("evaluate got no batches: the evaluation split is empty.")
+    all_probs, all_labels = np.concatenate(probs), np.concatenate(labels)
+    out = multilabel_metrics(all_labels, all_probs, threshold)
+    out["loss"] = loss_sum / len(all_probs)
+    if return_probs:
+        out.update(probs=all_probs.astype(np.float32), labels=all_labels)
+        if ids:
+            out["ids"] = np.concatenate(ids)
+    return out
