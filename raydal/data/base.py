@@ -163,8 +163,19 @@ class ArchiveReader:
                 else:
                     data = src.read(out_shape=(bands, *out_shape), resampling=Resampling.bilinear)
         except RasterioError as err:
-            raise self._bad_file(path, f"cannot be read as a TIFF ({err})") from err
+            raise self._bad_file(path, f"cannot be read as a TIFF ({_error_text(err)})") from err
         return np.ascontiguousarray(np.moveaxis(data, 0, -1))
+
+
+def _error_text(err: BaseException) -> str:
+    """The messages of an exception and of the ones it was raised from (GDAL chains them)."""
+    texts: list[str] = []
+    while err is not None and len(texts) < 4:
+        text = str(err).strip()
+        if text and text not in texts and not text.startswith("Read failed. See previous"):
+            texts.append(text)
+        err = err.__cause__ or err.__context__
+    return "; ".join(texts) or type(err).__name__
 
 
 _warning_filtered = False

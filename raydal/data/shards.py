@@ -428,6 +428,12 @@ def iter_batches(
         yield decode_batch(pa.concat_tables(pending), manifest)
 
 
+def read_ids(manifest: Manifest, split: str) -> np.ndarray:
+    """The ids of ``split`` in shard order, str [N] (reads only the id column)."""
+    ids = [pq.read_table(path, columns=["id"])["id"] for path in manifest.split_files(split)]
+    return _strings(pa.chunked_array([c for col in ids for c in col.chunks], pa.string()))
+
+
 def read_split(manifest: Manifest, split: str, ids: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """All of ``split`` decoded in one dict (see ``decode_batch``).
 

@@ -32,3 +32,10 @@ def _crs(name: str) -> "rasterio.crs.CRS":  # noqa: F821
     from rasterio.crs import CRS
 
     return CRS.from_string(name)
+
+
+def north_up(x0: float, y0: float, res: float) -> "affine.Affine":  # noqa: F821
+    """The geotransform of a north-up grid with its top-left corner at (x0, y0), ``res`` m pixels."""
+    from rasterio.transform import Affine
+
+    return Affine(res, 0.0, x0, 0.0, -res, y0)

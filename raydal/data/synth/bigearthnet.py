@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from raydal.data.bigearthnet import BigEarthNetReader as Reader
-from raydal.data.synth._tiff import write_tif
+from raydal.data.synth._tiff import north_up, write_tif
 from raydal.data.synth.painter import paint_chunks, sample_labels
 from raydal.exceptions import ConfigError
 
@@ -41,8 +41,6 @@ def write_archive(out_dir: Path, n: int | None, size: int | None, rng: np.random
     size = DEFAULT_SIZE if size is None else size
     if size % 6:
         raise ConfigError(f"The 'size' parameter of the bigearthnet generator must be a multiple of 6 (60 m bands are size/6 px). Got {size} instead.")
-    from rasterio.transform import from_origin
-
     labels = sample_labels(n, np.array(PRIORS), rng)
     patch_ids, s1_names, countries = _names(n, rng)
     origins = np.stack([rng.uniform(300_000, 700_000, n), rng.uniform(4_000_000, 7_000_000, n)], 1)
@@ -57,7 +55,7 @@ def write_archive(out_dir: Path, n: int | None, size: int | None, rng: np.random
                     folder / f"{patch_ids[i]}_{band}.tif",
                     np.rint(pixels)[..., None].astype(np.uint16),
                     crs="EPSG:32632",
-                    transform=from_origin(*origins[i], Reader.resolution[band], Reader.resolution[band]),
+                    transform=north_up(*origins[i], Reader.resolution[band]),
                 )
 
     import pyarrow as pa

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from raydal.data.synth._tiff import write_tif
+from raydal.data.synth._tiff import north_up, write_tif
 from raydal.data.synth.painter import paint_chunks, sample_labels
 from raydal.data.treesatai import TreeSatAIReader as Reader
 from raydal.exceptions import ConfigError
@@ -68,8 +68,6 @@ def write_archive(
         names.append(f"{genus}_{species}_{rng.integers(1, 8)}_{sample_ids[i]}_WEFL_NLF.tif")
         folders.append(f"{genus}_{species}")
 
-    from rasterio.transform import from_origin
-
     origins = np.stack([rng.uniform(350_000, 850_000, n), rng.uniform(5_300_000, 6_000_000, n)], 1)
     file_order = [Reader.band_names.index(b) for b in Reader.band_orders["torchgeo"]]
     for start, images in paint_chunks(labels, (size, size), 4, rng, difficulty):
@@ -80,10 +78,10 @@ def write_archive(
                 aerial / names[i],
                 image[..., file_order],
                 crs="EPSG:25832",
-                transform=from_origin(x0, y0, FOOTPRINT_M / size, FOOTPRINT_M / size),
+                transform=north_up(x0, y0, FOOTPRINT_M / size),
                 photometric="MINISBLACK",
             )
-            coarse = from_origin(x0, y0, 10.0, 10.0)
+            coarse = north_up(x0, y0, 10.0)
             write_tif(out_dir / "s1" / "60m" / names[i], _s1(rng), crs="EPSG:32632", transform=coarse, nodata=-9999.0)
             write_tif(out_dir / "s2" / "60m" / names[i], _s2(image), crs="EPSG:32632", transform=coarse, nodata=0)
 
