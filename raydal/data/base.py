@@ -170,26 +170,22 @@ class ArchiveReader:
 def _error_text(err: BaseException) -> str:
     """The messages of an exception and of the ones it was raised from (GDAL chains them)."""
     texts: list[str] = []
-    while err is not None and len(texts) < 4:
-        text = str(err).strip()
+    link: BaseException | None = err
+    while link is not None and len(texts) < 4:
+        text = str(link).strip()
         if text and text not in texts and not text.startswith("Read failed. See previous"):
             texts.append(text)
-        err = err.__cause__ or err.__context__
+        link = link.__cause__ or link.__context__
     return "; ".join(texts) or type(err).__name__
-
-
-_warning_filtered = False
 
 
 def _ignore_not_georeferenced() -> None:
     """Silence rasterio's NotGeoreferencedWarning: UC Merced has no georeference by design.
 
-    A process-wide filter, installed once, because ``warnings.catch_warnings`` is
-    not thread-safe and images are loaded in threads.
+    A process-wide filter (re-added on every read: test runners reset filters),
+    because ``warnings.catch_warnings`` is not thread-safe and images are loaded
+    in threads.
     """
-    global _warning_filtered
-    if not _warning_filtered:
-        from rasterio.errors import NotGeoreferencedWarning
+    from rasterio.errors import NotGeoreferencedWarning
 
-        warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
-        _warning_filtered = True
+    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
