@@ -108,6 +108,12 @@ class QueryStrategy:
         """False when ``select`` works from the unlabeled ids alone (the loop skips scoring)."""
         return self.uncertainty is not None
 
+    def ranks_by(self, has_prev_probs: bool) -> str | None:
+        """The uncertainty a scoring run computes, or None when it cannot yet (TPD's first iteration)."""
+        if "prev_probs" in self.needs and not has_prev_probs:
+            return None
+        return self.uncertainty
+
     def candidate_count(self, b: int, m: int = 1) -> int:
         """How many top candidates scoring must keep (with embeddings): 0, b or m*b."""
         b = _check_int(f"strategy {self.name!r}", "b", b, 1)

@@ -334,9 +334,7 @@ class BlockScorer:
         self.prev = PrevProbs(prev_probs) if prev_probs is not None else None
         self.device = device
         #: The uncertainty this run ranks by; None = only probabilities are produced.
-        self.uncertainty_name = self.strategy.uncertainty
-        if "prev_probs" in self.strategy.needs and self.prev is None:
-            self.uncertainty_name = None  # TPD's first iteration: the strategy falls back to random
+        self.uncertainty_name = self.strategy.ranks_by(self.prev is not None)
         self.k = k if self.uncertainty_name is not None else 0
         self._seen = TopKCandidates(self.k)
 
