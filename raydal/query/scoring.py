@@ -319,6 +319,7 @@ class BlockScorer:
 
     model: an ALNet on ``device``. strategy: name or instance. k: candidates to keep.
     prev_probs: previous-iteration probabilities (see ``PrevProbs``) or None.
+    amp: bf16 autocast on CUDA (see ``score_batch``).
     """
 
     def __init__(
@@ -328,8 +329,10 @@ class BlockScorer:
         k: int,
         prev_probs: "Mapping[str, Any] | tuple[Any, Any] | PrevProbs | None" = None,
         device: "torch.device | str | None" = None,
+        amp: bool = True,
     ):
         self.model = model
+        self.amp = amp
         self.strategy = get_strategy(strategy)
         self.prev = PrevProbs(prev_probs) if prev_probs is not None else None
         self.device = device
@@ -346,7 +349,7 @@ class BlockScorer:
         float32 [n_candidates, D] for the rows where ``candidate`` is True.
         """
         ids = np.asarray(ids, dtype=str)
-        scored = score_batch(self.model, images, self.device)
+        scored = score_batch(self.model, images, self.device, amp=self.amp)
         n = len(ids)
         if self.uncertainty_name is None:
             unc = np.zeros(n)
@@ -373,6 +376,8 @@ def score_pool(
     k: int,
     prev_probs: "Mapping[str, Any] | tuple[Any, Any] | PrevProbs | None" = None,
     device: "torch.device | str | None" = None,
+    *,
+    amp: bool = True,
 ) -> PoolScores:
     """Score the unlabeled pool in this process.
 
@@ -383,11 +388,12 @@ def score_pool(
     k: candidates to keep with embeddings, ``strategy.candidate_count(b, m)``.
     prev_probs: TPD's previous-iteration probabilities (mapping or (ids, probs));
         None in the first iteration, where TPD keeps no candidates.
+    amp: bf16 autocast on CUDA; False scores in float32.
     Returns PoolScores; memory O(N*C + k*D).
     """
     if device is not None:
         model.to(device)
-    scorer = BlockScorer(model, strategy, k, prev_probs, device)
+    scorer = BlockScorer(model, strategy, k, prev_probs, device, amp)
     top = TopKCandidates(scorer.k)
     ids, probs, uncs = [], [], []
     for batch in batches:

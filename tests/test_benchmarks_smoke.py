@@ -1,0 +1,37 @@
+"""Run every benchmark at its smallest size so the scripts cannot rot."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_clustering_small(tmp_path):
+    out = tmp_path / "clustering.json"
+    res = _load("bench_clustering").main(["--small", "--json", str(out)])
+    assert out.exists()
+    methods = [r["method"] for r in res["rows"]]
+    assert methods[0].startswith("sklearn") and any("faiss" in m for m in methods) and any("torch" in m for m in methods)
+    for row in res["rows"][1:]:
+        assert row["distinct_picks"] == res["k"]
+        assert 0.9 < row["inertia_vs_sklearn"] < 1.2  # same problem, comparable optimum
+
+
+@pytest.mark.ray
+def test_bench_scoring_small(ray_local, tmp_path):
+    res = _load("bench_scoring").main(["--small", "--workdir", str(tmp_path / "work")])
+    paths = [r["path"] for r in res["results"]]
+    assert paths[0] == "plain PyTorch loop" and any("score_pool_ray" in p for p in paths)
+    assert all(r["same_candidates"] for r in res["results"] if "same_candidates" in r)
+    assert res["paper_table1_a100_s"] == 142.2
