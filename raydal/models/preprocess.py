@@ -16,6 +16,8 @@ def preprocess(images: np.ndarray | torch.Tensor, device: torch.device | str | N
     an ``[N, H, W, B]`` array already is; on CPU it is made contiguous NCHW.
     """
     if isinstance(images, np.ndarray):
+        if not images.flags.writeable:  # e.g. decoded straight from Parquet bytes; torch wants writable memory
+            images = images.copy()
         images = torch.from_numpy(np.ascontiguousarray(images))
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
         got = f"{getattr(images, 'dtype', type(images).__name__)} {tuple(getattr(images, 'shape', ()))}"

@@ -45,8 +45,8 @@ def build_initial_model(spec: ModelSpec, cfg: TrainConfig, init_checkpoint: str 
 def train_in_process(
     spec: ModelSpec,
     cfg: TrainConfig,
-    train_data: BatchData,
-    val_data: BatchData | None = None,
+    train_batches: BatchData,
+    val_batches: BatchData | None = None,
     out_dir: str | os.PathLike | None = None,
     init_checkpoint: str | os.PathLike | None = None,
     *,
@@ -55,7 +55,7 @@ def train_in_process(
 ) -> TrainResult:
     """Train a model for ``spec`` with ``cfg`` in this process and save it under ``out_dir``.
 
-    ``train_data`` / ``val_data``: a decoded split in memory (``{"image": uint8
+    ``train_batches`` / ``val_batches``: a decoded split in memory (``{"image": uint8
     [N, H, W, B], "labels": uint8 [N, C]}``, e.g. ``raydal.data.shards.read_split``;
     batched by ``cfg.batch_size``, training data shuffled per epoch), a callable
     ``epoch -> iterable of batches``, or a list of batches.
@@ -68,8 +68,8 @@ def train_in_process(
         raise ConfigError("The 'out_dir' parameter of train_in_process is required: where the model is saved.")
     out_dir = Path(out_dir)
     device = torch.device(device) if device is not None else default_device()
-    train_source = as_epoch_source(train_data, cfg.batch_size, seed=cfg.seed)
-    val_source = as_epoch_source(val_data, cfg.batch_size, seed=None) if val_data is not None else None
+    train_source = as_epoch_source(train_batches, cfg.batch_size, seed=cfg.seed)
+    val_source = as_epoch_source(val_batches, cfg.batch_size, seed=None) if val_batches is not None else None
 
     model = build_initial_model(spec, cfg, init_checkpoint).to(device)
 

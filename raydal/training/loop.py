@@ -101,7 +101,7 @@ def fit(
             if len(batch["image"]) < 2:
                 continue  # BatchNorm and pairing need two samples
             x = preprocess(batch["image"], device)
-            y = torch.as_tensor(np.asarray(batch["labels"]), device=device)
+            y = torch.from_numpy(np.array(batch["labels"], dtype=np.uint8)).to(device)  # copy: may be read-only
             if y.shape[1] != net.num_classes:
                 raise ConfigError(
                     f"Batch labels have {y.shape[1]} classes but the model has {net.num_classes}: "
@@ -150,7 +150,8 @@ def fit(
         if rank == 0 and checkpoint_every and ((epoch + 1) % checkpoint_every == 0 or last):
             folder = Path(tempfile.mkdtemp(prefix=f"raydal-ckpt-e{epoch + 1}-"))
             try:
-                save_checkpoint(folder, net, extra={"epoch": epoch + 1, "metrics": metrics})
+                save_checkpoint(folder, net, extra={"epoch": epoch + 1, "metrics": metrics,
+                                                    "train_config": cfg.to_dict()})
                 torch.save(
                     {"epoch": epoch + 1, "history": history, "sgd": sgd.state_dict(),
                      "adam": adam.state_dict() if adam is not None else None},

@@ -81,7 +81,7 @@ def evaluate(
     try:
         for batch in batches:
             x = preprocess(batch["image"], device)
-            y = torch.as_tensor(np.asarray(batch["labels"]), device=device)
+            y = torch.from_numpy(np.array(batch["labels"], dtype=np.uint8)).to(device)  # copy: may be read-only
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 logits = net(x).logits.float()
             loss_sum += bce_per_sample(logits, y).sum().item()

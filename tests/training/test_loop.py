@@ -168,3 +168,35 @@ def test_bad_inputs_raise_config_errors(train_split, tmp_path):
     one = {k: v[:1] for k, v in train_split.items()}
     with pytest.raises(ConfigError, match="no training batch"):
         train_in_process(SPEC, fast_cfg(epochs=1), one, None, tmp_path, device=CPU)
+
+
+def test_in_process_training_on_prepared_shards(tiny_shards, tmp_path):
+    """The launcher reads what the data layer writes: read_split in memory, iter_batches per epoch."""
+    from raydal.data.shards import iter_batches, load_manifest, read_ids, read_split
+
+    manifest = load_manifest(tiny_shards)
+    labeled = list(read_ids(manifest, "pool"))[:30]
+    spec = ModelSpec("smallcnn", num_classes=manifest.num_classes, in_channels=manifest.bands)
+    result = train_in_process(
+        spec, fast_cfg(epochs=2, batch_size=10), read_split(manifest, "pool", ids=labeled),
+        lambda epoch: iter_batches(manifest, "val", 16), tmp_path, device=CPU,
+    )
+    assert result.metrics["train_samples"] == 30
+    assert result.metrics["val_n_samples"] == manifest.splits["val"]["count"]
+    scores = evaluate(load_checkpoint(result.checkpoint_dir), iter_batches(manifest, "val", 16), CPU)
+    assert scores["micro_f1"] == pytest.approx(result.metrics["val_micro_f1"])
+
+
+@pytest.mark.slow
+def test_densenet121_full_size_training_step(tmp_path):
+    """The paper's model at TreeSatAI size (288 x 288, 4 bands): one short epoch."""
+    rng = np.random.default_rng(0)
+    data = {"image": rng.integers(0, 256, (4, 288, 288, 4), dtype=np.uint8),
+            "labels": (rng.random((4, 15)) < 0.3).astype(np.uint8)}
+    spec = ModelSpec("densenet121", num_classes=15, in_channels=4)
+    result = train_in_process(spec, fast_cfg(epochs=1, batch_size=2, lr=0.01), data, data, tmp_path, device=CPU)
+    assert np.isfinite(result.metrics["train_loss"]) and result.metrics["val_n_samples"] == 4
+    model = load_checkpoint(result.checkpoint_dir)
+    with torch.no_grad():
+        out = model(torch.rand(1, 4, 288, 288))
+    assert [tuple(f.shape[1:]) for f in out.features] == [(256, 72, 72), (512, 36, 36), (1024, 18, 18), (1024, 9, 9)]
