@@ -84,15 +84,17 @@ class Executor:
         raise NotImplementedError
 
     # -- shared query logic ----------------------------------------------------
-    def _select(self, scores, unlabeled_ids: list[str], b: int, seed: int, prev_available: bool) -> tuple[list[str], float]:
+    def candidate_count(self, b: int) -> int:
+        """How many top candidates (with embeddings) scoring keeps: b, m*b, or 0."""
+        return self.strategy.candidate_count(b, self.config.m)
+
+    def _select(self, scores, unlabeled_ids: list[str], b: int, seed: int) -> tuple[list[str], float]:
         t0 = time.perf_counter()
-        selected = self.strategy.select(
-            pool_ids=unlabeled_ids, scores=scores, b=b, m=self.config.m, seed=seed,
-        )
+        selected = self.strategy.select(b, scores=scores, pool_ids=unlabeled_ids, m=self.config.m, seed=seed)
         return [str(s) for s in selected], time.perf_counter() - t0
 
 
-def apply_label_overrides(batches: Iterable[dict], overrides: dict[str, list[int]], num_classes: int) -> Iterator[dict]:
+def apply_label_overrides(batches: Iterable[dict], overrides: dict[str, list[int]]) -> Iterator[dict]:
     """Replace archive labels by annotators' labels (human mode), batch by batch.
 
     ``overrides``: id -> class indices. Each batch: ``{"id": [N], "image": uint8
@@ -113,21 +115,16 @@ class LocalExecutor(Executor):
     """Trains, evaluates and scores in this process (CUDA when present)."""
 
     def train(self, labeled_ids, label_overrides, out_dir, init_checkpoint, seed):
-        from raydal.data.shards import iter_batches
+        """Loads the labeled set into memory (shuffled per epoch); the Ray executor streams it."""
+        from raydal.data.shards import read_split
         from raydal.training import train_in_process
 
         cfg = self.train_config(seed)
-        ids = list(labeled_ids)
-
-        def train_batches(epoch: int):
-            return apply_label_overrides(
-                iter_batches(self.manifest, "pool", cfg.batch_size, ids=ids),
-                label_overrides, len(self.manifest.classes),
-            )
-
+        data = read_split(self.manifest, "pool", ids=list(labeled_ids))
+        data = next(apply_label_overrides([data], label_overrides))
         result = train_in_process(
-            self.model_spec(), cfg, train_batches, val_batches=None, out_dir=out_dir,
-            init_checkpoint=init_checkpoint,
+            self.model_spec(), cfg, data, val_batches=None, out_dir=out_dir,
+            init_checkpoint=init_checkpoint if cfg.warm_start else None,
         )
         return str(result.checkpoint_dir)
 
@@ -149,15 +146,15 @@ class LocalExecutor(Executor):
 
         scores = None
         t_score = 0.0
-        if self.strategy.needs:
+        if self.strategy.requires_scoring:
             t0 = time.perf_counter()
             device = default_device()
             model = load_checkpoint(checkpoint, device=device)
             batches = iter_batches(self.manifest, "pool", self.config.score_batch_size, exclude=set(labeled_ids))
-            prev = dict(zip(prev_probs[0].tolist(), prev_probs[1])) if prev_probs is not None else None
-            scores = score_pool(model, batches, self.strategy, k=self.config.m * b, prev_probs=prev, device=device)
+            scores = score_pool(model, batches, self.strategy, k=self.candidate_count(b),
+                                prev_probs=prev_probs, device=device)
             t_score = time.perf_counter() - t0
-        selected, t_select = self._select(scores, unlabeled_ids, b, seed, prev_probs is not None)
+        selected, t_select = self._select(scores, unlabeled_ids, b, seed)
         return _result(selected, scores, t_score, t_select, self._predict_missing(checkpoint, selected, scores))
 
     def _predict_missing(self, checkpoint, ids, scores) -> dict[str, list[float]] | None:

@@ -52,6 +52,11 @@ class ActiveLearner:
         self.store = StateStore(config.state_dir)
         self.manifest = executor.manifest
         self.state = self._open(fork)
+        if self.state.phase == "done" and not self._finished():
+            # more --iterations or a larger --label-budget than the finished run had: go on
+            self.log(f"extending {config.state_dir} beyond iteration {self.state.iteration}")
+            self.state.phase = "query"
+            self.store.save(self.state)
 
     # -- opening -------------------------------------------------------------
     def _open(self, fork: bool) -> ALState:
