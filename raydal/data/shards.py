@@ -377,13 +377,27 @@ def _strings(column: Any) -> np.ndarray:
 
 
 def _fixed_bytes(column: Any, width: int, name: str, ids: np.ndarray) -> np.ndarray:
-    """Concatenate a binary column whose every value is ``width`` bytes: uint8 [N * width]."""
+    """Concatenate a binary column whose every value is ``width`` bytes: writable uint8 [N * width]."""
     if isinstance(column, (pa.Array, pa.ChunkedArray)):
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks() if column.num_chunks else pa.array([], column.type)
         lengths = pc.binary_length(column).to_numpy(zero_copy_only=False)
+        _check_widths(lengths, width, name, ids)
+        if len(column):  # (nulls were refused by the width check)
+            # Zero-copy view of the values buffer, then one copy out of Arrow's memory.
+            offset_type = np.int64 if pa.types.is_large_binary(column.type) else np.int32
+            offsets = np.frombuffer(column.buffers()[1], dtype=offset_type)[column.offset :]
+            data = np.frombuffer(column.buffers()[2], dtype=np.uint8)
+            return data[offsets[0] : offsets[0] + len(column) * width].copy()
         values = column.to_pylist()
     else:
         values = list(column)
         lengths = np.fromiter((len(v) for v in values), dtype=np.int64, count=len(values))
+        _check_widths(lengths, width, name, ids)
+    return np.frombuffer(bytearray().join(values), dtype=np.uint8)
+
+
+def _check_widths(lengths: np.ndarray, width: int, name: str, ids: np.ndarray) -> None:
     bad = np.flatnonzero(lengths != width)
     if bad.size:
         raise DatasetError(
@@ -391,7 +405,6 @@ def _fixed_bytes(column: Any, width: int, name: str, ids: np.ndarray) -> np.ndar
             f"(expected {width} bytes). Fix: prepare the shards again.",
             [(str(ids[i]), f"{lengths[i]} bytes") for i in bad],
         )
-    return np.frombuffer(b"".join(values), dtype=np.uint8)
 
 
 def iter_batches(
