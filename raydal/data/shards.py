@@ -118,6 +118,9 @@ def load_manifest(directory: str | Path) -> Manifest:
             f"{manifest_path} has shard format {data.get('format_version')!r}; this raydal reads "
             f"format {SHARD_FORMAT_VERSION}. {fix}"
         )
+    for key in ("splits", "label_counts"):  # JSON keys are sorted; keep pool, val, test order
+        if isinstance(data.get(key), dict):
+            data[key] = dict(sorted(data[key].items(), key=lambda kv: _split_rank(kv[0])))
     try:
         manifest = Manifest(root=path.resolve(), **data)
     except TypeError as err:
@@ -129,6 +132,10 @@ def load_manifest(directory: str | Path) -> Manifest:
             f"missing, e.g. {missing[0]}. {fix}"
         )
     return manifest
+
+
+def _split_rank(split: str) -> int:
+    return SPLITS.index(split) if split in SPLITS else len(SPLITS)
 
 
 # -- preparing ---------------------------------------------------------------------
@@ -166,7 +173,7 @@ def prepare(
     if out_dir.exists() and not overwrite and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ConfigError(
             f"The 'out_dir' of prepare must be empty or absent. {out_dir} already holds files: "
-            f"choose a new folder, or pass overwrite=True to replace it."
+            f"remove it or choose a new folder, or pass overwrite=True to replace it."
         )
     reader = get_reader(dataset, root, **reader_settings)
     size = size or reader.default_size

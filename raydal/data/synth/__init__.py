@@ -10,10 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from raydal.data.synth import bigearthnet, treesatai, ucmerced
 from raydal.exceptions import ConfigError
 from raydal.utils import rng as make_rng
-
-from raydal.data.synth import bigearthnet, treesatai, ucmerced
 
 _WRITERS = {
     "bigearthnet": bigearthnet.write_archive,

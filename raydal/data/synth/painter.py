@@ -87,10 +87,9 @@ def paint(
 
     labels: uint8 [N, C] multi-hot, at most ``MAX_LABELS`` per row.
     shape: (H, W) in pixels, each at least ``GRID``.
+    difficulty: in [0, 1] (``synthesize`` checks it).
     Returns uint8 [N, H, W, bands].
     """
-    if not 0.0 <= difficulty <= 1.0:
-        raise ConfigError(f"The 'difficulty' parameter must be a float in [0, 1]. Got {difficulty!r} instead.")
     h, w = shape
     if min(h, w) < GRID:
         raise ConfigError(f"The 'size' parameter must be an int >= {GRID}. Got {h}x{w} instead.")
