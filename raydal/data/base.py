@@ -69,7 +69,7 @@ class ArchiveReader:
     layout_hint: ClassVar[str]
 
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root).expanduser()
+        self.root = Path(root).expanduser().resolve()
         if not self.root.is_dir():
             raise self._not_found(self.root)
         self._check_layout()

@@ -211,7 +211,7 @@ def prepare(
             image_size=size,
             splits=split_info,
             label_counts=label_counts,
-            source_root=str(reader.root.resolve()),
+            source_root=str(reader.root),
             seed=seed,
             scaling=reader.scaling(),
             reader_settings=reader.settings(),
