@@ -18,6 +18,12 @@ def _cmd_synth(args: argparse.Namespace) -> None:
     print(f"wrote a fake {args.dataset} archive to {out}")
 
 
+def _reader_settings(args: argparse.Namespace) -> dict:
+    """Reader settings given on the command line (only those set)."""
+    settings = {"threshold": args.threshold, "band_order": args.band_order}
+    return {k: v for k, v in settings.items() if v is not None}
+
+
 def _cmd_prepare(args: argparse.Namespace) -> None:
     from raydal.data.shards import prepare
 
@@ -29,6 +35,8 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
         seed=args.seed,
         shard_size=args.shard_size,
         skip_bad=args.skip_bad,
+        overwrite=args.overwrite,
+        **_reader_settings(args),
     )
     counts = ", ".join(f"{k} {v['count']}" for k, v in manifest.splits.items())
     print(f"prepared {manifest.dataset} shards in {args.out_dir} ({counts})")
@@ -225,6 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip bad files and list them in OUT_DIR/quarantine.csv instead of stopping",
     )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing shard set in OUT_DIR")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="TreeSatAI: keep a genus when its area fraction is > this (default 0.07)")
+    p.add_argument("--band-order", default=None,
+                   help="TreeSatAI aerial band order: torchgeo (IR,G,B,R; default) or nir-rgb")
     p.set_defaults(func=_cmd_prepare)
 
     p = sub.add_parser("run", help="run (or resume) an active-learning experiment")

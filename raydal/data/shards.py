@@ -173,7 +173,7 @@ def prepare(
     if out_dir.exists() and not overwrite and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ConfigError(
             f"The 'out_dir' of prepare must be empty or absent. {out_dir} already holds files: "
-            f"remove it or choose a new folder, or pass overwrite=True to replace it."
+            f"remove it or choose a new folder, or pass overwrite=True (raydal prepare --overwrite) to replace it."
         )
     reader = get_reader(dataset, root, **reader_settings)
     size = size or reader.default_size

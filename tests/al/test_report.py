@@ -1,0 +1,56 @@
+import json
+
+import numpy as np
+import pytest
+
+from raydal.al.report import area_under_curve, build_report
+from raydal.al.state import ALState, StateStore
+from raydal.cli import main as cli
+from raydal.exceptions import StateError
+
+
+def _fake_run(path, strategy, seed, f1s):
+    s = ALState(config={"strategy": strategy, "seed": seed}, fingerprint="x", phase="done")
+    s.history = [
+        {"iteration": i, "n_labeled": 10 + 5 * i, "test": {"micro_f1": f, "macro_f1": f / 2},
+         "val": {"micro_f1": f, "macro_f1": f / 2},
+         "seconds": {"train": 1.0 + i, "eval": 0.5, "score": 0.25, "select": 0.125}}
+        for i, f in enumerate(f1s)
+    ]
+    StateStore(str(path)).save(s)
+    return str(path)
+
+
+def test_report_groups_trials_by_strategy(tmp_path):
+    dirs = [
+        _fake_run(tmp_path / "a0", "mge+clustering", 0, [0.4, 0.6, 0.7]),
+        _fake_run(tmp_path / "a1", "mge+clustering", 1, [0.5, 0.6, 0.9]),
+        _fake_run(tmp_path / "r0", "random", 0, [0.4, 0.5, 0.6]),
+    ]
+    summary = build_report(dirs, tmp_path / "out", at=[15, 20])
+    mge = summary["strategies"]["mge+clustering"]
+    assert mge["trials"] == 2
+    assert mge["micro_f1"]["labels"] == [10, 15, 20]
+    assert np.allclose(mge["micro_f1"]["mean"], [0.45, 0.6, 0.8])
+    assert np.allclose(mge["micro_f1"]["std"], [0.05, 0.0, 0.1])
+    # area = mean F1 over the label range (trapezoid): (0.45+0.6)/2*5 + (0.6+0.8)/2*5, / 10
+    assert mge["micro_f1"]["auc"] == pytest.approx((0.525 + 0.7) / 2)
+    assert mge["seconds_per_iteration"]["train"] == pytest.approx(2.0)
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "| mge+clustering | 2 | 60.00 ± 0.00 | 80.00 ± 10.00 |" in md
+    assert (tmp_path / "out" / "f1_curves.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["strategies"]["random"]["trials"] == 1
+
+
+def test_area_under_curve():
+    assert area_under_curve(np.array([0, 10]), np.array([0.0, 1.0])) == pytest.approx(0.5)
+    assert area_under_curve(np.array([5]), np.array([0.3])) == pytest.approx(0.3)
+
+
+def test_cli_report_expands_trial_folders(tmp_path, capsys):
+    _fake_run(tmp_path / "exp" / "trial-0", "ll+clustering", 0, [0.1, 0.2])
+    _fake_run(tmp_path / "exp" / "trial-1", "ll+clustering", 1, [0.3, 0.4])
+    assert cli(["report", str(tmp_path / "exp"), "--out", str(tmp_path / "rep")]) == 0
+    assert "| ll+clustering | 2 |" in capsys.readouterr().out
+    with pytest.raises(StateError):
+        build_report([str(tmp_path / "nothing")], tmp_path / "rep2")
