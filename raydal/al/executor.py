@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -46,6 +46,8 @@ class Executor:
         self.manifest = load_manifest(config.shards_dir)
         self.strategy = get_strategy(config.strategy)
         self._pool_ids: list[str] | None = None
+        #: Progress sink; the loop points it at its own.
+        self.log: Callable[[str], None] = print
 
     def pool_ids(self) -> list[str]:
         if self._pool_ids is None:
@@ -124,9 +126,17 @@ class LocalExecutor(Executor):
         data = next(apply_label_overrides([data], label_overrides))
         result = train_in_process(
             self.model_spec(), cfg, data, val_batches=None, out_dir=out_dir,
-            init_checkpoint=init_checkpoint if cfg.warm_start else None,
+            init_checkpoint=init_checkpoint, on_epoch=self._log_epoch,
         )
         return str(result.checkpoint_dir)
+
+    def _log_epoch(self, metrics: dict[str, Any]) -> None:
+        """One line per epoch: long trainings show progress."""
+        epochs = self.config.train_config().epochs
+        if epochs >= 10 and metrics["epoch"] % max(1, epochs // 10) and metrics["epoch"] != epochs:
+            return  # about ten lines per training
+        self.log(f"  epoch {metrics['epoch']}/{epochs} loss {metrics.get('train_loss', float('nan')):.4f} "
+                 f"({metrics.get('seconds', 0):.1f}s)")
 
     def evaluate(self, checkpoint, split):
         from raydal.data.shards import iter_batches

@@ -50,7 +50,7 @@ class ActiveLearner:
         self.executor = executor
         self.log = log
         self.store = StateStore(config.state_dir)
-        self.manifest = executor.manifest
+        executor.log = log
         self.state = self._open(fork)
         if self.state.phase == "done" and not self._finished():
             # more --iterations or a larger --label-budget than the finished run had: go on
