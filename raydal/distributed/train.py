@@ -70,9 +70,11 @@ def _train_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
     model = spec.build(weights=False)
     init_state = config["init_state"]
     model.load_state_dict(ray.get(init_state) if isinstance(init_state, ray.ObjectRef) else init_state)
+    device = ray.train.torch.get_device()
+    if device.type == "cuda":  # before DDP builds its gradient buckets, so their strides match
+        model.to(memory_format=torch.channels_last)
     ddp_model = ray.train.torch.prepare_model(model)  # moves to the worker's device; DDP when world > 1
     net = getattr(ddp_model, "module", ddp_model)
-    device = ray.train.torch.get_device()
 
     per_worker = max(2, cfg.batch_size // world)
     train_shard = ray.train.get_dataset_shard("train")
@@ -166,6 +168,11 @@ def train_with_ray(
         raise ConfigError(f"The 'cpus_per_worker' parameter of train_with_ray must be a number > 0. Got {cpus_per_worker!r} instead.")
     if not isinstance(max_failures, int) or max_failures < -1:
         raise ConfigError(f"The 'max_failures' parameter of train_with_ray must be an int >= -1 (-1: retry forever). Got {max_failures!r} instead.")
+    if not isinstance(checkpoint_every, int) or isinstance(checkpoint_every, bool) or checkpoint_every < 1:
+        raise ConfigError(
+            f"The 'checkpoint_every' parameter of train_with_ray must be an int >= 1 (the result is read from "
+            f"the last checkpoint). Got {checkpoint_every!r} instead."
+        )
     ids = sorted({str(i) for i in labeled_ids})
     if len(ids) < 2 * num_workers:
         raise ConfigError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +33,7 @@ def create_model(
     name: str,
     num_classes: int,
     in_channels: int,
-    weights: str | None = None,
+    weights: str | os.PathLike | None = None,
     ll: bool = True,
     ll_hidden: int = 128,
     *,
@@ -93,6 +94,8 @@ class ModelSpec:
                 raise ConfigError(
                     f"The '{field}' parameter of ModelSpec must be an int >= {minimum}. Got {value!r} instead."
                 )
+        if self.weights is not None:
+            object.__setattr__(self, "weights", os.fspath(self.weights))  # a Path must survive model.json
         if self.rgb_bands is not None:
             object.__setattr__(self, "rgb_bands", tuple(int(b) for b in self.rgb_bands))
 

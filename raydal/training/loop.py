@@ -81,7 +81,7 @@ def fit(
     start_epoch, history = 0, []
     if resume_dir is not None:
         load_weights_into(net, resume_dir)
-        state = torch.load(Path(resume_dir) / TRAIN_STATE_FILE, map_location="cpu", weights_only=False)
+        state = torch.load(Path(resume_dir) / TRAIN_STATE_FILE, map_location="cpu", weights_only=True)
         sgd.load_state_dict(state["sgd"])
         if adam is not None:
             adam.load_state_dict(state["adam"])

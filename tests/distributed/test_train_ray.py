@@ -55,3 +55,22 @@ def test_ray_checkpoint_scores_like_rank0_validation_in_process(ray_run):
     np.testing.assert_array_equal(first["probs"], second["probs"])
     assert first["micro_f1"] == pytest.approx(result.metrics["val_micro_f1"])
     assert first["loss"] == pytest.approx(result.metrics["val_loss"], rel=1e-5)
+
+
+def test_bad_arguments_fail_before_ray_starts(tiny_shards, tmp_path):
+    from raydal.distributed.train import train_with_ray
+    from raydal.exceptions import ConfigError
+
+    manifest = load_manifest(tiny_shards)
+    spec = ModelSpec("smallcnn", num_classes=manifest.num_classes, in_channels=manifest.bands)
+    ids = list(read_ids(manifest, "pool"))[:8]
+    cfg = TrainConfig(epochs=1)
+    with pytest.raises(ConfigError, match="at least 2 labeled samples per worker: got 3 for 2"):
+        train_with_ray(spec, cfg, tiny_shards, ids[:3], tmp_path)
+    with pytest.raises(ConfigError, match="'num_workers'.*>= 1. Got 0"):
+        train_with_ray(spec, cfg, tiny_shards, ids, tmp_path, num_workers=0)
+    with pytest.raises(ConfigError, match="'checkpoint_every'"):
+        train_with_ray(spec, cfg, tiny_shards, ids, tmp_path, checkpoint_every=0)
+    wrong = ModelSpec("smallcnn", num_classes=manifest.num_classes + 1, in_channels=manifest.bands)
+    with pytest.raises(ConfigError, match="does not fit the shards"):
+        train_with_ray(wrong, cfg, tiny_shards, ids, tmp_path)
