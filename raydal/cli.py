@@ -85,7 +85,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="ray: Ray Train + Ray Data from a driver actor; local: all in this process")
     g.add_argument("--num-workers", type=int, default=None, help="Ray Train workers")
     g.add_argument("--gpu", action="store_true", help="train and score on GPUs")
-    g.add_argument("--cpus-per-worker", type=float, default=None)
+    g.add_argument("--cpus-per-worker", type=float, default=None,
+                   help="CPUs per Ray Train worker (default: 1, less on small machines so reads keep a CPU)")
     g.add_argument("--score-concurrency", type=int, default=None, help="Ray Data scoring actors")
     g.add_argument("--score-batch-size", type=int, default=None)
     g.add_argument("--preset", choices=("paper", "demo"), default="paper",
@@ -130,7 +131,7 @@ def config_from_args(dataset: str, args: argparse.Namespace):
         executor=args.executor,
         num_workers=pick("num_workers", base.get("num_workers", 1)),
         use_gpu=bool(args.gpu or base.get("use_gpu", False)),
-        cpus_per_worker=pick("cpus_per_worker", base.get("cpus_per_worker", 1.0)),
+        cpus_per_worker=pick("cpus_per_worker", base.get("cpus_per_worker")),
         score_concurrency=pick("score_concurrency", base.get("score_concurrency", 1)),
         score_batch_size=pick("score_batch_size", base.get("score_batch_size", 64)),
     )

@@ -82,7 +82,8 @@ class ALConfig:
     executor: str = "ray"
     num_workers: int = 1
     use_gpu: bool = False
-    cpus_per_worker: float = 1.0
+    #: CPUs per Ray Train worker; None: 1, or less where that leaves no CPU for Ray Data reads.
+    cpus_per_worker: float | None = None
     score_concurrency: int = 1
     score_batch_size: int = 64
     storage_path: str | None = None
@@ -104,7 +105,8 @@ class ALConfig:
                    self.label_budget)
         _check(self.iterations is not None or self.label_budget is not None, cls, "iterations",
                "set when label_budget is None (otherwise the run never ends)", self.iterations)
-        _check(self.cpus_per_worker > 0, cls, "cpus_per_worker", "a number > 0", self.cpus_per_worker)
+        _check(self.cpus_per_worker is None or self.cpus_per_worker > 0, cls, "cpus_per_worker",
+               "a number > 0 or None (automatic)", self.cpus_per_worker)
         _check(bool(self.shards_dir), cls, "shards_dir", "the folder written by `raydal prepare`",
                self.shards_dir)
         _check(isinstance(self.train, dict), cls, "train", "a mapping of TrainConfig fields", self.train)

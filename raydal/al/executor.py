@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
@@ -96,34 +96,17 @@ class Executor:
         return [str(s) for s in selected], time.perf_counter() - t0
 
 
-def apply_label_overrides(batches: Iterable[dict], overrides: dict[str, list[int]]) -> Iterator[dict]:
-    """Replace archive labels by annotators' labels (human mode), batch by batch.
-
-    ``overrides``: id -> class indices. Each batch: ``{"id": [N], "image": uint8
-    [N, H, W, B], "labels": uint8 [N, C]}``.
-    """
-    for batch in batches:
-        if overrides:
-            labels = batch["labels"].copy()
-            for row, sid in enumerate(batch["id"]):
-                if sid in overrides:
-                    labels[row] = 0
-                    labels[row, overrides[sid]] = 1
-            batch = {**batch, "labels": labels}
-        yield batch
-
-
 class LocalExecutor(Executor):
     """Trains, evaluates and scores in this process (CUDA when present)."""
 
     def train(self, labeled_ids, label_overrides, out_dir, init_checkpoint, seed):
         """Loads the labeled set into memory (shuffled per epoch); the Ray executor streams it."""
-        from raydal.data.shards import read_split
+        from raydal.data.shards import override_labels, read_split
         from raydal.training import train_in_process
 
         cfg = self.train_config(seed)
         data = read_split(self.manifest, "pool", ids=list(labeled_ids))
-        data = next(apply_label_overrides([data], label_overrides))
+        data = override_labels(data, label_overrides)
         result = train_in_process(
             self.model_spec(), cfg, data, val_batches=None, out_dir=out_dir,
             init_checkpoint=init_checkpoint, on_epoch=self._log_epoch,

@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -474,3 +474,19 @@ def read_split(manifest: Manifest, split: str, ids: Sequence[str] | None = None)
             )
         table = table.take(pa.array([position[i] for i in ids], pa.int64()))
     return decode_batch(table, manifest)
+
+
+def override_labels(batch: dict[str, np.ndarray], overrides: Mapping[str, Sequence[int]]) -> dict[str, np.ndarray]:
+    """Replace archive labels by annotators' labels (human in the loop).
+
+    batch: decoded ``{"id": [N], "labels": uint8 [N, C], ...}``; overrides: id ->
+    class indices. Rows without an override keep the archive's labels.
+    """
+    rows = [i for i, sid in enumerate(batch["id"]) if sid in overrides]
+    if not rows:
+        return batch
+    labels = batch["labels"].copy()
+    for i in rows:
+        labels[i] = 0
+        labels[i, list(overrides[batch["id"][i]])] = 1
+    return {**batch, "labels": labels}

@@ -40,11 +40,21 @@ class RayExecutor(LocalExecutor):
             run_name=f"raydal-{cfg.fingerprint()}",
             num_workers=cfg.num_workers,
             use_gpu=cfg.use_gpu,
-            cpus_per_worker=cfg.cpus_per_worker,
+            cpus_per_worker=self._cpus_per_worker(),
             validate=False,  # the loop evaluates val and test itself
             label_overrides=label_overrides or None,
         )
         return str(result.checkpoint_dir)
+
+    def _cpus_per_worker(self) -> float:
+        """The configured value, or 1 CPU capped so one cluster CPU stays free for Ray Data reads
+        (on 2 cores, 2 workers x 1 CPU next to a read task hang; ray-notes)."""
+        if self.config.cpus_per_worker is not None:
+            return self.config.cpus_per_worker
+        import ray
+
+        total = ray.cluster_resources().get("CPU", 1.0)
+        return max(0.25, min(1.0, (total - 1.0) / self.config.num_workers))
 
     def evaluate(self, checkpoint, split):
         if not self.config.use_gpu:

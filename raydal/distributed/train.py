@@ -36,18 +36,6 @@ from raydal.utils import atomic_write_json
 __all__ = ["train_with_ray"]
 
 
-def _override_labels(batch: dict[str, np.ndarray], overrides: Mapping[str, Sequence[int]]) -> dict[str, np.ndarray]:
-    """Replace archive labels by annotators' class indices (human-in-the-loop mode)."""
-    rows = [i for i, sid in enumerate(batch["id"]) if sid in overrides]
-    if not rows:
-        return batch
-    labels = batch["labels"].copy()
-    for i in rows:
-        labels[i] = 0
-        labels[i, list(overrides[batch["id"][i]])] = 1
-    return {**batch, "labels": labels}
-
-
 def _train_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
     """Per-worker entry of the ``TorchTrainer``; returns rank 0's history to the driver."""
     import ray
@@ -55,7 +43,7 @@ def _train_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
     import ray.train.torch
     import torch
 
-    from raydal.data.shards import decode_batch
+    from raydal.data.shards import decode_batch, override_labels
     from raydal.training.loop import epoch_seed, fit
 
     ctx = ray.train.get_context()
@@ -85,7 +73,7 @@ def _train_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
             local_shuffle_buffer_size=config["shuffle_buffer"] or None,
             local_shuffle_seed=epoch_seed(cfg.seed, epoch, rank),
         ):
-            yield _override_labels(decode_batch(raw, manifest), overrides)
+            yield override_labels(decode_batch(raw, manifest), overrides)
 
     val_batches = None
     if rank == 0 and config["validate"]:
