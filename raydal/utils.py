@@ -53,3 +53,66 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """Atomically write ``obj`` as indented JSON."""
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+# -- cluster storage (pyarrow filesystems) -------------------------------------------
+
+
+def is_uri(path: str | os.PathLike) -> bool:
+    """True for ``scheme://...`` locations (s3://, gs://, file://), False for plain paths."""
+    return "://" in str(path)
+
+
+def filesystem(uri: str):
+    """``(pyarrow FileSystem, path inside it)`` for a storage URI."""
+    import pyarrow.fs as pafs
+
+    from raydal.exceptions import StateError
+
+    try:
+        return pafs.FileSystem.from_uri(str(uri))
+    except Exception as err:  # pyarrow raises ArrowInvalid / OSError variants
+        raise StateError(f"Cannot open {uri}: {err}. Check the URI and the storage credentials.") from err
+
+
+def upload_dir(local: str | os.PathLike, uri: str) -> str:
+    """Copy the folder ``local`` to ``uri`` (a storage URI); returns ``uri``."""
+    import pyarrow.fs as pafs
+
+    fs, path = filesystem(uri)
+    fs.create_dir(path, recursive=True)
+    pafs.copy_files(str(Path(local).resolve()), path, source_filesystem=pafs.LocalFileSystem(),
+                    destination_filesystem=fs)
+    return uri
+
+
+def local_dir(location: str | os.PathLike) -> Path:
+    """A local folder for ``location``: itself when local, else a cached download of the URI.
+
+    Downloads land in ``~/.cache/raydal/<hash>`` (``$RAYDAL_CACHE`` overrides) and are
+    renamed into place when complete, so concurrent readers never see half a folder.
+    """
+    if not is_uri(location):
+        return Path(location)
+    import hashlib
+    import shutil
+
+    import pyarrow.fs as pafs
+
+    cache = Path(os.environ.get("RAYDAL_CACHE", Path.home() / ".cache" / "raydal"))
+    target = cache / hashlib.sha1(str(location).encode()).hexdigest()[:20]
+    if target.is_dir():
+        return target
+    fs, path = filesystem(str(location))
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".dl-", dir=cache))
+    try:
+        pafs.copy_files(path, str(tmp), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        os.replace(tmp, target)
+    except OSError:
+        if target.is_dir():  # another process finished first
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return target

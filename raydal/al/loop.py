@@ -16,6 +16,8 @@ the same seed and ends with the same labeled set as an uninterrupted run.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from typing import Any, Callable
 
@@ -136,7 +138,8 @@ class ActiveLearner:
         prev = state.history[-1]["checkpoint"] if state.history else None
         init = prev if (cfg.warm_start and prev) else None
         t0 = time.perf_counter()
-        ckpt_dir = self.store.local_path("checkpoints", f"iter-{tau:04d}")
+        name = ("checkpoints", f"iter-{tau:04d}")
+        ckpt_dir = tempfile.mkdtemp(prefix="raydal-ckpt-") if self.store.remote else self.store.local_path(*name)
         checkpoint = self.executor.train(
             labeled_ids=state.labeled_ids(),
             label_overrides={k: v for k, v in state.human_labels.items()},
@@ -144,6 +147,9 @@ class ActiveLearner:
             init_checkpoint=init,
             seed=phase_seed(cfg.seed, tau, "train"),
         )
+        if self.store.remote:  # cluster storage: upload, then every node reads it from there
+            checkpoint = self.store.put_dir(checkpoint, *name, "checkpoint")
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
         t_train = time.perf_counter() - t0
         t0 = time.perf_counter()
         metrics = {split: self.executor.evaluate(checkpoint, split) for split in ("val", "test")}

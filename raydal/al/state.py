@@ -120,21 +120,33 @@ class StateStore:
 
     # -- paths ---------------------------------------------------------------
     def path(self, *parts: str) -> str:
-        return posixpath.join(self._base, *parts) if self._remote else _local_join(self._base, *parts)
+        return posixpath.join(self._base, *parts) if self.remote else _local_join(self._base, *parts)
 
     @property
-    def _remote(self) -> bool:
+    def remote(self) -> bool:
         return self._fs is not None
 
     def local_path(self, *parts: str) -> str:
         """A local filesystem path for ``parts`` (raises for remote state dirs)."""
-        if self._remote:
-            raise StateError(f"{self.root} is remote storage; use a local or mounted state dir for this step.")
+        if self.remote:
+            raise StateError(f"{self.root} is remote storage: pass a local folder (--out) for this step.")
         return self.path(*parts)
+
+    def uri(self, *parts: str) -> str:
+        """The location of ``parts`` as given by the user: a local path or a URI."""
+        return self.root.rstrip("/") + "/" + "/".join(parts) if self.remote else self.path(*parts)
+
+    def put_dir(self, local: str, *parts: str) -> str:
+        """Store the local folder ``local`` at ``parts``; returns its location (URI or path)."""
+        if not self.remote:
+            return local
+        from raydal.utils import upload_dir
+
+        return upload_dir(local, self.uri(*parts))
 
     # -- primitives ----------------------------------------------------------
     def exists(self, *parts: str) -> bool:
-        if self._remote:
+        if self.remote:
             import pyarrow.fs as pafs
 
             return self._fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
@@ -143,7 +155,7 @@ class StateStore:
         return os.path.exists(self.path(*parts))
 
     def read_bytes(self, *parts: str) -> bytes:
-        if self._remote:
+        if self.remote:
             with self._fs.open_input_stream(self.path(*parts)) as f:
                 return f.read()
         with open(self.path(*parts), "rb") as f:
@@ -152,7 +164,7 @@ class StateStore:
     def write_bytes(self, data: bytes, *parts: str) -> None:
         """Write atomically: a new file renamed over the old one."""
         target = self.path(*parts)
-        if self._remote:
+        if self.remote:
             tmp = f"{target}.{uuid.uuid4().hex}.tmp"
             self._fs.create_dir(posixpath.dirname(target), recursive=True)
             with self._fs.open_output_stream(tmp) as f:
@@ -205,13 +217,7 @@ def _local_join(base: str, *parts: str) -> str:
 
 
 def _filesystem(root: str):
-    """``(None, root)`` for local paths, ``(pyarrow FileSystem, path)`` for URIs."""
-    if "://" not in root or root.startswith("file://"):
-        return None, root.removeprefix("file://")
-    import pyarrow.fs as pafs
+    """``(None, root)`` for local paths, ``(pyarrow FileSystem, path)`` for URIs (file:// too)."""
+    from raydal.utils import filesystem, is_uri
 
-    try:
-        fs, path = pafs.FileSystem.from_uri(root)
-    except Exception as err:  # pyarrow raises ArrowInvalid / OSError variants
-        raise StateError(f"Cannot open state dir {root}: {err}. Check the URI and credentials.") from err
-    return fs, path
+    return filesystem(root) if is_uri(root) else (None, root)

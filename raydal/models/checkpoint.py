@@ -17,7 +17,7 @@ from torch import nn
 
 from raydal.exceptions import ModelError
 from raydal.models.registry import ModelSpec
-from raydal.utils import atomic_write_bytes, atomic_write_json
+from raydal.utils import atomic_write_bytes, atomic_write_json, local_dir
 
 MODEL_FILE = "model.pt"
 META_FILE = "model.json"
@@ -52,8 +52,11 @@ def save_checkpoint(directory: str | os.PathLike, model: nn.Module, extra: dict[
 
 
 def read_checkpoint_meta(directory: str | os.PathLike) -> dict[str, Any]:
-    """``model.json`` of a checkpoint folder: ``{"format", "model": ModelSpec fields, "extra"}``."""
-    directory = Path(directory)
+    """``model.json`` of a checkpoint folder: ``{"format", "model": ModelSpec fields, "extra"}``.
+
+    ``directory`` may be a storage URI (``s3://...``): it is downloaded to a local cache once.
+    """
+    directory = local_dir(directory)
     if not (directory / MODEL_FILE).is_file() or not (directory / META_FILE).is_file():
         raise ModelError(
             f"{directory} is not a raydal checkpoint folder: it needs {MODEL_FILE} and {META_FILE} "
@@ -72,6 +75,7 @@ def load_checkpoint(directory: str | os.PathLike, device: torch.device | str | N
 
     The model is rebuilt without its original weights file (the state dict holds every weight).
     """
+    directory = local_dir(directory)
     meta = read_checkpoint_meta(directory)
     model = ModelSpec.from_dict(meta["model"]).build(weights=False)
     load_weights_into(model, directory)
@@ -81,6 +85,7 @@ def load_checkpoint(directory: str | os.PathLike, device: torch.device | str | N
 def load_weights_into(model: nn.Module, directory: str | os.PathLike) -> None:
     """Copy a checkpoint's weights into an existing ``model`` (warm start), checking they match."""
     target = unwrap(model)
+    directory = local_dir(directory)
     meta = read_checkpoint_meta(directory)
     saved, own = meta["model"], getattr(target, "spec", {})
     keys = ("backbone", "num_classes", "in_channels", "ll", "ll_hidden")

@@ -64,3 +64,22 @@ def test_corrupt_state_is_reported(tmp_path):
     (tmp_path / "state.json").write_text(json.dumps({"version": 1, "phase": "bogus"}))
     with pytest.raises(StateError, match="phase"):
         StateStore(str(tmp_path)).load()
+
+
+def test_state_dir_on_cluster_storage_uri(make_config, tmp_path, monkeypatch):
+    """A state dir given as a storage URI goes through pyarrow's filesystems end to end
+    (file:// here; s3:// and gs:// take the same path), checkpoints included."""
+    from raydal.al.executor import LocalExecutor
+    from raydal.al.loop import ActiveLearner
+    from raydal.models import load_checkpoint
+
+    monkeypatch.setenv("RAYDAL_CACHE", str(tmp_path / "cache"))
+    uri = f"file://{tmp_path}/remote-state"
+    cfg = make_config(state_dir=uri, iterations=1, warm_start=True)
+    state = ActiveLearner(cfg, LocalExecutor(cfg), log=lambda s: None).run()
+    assert state.phase == "done" and [h["n_labeled"] for h in state.history] == [10, 15]
+    ckpt = state.history[-1]["checkpoint"]
+    assert ckpt == f"{uri}/checkpoints/iter-0001/checkpoint"
+    assert (tmp_path / "remote-state" / "checkpoints" / "iter-0001" / "checkpoint" / "model.pt").exists()
+    assert load_checkpoint(ckpt).num_classes == 17  # downloaded into the cache
+    assert StateStore(uri).load().state_dict() == state.state_dict()
