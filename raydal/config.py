@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from raydal.exceptions import ConfigError
+from raydal.utils import dataclass_from_dict
 
 MODES = ("simulation", "human")
 EXECUTORS = ("local", "ray")
@@ -117,13 +118,7 @@ class ALConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ALConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(
-                f"Unknown ALConfig field(s) {unknown}. Valid fields: {sorted(known)}."
-            )
-        return cls(**data)
+        return dataclass_from_dict(cls, data)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "ALConfig":

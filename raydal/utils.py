@@ -116,3 +116,16 @@ def local_dir(location: str | os.PathLike) -> Path:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return target
+
+
+def dataclass_from_dict(cls: type, data: dict[str, Any]):
+    """``cls(**data)``, refusing unknown keys with a message that lists the valid fields."""
+    import dataclasses
+
+    from raydal.exceptions import ConfigError
+
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"Unknown {cls.__name__} field(s) {unknown}. Valid fields: {sorted(known)}.")
+    return cls(**data)

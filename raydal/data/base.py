@@ -117,6 +117,19 @@ class ArchiveReader:
             )
         return index
 
+    def _make_index(self, ids: list[str], paths: list[str], labels: list[np.ndarray],
+                    splits: list[str] | None = None) -> ArchiveIndex:
+        """The ``ArchiveIndex`` of the good rows: ``labels`` is a list of uint8 [C] rows."""
+        return ArchiveIndex(
+            dataset=self.name,
+            classes=list(self.classes),
+            band_names=list(self.band_names),
+            ids=ids,
+            paths=paths,
+            labels=np.array(labels, dtype=np.uint8).reshape(len(ids), len(self.classes)),
+            splits=list(splits or []),
+        )
+
     def _not_found(self, missing: Path) -> DatasetNotFoundError:
         return DatasetNotFoundError(
             f"No {self.name} archive found: looked for {missing}. The archive folder must hold "

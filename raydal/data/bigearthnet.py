@@ -128,15 +128,7 @@ class BigEarthNetReader(ArchiveReader):
                 splits.append(self.split_names[split])
         for patch_id in sorted(on_disk.keys() - seen.keys()):
             problems.append((str(on_disk[patch_id]), f"image without labels: no row in {self.root / self.metadata_file}"))
-        index = ArchiveIndex(
-            dataset=self.name,
-            classes=list(self.classes),
-            band_names=list(self.band_names),
-            ids=ids,
-            paths=paths,
-            labels=np.array(labels, dtype=np.uint8).reshape(len(ids), len(self.classes)),
-            splits=splits,
-        )
+        index = self._make_index(ids, paths, labels, splits)
         return index, problems
 
     def load_image(self, path: str | Path) -> np.ndarray:

@@ -123,15 +123,7 @@ class TreeSatAIReader(ArchiveReader):
             problems.append((f"{labels_path}:{name}", f"label row without image: no aerial file {name}"))
         for name in sorted(split_of.keys() - by_name.keys()):
             problems.append((split_of[name][1], f"lists {name}, which has no aerial file"))
-        index = ArchiveIndex(
-            dataset=self.name,
-            classes=list(self.classes),
-            band_names=list(self.band_names),
-            ids=ids,
-            paths=paths,
-            labels=np.array(labels, dtype=np.uint8).reshape(len(ids), len(self.classes)),
-            splits=splits,
-        )
+        index = self._make_index(ids, paths, labels, splits)
         return index, problems
 
     def load_image(self, path: str | Path) -> np.ndarray:

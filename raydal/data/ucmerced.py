@@ -85,14 +85,7 @@ class UCMercedReader(ArchiveReader):
                 problems.append(
                     (where, f"label row without image: no {name}.tif under {self.root / self.images_dir}")
                 )
-        index = ArchiveIndex(
-            dataset=self.name,
-            classes=list(self.classes),
-            band_names=list(self.band_names),
-            ids=ids,
-            paths=paths,
-            labels=np.array(labels, dtype=np.uint8).reshape(len(ids), len(self.classes)),
-        )
+        index = self._make_index(ids, paths, labels)
         return index, problems
 
     def load_image(self, path: str | Path) -> np.ndarray:

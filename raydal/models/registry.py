@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from raydal.exceptions import ConfigError, ModelError
+from raydal.utils import dataclass_from_dict
 
 _BUILDERS: dict[str, Callable[[int], Any]] = {}
 
@@ -114,8 +115,4 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelSpec":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"Unknown ModelSpec field(s) {unknown}. Valid fields: {sorted(known)}.")
-        return cls(**data)
+        return dataclass_from_dict(cls, data)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from raydal.exceptions import ConfigError
+from raydal.utils import dataclass_from_dict
 
 AMP_MODES = ("auto", "bf16", "off")
 
@@ -108,8 +109,4 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"Unknown TrainConfig field(s) {unknown}. Valid fields: {sorted(known)}.")
-        return cls(**data)
+        return dataclass_from_dict(cls, data)
