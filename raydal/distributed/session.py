@@ -28,7 +28,9 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> str:
     temp = os.environ.get(ENV_RAY_TMPDIR, os.path.join(tempfile.gettempdir(), "raydal-ray"))
     ray.init(
         num_cpus=num_cpus or os.cpu_count(),
-        include_dashboard=False,
+        # the dashboard serves the State API that Ray Train's placement-group cleaner polls
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
         _temp_dir=temp,
         logging_level="WARNING",
         configure_logging=True,

@@ -207,6 +207,8 @@ def train_with_ray(
             name=name,
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            # Ray Train's per-report INFO lines would bury the AL progress in the job log.
+            logging_config=ray.LoggingConfig(log_level=os.environ.get("RAYDAL_TRAIN_LOG_LEVEL", "WARNING")),
         ),
         datasets=datasets,
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
