@@ -42,7 +42,7 @@ PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
 _EXECUTION_FIELDS = frozenset(
     {"state_dir", "executor", "num_workers", "use_gpu", "cpus_per_worker",
      "score_concurrency", "score_batch_size", "storage_path", "iterations",
-     "label_budget", "quiet"}
+     "label_budget"}
 )
 
 
@@ -88,7 +88,6 @@ class ALConfig:
     score_concurrency: int = 1
     score_batch_size: int = 64
     storage_path: str | None = None
-    quiet: bool = False
 
     def __post_init__(self) -> None:
         cls = "ALConfig"
