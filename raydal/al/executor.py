@@ -8,6 +8,7 @@ box without Ray, and on a Ray cluster.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -35,8 +36,8 @@ class QueryResult:
     select_seconds: float = 0.0
 
 
-class Executor:
-    """Shared part of the executors: the dataset, the model spec, the strategy."""
+class Executor(ABC):
+    """The executor interface, and what every executor shares: dataset, model spec, strategy."""
 
     def __init__(self, config: ALConfig):
         from raydal.data.shards import load_manifest
@@ -72,18 +73,23 @@ class Executor:
 
         return replace(self.config.train_config(), seed=seed)
 
-    # -- to implement ----------------------------------------------------------
+    # -- the interface ----------------------------------------------------------
+    @abstractmethod
     def train(self, labeled_ids: list[str], label_overrides: dict[str, list[int]], out_dir: str,
               init_checkpoint: str | None, seed: int) -> str:
-        """Train on ``labeled_ids``; returns the checkpoint folder."""
-        raise NotImplementedError
+        """Train on ``labeled_ids`` (``label_overrides``: annotators' labels) into ``out_dir``;
+        returns the checkpoint folder."""
 
+    @abstractmethod
     def evaluate(self, checkpoint: str, split: str) -> dict[str, Any]:
-        raise NotImplementedError
+        """Metrics of ``checkpoint`` on ``split`` (``multilabel_metrics`` keys)."""
 
+    @abstractmethod
     def query(self, checkpoint: str, unlabeled_ids: list[str], labeled_ids: list[str], b: int,
               prev_probs: tuple[np.ndarray, np.ndarray] | None, seed: int) -> QueryResult:
-        raise NotImplementedError
+        """Score the unlabeled pool (if the strategy needs it) and select ``b`` ids.
+
+        ``prev_probs``: ``(ids [N], probs [N, C])`` of the previous scoring pass (TPD)."""
 
     # -- shared query logic ----------------------------------------------------
     def candidate_count(self, b: int) -> int:
