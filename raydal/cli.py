@@ -167,6 +167,55 @@ def _cmd_run(args: argparse.Namespace) -> None:
     print(f"results: {config.state_dir}")
 
 
+def _parse_value(text: str):
+    """``"5"`` -> 5, ``"0.1"`` -> 0.1, ``"true"`` -> True, else the string."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def _param_space(args: argparse.Namespace) -> dict:
+    """``--param KEY=V1,V2`` (repeatable) and ``--param-file YAML`` -> grid values per key."""
+    import yaml
+
+    from raydal.exceptions import ConfigError
+
+    space: dict = {}
+    if args.param_file:
+        data = yaml.safe_load(args.param_file.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{args.param_file} must map sweep keys to lists of values.")
+        space.update({k: v if isinstance(v, list) else [v] for k, v in data.items()})
+    for item in args.param or []:
+        key, sep, values = item.partition("=")
+        if not sep or not key or not values:
+            raise ConfigError(f"--param {item!r} must look like KEY=V1,V2 (e.g. --param b=10,20,40).")
+        space[key.strip()] = [_parse_value(v.strip()) for v in values.split(",")]
+    if not space:
+        raise ConfigError("Nothing to sweep: give --param KEY=V1,V2 (e.g. --param train.ll_lambda=0.05,0.1,0.2).")
+    return space
+
+
+def _cmd_sweep(args: argparse.Namespace) -> None:
+    from raydal.al.experiment import ensure_shards
+    from raydal.distributed.tune import run_sweep
+
+    config, _, data_root, size, fake_n = config_from_args(args.dataset, args)
+    space = _param_space(args)
+    ensure_shards(config.dataset, config.shards_dir, data_root, size, fake_n, seed=config.seed)
+    resources = {"CPU": args.cpus_per_trial}
+    if args.gpus_per_trial:
+        resources["GPU"] = args.gpus_per_trial
+    run_sweep(config, space, args.sweep_dir, num_samples=args.num_samples,
+              max_concurrent_trials=args.max_concurrent_trials, resources_per_trial=resources,
+              metric=args.metric, scheduler=None if args.scheduler == "fifo" else args.scheduler)
+    print((Path(args.sweep_dir) / "sweep.md").read_text())
+    print(f"sweep results: {Path(args.sweep_dir) / 'sweep.json'}; curves: raydal report {args.sweep_dir}")
+
+
 def _expand_state_dirs(dirs: list[Path]) -> list[str]:
     """A state dir, or a folder of trial-*/ state dirs."""
     from raydal.al.state import STATE_FILE
@@ -246,6 +295,23 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_arguments(p)
     p.add_argument("--no-report", dest="report", action="store_false", help="skip the report at the end")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("sweep", help="Ray Tune sweep of AL settings (lambda, m, b, ...): one AL run per trial")
+    p.add_argument("dataset", choices=DATASETS)
+    p.add_argument("sweep_dir", type=Path, help="where trial state dirs, sweep.json and sweep.md go")
+    p.add_argument("--param", action="append", metavar="KEY=V1,V2",
+                   help="a grid axis: an ALConfig field (b, m, strategy, seed, ...) or train.FIELD "
+                        "(train.ll_lambda is lambda of eq. 3); repeat for more axes")
+    p.add_argument("--param-file", type=Path, default=None, help="YAML mapping of sweep keys to value lists")
+    p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("--max-concurrent-trials", type=int, default=None)
+    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--gpus-per-trial", type=float, default=0.0)
+    p.add_argument("--metric", default="auc_micro_f1",
+                   help="rank trials by this (val_auc_micro_f1 to pick settings without touching test)")
+    p.add_argument("--scheduler", choices=("fifo", "asha"), default="fifo")
+    add_run_arguments(p)
+    p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("report", help="F1-vs-labels curves, tables and timings of one or more runs")
     p.add_argument("state_dirs", type=Path, nargs="+", help="state dirs, or folders of trial-*/ state dirs")

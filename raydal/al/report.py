@@ -1,6 +1,7 @@
 """Reports over finished (or running) state dirs: F1-vs-labels curves, tables, areas, timings.
 
-Runs are grouped by strategy; the trials of a strategy (different seeds) give the
+Runs are grouped by strategy and by any setting that differs between the runs
+(b, m, lambda, ... in a sweep); the trials of a group (different seeds) give the
 mean and the spread (min..max band) of each curve, as in the paper's figures.
 """
 
@@ -33,15 +34,45 @@ def load_runs(state_dirs: list[str]) -> list[dict[str, Any]]:
             "seed": state.config.get("seed"),
             "dataset": state.config.get("dataset"),
             "history": state.history,
+            "config": _flat(state.config),
         })
+    _label_groups(runs)
     return runs
+
+
+#: Config fields that never distinguish one curve from another (trials differ in seed).
+_NOT_A_SETTING = frozenset({
+    "seed", "state_dir", "shards_dir", "executor", "num_workers", "use_gpu", "cpus_per_worker",
+    "score_concurrency", "score_batch_size", "storage_path", "iterations", "label_budget", "train.seed",
+})
+
+
+def _flat(config: dict[str, Any]) -> dict[str, Any]:
+    """``{"train": {"lr": x}}`` -> ``{"train.lr": x}``."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
+
+
+def _label_groups(runs: list[dict[str, Any]]) -> None:
+    """Name each run's curve: its strategy, plus the settings that differ between the runs
+    (e.g. ``b=20`` vs ``b=40`` in a sweep); runs differing only in seed are trials of one curve."""
+    keys = sorted({k for r in runs for k in r["config"]} - _NOT_A_SETTING - {"strategy"})
+    varying = [k for k in keys if len({repr(r["config"].get(k)) for r in runs}) > 1]
+    for run in runs:
+        extra = ", ".join(f"{k}={run['config'].get(k)}" for k in varying)
+        run["group"] = f"{run['strategy']} ({extra})" if extra else run["strategy"]
 
 
 def _curves(runs: list[dict[str, Any]], metric: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """strategy -> (x: label counts [K], y: [trials, K] test metric), over counts every trial has."""
     by: dict[str, list[dict[int, float]]] = defaultdict(list)
     for run in runs:
-        by[run["strategy"]].append({h["n_labeled"]: h["test"][metric] for h in run["history"]})
+        by[run["group"]].append({h["n_labeled"]: h["test"][metric] for h in run["history"]})
     out = {}
     for strategy, trials in by.items():
         xs = sorted(set.intersection(*(set(t) for t in trials))) if trials else []
@@ -96,7 +127,7 @@ def build_report(state_dirs: list[str], out_dir: str | Path, at: list[int] | Non
         for h in run["history"]:
             for phase in PHASES:
                 if phase in h.get("seconds", {}):
-                    timings[run["strategy"]][phase].append(h["seconds"][phase])
+                    timings[run["group"]][phase].append(h["seconds"][phase])
     for strategy, phases in timings.items():
         summary["strategies"].setdefault(strategy, {})["seconds_per_iteration"] = {
             p: round(float(np.mean(v)), 3) for p, v in phases.items()

@@ -54,3 +54,16 @@ def test_cli_report_expands_trial_folders(tmp_path, capsys):
     assert "| ll+clustering | 2 |" in capsys.readouterr().out
     with pytest.raises(StateError):
         build_report([str(tmp_path / "nothing")], tmp_path / "rep2")
+
+
+def test_runs_differing_in_a_setting_are_separate_curves(tmp_path):
+    a = _fake_run(tmp_path / "b5", "ll+clustering", 0, [0.4, 0.5])
+    b = _fake_run(tmp_path / "b10", "ll+clustering", 0, [0.4, 0.7])
+    for path, bval, lam in ((a, 5, 0.1), (b, 10, 0.1)):
+        store = StateStore(path)
+        state = store.load()
+        state.config.update({"b": bval, "train": {"ll_lambda": lam, "seed": 3}})
+        store.save(state)
+    summary = build_report([a, b], tmp_path / "out")
+    assert sorted(summary["strategies"]) == ["ll+clustering (b=10)", "ll+clustering (b=5)"]
+    assert summary["strategies"]["ll+clustering (b=10)"]["micro_f1"]["mean"] == [0.4, 0.7]
