@@ -17,6 +17,7 @@ filesystem or a URI such as ``s3://...``) and ``storage_path``.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import uuid
@@ -46,6 +47,9 @@ def _train_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
     from raydal.data.shards import decode_batch, override_labels
     from raydal.training.loop import epoch_seed, fit
 
+    # This process only trains: its root logger decides what Ray Train's per-report INFO
+    # lines (a logger named by file path, outside RunConfig's logging_config) print.
+    logging.getLogger().setLevel(os.environ.get("RAYDAL_TRAIN_LOG_LEVEL", "WARNING"))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     spec = ModelSpec.from_dict(config["spec"])
