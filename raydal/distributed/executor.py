@@ -47,14 +47,12 @@ class RayExecutor(LocalExecutor):
         return str(result.checkpoint_dir)
 
     def _cpus_per_worker(self) -> float:
-        """The configured value, or 1 CPU capped so one cluster CPU stays free for Ray Data reads
-        (on 2 cores, 2 workers x 1 CPU next to a read task hang; ray-notes)."""
+        """The configured value, or up to 1 CPU each with one cluster CPU left for Ray Data reads."""
         if self.config.cpus_per_worker is not None:
             return self.config.cpus_per_worker
-        import ray
+        from raydal.distributed.session import cpu_share_leaving_one_free
 
-        total = ray.cluster_resources().get("CPU", 1.0)
-        return max(0.25, min(1.0, (total - 1.0) / self.config.num_workers))
+        return cpu_share_leaving_one_free(self.config.num_workers)
 
     def evaluate(self, checkpoint, split):
         if not self.config.use_gpu:

@@ -86,12 +86,9 @@ def _positive_int(name: str, value: object) -> int:
 
 def _default_actor_cpus(concurrency: int, num_gpus: float) -> float:
     """CPUs per actor: leave one CPU of the cluster for the read tasks (they stall otherwise)."""
-    import ray
+    from raydal.distributed.session import cpu_share_leaving_one_free
 
-    if num_gpus > 0:
-        return 1.0
-    total = float(ray.cluster_resources().get("CPU", 1.0))
-    return max(0.25, min(1.0, (total - 1.0) / concurrency))
+    return 1.0 if num_gpus > 0 else cpu_share_leaving_one_free(concurrency)
 
 
 def score_pool_ray(

@@ -36,3 +36,15 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> str:
         configure_logging=True,
     )
     return "embedded"
+
+
+def cpu_share_leaving_one_free(n: int) -> float:
+    """CPUs for each of ``n`` actors or workers so one cluster CPU stays free, in [0.25, 1].
+
+    Ray Data's read tasks need that CPU: on 2 cores, 2 x 1-CPU workers next to a read
+    task wait forever (ray-notes).
+    """
+    import ray
+
+    total = float(ray.cluster_resources().get("CPU", 1.0))
+    return max(0.25, min(1.0, (total - 1.0) / n))

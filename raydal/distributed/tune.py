@@ -240,7 +240,7 @@ class SweepResult:
                      (r["error"] or "").splitlines()[0][:120] if r["error"] else ""]
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", "Each row's curve is in sweep.json (rows[].curve); its state dir works with `raydal report`, "
-                  "which averages the state dirs it is given by strategy.", ""]
+                  "which draws one curve per strategy and per setting that differs between the trials.", ""]
         return "\n".join(lines)
 
     def write(self) -> None:
