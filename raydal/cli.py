@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
-from raydal.exceptions import RaydalError
-
-DATASETS = ("ucmerced", "treesatai", "bigearthnet")
+from raydal.constants import F1_CURVES_PNG, REPORT_DIR, REPORT_MD, SWEEP_JSON, SWEEP_MD
+from raydal.exceptions import ConfigError, RaydalError
+from raydal.settings import LazyChoices
 
 
 def _cmd_synth(args: argparse.Namespace) -> None:
@@ -42,109 +43,115 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
     print(f"prepared {manifest.dataset} shards in {args.out_dir} ({counts})")
 
 
-#: ``--preset demo``: a small model on a small generated archive, a few minutes on 2 CPU cores.
-DEMO_PRESET = dict(
-    backbone="smallcnn", size=32, fake_n=840, b=20, m=3, initial_labeled=40, iterations=4,
-    epochs=8, batch_size=16, lr=0.05, num_workers=2, cpus_per_worker=0.5, score_concurrency=1,
-)
+def _datasets() -> LazyChoices:
+    from raydal.data import list_datasets
+
+    return LazyChoices(list_datasets)
+
+
+def _setting_sources():
+    """The config classes whose declared fields become run flags, with their flag dest prefix."""
+    from raydal.config import ALConfig, ExperimentConfig
+    from raydal.training.config import TrainConfig
+
+    return (("experiment", ExperimentConfig, ""), ("run (ALConfig)", ALConfig, ""),
+            ("training (TrainConfig; 'train:' in a --config file)", TrainConfig, "train."))
+
+
+def _flag_help(cls, f, prefix: str) -> str:
+    """The declaration's help, its choices and its built-in default (or that a preset sets it)."""
+    from raydal.config import PAPER_PRESETS
+
+    meta = f.metadata
+    text = meta["help"].replace("%", "%%")
+    if meta["choices"] is not None:
+        text += "; one of %(choices)s"
+    if meta["range"] is not None:
+        text += f"; {meta['range']}"
+    default = f.default if f.default is not dataclasses.MISSING else None
+    in_preset = any(f.name in (p.get("train", {}) if prefix else p) for p in PAPER_PRESETS.values())
+    if in_preset:
+        text += f" (default: the dataset's paper preset, else {default})"
+    elif default not in (None, ""):
+        text += f" (default: {default})"
+    return text
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    """Flags of ``raydal run`` and ``jobs/al_*.py``. Unset flags take the paper's defaults."""
-    g = p.add_argument_group("data")
-    g.add_argument("--data-root", type=Path, default=None,
-                   help="folder of a real archive; without it a fake archive is generated")
-    g.add_argument("--shards-dir", type=Path, default=None,
-                   help="prepared shards (made here if missing; default STATE_DIR/../shards-DATASET)")
-    g.add_argument("--size", type=int, default=None, help="model input side in pixels (default: paper's)")
-    g.add_argument("--fake-n", type=int, default=None, help="images in the generated fake archive")
-    g = p.add_argument_group("active learning")
-    g.add_argument("--state-dir", type=str, default=None, help="where the run's state lives (default runs/DATASET)")
-    g.add_argument("--mode", choices=("simulation", "human"), default="simulation")
-    g.add_argument("--strategy", default="mge+clustering",
-                   help="query function: random, ll, tpd, mge, ll+clustering, tpd+clustering, mge+clustering")
-    g.add_argument("--b", type=int, default=None, help="samples labeled per iteration (paper: 20 UCM, 1000 TreeSatAI)")
-    g.add_argument("--m", type=int, default=None, help="candidate multiplier: cluster the m*b most uncertain")
-    g.add_argument("--initial-labeled", type=int, default=None)
-    g.add_argument("--iterations", type=int, default=None, help="query rounds (default 5, or until --label-budget)")
-    g.add_argument("--label-budget", type=int, default=None, help="stop once this many samples are labeled")
-    g.add_argument("--trials", type=int, default=1, help="repeat with seeds seed..seed+trials-1 (paper: 3)")
-    g.add_argument("--seed", type=int, default=0)
+    """Flags of ``raydal run`` / ``jobs/al_*.py`` / ``raydal sweep``, derived from the config dataclasses.
+
+    Every field declared with ``raydal.settings.setting`` gets a flag (``--field-name``,
+    or its declared ``flag``); bools get ``--x``/``--no-x`` (or the declared ``off_flag``).
+    Every flag defaults to None, "not given": the default comes from the config layers
+    (``raydal.config.resolve_config``).
+    """
+    from raydal.config import PRESETS
+    from raydal.settings import declared_settings, value_type
+
+    for title, cls, prefix in _setting_sources():
+        g = p.add_argument_group(title)
+        for f in declared_settings(cls):
+            meta = f.metadata
+            if not meta["cli"]:
+                continue
+            dest = prefix + f.name
+            flag = meta["flag"] or "--" + f.name.replace("_", "-")
+            help_text = _flag_help(cls, f, prefix)
+            base, _ = value_type(cls, f.name)
+            if base is bool:
+                pair = g.add_mutually_exclusive_group()
+                pair.add_argument(flag, dest=dest, action="store_true", default=None, help=help_text)
+                pair.add_argument(meta["off_flag"] or "--no-" + flag[2:], dest=dest, action="store_false",
+                                  default=None, help=f"the opposite of {flag}")
+                continue
+            g.add_argument(flag, dest=dest, default=None, help=help_text, type=base if base in (int, float) else str,
+                           choices=meta["choices"], metavar=f.name.upper())
+    g = p.add_argument_group("configuration")
+    g.add_argument("--preset", choices=PRESETS, default=None,
+                   help="paper (default): the dataset's protocol from the paper (label budget, 3 trials); "
+                        "demo: small model and archive, minutes on a laptop")
+    g.add_argument("--config", type=Path, default=None,
+                   help="YAML file of config fields (as --print-config writes); flags override it")
+    g.add_argument("--print-config", action="store_true",
+                   help="print the resolved configuration as YAML (loadable with --config) and exit")
     g.add_argument("--fork", action="store_true", help="continue an existing state dir under a changed config")
-    g = p.add_argument_group("model and training")
-    g.add_argument("--backbone", default=None, help="densenet121 (default), resnet18, resnet50, smallcnn")
-    g.add_argument("--weights", default=None, help="local state-dict file to initialise the backbone from")
-    g.add_argument("--epochs", type=int, default=None)
-    g.add_argument("--lr", type=float, default=None)
-    g.add_argument("--batch-size", type=int, default=None)
-    start = g.add_mutually_exclusive_group()
-    start.add_argument("--warm-start", dest="warm_start", action="store_true", default=None)
-    start.add_argument("--cold-start", dest="warm_start", action="store_false")
-    g = p.add_argument_group("execution")
-    g.add_argument("--executor", choices=("ray", "local"), default="ray",
-                   help="ray: Ray Train + Ray Data from a driver actor; local: all in this process")
-    g.add_argument("--num-workers", type=int, default=None, help="Ray Train workers")
-    g.add_argument("--gpu", action="store_true", help="train and score on GPUs")
-    g.add_argument("--cpus-per-worker", type=float, default=None,
-                   help="CPUs per Ray Train worker (default: 1, less on small machines so reads keep a CPU)")
-    g.add_argument("--score-concurrency", type=int, default=None, help="Ray Data scoring actors")
-    g.add_argument("--score-batch-size", type=int, default=None)
-    g.add_argument("--preset", choices=("paper", "demo"), default="paper",
-                   help="paper: the paper's settings; demo: small model and archive, minutes on a laptop")
-    g.add_argument("--config", type=Path, default=None, help="YAML file of ALConfig fields (flags override it)")
 
 
-def config_from_args(dataset: str, args: argparse.Namespace):
-    """``(ALConfig, trials, data_root, size, fake_n)`` from parsed run flags."""
-    from raydal.config import PAPER_DEFAULTS, ALConfig
+def _overrides(args: argparse.Namespace) -> dict:
+    """The config flags given on the command line (``train.*`` as a nested mapping)."""
+    from raydal.settings import declared_settings
 
-    paper = PAPER_DEFAULTS[dataset]
-    base: dict = ALConfig.from_yaml(args.config).to_dict() if args.config else {}
-    preset = DEMO_PRESET if args.preset == "demo" else {}
+    out: dict = {}
+    for _, cls, prefix in _setting_sources():
+        for f in declared_settings(cls):
+            value = getattr(args, prefix + f.name, None)
+            if value is None:
+                continue
+            if prefix:
+                out.setdefault(prefix.rstrip("."), {})[f.name] = value
+            else:
+                out[f.name] = value
+    return out
 
-    def pick(flag, default=None):
-        value = getattr(args, flag, None)
-        return value if value is not None else preset.get(flag, default)
 
-    state_dir = args.state_dir or base.get("state_dir") or f"runs/{dataset}"
-    shards = args.shards_dir or base.get("shards_dir") or Path(state_dir).parent / f"shards-{dataset}"
-    train = dict(base.get("train", {}))
-    for key in ("epochs", "lr", "batch_size"):
-        train[key] = pick(key, train.get(key, paper["train"][key]))
-    fields = dict(
-        base,
-        dataset=dataset,
-        shards_dir=str(shards),
-        state_dir=str(state_dir),
-        mode=args.mode,
-        strategy=args.strategy,
-        b=pick("b", base.get("b", paper["b"])),
-        m=pick("m", base.get("m", paper["m"])),
-        initial_labeled=pick("initial_labeled", base.get("initial_labeled", paper["initial_labeled"])),
-        iterations=pick("iterations", base.get("iterations", None if args.label_budget else 5)),
-        label_budget=args.label_budget if args.label_budget is not None else base.get("label_budget"),
-        seed=args.seed,
-        backbone=pick("backbone", base.get("backbone", "densenet121")),
-        weights=args.weights or base.get("weights"),
-        warm_start=args.warm_start if args.warm_start is not None else base.get("warm_start", paper["warm_start"]),
-        train=train,
-        executor=args.executor,
-        num_workers=pick("num_workers", base.get("num_workers", 1)),
-        use_gpu=bool(args.gpu or base.get("use_gpu", False)),
-        cpus_per_worker=pick("cpus_per_worker", base.get("cpus_per_worker")),
-        score_concurrency=pick("score_concurrency", base.get("score_concurrency", 1)),
-        score_batch_size=pick("score_batch_size", base.get("score_batch_size", 64)),
-    )
-    size = pick("size", paper["image_size"])
-    return ALConfig.from_dict(fields), args.trials, args.data_root, size, pick("fake_n")
+def config_from_args(args: argparse.Namespace):
+    """The ``ExperimentConfig`` of parsed run flags: layers merged by ``raydal.config.resolve_config``."""
+    from raydal.config import resolve_config
+
+    return resolve_config(args.dataset, args.preset, args.config, _overrides(args))
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
+    from raydal.al.executor import executor_needs_ray
     from raydal.al.experiment import ensure_shards, run_experiment
 
-    config, trials, data_root, size, fake_n = config_from_args(args.dataset, args)
-    ensure_shards(config.dataset, config.shards_dir, data_root, size, fake_n, seed=config.seed)
-    if config.executor == "ray":
+    exp = config_from_args(args)
+    if args.print_config:
+        print(exp.to_yaml(), end="")
+        return
+    config = exp.run
+    ensure_shards(config.dataset, config.shards_dir, exp.data_root, exp.image_size, exp.fake_n, seed=config.seed)
+    if executor_needs_ray(config.executor):
         from raydal.distributed.driver import run_trial_on_ray
         from raydal.distributed.session import ensure_ray
 
@@ -152,7 +159,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
         runner = run_trial_on_ray
     else:
         from raydal.al.experiment import run_trial_local as runner
-    summaries = run_experiment(config, trials, runner, fork=args.fork)
+    summaries = run_experiment(config, exp.trials, runner, fork=args.fork)
     for s in summaries:
         curve = ", ".join(f"{c['n_labeled']}: {100 * c['micro_f1']:.1f}" for c in s["curve"])
         print(f"{s['state_dir']} [{s['strategy']}, {s['phase']}] test micro-F1 by labels: {curve}")
@@ -161,9 +168,9 @@ def _cmd_run(args: argparse.Namespace) -> None:
     if args.report and any(s["curve"] for s in summaries):
         from raydal.al.report import build_report
 
-        out = Path(config.state_dir) / "report"
+        out = Path(config.state_dir) / REPORT_DIR
         build_report([s["state_dir"] for s in summaries], out)
-        print(f"report: {out / 'report.md'} and {out / 'f1_curves.png'}")
+        print(f"report: {out / REPORT_MD} and {out / F1_CURVES_PNG}")
     print(f"results: {config.state_dir}")
 
 
@@ -180,8 +187,6 @@ def _parse_value(text: str):
 def _param_space(args: argparse.Namespace) -> dict:
     """``--param KEY=V1,V2`` (repeatable) and ``--param-file YAML`` -> grid values per key."""
     import yaml
-
-    from raydal.exceptions import ConfigError
 
     space: dict = {}
     if args.param_file:
@@ -203,22 +208,29 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     from raydal.al.experiment import ensure_shards
     from raydal.distributed.tune import run_sweep
 
-    config, _, data_root, size, fake_n = config_from_args(args.dataset, args)
+    exp = config_from_args(args)
+    if args.print_config:
+        print(exp.to_yaml(), end="")
+        return
+    if args.trials is not None and args.trials != 1:
+        raise ConfigError(f"--trials {args.trials}: a sweep runs one trial per grid point; repeat trials by "
+                          f"sweeping the seed instead, e.g. --param seed=0,1,2.")
+    config = exp.run
     space = _param_space(args)
-    ensure_shards(config.dataset, config.shards_dir, data_root, size, fake_n, seed=config.seed)
+    ensure_shards(config.dataset, config.shards_dir, exp.data_root, exp.image_size, exp.fake_n, seed=config.seed)
     resources = {"CPU": args.cpus_per_trial}
     if args.gpus_per_trial:
         resources["GPU"] = args.gpus_per_trial
     run_sweep(config, space, args.sweep_dir, num_samples=args.num_samples,
               max_concurrent_trials=args.max_concurrent_trials, resources_per_trial=resources,
               metric=args.metric, scheduler=None if args.scheduler == "fifo" else args.scheduler)
-    print((Path(args.sweep_dir) / "sweep.md").read_text())
-    print(f"sweep results: {Path(args.sweep_dir) / 'sweep.json'}; curves: raydal report {args.sweep_dir}")
+    print((Path(args.sweep_dir) / SWEEP_MD).read_text())
+    print(f"sweep results: {Path(args.sweep_dir) / SWEEP_JSON}; curves: raydal report {args.sweep_dir}")
 
 
 def _expand_state_dirs(dirs: list[Path]) -> list[str]:
     """A state dir, or a folder of trial-*/ state dirs."""
-    from raydal.al.state import STATE_FILE
+    from raydal.constants import STATE_FILE
 
     out: list[str] = []
     for d in dirs:
@@ -234,10 +246,10 @@ def _cmd_report(args: argparse.Namespace) -> None:
     from raydal.al.report import build_report
 
     dirs = _expand_state_dirs(args.state_dirs)
-    out = args.out or Path(dirs[0]) / "report"
+    out = args.out or Path(dirs[0]) / REPORT_DIR
     at = [int(x) for x in args.at.split(",")] if args.at else None
     summary = build_report(dirs, out, at=at)
-    print((Path(summary["out_dir"]) / "report.md").read_text())
+    print((Path(summary["out_dir"]) / REPORT_MD).read_text())
     print(f"report written to {summary['out_dir']} (report.md, report.json, f1_curves.png)")
 
 
@@ -264,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synth", help="write a fake archive in a published layout")
-    p.add_argument("dataset", choices=DATASETS)
+    p.add_argument("dataset", choices=_datasets(), metavar="DATASET", help="%(choices)s")
     p.add_argument("out_dir", type=Path)
     p.add_argument("--n", type=int, default=None, help="number of images (default per dataset)")
     p.add_argument("--size", type=int, default=None, help="image side in pixels (default: the real size)")
@@ -272,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("prepare", help="validate an archive and pack it into Parquet shards")
-    p.add_argument("dataset", choices=DATASETS)
+    p.add_argument("dataset", choices=_datasets(), metavar="DATASET", help="%(choices)s")
     p.add_argument("root", type=Path, help="the archive's folder")
     p.add_argument("out_dir", type=Path)
     p.add_argument("--size", type=int, default=None, help="model input side in pixels (default per dataset)")
@@ -291,13 +303,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_prepare)
 
     p = sub.add_parser("run", help="run (or resume) an active-learning experiment")
-    p.add_argument("dataset", choices=DATASETS)
+    p.add_argument("dataset", choices=_datasets(), metavar="DATASET", help="%(choices)s")
     add_run_arguments(p)
     p.add_argument("--no-report", dest="report", action="store_false", help="skip the report at the end")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("sweep", help="Ray Tune sweep of AL settings (lambda, m, b, ...): one AL run per trial")
-    p.add_argument("dataset", choices=DATASETS)
+    p.add_argument("dataset", choices=_datasets(), metavar="DATASET", help="%(choices)s")
     p.add_argument("sweep_dir", type=Path, help="where trial state dirs, sweep.json and sweep.md go")
     p.add_argument("--param", action="append", metavar="KEY=V1,V2",
                    help="a grid axis: an ALConfig field (b, m, strategy, seed, ...) or train.FIELD "

@@ -1,15 +1,26 @@
-"""The active-learning run's configuration: validated dataclasses, loadable from YAML.
+"""The run's configuration: validated dataclasses, the presets, and the one function that merges them.
 
-``ALConfig`` composes everything one run needs. Training hyperparameters live in
-``raydal.training.TrainConfig`` and are kept here as a plain mapping so this module
-imports no torch.
+``ALConfig`` describes one active-learning run (one trial); ``ExperimentConfig`` adds
+what ``raydal run`` needs around it (the number of trials, where the archive is).
+Every field is declared once with :func:`raydal.settings.setting`: its default, its
+valid range or choices (strategy, backbone, dataset and executor names come from their
+registries) and its help text. ``raydal run``/``jobs/al_*.py``/``raydal sweep`` derive
+their flags from these declarations, and :func:`resolve_config` merges the layers
+
+    built-in defaults < dataset protocol (paper preset) < --preset demo < --config FILE < flags
+
+in one place. Training hyperparameters are ``raydal.training.TrainConfig`` fields, kept
+in ``ALConfig.train`` as a plain mapping.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,26 +28,41 @@ from typing import Any
 import yaml
 
 from raydal.exceptions import ConfigError
+from raydal.settings import Interval, check_settings, setting
 from raydal.utils import dataclass_from_dict
 
 MODES = ("simulation", "human")
-EXECUTORS = ("local", "ray")
+PRESETS = ("paper", "demo")
 
-#: The paper's protocol per dataset (method.md, "Training protocol in the paper").
-PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
+#: The paper's protocol per dataset (method.md, "Training protocol in the paper"): the
+#: ``paper`` preset, applied under every run of that dataset. BigEarthNet is not in the
+#: paper: it reuses TreeSatAI's protocol (1000 initial + b = 1000 up to 18000 labels, cold start).
+PAPER_PRESETS: dict[str, dict[str, Any]] = {
     "ucmerced": dict(
-        b=20, m=3, initial_labeled=40, image_size=256, warm_start=True,
-        train=dict(lr=0.025, epochs=100, batch_size=10),
+        b=20, m=3, initial_labeled=40, iterations=None, label_budget=400, trials=3, image_size=256,
+        warm_start=True, train=dict(lr=0.025, epochs=100, batch_size=10),
     ),
     "treesatai": dict(
-        b=1000, m=4, initial_labeled=1000, image_size=288, warm_start=False,
-        train=dict(lr=0.01, epochs=200, batch_size=100),
+        b=1000, m=4, initial_labeled=1000, iterations=None, label_budget=18000, trials=3, image_size=288,
+        warm_start=False, train=dict(lr=0.01, epochs=200, batch_size=100),
     ),
     "bigearthnet": dict(
-        b=1000, m=4, initial_labeled=1000, image_size=120, warm_start=False,
-        train=dict(lr=0.01, epochs=100, batch_size=100),
+        b=1000, m=4, initial_labeled=1000, iterations=None, label_budget=18000, trials=3, image_size=120,
+        warm_start=False, train=dict(lr=0.01, epochs=100, batch_size=100),
     ),
 }
+
+#: ``--preset demo``: a small model on a small generated archive, a few minutes on 2 CPU cores.
+DEMO_PRESET: dict[str, Any] = dict(
+    backbone="smallcnn", image_size=32, fake_n=840, b=20, m=3, initial_labeled=40, iterations=4,
+    label_budget=None, trials=1, num_workers=2, cpus_per_worker=0.5, score_concurrency=1,
+    train=dict(epochs=8, batch_size=16, lr=0.05),
+)
+
+#: The two stopping criteria: a layer that sets either replaces both (see :func:`merge_layers`).
+STOP_KEYS = ("iterations", "label_budget")
+#: TrainConfig fields that follow the run's field of the same name unless set in ``train``.
+RUN_OWNED_TRAIN_FIELDS = ("seed", "warm_start")
 
 #: Fields that do not change results: a resumed run may change them freely.
 _EXECUTION_FIELDS = frozenset(
@@ -46,6 +72,37 @@ _EXECUTION_FIELDS = frozenset(
 )
 
 
+# Registries own the names; asked on first use so that declaring a field imports nothing.
+def _datasets() -> list[str]:
+    from raydal.data import list_datasets
+
+    return list_datasets()
+
+
+def _strategies() -> list[str]:
+    from raydal.query import list_strategies
+
+    return list_strategies()
+
+
+def _backbones() -> list[str]:
+    from raydal.models import list_models
+
+    return list_models()
+
+
+def _executors() -> list[str]:
+    from raydal.al.executor import list_executors
+
+    return list_executors()
+
+
+def _clustering_backends() -> tuple[str, ...]:
+    from raydal.query.clustering import BACKENDS
+
+    return BACKENDS
+
+
 def _check(cond: bool, cls: str, name: str, what: str, value: Any) -> None:
     if not cond:
         raise ConfigError(f"The '{name}' parameter of {cls} must be {what}. Got {value!r} instead.")
@@ -53,63 +110,62 @@ def _check(cond: bool, cls: str, name: str, what: str, value: Any) -> None:
 
 @dataclass
 class ALConfig:
-    """One active-learning run (one trial).
+    """One active-learning run (one trial); validated when built.
 
-    Attributes mirror the CLI flags of ``jobs/al_*.py``; ``train`` holds the
-    fields of ``raydal.training.TrainConfig`` (lr, epochs, batch_size, ...).
+    ``train`` holds fields of ``raydal.training.TrainConfig`` (lr, epochs, batch_size,
+    ...); it is completed with TrainConfig's defaults when the config is built, so two
+    configs that train alike compare (and fingerprint) alike.
     """
 
-    dataset: str = "ucmerced"
-    #: Folder of the prepared Parquet shards (``raydal prepare`` output).
-    shards_dir: str = ""
-    #: Where the run keeps its state, checkpoints and reports.
-    state_dir: str = "runs/al"
-    mode: str = "simulation"
-    strategy: str = "mge+clustering"
-    b: int = 20
-    m: int = 3
-    initial_labeled: int = 40
-    #: Stop after this many query rounds (``None``: until ``label_budget``).
-    iterations: int | None = 5
-    #: Stop once this many samples are labeled (``None``: until ``iterations``).
-    label_budget: int | None = None
-    seed: int = 0
-    backbone: str = "densenet121"
-    weights: str | None = None
-    warm_start: bool = True
-    clustering_backend: str = "auto"
+    dataset: str = setting("ucmerced", "the archive", choices=_datasets, cli=False)
+    shards_dir: str = setting("", "prepared Parquet shards (made there if missing; default: "
+                              "shards-DATASET next to the state dir)")
+    state_dir: str = setting("", "where the run keeps its state, checkpoints and reports (default runs/DATASET)")
+    mode: str = setting("simulation", "simulation: the archive's labels answer queries; human: annotators "
+                        "do (raydal export / import-labels)", choices=MODES)
+    strategy: str = setting("mge+clustering", "query function", choices=_strategies)
+    b: int = setting(20, "samples labeled per query round", Interval(int, 1))
+    m: int = setting(3, "candidate multiplier: cluster the m*b most uncertain", Interval(int, 1))
+    initial_labeled: int = setting(40, "size of the random initial labeled set", Interval(int, 1))
+    iterations: int | None = setting(5, "stop after this many query rounds (None: run until label_budget)",
+                                     Interval(int, 0))
+    label_budget: int | None = setting(None, "stop once this many samples are labeled (None: run for "
+                                       "iterations rounds)", Interval(int, 1))
+    seed: int = setting(0, "seed of the initial set, training and k-means++", Interval(int, 0))
+    backbone: str = setting("densenet121", "backbone network", choices=_backbones)
+    weights: str | None = setting(None, "local state-dict file to initialise the backbone from")
+    warm_start: bool = setting(True, "start each iteration from the previous model (--cold-start: fresh init)",
+                               flag="--warm-start", off_flag="--cold-start")
+    clustering_backend: str = setting("auto", "k-means backend of the diversity step",
+                                      choices=_clustering_backends)
     train: dict[str, Any] = field(default_factory=dict)
     # execution (may change between resumes)
-    executor: str = "ray"
-    num_workers: int = 1
-    use_gpu: bool = False
-    #: CPUs per Ray Train worker; None: 1, or less where that leaves no CPU for Ray Data reads.
-    cpus_per_worker: float | None = None
-    score_concurrency: int = 1
-    score_batch_size: int = 64
-    storage_path: str | None = None
+    executor: str = setting("ray", "ray: Ray Train + Ray Data from a driver actor; local: all in this process",
+                            choices=_executors)
+    num_workers: int = setting(1, "Ray Train workers", Interval(int, 1))
+    use_gpu: bool = setting(False, "train and score on GPUs", flag="--gpu")
+    cpus_per_worker: float | None = setting(None, "CPUs per Ray Train worker (None: 1, or less where that "
+                                            "leaves no CPU for Ray Data reads)", Interval(float, 0, None, "neither"))
+    score_concurrency: int = setting(1, "Ray Data scoring actors", Interval(int, 1))
+    score_batch_size: int = setting(64, "images per scoring and evaluation batch", Interval(int, 1))
+    storage_path: str | None = setting(None, "Ray Train storage: a folder every node mounts, or a URI "
+                                       "(default: next to the checkpoints)")
 
     def __post_init__(self) -> None:
         cls = "ALConfig"
-        _check(self.mode in MODES, cls, "mode", f"one of {MODES}", self.mode)
-        _check(self.executor in EXECUTORS, cls, "executor", f"one of {EXECUTORS}", self.executor)
-        for name in ("b", "m", "initial_labeled", "num_workers", "score_concurrency", "score_batch_size"):
-            v = getattr(self, name)
-            _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, cls, name, "an int >= 1", v)
-        if self.iterations is not None:
-            _check(isinstance(self.iterations, int) and self.iterations >= 0, cls, "iterations",
-                   "an int >= 0 or None", self.iterations)
+        check_settings(self)  # types, ranges, and names against the registries
+        if not self.state_dir:
+            self.state_dir = f"runs/{self.dataset}"
+        if not self.shards_dir:
+            self.shards_dir = str(Path(self.state_dir).parent / f"shards-{self.dataset}")
         if self.label_budget is not None:
-            _check(isinstance(self.label_budget, int) and self.label_budget >= self.initial_labeled, cls,
-                   "label_budget", f"an int >= initial_labeled ({self.initial_labeled}) or None",
-                   self.label_budget)
+            _check(self.label_budget >= self.initial_labeled, cls, "label_budget",
+                   f"an int >= initial_labeled ({self.initial_labeled}) or None", self.label_budget)
         _check(self.iterations is not None or self.label_budget is not None, cls, "iterations",
                "set when label_budget is None (otherwise the run never ends)", self.iterations)
-        _check(self.cpus_per_worker is None or self.cpus_per_worker > 0, cls, "cpus_per_worker",
-               "a number > 0 or None (automatic)", self.cpus_per_worker)
-        _check(bool(self.shards_dir), cls, "shards_dir", "the folder written by `raydal prepare`",
-               self.shards_dir)
         _check(isinstance(self.train, dict), cls, "train", "a mapping of TrainConfig fields", self.train)
+        full = self.train_config().to_dict()
+        self.train = {k: v for k, v in full.items() if k not in RUN_OWNED_TRAIN_FIELDS or k in self.train}
 
     # -- (de)serialisation ---------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -146,9 +202,136 @@ class ALConfig:
 
     def train_config(self):
         """The ``raydal.training.TrainConfig`` of this run (seeded from ``seed``)."""
-        from raydal.training import TrainConfig
+        from raydal.training.config import TrainConfig
 
-        kwargs = dict(self.train)
-        kwargs.setdefault("seed", self.seed)
-        kwargs.setdefault("warm_start", self.warm_start)
-        return TrainConfig(**kwargs)
+        kwargs = {name: getattr(self, name) for name in RUN_OWNED_TRAIN_FIELDS}
+        kwargs.update(self.train)
+        return TrainConfig.from_dict(kwargs)
+
+
+@dataclass
+class ExperimentConfig:
+    """An experiment as ``raydal run`` runs it: ``trials`` runs of ``run`` (seeds seed, seed+1, ...).
+
+    Written as one flat YAML mapping: the keys below beside the ALConfig fields
+    (:meth:`to_dict`); ``--print-config`` prints it and ``--config`` loads it back.
+    """
+
+    run: ALConfig
+    trials: int = setting(1, "repeat the run with seeds seed..seed+trials-1 (the paper: 3)", Interval(int, 1))
+    data_root: str | None = setting(None, "folder of a real archive; without it a fake archive is generated")
+    image_size: int | None = setting(None, "model input side in pixels when preparing shards (None: the "
+                                     "archive's own)", Interval(int, 1), flag="--size")
+    fake_n: int | None = setting(None, "images in the generated fake archive (None: per dataset)", Interval(int, 1))
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+    @staticmethod
+    def keys() -> tuple[str, ...]:
+        """The experiment-level keys of the flat mapping (the rest are ALConfig fields)."""
+        return tuple(f.name for f in dataclasses.fields(ExperimentConfig) if f.name != "run")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat: the experiment keys, then the ALConfig fields."""
+        return {**{k: getattr(self, k) for k in self.keys()}, **self.run.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ExperimentConfig":
+        data = dict(data)
+        known = set(cls.keys()) | {f.name for f in dataclasses.fields(ALConfig)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"Unknown config field(s) {unknown}. Valid fields: {sorted(known)} "
+                              "(training settings go under 'train:').")
+        outer = {k: data.pop(k) for k in cls.keys() if k in data}
+        return cls(run=ALConfig.from_dict(data), **outer)
+
+    def to_yaml(self) -> str:
+        """YAML that ``--config`` loads back to this config, with a summary in comments."""
+        run = self.run
+        seeds = f"seed {run.seed}" if self.trials == 1 else f"seeds {run.seed}..{run.seed + self.trials - 1}"
+        head = [f"# raydal {run.dataset}: {self.trials} trial(s) ({seeds}); {self.stopping_rule()}",
+                "# resolved configuration: load it back with --config FILE"]
+        return "\n".join(head) + "\n" + yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def stopping_rule(self) -> str:
+        """In words: where each trial stops ("stops at 400 labels (40 initial + 18 rounds of 20)"),
+        or earlier if the pool runs out."""
+        run = self.run
+        rounds = [r for r in (run.iterations, None if run.label_budget is None else
+                              math.ceil((run.label_budget - run.initial_labeled) / run.b)) if r is not None]
+        n = min(rounds)
+        labels = run.initial_labeled + n * run.b
+        if run.label_budget is not None:
+            labels = min(labels, run.label_budget)
+        return f"stops at {labels} labels ({run.initial_labeled} initial + {n} rounds of {run.b})"
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML config file (ALConfig fields, ``train:``, experiment keys)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as err:
+        raise ConfigError(f"Config file {path} does not exist: check the path.") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"Config file {path} is not valid YAML: {err}") from err
+    if not isinstance(data, dict) or not isinstance(data.get("train", {}), dict):
+        raise ConfigError(f"Config file {path} must hold a mapping of config fields (training settings "
+                          "as a mapping under 'train:'); see `raydal run DATASET --print-config`.")
+    return data
+
+
+def preset_layer(name: str, dataset: str) -> dict[str, Any]:
+    """The settings of preset ``name`` for ``dataset`` ("paper": the dataset's protocol, if known)."""
+    if name == "paper":
+        return copy.deepcopy(PAPER_PRESETS.get(dataset, {}))
+    if name == "demo":
+        return copy.deepcopy(DEMO_PRESET)
+    raise ConfigError(f"The 'preset' parameter must be one of {list(PRESETS)}. Got {name!r} instead.")
+
+
+def merge_layers(layers: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """Merge config layers, later ones winning key by key (``train`` field by field).
+
+    The stopping rule is one setting: a layer that gives ``iterations`` or
+    ``label_budget`` replaces both (the one it leaves out becomes None), so
+    ``--label-budget 200`` over a preset that runs 4 rounds runs to 200 labels.
+    """
+    out: dict[str, Any] = {}
+    for layer in layers:
+        layer = dict(layer)
+        if any(k in layer for k in STOP_KEYS):
+            out.update({k: None for k in STOP_KEYS})
+        train = layer.pop("train", None) or {}
+        out.update(layer)
+        if train:
+            out["train"] = {**out.get("train", {}), **train}
+    return out
+
+
+def resolve_config(dataset: str, preset: str | None = None, config_file: str | Path | None = None,
+                   overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
+    """The experiment from its layers, lowest first:
+
+    built-in defaults (the dataclasses) < the dataset's protocol (:data:`PAPER_PRESETS`)
+    < ``preset`` ("demo"; "paper" adds nothing) < ``config_file`` < ``overrides``
+    (explicit flags: only the given ones, ``train`` as a nested mapping).
+
+    Raises:
+        ConfigError: an unknown field, name or preset, a value out of range, or a config
+            file written for another dataset; before anything runs.
+    """
+    layers = [{"dataset": dataset}, preset_layer("paper", dataset)]
+    if preset is not None and preset != "paper":
+        layers.append(preset_layer(preset, dataset))
+    if config_file is not None:
+        data = load_config_file(config_file)
+        if data.get("dataset", dataset) != dataset:
+            raise ConfigError(f"Config file {config_file} is for dataset {data['dataset']!r}, not {dataset!r}: "
+                              f"run `raydal run {data['dataset']} --config {config_file}` or change its 'dataset'.")
+        layers.append(data)
+    if overrides:
+        layers.append(overrides)
+    return ExperimentConfig.from_dict(merge_layers(layers))

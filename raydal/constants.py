@@ -1,16 +1,60 @@
-"""Environment variables and fixed names, defined once."""
+"""Environment variables and the names of the files and folders raydal writes, defined once.
+
+Modules import these names; none spells a variable or a file name itself (dataset
+readers keep the names of the archives' own files as class constants).
+"""
 
 from __future__ import annotations
 
+# -- environment variables -------------------------------------------------------------
 #: Where ``raydal`` keeps Ray's session folders when it starts an embedded Ray.
 ENV_RAY_TMPDIR = "RAYDAL_RAY_TMPDIR"
 #: Address of a running Ray cluster; when unset an embedded local Ray is started.
 ENV_RAY_ADDRESS = "RAY_ADDRESS"
 #: Force the compute device ("cpu", "cuda", "cuda:1"); default: CUDA when present.
 ENV_DEVICE = "RAYDAL_DEVICE"
+#: Log level of Ray Train workers (default WARNING).
+ENV_TRAIN_LOG_LEVEL = "RAYDAL_TRAIN_LOG_LEVEL"
+#: Cache folder of downloaded/converted weights (default ~/.cache/raydal).
+ENV_CACHE = "RAYDAL_CACHE"
+#: Ray Data's switch for its progress bars; raydal sets it to "1" before starting Ray.
+ENV_RAY_DATA_DISABLE_PROGRESS_BARS = "RAY_DATA_DISABLE_PROGRESS_BARS"
 
+# -- prepared shards (raydal prepare) ----------------------------------------------------
 MANIFEST_NAME = "manifest.json"
 QUARANTINE_NAME = "quarantine.csv"
 SHARD_FORMAT_VERSION = 1
 #: Canonical split names in prepared shards.
 SPLITS = ("pool", "val", "test")
+
+# -- checkpoints and training outputs ------------------------------------------------
+#: A checkpoint folder holds the weights and their JSON description.
+MODEL_FILE = "model.pt"
+META_FILE = "model.json"
+#: Optimizer/epoch state kept beside a checkpoint so training can resume mid-run.
+TRAIN_STATE_FILE = "train_state.pt"
+#: Per-epoch metrics of one training, and the checkpoint subfolder of its output folder.
+HISTORY_FILE = "history.json"
+CHECKPOINT_SUBDIR = "checkpoint"
+
+# -- an active-learning state dir ------------------------------------------------------
+STATE_FILE = "state.json"
+CHECKPOINTS_DIR = "checkpoints"
+EXPORT_DIR = "export"
+REPORT_DIR = "report"
+#: Trial k of an experiment lives in ``<state_dir>/trial-<k>``.
+TRIAL_DIR_PREFIX = "trial-"
+
+# -- human in the loop (raydal export) -------------------------------------------------
+BATCH_CSV = "batch.csv"
+LABEL_STUDIO_TASKS = "label_studio_tasks.json"
+LABEL_STUDIO_CONFIG = "label_studio_config.xml"
+THUMBS_DIR = "thumbs"
+
+# -- reports and sweeps ----------------------------------------------------------------
+REPORT_MD = "report.md"
+REPORT_JSON = "report.json"
+F1_CURVES_PNG = "f1_curves.png"
+SWEEP_JSON = "sweep.json"
+SWEEP_MD = "sweep.md"
+SWEEP_LOCK = ".sweep-trial.lock"

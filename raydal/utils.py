@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from raydal.constants import ENV_DEVICE
+from raydal.constants import ENV_CACHE, ENV_DEVICE
 
 
 def default_device() -> "torch.device":  # noqa: F821
@@ -99,7 +99,7 @@ def local_dir(location: str | os.PathLike) -> Path:
 
     import pyarrow.fs as pafs
 
-    cache = Path(os.environ.get("RAYDAL_CACHE", Path.home() / ".cache" / "raydal"))
+    cache = Path(os.environ.get(ENV_CACHE, Path.home() / ".cache" / "raydal"))
     target = cache / hashlib.sha1(str(location).encode()).hexdigest()[:20]
     if target.is_dir():
         return target

@@ -1,12 +1,16 @@
-"""Where the loop's heavy work runs: the in-process executor (Ray's lives in raydal.distributed).
+"""Where the loop's heavy work runs: the executor interface, its registry, the in-process executor.
 
 An executor trains on a labeled set, evaluates a checkpoint and runs a query. The
 loop only talks to this interface, so the same loop runs on a laptop, on a GPU
-box without Ray, and on a Ray cluster.
+box without Ray, and on a Ray cluster. Executors come from one registry, like the
+query strategies: ``get_executor(config.executor, config)``. ``"local"`` runs in
+this process; ``"ray"`` (``raydal.distributed.executor.RayExecutor``) is registered
+by its import path, so code that never asks for it never imports Ray.
 """
 
 from __future__ import annotations
 
+import importlib
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -15,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from raydal.config import ALConfig
+from raydal.exceptions import ConfigError
 
 
 @dataclass
@@ -35,6 +40,17 @@ class QueryResult:
     score_seconds: float = 0.0
     select_seconds: float = 0.0
 
+    @classmethod
+    def from_scores(cls, selected: list[str], scores, score_seconds: float, select_seconds: float,
+                    predicted: dict[str, list[float]] | None = None) -> "QueryResult":
+        """The result of a query that selected ``selected`` from ``scores`` (a ``PoolScores``,
+        or None for strategies that score nothing; then ``predicted`` holds their probabilities)."""
+        if scores is not None:
+            index = {sid: i for i, sid in enumerate(scores.ids)}
+            probs = {sid: scores.probs[index[sid]].round(6).tolist() for sid in selected}
+            return cls(selected, probs, np.asarray(scores.ids), scores.probs, score_seconds, select_seconds)
+        return cls(selected, predicted or {}, None, None, score_seconds, select_seconds)
+
 
 class Executor(ABC):
     """The executor interface, and what every executor shares: dataset, model spec, strategy."""
@@ -45,7 +61,7 @@ class Executor(ABC):
 
         self.config = config
         self.manifest = load_manifest(config.shards_dir)
-        self.strategy = get_strategy(config.strategy)
+        self.strategy = get_strategy(config.strategy, backend=config.clustering_backend)
         self._pool_ids: list[str] | None = None
         #: Progress sink; the loop points it at its own.
         self.log: Callable[[str], None] = print
@@ -102,6 +118,67 @@ class Executor(ABC):
         return [str(s) for s in selected], time.perf_counter() - t0
 
 
+# ---------------------------------------------------------------------- registry
+
+@dataclass(frozen=True)
+class _Entry:
+    target: "type[Executor] | str"  # the class, or "module:Class" imported on first use
+    needs_ray: bool
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def register_executor(name: str, target: "type[Executor] | str | None" = None, *, needs_ray: bool = False):
+    """Register an executor class under ``name``.
+
+    As a decorator: ``@register_executor("local")``. With ``target`` a ``"module:Class"``
+    string, the module is imported only when the executor is asked for (how ``"ray"`` is
+    registered here without importing Ray). ``needs_ray``: runs must start Ray and run the
+    trial in a driver actor (``raydal run`` does).
+    """
+
+    def add(cls: "type[Executor] | str"):
+        if name in _REGISTRY and _REGISTRY[name].target != cls:
+            raise ConfigError(f"An executor named {name!r} is already registered; pick another name.")
+        _REGISTRY[name] = _Entry(cls, needs_ray)
+        return cls
+
+    return add if target is None else add(target)
+
+
+def list_executors() -> list[str]:
+    """Names ``get_executor`` accepts, sorted."""
+    return sorted(_REGISTRY)
+
+
+def _entry(name: str) -> _Entry:
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"Unknown executor {name!r}. Valid names: {', '.join(list_executors())}.") from None
+
+
+def executor_needs_ray(name: str) -> bool:
+    """Whether executor ``name`` runs on Ray (the run starts Ray and a driver actor)."""
+    return _entry(name).needs_ray
+
+
+def executor_class(name: str) -> "type[Executor]":
+    """The class registered as ``name`` (imported now when registered by path)."""
+    target = _entry(name).target
+    if isinstance(target, str):
+        module, _, attr = target.partition(":")
+        target = getattr(importlib.import_module(module), attr)
+    return target
+
+
+def get_executor(name: str, config: ALConfig) -> "Executor":
+    """A new executor ``name`` for the run ``config``; ConfigError listing the valid names."""
+    return executor_class(name)(config)
+
+
+@register_executor("local")
 class LocalExecutor(Executor):
     """Trains, evaluates and scores in this process (CUDA when present)."""
 
@@ -154,7 +231,8 @@ class LocalExecutor(Executor):
                                 prev_probs=prev_probs, device=device)
             t_score = time.perf_counter() - t0
         selected, t_select = self._select(scores, unlabeled_ids, b, seed)
-        return _result(selected, scores, t_score, t_select, self._predict_missing(checkpoint, selected, scores))
+        return QueryResult.from_scores(selected, scores, t_score, t_select,
+                                       self._predict_missing(checkpoint, selected, scores))
 
     def _predict_missing(self, checkpoint, ids, scores) -> dict[str, list[float]] | None:
         if scores is not None:
@@ -173,10 +251,4 @@ class LocalExecutor(Executor):
         return out
 
 
-def _result(selected: list[str], scores, t_score: float, t_select: float,
-            predicted: dict[str, list[float]] | None) -> QueryResult:
-    if scores is not None:
-        index = {sid: i for i, sid in enumerate(scores.ids)}
-        probs = {sid: scores.probs[index[sid]].round(6).tolist() for sid in selected}
-        return QueryResult(selected, probs, np.asarray(scores.ids), scores.probs, t_score, t_select)
-    return QueryResult(selected, predicted or {}, None, None, t_score, t_select)
+register_executor("ray", "raydal.distributed.executor:RayExecutor", needs_ray=True)

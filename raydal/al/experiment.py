@@ -2,7 +2,8 @@
 
 No Ray here: ``run_experiment`` takes the function that runs one trial, which is
 in-process (:func:`run_trial_local`) or a driver actor on Ray
-(``raydal.distributed.driver.run_trial_on_ray``).
+(``raydal.distributed.driver.run_trial_on_ray``, for executors registered with
+``needs_ray``). Both build the executor with ``raydal.al.executor.get_executor``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from raydal.config import ALConfig
-from raydal.constants import MANIFEST_NAME
+from raydal.constants import MANIFEST_NAME, TRIAL_DIR_PREFIX
 
 TrialRunner = Callable[[ALConfig, bool], dict[str, Any]]
 
@@ -43,17 +44,17 @@ def trial_configs(base: ALConfig, trials: int) -> list[ALConfig]:
     if trials == 1:
         return [base]
     return [
-        dataclasses.replace(base, seed=base.seed + k, state_dir=str(Path(base.state_dir) / f"trial-{k}"))
+        dataclasses.replace(base, seed=base.seed + k, state_dir=str(Path(base.state_dir) / f"{TRIAL_DIR_PREFIX}{k}"))
         for k in range(trials)
     ]
 
 
 def run_trial_local(config: ALConfig, fork: bool = False) -> dict[str, Any]:
-    """Run one trial in this process."""
-    from raydal.al.executor import LocalExecutor
+    """Run one trial in this process, on the executor ``config.executor`` names."""
+    from raydal.al.executor import get_executor
     from raydal.al.loop import ActiveLearner
 
-    learner = ActiveLearner(config, LocalExecutor(config), fork=fork)
+    learner = ActiveLearner(config, get_executor(config.executor, config), fork=fork)
     learner.run()
     return learner.summary()
 

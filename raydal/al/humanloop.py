@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from raydal.al.state import ALState, StateStore
+from raydal.constants import BATCH_CSV, EXPORT_DIR, LABEL_STUDIO_CONFIG, LABEL_STUDIO_TASKS, THUMBS_DIR
 from raydal.exceptions import LabelImportError, StateError
 
 THRESHOLD = 0.5
@@ -66,8 +67,8 @@ def export_batch(state_dir: str, out_dir: str | None = None) -> Path:
     pending = _pending(state, state_dir)
     manifest = load_manifest(state.config["shards_dir"])
     classes = list(manifest.classes)
-    out = Path(out_dir) if out_dir else Path(store.local_path("export", f"iter-{pending['iteration']:04d}"))
-    thumbs = out / "thumbs"
+    out = Path(out_dir) if out_dir else Path(store.local_path(EXPORT_DIR, f"iter-{pending['iteration']:04d}"))
+    thumbs = out / THUMBS_DIR
     thumbs.mkdir(parents=True, exist_ok=True)
 
     data = read_split(manifest, "pool", ids=pending["ids"])
@@ -95,13 +96,13 @@ def export_batch(state_dir: str, out_dir: str | None = None) -> Path:
                             "value": {"choices": predicted}}],
             }]
         tasks.append(task)
-    with open(out / "batch.csv", "w", newline="") as f:
+    with open(out / BATCH_CSV, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["id", "labels"])
         writer.writeheader()
         writer.writerows(rows)
-    (out / "label_studio_tasks.json").write_text(json.dumps(tasks, indent=1))
+    (out / LABEL_STUDIO_TASKS).write_text(json.dumps(tasks, indent=1))
     choices = "\n".join(f'    <Choice value="{c}"/>' for c in classes)
-    (out / "label_studio_config.xml").write_text(
+    (out / LABEL_STUDIO_CONFIG).write_text(
         '<View>\n  <Image name="image" value="$image"/>\n'
         '  <Choices name="labels" toName="image" choice="multiple" showInline="true">\n'
         f"{choices}\n  </Choices>\n</View>\n"

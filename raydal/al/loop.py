@@ -26,6 +26,7 @@ import numpy as np
 from raydal.al.executor import Executor
 from raydal.al.state import ALState, StateStore
 from raydal.config import ALConfig
+from raydal.constants import CHECKPOINT_SUBDIR, CHECKPOINTS_DIR
 from raydal.exceptions import StateError
 
 Log = Callable[[str], None]
@@ -138,7 +139,7 @@ class ActiveLearner:
         prev = state.history[-1]["checkpoint"] if state.history else None
         init = prev if (cfg.warm_start and prev) else None
         t0 = time.perf_counter()
-        name = ("checkpoints", f"iter-{tau:04d}")
+        name = (CHECKPOINTS_DIR, f"iter-{tau:04d}")
         ckpt_dir = tempfile.mkdtemp(prefix="raydal-ckpt-") if self.store.remote else self.store.local_path(*name)
         checkpoint = self.executor.train(
             labeled_ids=state.labeled_ids(),
@@ -148,7 +149,7 @@ class ActiveLearner:
             seed=phase_seed(cfg.seed, tau, "train"),
         )
         if self.store.remote:  # cluster storage: upload, then every node reads it from there
-            checkpoint = self.store.put_dir(checkpoint, *name, "checkpoint")
+            checkpoint = self.store.put_dir(checkpoint, *name, CHECKPOINT_SUBDIR)
             shutil.rmtree(ckpt_dir, ignore_errors=True)
         t_train = time.perf_counter() - t0
         t0 = time.perf_counter()

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from raydal.al.state import StateStore
+from raydal.constants import F1_CURVES_PNG, REPORT_JSON, REPORT_MD
 from raydal.exceptions import StateError
 
 METRICS = ("micro_f1", "macro_f1")
@@ -119,7 +120,7 @@ def build_report(state_dirs: list[str], out_dir: str | Path, at: list[int] | Non
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "f1_curves.png", dpi=120)
+    fig.savefig(out / F1_CURVES_PNG, dpi=120)
     plt.close(fig)
 
     timings: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(list))
@@ -154,9 +155,9 @@ def build_report(state_dirs: list[str], out_dir: str | Path, at: list[int] | Non
         t = entry.get("seconds_per_iteration", {})
         lines.append(f"| {strategy} | " + " | ".join(f"{t[p]:.2f}" if p in t else "–" for p in PHASES) + " |")
     lines += ["", "![F1 curves](f1_curves.png)", ""]
-    (out / "report.md").write_text("\n".join(lines))
+    (out / REPORT_MD).write_text("\n".join(lines))
     import json
 
-    (out / "report.json").write_text(json.dumps(summary, indent=1))
+    (out / REPORT_JSON).write_text(json.dumps(summary, indent=1))
     summary["out_dir"] = str(out)
     return summary

@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from raydal.constants import STATE_FILE
 from raydal.exceptions import StateError
 
 STATE_VERSION = 1
-STATE_FILE = "state.json"
 PHASES = ("init", "train", "query", "label", "done")
 
 

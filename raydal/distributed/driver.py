@@ -21,17 +21,11 @@ class DriverService:
     """Holds an ActiveLearner; methods are what the job and the CLI call remotely."""
 
     def __init__(self, config: dict[str, Any], fork: bool = False):
+        from raydal.al.executor import get_executor
         from raydal.al.loop import ActiveLearner
 
         cfg = ALConfig.from_dict(config)
-        if cfg.executor == "ray":
-            from raydal.distributed.executor import RayExecutor
-
-            executor = RayExecutor(cfg)
-        else:
-            from raydal.al.executor import LocalExecutor
-
-            executor = LocalExecutor(cfg)
+        executor = get_executor(cfg.executor, cfg)
         self.learner = ActiveLearner(cfg, executor, fork=fork, log=lambda s: print(f"[raydal] {s}", flush=True))
 
     def run(self) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from raydal.al.executor import LocalExecutor, _result
+from raydal.al.executor import LocalExecutor, QueryResult
 
 
 def _evaluate_remote(config: dict, checkpoint: str, split: str) -> dict[str, Any]:
@@ -82,4 +82,5 @@ class RayExecutor(LocalExecutor):
             )
             t_score = time.perf_counter() - t0
         selected, t_select = self._select(scores, unlabeled_ids, b, seed)
-        return _result(selected, scores, t_score, t_select, self._predict_missing(checkpoint, selected, scores))
+        return QueryResult.from_scores(selected, scores, t_score, t_select,
+                                       self._predict_missing(checkpoint, selected, scores))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from raydal.constants import ENV_RAY_ADDRESS, ENV_RAY_TMPDIR
+from raydal.constants import ENV_RAY_ADDRESS, ENV_RAY_DATA_DISABLE_PROGRESS_BARS, ENV_RAY_TMPDIR
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> str:
@@ -24,7 +24,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> str:
         ray.init(address=address, log_to_driver=True)
         return "cluster"
     # Ray Data's progress bars flood a job's log; RAY_DATA_DISABLE_PROGRESS_BARS=0 brings them back.
-    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault(ENV_RAY_DATA_DISABLE_PROGRESS_BARS, "1")
     temp = os.environ.get(ENV_RAY_TMPDIR, os.path.join(tempfile.gettempdir(), "raydal-ray"))
     ray.init(
         num_cpus=num_cpus or os.cpu_count(),

@@ -27,11 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from raydal.constants import CHECKPOINT_SUBDIR, ENV_TRAIN_LOG_LEVEL, HISTORY_FILE, TRAIN_STATE_FILE
 from raydal.exceptions import ConfigError, RaydalError
 from raydal.models import ModelSpec
 from raydal.training import TrainConfig, TrainResult, build_initial_model
-from raydal.training.in_process import CHECKPOINT_SUBDIR, HISTORY_FILE
-from raydal.training.loop import TRAIN_STATE_FILE
 from raydal.utils import atomic_write_json
 
 __all__ = ["train_with_ray"]
@@ -49,7 +48,7 @@ def _train_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
 
     # This process only trains: its root logger decides what Ray Train's per-report INFO
     # lines (a logger named by file path, outside RunConfig's logging_config) print.
-    logging.getLogger().setLevel(os.environ.get("RAYDAL_TRAIN_LOG_LEVEL", "WARNING"))
+    logging.getLogger().setLevel(os.environ.get(ENV_TRAIN_LOG_LEVEL, "WARNING"))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     spec = ModelSpec.from_dict(config["spec"])
@@ -212,7 +211,7 @@ def train_with_ray(
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             # Ray Train's per-report INFO lines would bury the AL progress in the job log.
-            logging_config=ray.LoggingConfig(log_level=os.environ.get("RAYDAL_TRAIN_LOG_LEVEL", "WARNING")),
+            logging_config=ray.LoggingConfig(log_level=os.environ.get(ENV_TRAIN_LOG_LEVEL, "WARNING")),
         ),
         datasets=datasets,
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),

@@ -33,7 +33,7 @@ import numpy as np
 
 from raydal.al.report import area_under_curve
 from raydal.config import ALConfig
-from raydal.constants import ENV_DEVICE
+from raydal.constants import ENV_DEVICE, SWEEP_JSON, SWEEP_LOCK, SWEEP_MD
 from raydal.exceptions import ConfigError, RaydalError
 from raydal.utils import atomic_write_json, is_uri
 
@@ -51,7 +51,6 @@ SCHEDULERS = ("fifo", "asha")
 _SWEEPABLE_FIELDS = ("strategy", "b", "m", "initial_labeled", "seed", "backbone", "weights",
                      "warm_start", "clustering_backend")
 _TRAIN_PREFIX = "train."
-_LOCK_NAME = ".sweep-trial.lock"
 
 
 def sweepable_keys() -> list[str]:
@@ -120,7 +119,7 @@ def _state_lock(state_dir: str) -> Iterator[None]:
     """Exclusive use of a trial state dir: two trials that sample the same overrides
     (``tune.choice`` can) run one after the other, and the second finds the state done."""
     Path(state_dir).mkdir(parents=True, exist_ok=True)
-    with open(Path(state_dir) / _LOCK_NAME, "w") as handle:
+    with open(Path(state_dir) / SWEEP_LOCK, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -151,14 +150,14 @@ def _run_trial(config: dict[str, Any], base: dict[str, Any], sweep_dir: str) -> 
     import ray
     from ray import tune
 
-    from raydal.al.executor import LocalExecutor
+    from raydal.al.executor import get_executor
     from raydal.al.loop import ActiveLearner
 
     cfg = trial_config(ALConfig.from_dict(base), config, sweep_dir)
     # The trial's own device: CUDA when Tune gave it a GPU, else CPU even on a GPU node.
     os.environ[ENV_DEVICE] = "cuda" if ray.get_gpu_ids() else "cpu"
     with _state_lock(cfg.state_dir):
-        learner = ActiveLearner(cfg, LocalExecutor(cfg), log=lambda s: print(f"[raydal] {s}", flush=True))
+        learner = ActiveLearner(cfg, get_executor(cfg.executor, cfg), log=lambda s: print(f"[raydal] {s}", flush=True))
         reported: set[int] = set()
         trained = 0
 
@@ -246,11 +245,11 @@ class SweepResult:
     def write(self) -> None:
         """Write ``sweep.json`` and ``sweep.md`` into ``sweep_dir``."""
         out = Path(self.sweep_dir)
-        atomic_write_json(out / "sweep.json", {
+        atomic_write_json(out / SWEEP_JSON, {
             "metric": self.metric, "mode": "max", "experiment_path": self.experiment_path,
             "param_keys": self.param_keys, "rows": self.rows,
         })
-        (out / "sweep.md").write_text(self.to_markdown())
+        (out / SWEEP_MD).write_text(self.to_markdown())
 
 
 def _is_search_space(value: Any) -> bool:

@@ -15,12 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from raydal.constants import META_FILE, MODEL_FILE
 from raydal.exceptions import ModelError
 from raydal.models.registry import ModelSpec
 from raydal.utils import atomic_write_bytes, atomic_write_json, local_dir
 
-MODEL_FILE = "model.pt"
-META_FILE = "model.json"
 CHECKPOINT_FORMAT = 1
 
 

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import torch
 
+from raydal.constants import CHECKPOINT_SUBDIR, HISTORY_FILE
 from raydal.exceptions import ConfigError
 from raydal.models import ModelSpec, load_weights_into, save_checkpoint
 from raydal.training.config import TrainConfig
@@ -16,8 +17,6 @@ from raydal.training.loop import fit
 from raydal.training.sources import BatchData, as_epoch_source
 from raydal.utils import atomic_write_json, default_device
 
-CHECKPOINT_SUBDIR = "checkpoint"
-HISTORY_FILE = "history.json"
 
 
 @dataclass

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from raydal.constants import TRAIN_STATE_FILE
 from raydal.exceptions import ConfigError
 from raydal.models import bce_per_sample, ll_pair_loss, load_weights_into, preprocess, random_pairs, save_checkpoint
 from raydal.training.augment import augment_batch
@@ -31,7 +32,6 @@ from raydal.training.sources import EpochSource
 #: ``checkpoint_dir`` is a folder valid only during the call, or ``None``.
 ReportFn = Callable[[dict[str, Any], "Path | None"], None]
 
-TRAIN_STATE_FILE = "train_state.pt"
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:

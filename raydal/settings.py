@@ -1,0 +1,193 @@
+"""Settings declared once: a config field's default, valid range, choices and help side by side.
+
+A config dataclass declares each field with :func:`setting`::
+
+    b: int = setting(20, "samples labeled per query round", Interval(int, 1))
+    strategy: str = setting("mge+clustering", "query function", choices=_strategies)
+
+and calls :func:`check_settings` in ``__post_init__``. The same declarations give the
+validation messages ("The 'b' parameter of ALConfig must be an int >= 1. Got 0
+instead.") and the command-line flags (``raydal.cli`` turns every declared field into
+``--b``, ``--strategy`` with these choices and help). A new field is one declaration:
+it is validated and gets a flag without touching the CLI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import types
+import typing
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from raydal.exceptions import ConfigError
+
+__all__ = ["Interval", "LazyChoices", "check_settings", "declared_settings", "setting", "value_type"]
+
+_CLOSED = ("both", "left", "right", "neither")
+
+
+@dataclass(frozen=True)
+class Interval:
+    """The valid range of a numeric setting (scikit-learn's ``Interval``, smaller).
+
+    type: ``int`` (bools refused) or ``float`` (ints accepted; NaN refused).
+    low, high: bounds, ``None`` for unbounded. closed: which bounds are included.
+    """
+
+    type: type
+    low: float | None = None
+    high: float | None = None
+    closed: str = "both"
+
+    def __post_init__(self) -> None:
+        if self.type not in (int, float) or self.closed not in _CLOSED:
+            raise ValueError(f"Interval(type={self.type}, closed={self.closed!r}): type int or float, closed in {_CLOSED}")
+
+    def __contains__(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if self.type is int and not isinstance(value, int):
+            return False
+        if isinstance(value, float) and math.isnan(value):
+            return False
+        if self.low is not None:
+            if value < self.low or (value == self.low and self.closed in ("right", "neither")):
+                return False
+        if self.high is not None:
+            if value > self.high or (value == self.high and self.closed in ("left", "neither")):
+                return False
+        return True
+
+    def __str__(self) -> str:
+        kind = "an int" if self.type is int else "a float"
+        lo_in = self.closed in ("both", "left")
+        hi_in = self.closed in ("both", "right")
+        if self.low is not None and self.high is not None:
+            return f"{kind} in {'[' if lo_in else '('}{self.low}, {self.high}{']' if hi_in else ')'}"
+        if self.low is not None:
+            return f"{kind} {'>=' if lo_in else '>'} {self.low}"
+        if self.high is not None:
+            return f"{kind} {'<=' if hi_in else '<'} {self.high}"
+        return kind
+
+
+class LazyChoices(Sequence):
+    """Names asked from a registry on first use (so declaring a setting imports nothing)."""
+
+    def __init__(self, names: Callable[[], Sequence[str]]):
+        self._names = names
+
+    @functools.cached_property
+    def _values(self) -> tuple[str, ...]:
+        return tuple(self._names())
+
+    def __getitem__(self, i):
+        return self._values[i]
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._values
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __repr__(self) -> str:
+        return repr(list(self._values))
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    range: Interval | None = None,
+    *,
+    choices: Sequence[str] | Callable[[], Sequence[str]] | None = None,
+    default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
+    flag: str | None = None,
+    off_flag: str | None = None,
+    cli: bool = True,
+) -> Any:
+    """A dataclass field with its rules: ``default``, ``help``, numeric ``range``, ``choices``.
+
+    choices: a sequence, or a function returning the names (a registry's ``list_*``),
+        called on first use.
+    flag: the command-line flag (default ``--field-name``); off_flag: for a bool, the
+        flag that sets it False (default ``--no-field-name``).
+    cli: False keeps the field off the command line (set through ``--config`` only).
+    """
+    if callable(choices):
+        choices = LazyChoices(choices)
+    metadata = {"help": help, "range": range, "choices": choices, "flag": flag, "off_flag": off_flag, "cli": cli}
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def value_type(cls: type, name: str) -> tuple[type, bool]:
+    """``(base type, None allowed)`` of field ``name``: ``int | None`` -> ``(int, True)``."""
+    hint = _hints(cls)[name]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return (args[0] if len(args) == 1 else object), True
+    return (typing.get_origin(hint) or hint), False
+
+
+def declared_settings(cls: type) -> list[dataclasses.Field]:
+    """The fields of dataclass ``cls`` declared with :func:`setting`, in declaration order."""
+    return [f for f in dataclasses.fields(cls) if "help" in f.metadata]
+
+
+def describe(cls: type, f: dataclasses.Field) -> str:
+    """What field ``f`` accepts, in words: "an int >= 1", "one of [...] or None"."""
+    base, nullable = value_type(cls, f.name)
+    meta = f.metadata
+    if meta["range"] is not None:
+        text = str(meta["range"])
+    elif meta["choices"] is not None:
+        text = f"one of {meta['choices']!r}"
+    else:
+        text = {bool: "a bool", int: "an int", float: "a float", str: "a string"}.get(base, f"a {base.__name__}")
+    return f"{text} or None" if nullable else text
+
+
+def _ok(base: type, value: Any) -> bool:
+    if base is bool:
+        return isinstance(value, bool)
+    if base is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if base is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return base is object or isinstance(value, base)
+
+
+def check_settings(obj: Any) -> None:
+    """Validate every declared field of dataclass instance ``obj`` (type, range, choices).
+
+    Raises:
+        ConfigError: "The 'b' parameter of ALConfig must be an int >= 1. Got 0 instead."
+    """
+    cls = type(obj)
+    for f in declared_settings(cls):
+        value = getattr(obj, f.name)
+        base, nullable = value_type(cls, f.name)
+        if value is None and nullable:
+            continue
+        meta = f.metadata
+        good = (
+            value is not None
+            and _ok(base, value)
+            and (meta["range"] is None or value in meta["range"])
+            and (meta["choices"] is None or value in meta["choices"])
+        )
+        if not good:
+            raise ConfigError(
+                f"The '{f.name}' parameter of {cls.__name__} must be {describe(cls, f)}. Got {value!r} instead."
+            )
