@@ -125,7 +125,7 @@ def _overrides(args: argparse.Namespace) -> dict:
     for _, cls, prefix in _setting_sources():
         for f in declared_settings(cls):
             value = getattr(args, prefix + f.name, None)
-            if value is None:
+            if value is None or not f.metadata["cli"]:
                 continue
             if prefix:
                 out.setdefault(prefix.rstrip("."), {})[f.name] = value

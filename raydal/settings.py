@@ -76,12 +76,13 @@ class Interval:
 
 
 class LazyChoices(Sequence):
-    """Names asked from a registry on first use (so declaring a setting imports nothing)."""
+    """Names asked from a registry each time they are used: declaring a setting imports
+    nothing, and a name registered later (a plugin's strategy) is valid too."""
 
     def __init__(self, names: Callable[[], Sequence[str]]):
         self._names = names
 
-    @functools.cached_property
+    @property
     def _values(self) -> tuple[str, ...]:
         return tuple(self._names())
 

@@ -1,7 +1,21 @@
-import pytest
+"""The configuration: declared settings, validation, presets and the precedence of the layers."""
 
-from raydal.config import ALConfig
+import dataclasses
+
+import pytest
+import yaml
+
+from raydal.config import (
+    DEMO_PRESET,
+    PAPER_PRESETS,
+    ALConfig,
+    ExperimentConfig,
+    merge_layers,
+    resolve_config,
+)
 from raydal.exceptions import ConfigError
+from raydal.settings import declared_settings, value_type
+from raydal.training.config import TrainConfig
 
 
 def test_validation_names_parameter_and_value():
@@ -13,6 +27,82 @@ def test_validation_names_parameter_and_value():
         ALConfig(shards_dir="s", iterations=None, label_budget=None)
     with pytest.raises(ConfigError, match="label_budget"):
         ALConfig(shards_dir="s", initial_labeled=40, label_budget=10, iterations=None)
+    with pytest.raises(ConfigError, match=r"'lr' parameter of TrainConfig must be a float > 0. Got -1"):
+        ALConfig(shards_dir="s", train={"lr": -1})
+    with pytest.raises(ConfigError, match=r"Unknown TrainConfig field\(s\) \['learning_rate'\]"):
+        ALConfig(shards_dir="s", train={"learning_rate": 0.1})
+
+
+# -- every numeric parameter, out of range --------------------------------------------------
+
+def _numeric_fields():
+    for cls in (ALConfig, TrainConfig, ExperimentConfig):
+        for f in dataclasses.fields(cls):
+            base, _ = value_type(cls, f.name) if f.name != "run" else (None, False)
+            if base in (int, float):
+                yield pytest.param(cls, f, id=f"{cls.__name__}.{f.name}")
+
+
+def _build(cls, **kwargs):
+    if cls is ALConfig:
+        return ALConfig(shards_dir="s", **kwargs)
+    if cls is ExperimentConfig:
+        return ExperimentConfig(run=ALConfig(shards_dir="s"), **kwargs)
+    return cls(**kwargs)
+
+
+def _outside(rng):
+    """Values just outside ``rng`` (below the low bound, above the high one)."""
+    step = 1 if rng.type is int else 0.5
+    out = []
+    if rng.low is not None:
+        out.append(rng.low - step if rng.closed in ("both", "left") else rng.low)
+    if rng.high is not None:
+        out.append(rng.high + step if rng.closed in ("both", "right") else rng.high)
+    return out
+
+
+@pytest.mark.parametrize("cls,f", list(_numeric_fields()))
+def test_every_numeric_parameter_rejects_values_out_of_range(cls, f):
+    rng = f.metadata.get("range")
+    assert rng is not None, f"{cls.__name__}.{f.name} is numeric but declares no range: add setting(range=Interval(...))"
+    bad_values = _outside(rng)
+    assert bad_values, f"{cls.__name__}.{f.name}: its range {rng} must bound it on at least one side"
+    for bad in [*bad_values, "7", True]:
+        with pytest.raises(ConfigError) as err:
+            _build(cls, **{f.name: bad})
+        msg = str(err.value)
+        assert f"'{f.name}' parameter of {cls.__name__}" in msg
+        assert f"Got {bad!r} instead" in msg
+        assert str(rng) in msg  # the allowed range, in words
+
+
+@pytest.mark.parametrize("field,bad,valid", [
+    ("dataset", "eurosat", "ucmerced"),
+    ("strategy", "entropy", "mge+clustering"),
+    ("backbone", "vit_b16", "densenet121"),
+    ("executor", "dask", "local"),
+    ("clustering_backend", "cuml", "sklearn"),
+])
+def test_names_are_checked_against_the_registries(field, bad, valid):
+    with pytest.raises(ConfigError) as err:
+        ALConfig(shards_dir="s", **{field: bad})
+    msg = str(err.value)
+    assert f"'{field}' parameter of ALConfig must be one of" in msg and repr(bad) in msg
+    assert valid in msg  # the valid names are listed
+
+
+def test_names_come_from_the_registries_at_validation_time():
+    """A strategy registered after the config module was imported is accepted: the
+    choices are asked from the registry, not copied."""
+    from raydal.query import base
+    from raydal.query.random import RandomStrategy
+
+    base.register_strategy("random-copy-for-test")(RandomStrategy)
+    try:
+        assert ALConfig(shards_dir="s", strategy="random-copy-for-test").strategy == "random-copy-for-test"
+    finally:
+        del base._REGISTRY["random-copy-for-test"]
 
 
 def test_yaml_round_trip_and_unknown_field(tmp_path):
@@ -25,8 +115,144 @@ def test_yaml_round_trip_and_unknown_field(tmp_path):
         ALConfig.from_yaml(path)
 
 
+def test_train_is_completed_so_equal_trainings_fingerprint_alike():
+    short = ALConfig(shards_dir="s", train={"epochs": 3})
+    every = {k: v for k, v in TrainConfig(epochs=3).to_dict().items() if k not in ("seed", "warm_start")}
+    full = ALConfig(shards_dir="s", train=every)
+    assert short.train["momentum"] == TrainConfig().momentum
+    assert "seed" not in short.train and "warm_start" not in short.train  # follow the run's fields
+    assert short.train_config().seed == short.seed and short.train_config().warm_start == short.warm_start
+    assert dataclasses.replace(short, seed=5).train_config().seed == 5
+    assert full == short and full.fingerprint() == short.fingerprint()
+    assert short.fingerprint() != ALConfig(shards_dir="s", train={"epochs": 4}).fingerprint()
+
+
 def test_fingerprint_ignores_execution_fields():
     a = ALConfig(shards_dir="s", executor="ray", num_workers=4)
     b = ALConfig(shards_dir="s", executor="local", num_workers=1, iterations=9)
     assert a.fingerprint() == b.fingerprint()
     assert a.fingerprint() != ALConfig(shards_dir="s", strategy="ll+clustering").fingerprint()
+
+
+def test_state_and_shards_dir_default_per_dataset():
+    cfg = ALConfig(dataset="treesatai")
+    assert cfg.state_dir == "runs/treesatai" and cfg.shards_dir == "runs/shards-treesatai"
+    assert ALConfig(state_dir="x/run1").shards_dir == "x/shards-ucmerced"
+
+
+# -- presets and the precedence of the layers ------------------------------------------------
+
+def test_paper_preset_is_the_papers_protocol():
+    ucm = resolve_config("ucmerced")
+    assert (ucm.run.initial_labeled, ucm.run.b, ucm.run.label_budget, ucm.run.iterations) == (40, 20, 400, None)
+    assert ucm.trials == 3 and ucm.run.seed == 0 and ucm.run.warm_start
+    assert (ucm.run.train["epochs"], ucm.run.train["batch_size"], ucm.run.train["lr"]) == (100, 10, 0.025)
+    tsa = resolve_config("treesatai", preset="paper")
+    assert (tsa.run.initial_labeled, tsa.run.b, tsa.run.label_budget, tsa.run.iterations) == (1000, 1000, 18000, None)
+    assert tsa.trials == 3 and not tsa.run.warm_start and tsa.run.m == 4
+    assert (tsa.run.train["epochs"], tsa.run.train["batch_size"], tsa.run.train["lr"]) == (200, 100, 0.01)
+    ben = resolve_config("bigearthnet")
+    assert (ben.run.initial_labeled, ben.run.b, ben.run.label_budget, ben.trials) == (1000, 1000, 18000, 3)
+    assert "stops at 400 labels (40 initial + 18 rounds of 20)" in ucm.to_yaml()
+
+
+def test_demo_preset_stays_small():
+    demo = resolve_config("ucmerced", preset="demo")
+    assert demo.trials == 1 and demo.run.iterations == 4 and demo.run.label_budget is None
+    assert demo.run.backbone == "smallcnn" and demo.image_size == 32 and demo.fake_n == 840
+    assert demo.run.train["epochs"] == 8 and demo.run.num_workers == 2 and demo.run.cpus_per_worker == 0.5
+
+
+def _layers(tmp_path, dataset, preset, file, flags):
+    path = None
+    if file is not None:
+        path = tmp_path / "c.yaml"
+        path.write_text(yaml.safe_dump(file))
+    return resolve_config(dataset, preset=preset, config_file=path, overrides=flags)
+
+
+def _get(exp, key):
+    if key.startswith("train."):
+        return exp.run.train[key[len("train."):]]
+    return getattr(exp, key) if key in ExperimentConfig.keys() else getattr(exp.run, key)
+
+
+# (dataset, preset, --config file, flags, key, expected): each row shows which layer wins.
+PRECEDENCE = [
+    # built-in default where no layer sets the key
+    ("treesatai", None, None, None, "score_batch_size", 64),
+    ("treesatai", "demo", {"b": 7}, {"seed": 3}, "clustering_backend", "auto"),
+    # dataset protocol (paper preset) over the built-in default
+    ("treesatai", None, None, None, "b", 1000),
+    ("treesatai", None, None, None, "train.epochs", 200),
+    ("treesatai", None, None, None, "trials", 3),
+    ("ucmerced", None, None, None, "backbone", "densenet121"),
+    # --preset demo over the paper preset
+    ("treesatai", "demo", None, None, "b", 20),
+    ("treesatai", "demo", None, None, "train.epochs", 8),
+    ("treesatai", "demo", None, None, "trials", 1),
+    ("treesatai", "demo", None, None, "warm_start", False),  # demo leaves it: the paper preset's
+    # --config over --preset demo
+    ("treesatai", "demo", {"b": 7, "train": {"epochs": 3}}, None, "b", 7),
+    ("treesatai", "demo", {"b": 7, "train": {"epochs": 3}}, None, "train.epochs", 3),
+    ("treesatai", "demo", {"b": 7, "train": {"epochs": 3}}, None, "train.lr", 0.05),  # other train keys stay
+    ("ucmerced", None, {"trials": 2}, None, "trials", 2),
+    # the bug this replaces: a file's strategy/seed/mode/executor survive when no flag is given
+    ("ucmerced", None, {"strategy": "tpd+clustering", "seed": 7}, None, "strategy", "tpd+clustering"),
+    ("ucmerced", None, {"strategy": "tpd+clustering", "seed": 7}, None, "seed", 7),
+    ("ucmerced", None, {"mode": "human", "executor": "local"}, None, "mode", "human"),
+    ("ucmerced", None, {"mode": "human", "executor": "local"}, None, "executor", "local"),
+    # explicit flags over everything
+    ("treesatai", "demo", {"b": 7, "train": {"epochs": 3}}, {"b": 9, "train": {"epochs": 2}}, "b", 9),
+    ("treesatai", "demo", {"b": 7, "train": {"epochs": 3}}, {"b": 9, "train": {"epochs": 2}}, "train.epochs", 2),
+    ("ucmerced", None, {"seed": 7}, {"seed": 11}, "seed", 11),
+    ("ucmerced", "demo", {"trials": 2}, {"trials": 5}, "trials", 5),
+    # the stopping rule is one setting: a layer giving either criterion replaces both
+    ("ucmerced", "demo", None, {"label_budget": 200}, "iterations", None),
+    ("ucmerced", "demo", None, {"label_budget": 200}, "label_budget", 200),
+    ("ucmerced", None, None, {"iterations": 2}, "label_budget", None),
+    ("ucmerced", None, None, {"iterations": 2}, "iterations", 2),
+    ("ucmerced", None, {"iterations": 3, "label_budget": 100}, None, "iterations", 3),
+    ("ucmerced", None, {"iterations": 3, "label_budget": 100}, None, "label_budget", 100),
+    ("ucmerced", "demo", {"label_budget": 100}, {"iterations": 1}, "label_budget", None),
+]
+
+
+@pytest.mark.parametrize("dataset,preset,file,flags,key,expected", PRECEDENCE)
+def test_precedence_of_the_layers(tmp_path, dataset, preset, file, flags, key, expected):
+    assert _get(_layers(tmp_path, dataset, preset, file, flags), key) == expected
+
+
+def test_presets_hold_only_declared_fields():
+    known = set(ExperimentConfig.keys()) | {f.name for f in dataclasses.fields(ALConfig)}
+    train = {f.name for f in declared_settings(TrainConfig)}
+    for layer in [*PAPER_PRESETS.values(), DEMO_PRESET]:
+        assert set(layer) <= known and set(layer.get("train", {})) <= train
+
+
+def test_merge_layers_merges_train_field_by_field():
+    merged = merge_layers([{"b": 1, "train": {"lr": 0.1, "epochs": 3}}, {"train": {"epochs": 4}}, {"m": 2}])
+    assert merged == {"b": 1, "m": 2, "train": {"lr": 0.1, "epochs": 4}}
+
+
+def test_config_file_errors(tmp_path):
+    other = tmp_path / "t.yaml"
+    other.write_text("dataset: treesatai\nb: 5\n")
+    with pytest.raises(ConfigError, match="is for dataset 'treesatai', not 'ucmerced'"):
+        resolve_config("ucmerced", config_file=other)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("budget: 9\n")
+    with pytest.raises(ConfigError, match=r"Unknown config field\(s\) \['budget'\]"):
+        resolve_config("ucmerced", config_file=bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        resolve_config("ucmerced", config_file=tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="'preset' parameter"):
+        resolve_config("ucmerced", preset="fast")
+
+
+def test_to_yaml_loads_back_to_the_same_experiment(tmp_path):
+    exp = resolve_config("treesatai", preset="demo", overrides={"seed": 4, "train": {"ll_lambda": 0.2}})
+    path = tmp_path / "exp.yaml"
+    path.write_text(exp.to_yaml())
+    again = resolve_config("treesatai", config_file=path)
+    assert again == exp and again.to_yaml() == exp.to_yaml()
