@@ -208,13 +208,13 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     from raydal.al.experiment import ensure_shards
     from raydal.distributed.tune import run_sweep
 
-    exp = config_from_args(args)
-    if args.print_config:
-        print(exp.to_yaml(), end="")
-        return
     if args.trials is not None and args.trials != 1:
         raise ConfigError(f"--trials {args.trials}: a sweep runs one trial per grid point; repeat trials by "
                           f"sweeping the seed instead, e.g. --param seed=0,1,2.")
+    exp = dataclasses.replace(config_from_args(args), trials=1)  # the base of every grid point
+    if args.print_config:
+        print(exp.to_yaml(), end="")
+        return
     config = exp.run
     space = _param_space(args)
     ensure_shards(config.dataset, config.shards_dir, exp.data_root, exp.image_size, exp.fake_n, seed=config.seed)

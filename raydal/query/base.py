@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from raydal.exceptions import ConfigError, QueryError
-from raydal.query.clustering import resolve_backend
+from raydal.query.clustering import NITER, resolve_backend
 from raydal.query.diversity import select_diverse
 from raydal.query.ranking import check_finite, rank_desc
 from raydal.utils import rng as make_rng
@@ -83,7 +83,7 @@ class QueryStrategy:
     #: What ``score`` needs besides ``probs``: a subset of KNOWN_NEEDS.
     uncertainty_needs: ClassVar[frozenset[str]] = frozenset()
 
-    def __init__(self, name: str, clustering: bool = False, backend: str = "auto", niter: int = 20):
+    def __init__(self, name: str, clustering: bool = False, backend: str = "auto", niter: int = NITER):
         if clustering and self.uncertainty is None:
             raise ConfigError(f"Strategy {name!r} has no uncertainty to cluster candidates by; use clustering=False.")
         if backend != "auto":

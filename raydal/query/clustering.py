@@ -29,6 +29,8 @@ from raydal.utils import rng as make_rng
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "faiss", "torch", "sklearn")
+#: Maximum Lloyd iterations of k-means (the default of kmeans, select_diverse and the strategies).
+NITER = 20
 #: Rows x centroids per distance block in the torch backend (64 MiB of float32).
 _BLOCK_ELEMENTS = 1 << 24
 
@@ -97,7 +99,7 @@ def kmeans(
     k: int,
     *,
     seed: int = 0,
-    niter: int = 20,
+    niter: int = NITER,
     backend: str = "auto",
     device: str | None = None,
 ) -> KMeansResult:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from raydal.exceptions import ConfigError, QueryError
-from raydal.query.clustering import kmeans
+from raydal.query.clustering import NITER, kmeans
 from raydal.query.ranking import as_numpy, check_finite, rank_desc
 
 __all__ = ["select_diverse"]
@@ -27,7 +27,7 @@ def select_diverse(
     seed: int = 0,
     *,
     backend: str = "auto",
-    niter: int = 20,
+    niter: int = NITER,
 ) -> np.ndarray:
     """Pick ``b`` uncertain and mutually diverse samples (the paper's two-step query).
 

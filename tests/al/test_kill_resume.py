@@ -16,7 +16,7 @@ def _job(shards, state_dir):
         sys.executable, str(ROOT / "jobs" / "al_ucmerced.py"), "--executor", "local",
         "--shards-dir", str(shards), "--state-dir", str(state_dir), "--strategy", "mge+clustering",
         "--backbone", "smallcnn", "--epochs", "2", "--batch-size", "8", "--lr", "0.05",
-        "--b", "5", "--m", "2", "--initial-labeled", "10", "--iterations", "3", "--no-report",
+        "--b", "5", "--m", "2", "--initial-labeled", "10", "--iterations", "3", "--trials", "1", "--no-report",
     ]
 
 

@@ -55,7 +55,7 @@ def test_job_submit_runs_an_al_experiment(ray_head, tiny_shards, tmp_path):
         "--", sys.executable, "jobs/al_ucmerced.py", "--executor", "ray",
         "--shards-dir", str(tiny_shards), "--state-dir", str(state_dir), "--strategy", "ll+clustering",
         "--backbone", "smallcnn", "--epochs", "2", "--batch-size", "8", "--b", "5", "--m", "2",
-        "--initial-labeled", "10", "--iterations", "1", "--num-workers", "2", "--cpus-per-worker", "0.5",
+        "--initial-labeled", "10", "--iterations", "1", "--trials", "1", "--num-workers", "2", "--cpus-per-worker", "0.5",
     ]
     done = subprocess.run(cmd, env=ray_head["env"], capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
