@@ -254,21 +254,29 @@ def _cmd_report(args: argparse.Namespace) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
-    from raydal.al.humanloop import export_batch
+    from raydal.al.humanloop import ExportOptions, export_batch
 
-    out = export_batch(str(args.state_dir), args.out)
+    given = {k: getattr(args, k) for k in ("images", "document_root", "max_side") if getattr(args, k) is not None}
+    out = export_batch(str(args.state_dir), args.out, ExportOptions(**given), log=print)
     print(f"exported the pending batch to {out}: batch.csv (fill in 'labels'), "
-          "label_studio_tasks.json + label_studio_config.xml, thumbs/")
+          "label_studio_tasks.json + label_studio_config.xml (a Label Studio project), thumbs/")
 
 
 def _cmd_import(args: argparse.Namespace) -> None:
     from raydal.al.humanloop import import_labels
 
-    result = import_labels(str(args.state_dir), args.file, annotator=args.annotator)
+    extra = {"max_bytes": args.max_bytes} if args.max_bytes is not None else {}
+    result = import_labels(str(args.state_dir), args.file, annotator=args.annotator, **extra)
     if result["already_imported"]:
         print(f"{args.file} was already imported: nothing changed")
-    else:
-        print(f"imported {result['imported']} labels; {result['remaining']} still pending; next phase: {result['phase']}")
+        return
+    print(f"imported {result['imported']} labels ({result['format']}); {result['unchanged']} unchanged; "
+          f"{result['remaining']} still pending; next phase: {result['phase']}")
+    for key, what in (("skipped", "skipped in Label Studio"), ("unannotated", "not annotated yet"),
+                      ("not_in_file", "pending ids not in this file")):
+        if result[key]:
+            shown = ", ".join(result[key][:10]) + (" ..." if len(result[key]) > 10 else "")
+            print(f"{len(result[key])} {what} (still pending): {shown}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -331,15 +339,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--at", default=None, help="label counts for the table, e.g. 200,400")
     p.set_defaults(func=_cmd_report)
 
-    p = sub.add_parser("export", help="write the pending query batch for annotators")
+    from raydal.al.humanloop import ExportOptions
+    from raydal.al.labelfiles import DEFAULT_MAX_BYTES
+    from raydal.al.labelstudio import IMAGE_MODES
+
+    p = sub.add_parser("export", help="write the pending query batch for annotators (CSV, Label Studio, thumbnails)")
     p.add_argument("state_dir", type=Path)
-    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--out", type=Path, default=None, help="output folder (default STATE_DIR/export/iter-NNNN)")
+    p.add_argument("--images", choices=IMAGE_MODES, default=None, help=ExportOptions.help("images"))
+    p.add_argument("--document-root", default=None, help=ExportOptions.help("document_root"))
+    p.add_argument("--max-side", type=int, default=None, help=ExportOptions.help("max_side"))
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("import-labels", help="import annotators' labels (filled batch.csv or Label Studio JSON)")
+    p = sub.add_parser("import-labels", help="import annotators' labels (filled batch.csv, or a Label Studio "
+                                              "JSON, JSON_MIN or CSV export)")
     p.add_argument("state_dir", type=Path)
     p.add_argument("file", type=Path)
     p.add_argument("--annotator", default="annotator", help="recorded as who labeled these samples")
+    p.add_argument("--max-bytes", type=int, default=None,
+                   help=f"refuse label files larger than this many bytes (default {DEFAULT_MAX_BYTES})")
     p.set_defaults(func=_cmd_import)
     return parser
 

@@ -19,6 +19,8 @@ ENV_TRAIN_LOG_LEVEL = "RAYDAL_TRAIN_LOG_LEVEL"
 ENV_CACHE = "RAYDAL_CACHE"
 #: Ray Data's switch for its progress bars; raydal sets it to "1" before starting Ray.
 ENV_RAY_DATA_DISABLE_PROGRESS_BARS = "RAY_DATA_DISABLE_PROGRESS_BARS"
+#: Label Studio's folder for local-files serving (read by ``raydal export --images local-files``).
+ENV_LS_DOCUMENT_ROOT = "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"
 
 # -- prepared shards (raydal prepare) ----------------------------------------------------
 MANIFEST_NAME = "manifest.json"

@@ -1,6 +1,8 @@
 """Human in the loop: export the pending batch, import annotators' labels."""
 
+import base64
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from raydal.al.state import StateStore
 from raydal.cli import main as cli
 from raydal.data.shards import load_manifest, read_ids, read_split
 from raydal.exceptions import LabelImportError
+from labeling_state import state_files
 
 
 def _truth(cfg, ids):
@@ -61,12 +64,19 @@ def test_export_writes_csv_label_studio_and_thumbnails(waiting):
         assert r["predicted_labels"].split(";") == [c for c in classes if float(probs[c]) >= 0.5] or (
             r["predicted_labels"] == "" and all(float(p) < 0.5 for p in probs.values()))
         assert r["labels"] == ""
+        assert r["path"] and Path(r["path"]).is_file()  # the original image, on every row
+        assert (out / r["thumbnail"]).is_file()
     tasks = json.loads((out / "label_studio_tasks.json").read_text())
     assert [t["data"]["raydal_id"] for t in tasks] == state.pending["ids"]
     assert all("predictions" in t for t in tasks)
     assert 'choice="multiple"' in (out / "label_studio_config.xml").read_text()
-    thumb = Image.open(out / tasks[0]["data"]["image"])
-    assert thumb.mode == "RGB" and thumb.size == (32, 32)
+    for task, row in zip(tasks, rows):  # images inlined: a stock Label Studio shows them as they are
+        prefix = "data:image/png;base64,"
+        assert task["data"]["image"].startswith(prefix)
+        png = base64.b64decode(task["data"]["image"][len(prefix):])
+        assert png == (out / row["thumbnail"]).read_bytes()
+        thumb = Image.open(io.BytesIO(png))
+        assert thumb.mode == "RGB" and thumb.size == (32, 32)
 
 
 def test_import_csv_then_retrain(waiting, tmp_path):
@@ -75,7 +85,8 @@ def test_import_csv_then_retrain(waiting, tmp_path):
     out = export_batch(waiting.state_dir)
     filled = _fill_csv(out, _truth(waiting, pending), tmp_path / "filled.csv")
     result = import_labels(waiting.state_dir, filled, annotator="alice")
-    assert result == {"imported": 5, "already_imported": False, "remaining": 0, "phase": "train"}
+    assert result == {"imported": 5, "unchanged": 0, "unannotated": [], "skipped": [], "not_in_file": [], "remaining": 0,
+                      "phase": "train", "already_imported": False, "format": "csv"}
     state = store.load()
     assert all(state.labeled[i] == {"iteration": 1, "by": "alice"} for i in pending)
     before = store.read_bytes("state.json")
@@ -104,12 +115,16 @@ def test_import_label_studio_export_in_two_parts(waiting, tmp_path):
     assert {sid: [classes[c] for c in human[sid]] for sid in pending} == {s: sorted(truth[s], key=classes.index) for s in pending}
 
 
+def _other(labels: str) -> str:
+    """A label set different from ``labels``."""
+    return "sea" if labels != "sea" else "ship"
+
+
 BAD_EDITS = {
     "unknown id": (lambda rows: rows[:-1] + [{**rows[-1], "id": "no_such_image99"}], "unknown id 'no_such_image99'"),
     "not pending": (None, "not in the pending query batch"),
-    "unknown class": (lambda rows: [{**rows[0], "labels": "airplane;spaceship"}] + rows[1:], "unknown class name(s) ['spaceship']"),
-    "empty labels": (lambda rows: [{**rows[0], "labels": ""}] + rows[1:], "empty label set"),
-    "duplicate": (lambda rows: rows + [rows[0]], "duplicate id"),
+    "unknown class": (lambda rows: [{**rows[0], "labels": "airplane;spaceship"}] + rows[1:], "class name(s) ['spaceship'] not in the project's classes"),
+    "conflicting duplicate": (lambda rows: rows + [{**rows[0], "labels": _other(rows[0]["labels"])}], "has different classes"),
 }
 
 
@@ -127,24 +142,24 @@ def test_bad_imports_are_rejected_and_change_nothing(waiting, tmp_path, case):
         expected = BAD_EDITS[case][1]
     elif case == "already labeled":
         done = next(iter(state.labeled))
-        _fill_csv(out, _truth(waiting, pending), path, lambda rows: rows + [{**rows[0], "id": done}])
-        expected = "already labeled"
+        _fill_csv(out, _truth(waiting, pending), path, lambda rows: rows + [{**rows[0], "id": done, "labels": _other(
+            ";".join(load_manifest(waiting.shards_dir).classes[c] for c in state.human_labels[done]))}])
+        expected = "was imported before"
     elif case == "malformed":
         _fill_csv(out, _truth(waiting, pending), path)
         path.write_text(path.read_text() + "extra,row,with,too,many,fields,here\n")
-        expected = "malformed row"
+        expected = "malformed: 7 fields where the header has 6"
     elif case == "wrong columns":
         path.write_text("image,classes\nx,y\n")
-        expected = "needs the columns 'id' and 'labels'"
+        expected = "without the columns 'id' and 'labels'"
     else:
         edit, expected = BAD_EDITS[case]
         _fill_csv(out, _truth(waiting, pending), path, edit)
-    before = {p.name: p.read_bytes() for p in Path(waiting.state_dir).iterdir() if p.is_file()}
+    before = state_files(waiting.state_dir)
     with pytest.raises(LabelImportError, match="bad.csv") as err:
         import_labels(waiting.state_dir, path)
     assert expected in str(err.value)
-    after = {p.name: p.read_bytes() for p in Path(waiting.state_dir).iterdir() if p.is_file()}
-    assert after == before  # byte for byte
+    assert state_files(waiting.state_dir) == before  # byte for byte
 
 
 def test_cli_reports_import_errors(waiting, tmp_path, capsys):

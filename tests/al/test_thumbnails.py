@@ -1,0 +1,89 @@
+"""Thumbnails: true colour by band name, one stretch for R, G and B, native resolution."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from raydal.al.thumbnails import MAX_GAIN, OriginalImages, png_bytes, rgb_band_indices, true_colour
+from raydal.data.shards import load_manifest
+
+
+@pytest.mark.parametrize("names, expected", [
+    (["R", "G", "B"], [0, 1, 2]),
+    (["R", "G", "B", "NIR"], [0, 1, 2]),
+    (["NIR", "b", "g", "r"], [3, 2, 1]),  # TreeSatAI file order, names in any case
+    (["B04", "B03", "B02", "B08", "B05"], [0, 1, 2]),  # BigEarthNet
+    (["B01", "B02", "B03", "B04", "B08"], [3, 2, 1]),
+    (["band1", "band2", "band3", "band4"], [0, 1, 2]),  # unknown names: the first three
+    (["gray"], [0, 0, 0]),
+])
+def test_rgb_bands_by_name(names, expected):
+    assert rgb_band_indices(names) == expected
+
+
+def _scene(rng):
+    """A 64x64 scene: water (dark, bluish), forest (dark green), fields (bright), roofs (grey)."""
+    img = np.zeros((64, 64, 4), np.float32)  # B04(R) B03(G) B02(B) B08(NIR)
+    img[:32, :32] = (12, 16, 22, 8)  # water
+    img[:32, 32:] = (20, 40, 22, 120)  # forest
+    img[32:, :32] = (90, 80, 50, 140)  # fields
+    img[32:, 32:] = (120, 118, 115, 110)  # built-up
+    img += rng.normal(0, 1.5, img.shape)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8), ["B04", "B03", "B02", "B08"]
+
+
+def test_one_stretch_keeps_band_ratios_and_scene_readable():
+    image, names = _scene(np.random.default_rng(0))
+    rgb = true_colour(image, names).astype(float)
+    src = image[..., [0, 1, 2]].astype(float)
+    # The same a*x + b for the three bands: a least-squares fit over all bands explains every pixel.
+    keep = (rgb > 0) & (rgb < 255)
+    a, b = np.polyfit(src[keep], rgb[keep], 1)
+    assert np.abs(a * src[keep] + b - rgb[keep]).max() <= 1.0
+    means = {k: rgb[sl].mean(axis=(0, 1)) for k, sl in {
+        "water": np.s_[:32, :32], "forest": np.s_[:32, 32:], "fields": np.s_[32:, :32], "built": np.s_[32:, 32:]}.items()}
+    assert means["water"].mean() < means["forest"].mean() < means["fields"].mean() < means["built"].mean()
+    assert means["forest"][1] > means["forest"][0] and means["forest"][1] > means["forest"][2]  # green
+    assert means["water"][2] > means["water"][0]  # bluish, not inverted
+    assert np.ptp(means["built"]) < 15  # grey roofs stay grey
+
+
+def test_dark_uniform_water_stays_dark_and_grey():
+    rng = np.random.default_rng(1)
+    water = np.clip(np.rint(rng.normal((10, 12, 14), 1.0, (48, 48, 3))), 0, 255).astype(np.uint8)
+    rgb = true_colour(water, ["R", "G", "B"]).astype(float)
+    assert rgb.mean() < 64  # dark
+    assert np.ptp(rgb.mean(axis=(0, 1))) < 32  # near-grey: the bands stay close
+    assert rgb.std(axis=(0, 1)).max() <= MAX_GAIN * 1.0 * 1.5  # noise not blown up past the gain cap
+    # The old per-band stretch made this coloured noise: each band spread over ~0..255.
+    per_band = (water - np.percentile(water, 1, axis=(0, 1))) / np.maximum(
+        np.percentile(water, 99, axis=(0, 1)) - np.percentile(water, 1, axis=(0, 1)), 1e-6)
+    assert (np.clip(per_band, 0, 1) * 255).std() > 4 * rgb.std()
+
+
+def test_bright_uniform_patch_stays_bright():
+    cloud = np.full((16, 16, 3), 230, np.uint8)
+    cloud[::2] += 2
+    assert true_colour(cloud, ["R", "G", "B"]).mean() > 180
+
+
+def test_png_keeps_native_size_up_to_max_side():
+    rgb = np.zeros((120, 100, 3), np.uint8)
+    assert Image.open(io.BytesIO(png_bytes(rgb, max_side=512))).size == (100, 120)
+    assert Image.open(io.BytesIO(png_bytes(rgb, max_side=60))).size == (50, 60)
+
+
+def test_originals_read_at_native_size_or_fall_back(tiny_shards, tmp_path):
+    manifest = load_manifest(tiny_shards)
+    import pyarrow.parquet as pq
+
+    path = pq.read_table(manifest.split_files("pool")[0], columns=["path"])["path"][0].as_py()
+    originals = OriginalImages(manifest)
+    image = originals.load(path)
+    assert image is not None and image.dtype == np.uint8 and image.shape[2] == 3 and not originals.failures
+    assert originals.load(str(tmp_path / "moved.tif")) is None and "moved.tif" in originals.failures[-1][0]
+    manifest.source_root = str(tmp_path / "gone")
+    gone = OriginalImages(manifest)
+    assert gone.load(path) is None and "cannot be opened" in gone.failures[0][1]
