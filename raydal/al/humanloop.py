@@ -114,6 +114,8 @@ def export_batch(
     manifest = load_manifest(state.config["shards_dir"])
     classes = list(manifest.classes)
     out = (Path(out_dir) if out_dir else Path(store.local_path("export", f"iter-{pending['iteration']:04d}"))).resolve()
+    if options.images == "local-files":
+        labelstudio.local_files_url(out, Path(options.document_root))  # refuse before writing anything
     thumbs = out / "thumbs"
     thumbs.mkdir(parents=True, exist_ok=True)
 
