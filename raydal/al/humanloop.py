@@ -32,7 +32,7 @@ import numpy as np
 
 from raydal.al import labelstudio
 from raydal.al.labelfiles import (
-    DEFAULT_MAX_BYTES, LABELED, MALFORMED, SKIPPED, UNANNOTATED, LabelFile, LabelRecord,
+    DEFAULT_MAX_BYTES, MALFORMED, SKIPPED, UNANNOTATED, LabelFile, LabelRecord,
 )
 from raydal.al.state import ALState, StateStore
 from raydal.al.thumbnails import DEFAULT_MAX_SIDE, OriginalImages, data_uri, png_bytes, true_colour

@@ -241,14 +241,14 @@ class _Text:
                 return ""
 
     def lines(self) -> Iterator[str]:
-        """Lines, ends kept (``\r\n``, ``\n`` or ``\r``)."""
+        """Lines ending in ``\n`` (the csv module handles ``\r\n``); other Unicode line
+        breaks stay inside their line."""
         rest = ""
         for chunk in self.chunks():
-            rest += chunk
-            lines = rest.splitlines(keepends=True)
-            # The last piece may be an incomplete line, or a CR whose LF starts the next chunk.
-            rest = lines.pop() if lines and not lines[-1].endswith("\n") else ""
-            yield from lines
+            parts = (rest + chunk).split("\n")
+            rest = parts.pop()  # an incomplete last line
+            for part in parts:
+                yield part + "\n"
         if rest:
             yield rest
 

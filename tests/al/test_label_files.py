@@ -147,8 +147,9 @@ def test_bad_quoting_is_refused(run, tmp_path, body, expected):
 def test_quoted_fields_are_read(run, tmp_path):
     p = run["pending"]
     path = tmp_path / "labels.csv"
-    path.write_text(f'id,labels,note\n"{p[0]}","trees;sea","said ""hi"", then\nleft"\n')
-    assert import_labels(run["state_dir"], path)["imported"] == 1
+    path.write_text(f'id,labels,note\n"{p[0]}","trees;sea","said ""hi"", then\nleft"\n'
+                    f"{p[1]},trees,unquoted\u2028line\x85breaks stay in their field\n", encoding="utf-8")
+    assert import_labels(run["state_dir"], path)["imported"] == 2
     assert StateStore(run["state_dir"]).load().human_labels[p[0]] == sorted(run["classes"].index(c) for c in ("trees", "sea"))
 
 
