@@ -148,3 +148,14 @@ def test_export_local_files_mode(run, tmp_path):
     with pytest.raises(ConfigError, match="document_root"):
         export_batch(run["state_dir"], str(tmp_path / "outside"), ExportOptions(images="local-files", document_root=str(root)))
     assert not (tmp_path / "outside").exists()
+
+
+def test_cli_export_options(run, tmp_path, capsys):
+    root = tmp_path / "root"
+    assert cli(["export", run["state_dir"], "--out", str(root / "b"), "--images", "local-files",
+                "--document-root", str(root), "--max-side", "16"]) == 0
+    assert "exported the pending batch" in capsys.readouterr().out
+    task = json.loads((root / "b" / "label_studio_tasks.json").read_text())[0]
+    assert task["data"]["image"].startswith("/data/local-files/?d=b/thumbs/")
+    assert cli(["export", run["state_dir"], "--images", "local-files", "--document-root", str(root)]) == 2
+    assert "must be a parent folder of the export folder" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """Thumbnails: true colour by band name, one stretch for R, G and B, native resolution."""
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,3 +88,24 @@ def test_originals_read_at_native_size_or_fall_back(tiny_shards, tmp_path):
     manifest.source_root = str(tmp_path / "gone")
     gone = OriginalImages(manifest)
     assert gone.load(path) is None and "cannot be opened" in gone.failures[0][1]
+
+
+def test_export_thumbnails_are_native_size_with_paths(tmp_path):
+    """48 px originals packed into 32 px shards: thumbnails are 48 px; every CSV row has its path."""
+    import csv
+
+    from labeling_state import make_waiting_state
+    from raydal.al.humanloop import export_batch
+    from raydal.data.shards import prepare
+    from raydal.data.synth import synthesize
+
+    synthesize("ucmerced", tmp_path / "archive", n=40, size=48, seed=0)
+    prepare("ucmerced", tmp_path / "archive", tmp_path / "shards", size=32, seed=0)
+    info = make_waiting_state(tmp_path / "shards", tmp_path / "state")
+    logged = []
+    out = export_batch(info["state_dir"], log=logged.append)
+    rows = list(csv.DictReader(open(out / "batch.csv")))
+    assert [r["id"] for r in rows] == info["pending"] and not logged
+    for r in rows:
+        assert Path(r["path"]).is_file() and Path(r["path"]).stem == r["id"]
+        assert Image.open(out / r["thumbnail"]).size == (48, 48)
