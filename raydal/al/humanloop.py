@@ -158,7 +158,12 @@ def export_batch(
     writer.writeheader()
     writer.writerows(rows)
     _inside(out, out / "batch.csv").write_text(buf.getvalue(), encoding="utf-8", newline="")
-    _inside(out, out / "label_studio_tasks.json").write_text(json.dumps(tasks, indent=1), encoding="utf-8")
+    tasks_json = json.dumps(tasks, indent=1).encode("utf-8")
+    _inside(out, out / "label_studio_tasks.json").write_bytes(tasks_json)
+    if len(tasks_json) > labelstudio.UPLOAD_LIMIT and log:
+        log(f"label_studio_tasks.json is {len(tasks_json) / 2**20:.0f} MiB, over Label Studio's default import "
+            f"limit ({labelstudio.UPLOAD_LIMIT // 2**20} MiB): start Label Studio with a larger "
+            "DATA_UPLOAD_MAX_MEMORY_SIZE (bytes), or export with --images local-files (or a smaller --max-side).")
     _inside(out, out / "label_studio_config.xml").write_text(labelstudio.label_config(classes), encoding="utf-8")
     return out
 

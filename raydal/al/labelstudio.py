@@ -26,6 +26,8 @@ from raydal.exceptions import ConfigError
 IMAGE_MODES = ("inline", "local-files")
 #: Label Studio's URL prefix for files under LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT.
 LOCAL_FILES_PREFIX = "/data/local-files/?d="
+#: Label Studio's default largest import (its DATA_UPLOAD_MAX_MEMORY_SIZE setting), bytes.
+UPLOAD_LIMIT = 250 * 2**20
 #: The task data key of the image, and of raydal's id.
 IMAGE_KEY, ID_KEY = "image", "raydal_id"
 
