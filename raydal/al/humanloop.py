@@ -32,7 +32,7 @@ import numpy as np
 
 from raydal.al import labelstudio
 from raydal.al.labelfiles import (
-    DEFAULT_MAX_BYTES, MALFORMED, SKIPPED, UNANNOTATED, LabelFile, LabelRecord,
+    DEFAULT_MAX_BYTES, LS_FROM_NAME, MALFORMED, SKIPPED, UNANNOTATED, LabelFile, LabelRecord,
 )
 from raydal.al.state import ALState, StateStore
 from raydal.al.thumbnails import DEFAULT_MAX_SIDE, OriginalImages, data_uri, png_bytes, true_colour
@@ -249,8 +249,9 @@ class LabelCheck:
             return self._problem(where, f"id {sid!r}: class name(s) {unknown} not in the project's classes"
                                         f"{self._class_hint(unknown)}; valid: {', '.join(self.classes)}")
         if not rec.names:
-            return self._problem(where, f"id {sid!r}: empty label set (annotated with no class): "
-                                        "every image needs at least one class")
+            return self._problem(where, f"id {sid!r}: empty label set (annotated with no class): every image "
+                                        "needs at least one class (from Label Studio, raydal reads the answers of "
+                                        f"<Choices name=\"{LS_FROM_NAME}\"> in its label_studio_config.xml)")
         labels = tuple(sorted({self.index[n] for n in rec.names}))
         if sid in self._seen:
             first, earlier = self._seen[sid]
