@@ -36,7 +36,7 @@ from raydal.al.humanloop import ExportOptions, export_batch, import_labels
 from raydal.al.state import StateStore
 from raydal.exceptions import LabelImportError
 
-pytestmark = pytest.mark.labelstudio
+pytestmark = [pytest.mark.labelstudio, pytest.mark.timeout(3600)]  # a first run installs Label Studio
 requests = pytest.importorskip("requests")
 
 LS_SPEC = os.environ.get("RAYDAL_LS_SPEC", "label-studio>=1.23,<2")
