@@ -411,10 +411,12 @@ def _iter_json_list(text: _Text, owner: LabelFile) -> Iterator[Any]:
             while True:
                 try:
                     item, end = decoder.raw_decode(buf, pos)
-                    break
+                    if end < len(buf) or eof:  # an item ending where the buffer ends may go on (a number)
+                        break
                 except json.JSONDecodeError as err:
-                    if not more(max(CHUNK_BYTES, len(buf))):
+                    if eof:
                         raise fail(err.msg) from err
+                more(max(CHUNK_BYTES, len(buf)))
             pos = end
             yield item
             skip_ws()

@@ -304,3 +304,20 @@ def test_export_writes_only_inside_its_folder(tmp_path):
     choices = ET.fromstring((out / "label_studio_config.xml").read_text()).find("Choices")
     assert [c.get("value") for c in choices] == HOSTILE_CLASSES
     assert logged and "shard images" in logged[0]  # originals unreadable: said so, shard images used
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_tiny_read_chunks_parse_the_same(run, tmp_path, monkeypatch, fmt):
+    """Every chunk boundary (inside a multi-byte character, a number, a quoted field) is handled."""
+    import raydal.al.labelfiles as labelfiles
+    from labeling_state import ls_csv, ls_tasks
+
+    p, truth = run["pending"], run["truth"]
+    tasks = [{"data": {"image": "data:,é" * 3, "raydal_id": sid}} for sid in p]
+    export = ls_tasks(tasks, {sid: truth[sid] for sid in p})
+    path = tmp_path / f"export.{fmt}"
+    path.write_text(json.dumps(export, indent=2) if fmt == "json" else ls_csv(export), encoding="utf-8")
+    monkeypatch.setattr(labelfiles, "CHUNK_BYTES", 7)
+    assert import_labels(run["state_dir"], path)["imported"] == 5
+    human = StateStore(run["state_dir"]).load().human_labels
+    assert {s: [run["classes"][c] for c in human[s]] for s in p} == {s: truth[s] for s in p}
