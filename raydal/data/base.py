@@ -98,7 +98,8 @@ class ArchiveReader:
         raise NotImplementedError
 
     def settings(self) -> dict[str, Any]:
-        """The reader settings, as recorded in a shard manifest."""
+        """The reader settings, as recorded in a shard manifest: the constructor's keyword
+        arguments, so ``get_reader(name, root, **settings)`` rebuilds the reader (thumbnails do)."""
         return {}
 
     def scaling(self) -> dict[str, Any]:

@@ -80,7 +80,7 @@ class TreeSatAIReader(ArchiveReader):
         return names
 
     def settings(self) -> dict[str, Any]:
-        return {"threshold": self.threshold, "file_band_order": list(self.file_band_order)}
+        return {"threshold": self.threshold, "band_order": list(self.file_band_order)}  # the constructor's kwargs
 
     def _check_layout(self) -> None:
         if not any((self.root / d).is_dir() for d in ("aerial/60m", "aerial_60m")):

@@ -90,22 +90,34 @@ def test_originals_read_at_native_size_or_fall_back(tiny_shards, tmp_path):
     assert gone.load(path) is None and "cannot be opened" in gone.failures[0][1]
 
 
-def test_export_thumbnails_are_native_size_with_paths(tmp_path):
-    """48 px originals packed into 32 px shards: thumbnails are 48 px; every CSV row has its path."""
+@pytest.mark.parametrize("dataset, native", [("ucmerced", 48), ("bigearthnet", 60), ("treesatai", 48)])
+def test_export_thumbnails_are_native_true_colour_with_paths(tmp_path, dataset, native):
+    """Originals packed into 32 px shards: thumbnails have the originals' size, their R, G, B are the
+    archive's R, G, B bands under one shared stretch, and every CSV row has its path."""
     import csv
 
     from labeling_state import make_waiting_state
     from raydal.al.humanloop import export_batch
+    from raydal.data import get_reader
     from raydal.data.shards import prepare
     from raydal.data.synth import synthesize
 
-    synthesize("ucmerced", tmp_path / "archive", n=40, size=48, seed=0)
-    prepare("ucmerced", tmp_path / "archive", tmp_path / "shards", size=32, seed=0)
-    info = make_waiting_state(tmp_path / "shards", tmp_path / "state")
+    synthesize(dataset, tmp_path / "archive", n=40, size=native, seed=0)
+    manifest = prepare(dataset, tmp_path / "archive", tmp_path / "shards", size=32, seed=0)
+    info = make_waiting_state(tmp_path / "shards", tmp_path / "state", n_labeled=2, n_pending=3)
     logged = []
     out = export_batch(info["state_dir"], log=logged.append)
     rows = list(csv.DictReader(open(out / "batch.csv")))
     assert [r["id"] for r in rows] == info["pending"] and not logged
+    reader = get_reader(dataset, tmp_path / "archive")
+    bands = rgb_band_indices(manifest.band_names)
     for r in rows:
-        assert Path(r["path"]).is_file() and Path(r["path"]).stem == r["id"]
-        assert Image.open(out / r["thumbnail"]).size == (48, 48)
+        original = reader.load_image(r["path"])  # the path column names the original
+        thumb = np.asarray(Image.open(out / r["thumbnail"]).convert("RGB")).astype(float)
+        assert thumb.shape == (native, native, 3)
+        src = original[..., bands].astype(float)
+        keep = (thumb > 0) & (thumb < 255)
+        slopes = [np.polyfit(src[..., c][keep[..., c]], thumb[..., c][keep[..., c]], 1)[0] for c in range(3)]
+        assert max(slopes) - min(slopes) < 0.02 * max(slopes), slopes  # one stretch for R, G and B
+        a, b = np.polyfit(src[keep], thumb[keep], 1)
+        assert np.abs(a * src[keep] + b - thumb[keep]).max() <= 1.0  # those very bands

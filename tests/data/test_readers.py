@@ -159,7 +159,7 @@ def test_treesatai_band_order_setting(treesat_root):
     np.testing.assert_array_equal(other.load_image(path), raw[..., [1, 2, 3, 0]])
     explicit = get_reader("treesatai", treesat_root, band_order=("IR", "G", "B", "R"))
     np.testing.assert_array_equal(explicit.load_image(path), default.load_image(path))
-    assert default.settings()["file_band_order"] == ["NIR", "G", "B", "R"]
+    assert default.settings()["band_order"] == ["NIR", "G", "B", "R"]
 
 
 @pytest.mark.parametrize(

@@ -83,7 +83,7 @@ def test_treesatai_test_split_is_the_published_one(treesat_root, tmp_path):
     assert set(read_ids(m, "test")) == test
     assert m.splits["val"]["count"] == round(54 * 6799 / (6799 + 38531))
     assert m.splits["pool"]["count"] == 54 - m.splits["val"]["count"]
-    assert m.reader_settings == {"threshold": 0.07, "file_band_order": ["NIR", "R", "G", "B"]}
+    assert m.reader_settings == {"threshold": 0.07, "band_order": ["NIR", "R", "G", "B"]}
     assert read_split(m, "val")["image"].shape[1:] == (16, 16, 4)
 
 
