@@ -121,3 +121,14 @@ def test_export_thumbnails_are_native_true_colour_with_paths(tmp_path, dataset, 
         assert max(slopes) - min(slopes) < 0.02 * max(slopes), slopes  # one stretch for R, G and B
         a, b = np.polyfit(src[keep], thumb[keep], 1)
         assert np.abs(a * src[keep] + b - thumb[keep]).max() <= 1.0  # those very bands
+
+
+@pytest.mark.parametrize("dataset", __import__("raydal.data", fromlist=["list_datasets"]).list_datasets())
+def test_every_reader_is_rebuilt_from_its_manifest_settings(tmp_path, dataset):
+    """Thumbnails rebuild the reader from the manifest: settings() must be the constructor's kwargs."""
+    from raydal.data import get_reader
+    from raydal.data.synth import synthesize
+
+    synthesize(dataset, tmp_path, n=12, size=36, seed=0)  # 36: BigEarthNet's sizes are multiples of 6
+    reader = get_reader(dataset, tmp_path)
+    assert get_reader(dataset, tmp_path, **reader.settings()).settings() == reader.settings()
