@@ -257,9 +257,13 @@ def _cmd_export(args: argparse.Namespace) -> None:
     from raydal.al.humanloop import ExportOptions, export_batch
 
     given = {k: getattr(args, k) for k in ("images", "document_root", "max_side") if getattr(args, k) is not None}
-    out = export_batch(str(args.state_dir), args.out, ExportOptions(**given), log=print)
+    options = ExportOptions(**given)
+    out = export_batch(str(args.state_dir), args.out, options, log=print)
     print(f"exported the pending batch to {out}: batch.csv (fill in 'labels'), "
           "label_studio_tasks.json + label_studio_config.xml (a Label Studio project), thumbs/")
+    if options.images == "local-files":
+        print(f"in the Label Studio project, add a Local files source storage with the path {out / 'thumbs'} "
+              "(do not sync it), then import label_studio_tasks.json")
 
 
 def _cmd_import(args: argparse.Namespace) -> None:

@@ -154,7 +154,8 @@ def test_cli_export_options(run, tmp_path, capsys):
     root = tmp_path / "root"
     assert cli(["export", run["state_dir"], "--out", str(root / "b"), "--images", "local-files",
                 "--document-root", str(root), "--max-side", "16"]) == 0
-    assert "exported the pending batch" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "exported the pending batch" in out and f"Local files source storage with the path {root / 'b' / 'thumbs'}" in out
     task = json.loads((root / "b" / "label_studio_tasks.json").read_text())[0]
     assert task["data"]["image"].startswith("/data/local-files/?d=b/thumbs/")
     assert cli(["export", run["state_dir"], "--images", "local-files", "--document-root", str(root)]) == 2
