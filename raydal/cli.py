@@ -256,7 +256,9 @@ def _cmd_report(args: argparse.Namespace) -> None:
 def _cmd_export(args: argparse.Namespace) -> None:
     from raydal.al.humanloop import ExportOptions, export_batch
 
-    given = {k: getattr(args, k) for k in ("images", "document_root", "max_side") if getattr(args, k) is not None}
+    from raydal.settings import declared_settings
+
+    given = {f.name: getattr(args, f.name) for f in declared_settings(ExportOptions) if getattr(args, f.name) is not None}
     options = ExportOptions(**given)
     out = export_batch(str(args.state_dir), args.out, options, log=print)
     print(f"exported the pending batch to {out}: batch.csv (fill in 'labels'), "
@@ -345,14 +347,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     from raydal.al.humanloop import ExportOptions
     from raydal.al.labelfiles import DEFAULT_MAX_BYTES
-    from raydal.al.labelstudio import IMAGE_MODES
+    from raydal.settings import declared_settings, value_type
 
     p = sub.add_parser("export", help="write the pending query batch for annotators (CSV, Label Studio, thumbnails)")
     p.add_argument("state_dir", type=Path)
     p.add_argument("--out", type=Path, default=None, help="output folder (default STATE_DIR/export/iter-NNNN)")
-    p.add_argument("--images", choices=IMAGE_MODES, default=None, help=ExportOptions.help("images"))
-    p.add_argument("--document-root", default=None, help=ExportOptions.help("document_root"))
-    p.add_argument("--max-side", type=int, default=None, help=ExportOptions.help("max_side"))
+    for f in declared_settings(ExportOptions):  # flags derived from the declarations; None: not given
+        base, _ = value_type(ExportOptions, f.name)
+        default = f" (default: {f.default})" if f.default is not None else ""
+        p.add_argument("--" + f.name.replace("_", "-"), default=None, type=base if base is int else str,
+                       choices=f.metadata["choices"], help=f.metadata["help"] + default)
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("import-labels", help="import annotators' labels (filled batch.csv, or a Label Studio "

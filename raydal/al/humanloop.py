@@ -24,7 +24,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +36,11 @@ from raydal.al.labelfiles import (
 )
 from raydal.al.state import ALState, StateStore
 from raydal.al.thumbnails import DEFAULT_MAX_SIDE, OriginalImages, data_uri, png_bytes, true_colour
-from raydal.constants import ENV_LS_DOCUMENT_ROOT
+from raydal.constants import (
+    BATCH_CSV, ENV_LS_DOCUMENT_ROOT, EXPORT_DIR, LABEL_STUDIO_CONFIG, LABEL_STUDIO_TASKS, THUMBS_DIR,
+)
 from raydal.exceptions import ConfigError, LabelImportError, StateError
+from raydal.settings import Interval, check_settings, setting
 
 THRESHOLD = 0.5
 #: Problems listed in one LabelImportError (the rest are counted).
@@ -46,30 +49,18 @@ MAX_PROBLEMS_SHOWN = 50
 
 @dataclass
 class ExportOptions:
-    """How ``export_batch`` writes thumbnails and Label Studio tasks.
+    """How ``export_batch`` writes thumbnails and Label Studio tasks (``raydal export`` flags)."""
 
-    images: ``inline`` (data URIs: works in a stock Label Studio) or
-    ``local-files`` (``/data/local-files/?d=...`` URLs; see docs/label-studio.md).
-    document_root: Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT, a parent
-    of the export folder (local-files only; default: that environment variable).
-    max_side: longest thumbnail side in px; larger originals are shrunk.
-    """
-
-    images: str = field(default="inline", metadata={
-        "help": "how Label Studio tasks reference thumbnails: inline (data URIs, no server set-up) "
-                "or local-files (served by Label Studio from LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT)"})
-    document_root: str | None = field(default=None, metadata={
-        "help": f"local-files: Label Studio's document root, a parent of the export folder "
-                f"(default ${ENV_LS_DOCUMENT_ROOT})"})
-    max_side: int = field(default=DEFAULT_MAX_SIDE, metadata={
-        "help": "longest thumbnail side in pixels; originals larger than this are shrunk"})
+    images: str = setting("inline", "how Label Studio tasks reference thumbnails: inline (data URIs, no server "
+                                    "set-up) or local-files (served by Label Studio from its document root)",
+                          choices=labelstudio.IMAGE_MODES)
+    document_root: str | None = setting(None, "local-files: Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT, "
+                                              f"a parent of the export folder (default ${ENV_LS_DOCUMENT_ROOT})")
+    max_side: int = setting(DEFAULT_MAX_SIDE, "longest thumbnail side in pixels; larger originals are shrunk",
+                            Interval(int, 8))
 
     def __post_init__(self) -> None:
-        if self.images not in labelstudio.IMAGE_MODES:
-            raise ConfigError(f"The 'images' parameter of ExportOptions must be one of "
-                              f"{list(labelstudio.IMAGE_MODES)}. Got {self.images!r} instead.")
-        if isinstance(self.max_side, bool) or not isinstance(self.max_side, int) or self.max_side < 8:
-            raise ConfigError(f"The 'max_side' parameter of ExportOptions must be an int >= 8. Got {self.max_side!r} instead.")
+        check_settings(self)
         if self.images == "local-files":
             self.document_root = self.document_root or os.environ.get(ENV_LS_DOCUMENT_ROOT)
             if not self.document_root:
@@ -77,10 +68,6 @@ class ExportOptions:
                     "The 'document_root' parameter of ExportOptions is needed for images='local-files'. "
                     f"Got None instead. Fix: pass --document-root, or set {ENV_LS_DOCUMENT_ROOT} as for Label Studio."
                 )
-
-    @classmethod
-    def help(cls, name: str) -> str:
-        return next(f.metadata["help"] for f in fields(cls) if f.name == name)
 
 
 def _pending(state: ALState, state_dir: str) -> dict[str, Any]:
@@ -113,10 +100,10 @@ def export_batch(
     pending = _pending(state, state_dir)
     manifest = load_manifest(state.config["shards_dir"])
     classes = list(manifest.classes)
-    out = (Path(out_dir) if out_dir else Path(store.local_path("export", f"iter-{pending['iteration']:04d}"))).resolve()
+    out = (Path(out_dir) if out_dir else Path(store.local_path(EXPORT_DIR, f"iter-{pending['iteration']:04d}"))).resolve()
     if options.images == "local-files":
         labelstudio.local_files_url(out, Path(options.document_root))  # refuse before writing anything
-    thumbs = out / "thumbs"
+    thumbs = out / THUMBS_DIR
     thumbs.mkdir(parents=True, exist_ok=True)
 
     ids = list(pending["ids"])
@@ -146,7 +133,7 @@ def export_batch(
         rows.append({
             "id": sid,
             "path": paths.get(sid, ""),
-            "thumbnail": f"thumbs/{names[sid]}",
+            "thumbnail": f"{THUMBS_DIR}/{names[sid]}",
             "predicted_labels": ";".join(predicted or []),
             "probabilities": ";".join(f"{c}:{p:.3f}" for c, p in zip(classes, probs)) if probs else "",
             "labels": "",
@@ -157,14 +144,14 @@ def export_batch(
     writer = csv.DictWriter(buf, fieldnames=["id", "path", "thumbnail", "predicted_labels", "probabilities", "labels"])
     writer.writeheader()
     writer.writerows(rows)
-    _inside(out, out / "batch.csv").write_text(buf.getvalue(), encoding="utf-8", newline="")
+    _inside(out, out / BATCH_CSV).write_text(buf.getvalue(), encoding="utf-8", newline="")
     tasks_json = json.dumps(tasks, indent=1).encode("utf-8")
-    _inside(out, out / "label_studio_tasks.json").write_bytes(tasks_json)
+    _inside(out, out / LABEL_STUDIO_TASKS).write_bytes(tasks_json)
     if len(tasks_json) > labelstudio.UPLOAD_LIMIT and log:
-        log(f"label_studio_tasks.json is {len(tasks_json) / 2**20:.0f} MiB, over Label Studio's default import "
+        log(f"{LABEL_STUDIO_TASKS} is {len(tasks_json) / 2**20:.0f} MiB, over Label Studio's default import "
             f"limit ({labelstudio.UPLOAD_LIMIT // 2**20} MiB): start Label Studio with a larger "
             "DATA_UPLOAD_MAX_MEMORY_SIZE (bytes), or export with --images local-files (or a smaller --max-side).")
-    _inside(out, out / "label_studio_config.xml").write_text(labelstudio.label_config(classes), encoding="utf-8")
+    _inside(out, out / LABEL_STUDIO_CONFIG).write_text(labelstudio.label_config(classes), encoding="utf-8")
     return out
 
 
