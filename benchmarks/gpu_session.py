@@ -5,8 +5,9 @@ Run on a GPU machine from the repository root:
     PYTHONPATH=. python3 benchmarks/gpu_session.py --out results_dir
 
 It measures, in one process, on raydal's own code paths:
-  1. DenseNet121 (4 bands, 288x288, 15 classes, LL module) train steps at the
-     paper's TreeSatAI batch of 100: bf16 autocast + channels_last vs fp32.
+  1. DenseNet121 (4 bands, 288x288, 15 classes, LL module) train steps
+     (``raydal.training.loop.train_step``, the step ``fit`` runs) at the
+     paper's TreeSatAI batch of 100: bf16 autocast vs fp32 (channels_last on CUDA).
   2. Pool scoring (``raydal.query.score_pool``) over a TreeSatAI-sized pool of
      38,531 images for LL, MGE and TPD: images/s, bf16 vs fp32 for MGE.
   3. Diversity: ``select_diverse`` on the m*b = 4,000 top candidates into
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from raydal.models import bce_per_sample, create_model, ll_pair_loss, preprocess, random_pairs
+from raydal.models import create_model
 from raydal.query import get_strategy, kmeans, score_pool, select_diverse
 
 PAPER_TABLE_I = {"ll+clustering": 141.5, "tpd+clustering": 188.1, "mge+clustering": 142.2}
@@ -49,27 +50,23 @@ def timed(fn, repeat=1):
 
 
 def bench_train(device, size, batch, steps, amp):
+    """``raydal.training.loop.train_step`` (the step ``fit`` runs) with the LL module: bf16 or fp32."""
+    from raydal.training import TrainConfig
+    from raydal.training.loop import make_optimizers, train_step
+
+    cfg = TrainConfig(batch_size=batch, lr=0.01, amp="bf16" if amp else "off")
     model = create_model("densenet121", num_classes=15, in_channels=4, ll=True).to(device)
-    if amp and device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-    main, ll = model.parameter_groups()
-    sgd = torch.optim.SGD(main, lr=0.01, momentum=0.9)
-    adam = torch.optim.Adam(ll, lr=0.01)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)  # as fit does on CUDA
+    model.train()
+    optimizers = make_optimizers(model, cfg)
     gen = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (batch, size, size, 4), dtype=torch.uint8)
-    labels = (torch.rand(batch, 15, generator=gen) < 0.2).float().to(device)
+    rng = np.random.default_rng(0)
+    batch_data = {"image": rng.integers(0, 256, (batch, size, size, 4), dtype=np.uint8),
+                  "labels": (rng.random((batch, 15)) < 0.2).astype(np.uint8)}
 
     def step():
-        x = preprocess(images, device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            out = model(x)
-        losses = bce_per_sample(out.logits, labels)
-        loss = losses.mean() + 0.1 * ll_pair_loss(losses, out.pred_loss.float(), random_pairs(batch, gen))
-        sgd.zero_grad(set_to_none=True)
-        adam.zero_grad(set_to_none=True)
-        loss.backward()
-        sgd.step()
-        adam.step()
+        return train_step(model, batch_data, cfg, optimizers, device=device, generator=gen)
 
     for _ in range(3):
         step()

@@ -1,10 +1,11 @@
 """The one training loop (method.md, "LL" and "Training protocol"), used by both launchers.
 
-Per batch: augment, forward, per-sample BCE (eq. 1); with the LL module, random
-pairs inside the batch and the joint loss (eq. 3); SGD steps the backbone and
-head, Adam the LL module, both at ``cfg.lr`` with step decay at
-``cfg.lr_decay_epoch``. From ``cfg.ll_stop_epoch`` on the LL module reads
-detached features, so its loss no longer changes the backbone.
+Per batch (``train_step``, which the benchmarks time too): augment, forward,
+per-sample BCE (eq. 1); when the model has the LL module (only strategies that
+rank by it get one), random pairs inside the batch and the joint loss (eq. 3);
+SGD steps the backbone and head, Adam the LL module, both at ``cfg.lr`` with
+step decay at ``cfg.lr_decay_epoch``. From ``cfg.ll_stop_epoch`` on the LL
+module reads detached features, so its loss no longer changes the backbone.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -22,7 +23,15 @@ from torch import nn
 
 from raydal.constants import TRAIN_STATE_FILE
 from raydal.exceptions import ConfigError
-from raydal.models import bce_per_sample, ll_pair_loss, load_weights_into, preprocess, random_pairs, save_checkpoint
+from raydal.models import (
+    bce_per_sample,
+    ll_pair_loss,
+    load_weights_into,
+    preprocess,
+    random_pairs,
+    save_checkpoint,
+    unwrap,
+)
 from raydal.training.augment import augment_batch
 from raydal.training.config import TrainConfig
 from raydal.training.metrics import autocast_dtype, evaluate
@@ -37,6 +46,92 @@ ReportFn = Callable[[dict[str, Any], "Path | None"], None]
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     """Seed of the augmentation/pairing generator for one epoch on one rank."""
     return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+
+class Optimizers(NamedTuple):
+    """SGD for the backbone and head; Adam for the LL module (``None`` without one)."""
+
+    sgd: torch.optim.Optimizer
+    adam: torch.optim.Optimizer | None
+
+    def set_lr(self, lr: float) -> None:
+        for opt in self:
+            for group in (opt.param_groups if opt is not None else []):
+                group["lr"] = lr
+
+    def zero_grad(self) -> None:
+        for opt in self:
+            if opt is not None:
+                opt.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        for opt in self:
+            if opt is not None:
+                opt.step()
+
+
+def make_optimizers(model: nn.Module, cfg: TrainConfig) -> Optimizers:
+    """The two optimizers of ``model`` (an ``ALNet``) at ``cfg.lr`` (method.md, "Training protocol")."""
+    main_params, ll_params = unwrap(model).parameter_groups()
+    sgd = torch.optim.SGD(main_params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    adam = torch.optim.Adam(ll_params, lr=cfg.lr) if ll_params else None
+    return Optimizers(sgd, adam)
+
+
+class StepResult(NamedTuple):
+    """What one training step reports: samples seen, their summed BCE, the LL pair loss (or None)."""
+
+    samples: int
+    bce_sum: float
+    ll_loss: float | None
+
+
+def train_step(
+    model: nn.Module,
+    batch: Mapping[str, Any],
+    cfg: TrainConfig,
+    optimizers: Optimizers,
+    *,
+    device: torch.device,
+    generator: torch.Generator,
+    ll_stopped: bool = False,
+    ddp_model: nn.Module | None = None,
+) -> StepResult:
+    """One optimisation step on one decoded batch; ``fit`` runs it and the benchmarks time it.
+
+    ``batch``: ``{"image": uint8 [N, H, W, B], "labels": uint8 [N, C]}`` with N >= 2.
+    Preprocess on ``device``, augment (``cfg.augment``, from ``generator``), forward
+    under ``cfg.amp``'s autocast, per-sample BCE (eq. 1); when the model has an LL
+    head, random pairs from ``generator`` and the joint loss (eq. 3) with the LL
+    module reading detached features if ``ll_stopped``; then backward and a step
+    of both optimizers. A model built without the LL head trains on BCE alone.
+    ``ddp_model``: the DDP wrapper of ``model`` to run forward/backward through.
+    """
+    net = unwrap(model)
+    forward = ddp_model if ddp_model is not None else model
+    x = preprocess(batch["image"], device)
+    y = torch.from_numpy(np.array(batch["labels"], dtype=np.uint8)).to(device)  # copy: may be read-only
+    if y.shape[1] != net.num_classes:
+        raise ConfigError(
+            f"Batch labels have {y.shape[1]} classes but the model has {net.num_classes}: "
+            "build the model with the archive's class count."
+        )
+    if cfg.augment:
+        x = augment_batch(x, generator)
+    dtype = autocast_dtype(cfg.amp, device)
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        out = forward(x, detach_ll=ll_stopped)
+    losses = bce_per_sample(out.logits, y)
+    loss = losses.mean()
+    ll_loss = None
+    if out.pred_loss is not None:
+        pair_loss = ll_pair_loss(losses, out.pred_loss.float(), random_pairs(len(losses), generator), cfg.ll_margin)
+        loss = loss + cfg.ll_lambda * pair_loss
+        ll_loss = pair_loss.item()
+    optimizers.zero_grad()
+    loss.backward()
+    optimizers.step()
+    return StepResult(len(losses), losses.sum().item(), ll_loss)
 
 
 def fit(
@@ -70,13 +165,10 @@ def fit(
     if checkpoint_every < 0:
         raise ConfigError(f"The 'checkpoint_every' parameter of fit must be an int >= 0. Got {checkpoint_every}.")
     net = model
-    forward = ddp_model if ddp_model is not None else net
     if device.type == "cuda":
         net.to(memory_format=torch.channels_last)
-    main_params, ll_params = net.parameter_groups()
-    sgd = torch.optim.SGD(main_params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    adam = torch.optim.Adam(ll_params, lr=cfg.lr) if ll_params else None
-    dtype = autocast_dtype(cfg.amp, device)
+    optimizers = make_optimizers(net, cfg)
+    sgd, adam = optimizers
 
     start_epoch, history = 0, []
     if resume_dir is not None:
@@ -91,42 +183,20 @@ def fit(
         t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, rank))
         lr = cfg.lr_at(epoch)
-        for opt in (sgd, adam):
-            for group in (opt.param_groups if opt is not None else []):
-                group["lr"] = lr
+        optimizers.set_lr(lr)
         stopped = epoch >= cfg.ll_stop_epoch
         net.train()
         n_seen, bce_sum, ll_sum, n_pair_batches = 0, 0.0, 0.0, 0
         for batch in train_batches(epoch):
             if len(batch["image"]) < 2:
                 continue  # BatchNorm and pairing need two samples
-            x = preprocess(batch["image"], device)
-            y = torch.from_numpy(np.array(batch["labels"], dtype=np.uint8)).to(device)  # copy: may be read-only
-            if y.shape[1] != net.num_classes:
-                raise ConfigError(
-                    f"Batch labels have {y.shape[1]} classes but the model has {net.num_classes}: "
-                    "build the model with the archive's class count."
-                )
-            if cfg.augment:
-                x = augment_batch(x, gen)
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                out = forward(x, detach_ll=stopped)
-            losses = bce_per_sample(out.logits, y)
-            loss = losses.mean()
-            if out.pred_loss is not None:
-                pair_loss = ll_pair_loss(losses, out.pred_loss.float(), random_pairs(len(losses), gen), cfg.ll_margin)
-                loss = loss + cfg.ll_lambda * pair_loss
-                ll_sum += pair_loss.item()
+            step = train_step(net, batch, cfg, optimizers, device=device, generator=gen,
+                              ll_stopped=stopped, ddp_model=ddp_model)
+            n_seen += step.samples
+            bce_sum += step.bce_sum
+            if step.ll_loss is not None:
+                ll_sum += step.ll_loss
                 n_pair_batches += 1
-            sgd.zero_grad(set_to_none=True)
-            if adam is not None:
-                adam.zero_grad(set_to_none=True)
-            loss.backward()
-            sgd.step()
-            if adam is not None:
-                adam.step()
-            n_seen += len(losses)
-            bce_sum += losses.sum().item()
         if n_seen == 0:
             raise ConfigError(
                 f"Epoch {epoch + 1} got no training batch of >= 2 samples: the labeled set is empty or too "
