@@ -33,6 +33,8 @@ from raydal.utils import dataclass_from_dict
 
 MODES = ("simulation", "human")
 PRESETS = ("paper", "demo")
+#: "auto": the LL loss-prediction module only for strategies that rank by it; "on": always (ablation).
+LL_MODULE_MODES = ("auto", "on")
 
 #: The paper's protocol per dataset (method.md, "Training protocol in the paper"): the
 #: ``paper`` preset, applied under every run of that dataset. BigEarthNet is not in the
@@ -134,6 +136,9 @@ class ALConfig:
     seed: int = setting(0, "seed of the initial set, training and k-means++", Interval(int, 0))
     backbone: str = setting("densenet121", "backbone network", choices=_backbones)
     weights: str | None = setting(None, "local state-dict file to initialise the backbone from")
+    ll_module: str = setting("auto", "the LL loss-prediction module: auto (built and trained only for "
+                             "strategies that rank by it, as in the paper) or on (every strategy: an ablation)",
+                             choices=LL_MODULE_MODES)
     warm_start: bool = setting(True, "start each iteration from the previous model (--cold-start: fresh init)",
                                flag="--warm-start", off_flag="--cold-start")
     clustering_backend: str = setting("auto", "k-means backend of the diversity step",

@@ -74,6 +74,8 @@ class Executor(ABC):
         return self._pool_ids
 
     def model_spec(self):
+        """The model every iteration trains: with the LL module only where the strategy
+        ranks by it, or everywhere when ``config.ll_module == "on"`` (ablation)."""
         from raydal.training import ModelSpec
 
         m = self.manifest
@@ -82,6 +84,7 @@ class Executor(ABC):
             num_classes=len(m.classes),
             in_channels=m.bands,
             weights=self.config.weights,
+            ll=self.config.ll_module == "on" or self.strategy.needs_loss_head,
         )
 
     def train_config(self, seed: int):

@@ -104,6 +104,11 @@ class QueryStrategy:
         return self.uncertainty_needs | ({"embeddings"} if self.clustering else frozenset())
 
     @property
+    def needs_loss_head(self) -> bool:
+        """True when the model must be built and trained with the LL loss-prediction module."""
+        return "pred_loss" in self.needs
+
+    @property
     def requires_scoring(self) -> bool:
         """False when ``select`` works from the unlabeled ids alone (the loop skips scoring)."""
         return self.uncertainty is not None
