@@ -115,19 +115,11 @@ def bench_query(device, n, size, batch, b, m, strategy_name, amp=True, prev=None
         model.to(memory_format=torch.channels_last)
     strategy = get_strategy(strategy_name)
     k = strategy.candidate_count(b, m)
+    mode = "auto" if amp else "off"  # TrainConfig.amp: "auto" is bf16 on CUDA
     # warm-up (cudnn autotuning, allocator)
-    score_pool(model, pool_batches(2 * batch, batch, size), strategy, k, prev_probs=None, device=device)
-    if not amp:
-        import raydal.query.scoring as sc
-
-        orig = sc.score_batch
-        sc.score_batch = lambda mdl, im, dev=None, **kw: orig(mdl, im, dev, amp=False)
-    try:
-        t_score, scores = timed(lambda: score_pool(model, pool_batches(n, batch, size), strategy, k,
-                                                   prev_probs=prev, device=device))
-    finally:
-        if not amp:
-            sc.score_batch = orig
+    score_pool(model, pool_batches(2 * batch, batch, size), strategy, k, prev_probs=None, device=device, amp=mode)
+    t_score, scores = timed(lambda: score_pool(model, pool_batches(n, batch, size), strategy, k,
+                                               prev_probs=prev, device=device, amp=mode))
     t_select, picks = timed(lambda: strategy.select(b, scores=scores, m=m, seed=0))
     assert len(set(picks)) == b
     return {

@@ -92,6 +92,11 @@ class Executor(ABC):
 
         return replace(self.config.train_config(), seed=seed)
 
+    @property
+    def amp(self) -> str:
+        """The training's precision mode; evaluation and pool scoring use the same one."""
+        return self.config.train_config().amp
+
     # -- the interface ----------------------------------------------------------
     @abstractmethod
     def train(self, labeled_ids: list[str], label_overrides: dict[str, list[int]], out_dir: str,
@@ -215,7 +220,8 @@ class LocalExecutor(Executor):
 
         device = default_device()
         model = load_checkpoint(checkpoint, device=device)
-        return evaluate(model, iter_batches(self.manifest, split, self.config.score_batch_size), device)
+        return evaluate(model, iter_batches(self.manifest, split, self.config.score_batch_size), device,
+                        amp=self.amp)
 
     def query(self, checkpoint, unlabeled_ids, labeled_ids, b, prev_probs, seed):
         from raydal.data.shards import iter_batches
@@ -231,7 +237,7 @@ class LocalExecutor(Executor):
             model = load_checkpoint(checkpoint, device=device)
             batches = iter_batches(self.manifest, "pool", self.config.score_batch_size, exclude=set(labeled_ids))
             scores = score_pool(model, batches, self.strategy, k=self.candidate_count(b),
-                                prev_probs=prev_probs, device=device)
+                                prev_probs=prev_probs, device=device, amp=self.amp)
             t_score = time.perf_counter() - t0
         selected, t_select = self._select(scores, unlabeled_ids, b, seed)
         return QueryResult.from_scores(selected, scores, t_score, t_select,
@@ -249,7 +255,7 @@ class LocalExecutor(Executor):
         model = load_checkpoint(checkpoint, device=device)
         out: dict[str, list[float]] = {}
         for batch in iter_batches(self.manifest, "pool", self.config.score_batch_size, ids=ids):
-            probs = score_batch(model, batch["image"], device)["probs"]
+            probs = score_batch(model, batch["image"], device, amp=self.amp)["probs"]
             out.update({sid: p.tolist() for sid, p in zip(batch["id"], probs)})
         return out
 

@@ -37,6 +37,7 @@ class ScoringActor:
     prev_probs: (ids [N], probs [N, C]) or an ObjectRef to it (resolved here), or None.
     device: "cpu", "cuda", ...; default CUDA when the actor was given a GPU.
     torch_threads: intra-op threads for the forward pass.
+    amp: precision mode, the training's ``TrainConfig.amp`` (see ``raydal.query.score_batch``).
     """
 
     def __init__(
@@ -48,6 +49,7 @@ class ScoringActor:
         prev_probs: Any = None,
         device: str | None = None,
         torch_threads: int = 1,
+        amp: str = "auto",
     ):
         import ray
         import torch
@@ -61,7 +63,7 @@ class ScoringActor:
         torch.set_num_threads(max(1, int(torch_threads)))
         dev = torch.device(device) if device else default_device()
         self.manifest = load_manifest(manifest_dir)
-        self.scorer = BlockScorer(load_checkpoint(checkpoint_dir, dev), strategy, k, prev_probs, dev)
+        self.scorer = BlockScorer(load_checkpoint(checkpoint_dir, dev), strategy, k, prev_probs, dev, amp)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """batch: shard columns (``id``, ``image``, ``labels``) as numpy.
@@ -104,6 +106,7 @@ def score_pool_ray(
     num_gpus: float = 0,
     num_cpus: float | None = None,
     torch_threads: int | None = None,
+    amp: str = "auto",
 ) -> PoolScores:
     """Score the unlabeled pool with Ray Data; returns what ``raydal.query.score_pool`` returns.
 
@@ -117,6 +120,7 @@ def score_pool_ray(
     num_cpus: CPUs per actor; default 1 with a GPU, else what leaves one CPU of
         the cluster free for reads, capped to [0.25, 1].
     torch_threads: forward-pass threads per actor; default max(1, round(num_cpus)).
+    amp: precision mode, the training's ``TrainConfig.amp`` ("auto": bf16 on CUDA, "bf16", "off").
     Starts an embedded Ray when none is running (``raydal.distributed.session.ensure_ray``).
     """
     import ray
@@ -124,11 +128,13 @@ def score_pool_ray(
 
     from raydal.data.shards import load_manifest
     from raydal.distributed.session import ensure_ray
+    from raydal.training.config import check_amp
 
     concurrency = _positive_int("concurrency", concurrency)
     batch_size = _positive_int("batch_size", batch_size)
     if not isinstance(num_gpus, (int, float)) or num_gpus < 0:
         raise ConfigError(f"The 'num_gpus' parameter of score_pool_ray must be a number >= 0. Got {num_gpus!r} instead.")
+    check_amp(amp, "score_pool_ray")
     strategy = get_strategy(strategy)
     if not ray.is_initialized():
         ensure_ray()
@@ -166,6 +172,7 @@ def score_pool_ray(
             prev_probs=prev_ref,
             device="cuda" if num_gpus > 0 else "cpu",
             torch_threads=threads,
+            amp=amp,
         ),
     )
 

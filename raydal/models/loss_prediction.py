@@ -33,14 +33,18 @@ class LossPredictionModule(nn.Module):
         self.out = nn.Linear(hidden * len(self.feature_channels), 1)
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
-        """``features``: list of ``[N, C_i, H_i, W_i]`` -> predicted loss ``[N]``."""
+        """``features``: list of ``[N, C_i, H_i, W_i]`` (any float dtype) -> predicted loss float32 ``[N]``."""
         if len(features) != len(self.branches):
             raise ConfigError(
                 f"LossPredictionModule was built for {len(self.branches)} feature maps; "
                 f"got {len(features)}."
             )
-        pooled = [F.relu(fc(f.mean(dim=(2, 3)))) for fc, f in zip(self.branches, features)]
-        return self.out(torch.cat(pooled, dim=1)).squeeze(1)
+        # Always in float32, also under bf16 autocast: a bf16 output keeps ~3 significant digits,
+        # which collapses a pool's predicted losses into few distinct values and leaves LL's
+        # ranking to the tie-break. The head is tiny, so this costs nothing measurable.
+        with torch.autocast(features[0].device.type, enabled=False):
+            pooled = [F.relu(fc(f.mean(dim=(2, 3), dtype=torch.float32))) for fc, f in zip(self.branches, features)]
+            return self.out(torch.cat(pooled, dim=1)).squeeze(1)
 
 
 def bce_per_sample(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

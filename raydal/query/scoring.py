@@ -42,27 +42,31 @@ def score_batch(
     images: "np.ndarray | torch.Tensor",
     device: "torch.device | str | None" = None,
     *,
-    amp: bool = True,
+    amp: str = "auto",
 ) -> dict[str, np.ndarray | None]:
     """One forward pass in eval mode under ``torch.inference_mode``.
 
     model: an ALNet (forward returns ``ModelOutput(logits, embeddings, features, pred_loss)``).
     images: uint8 [N, H, W, B].
-    device: where to run; default: the model's device. On CUDA the forward runs
-        under bf16 autocast when ``amp``; outputs are float32 either way.
+    device: where to run; default: the model's device.
+    amp: the training's ``TrainConfig.amp`` ("auto": bf16 on CUDA, fp32 on CPU;
+        "bf16"; "off": fp32), resolved by ``raydal.training.config.autocast_dtype``
+        like training and evaluation. Outputs are float32 either way.
     Returns: ``probs`` float32 [N, C] sigmoid probabilities, ``embeddings``
     float32 [N, D] penultimate features, ``pred_loss`` float32 [N] or None.
     """
     import torch
 
     from raydal.models import preprocess
+    from raydal.training.config import autocast_dtype
 
     dev = torch.device(device) if device is not None else _model_device(model)
+    dtype = autocast_dtype(amp, dev)
     x = preprocess(images, dev)
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and dev.type == "cuda"):
+        with torch.inference_mode(), torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
             out = model(x)
     finally:
         model.train(was_training)
@@ -319,7 +323,7 @@ class BlockScorer:
 
     model: an ALNet on ``device``. strategy: name or instance. k: candidates to keep.
     prev_probs: previous-iteration probabilities (see ``PrevProbs``) or None.
-    amp: bf16 autocast on CUDA (see ``score_batch``).
+    amp: precision mode, the training's ``TrainConfig.amp`` (see ``score_batch``).
     """
 
     def __init__(
@@ -329,10 +333,12 @@ class BlockScorer:
         k: int,
         prev_probs: "Mapping[str, Any] | tuple[Any, Any] | PrevProbs | None" = None,
         device: "torch.device | str | None" = None,
-        amp: bool = True,
+        amp: str = "auto",
     ):
+        from raydal.training.config import check_amp
+
         self.model = model
-        self.amp = amp
+        self.amp = check_amp(amp, "BlockScorer")
         self.strategy = get_strategy(strategy)
         self.prev = PrevProbs(prev_probs) if prev_probs is not None else None
         self.device = device
@@ -377,7 +383,7 @@ def score_pool(
     prev_probs: "Mapping[str, Any] | tuple[Any, Any] | PrevProbs | None" = None,
     device: "torch.device | str | None" = None,
     *,
-    amp: bool = True,
+    amp: str = "auto",
 ) -> PoolScores:
     """Score the unlabeled pool in this process.
 
@@ -388,7 +394,7 @@ def score_pool(
     k: candidates to keep with embeddings, ``strategy.candidate_count(b, m)``.
     prev_probs: TPD's previous-iteration probabilities (mapping or (ids, probs));
         None in the first iteration, where TPD keeps no candidates.
-    amp: bf16 autocast on CUDA; False scores in float32.
+    amp: precision mode, pass the training's ``TrainConfig.amp`` ("auto", "bf16", "off").
     Returns PoolScores; memory O(N*C + k*D).
     """
     if device is not None:

@@ -7,10 +7,34 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from raydal.exceptions import ConfigError
 from raydal.settings import Interval, check_settings, setting
 from raydal.utils import dataclass_from_dict
 
+#: Mixed precision of training, evaluation and pool scoring alike (see ``autocast_dtype``).
 AMP_MODES = ("auto", "bf16", "off")
+
+
+def check_amp(amp: Any, owner: str) -> str:
+    """``amp`` if it is one of ``AMP_MODES``; ConfigError naming ``owner`` otherwise."""
+    if not isinstance(amp, str) or amp not in AMP_MODES:
+        raise ConfigError(f"The 'amp' parameter of {owner} must be one of {AMP_MODES}. Got {amp!r} instead.")
+    return amp
+
+
+def autocast_dtype(amp: str, device: "torch.device") -> "torch.dtype | None":  # noqa: F821
+    """The autocast dtype of an ``amp`` mode on ``device``; ``None``: full precision (fp32).
+
+    "auto": bf16 on CUDA, fp32 elsewhere; "bf16": bf16 on any device; "off": fp32.
+    Training, evaluation and pool scoring all resolve ``TrainConfig.amp`` here,
+    so a model is scored at the precision it was trained at.
+    """
+    import torch
+
+    check_amp(amp, "autocast_dtype")
+    if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
 
 
 @dataclass

@@ -33,8 +33,8 @@ from raydal.models import (
     unwrap,
 )
 from raydal.training.augment import augment_batch
-from raydal.training.config import TrainConfig
-from raydal.training.metrics import autocast_dtype, evaluate
+from raydal.training.config import TrainConfig, autocast_dtype
+from raydal.training.metrics import evaluate
 from raydal.training.sources import EpochSource
 
 #: ``report(metrics, checkpoint_dir)``: called once per epoch on every rank;

@@ -10,6 +10,7 @@ import torch
 from sklearn.metrics import average_precision_score, precision_recall_fscore_support
 
 from raydal.exceptions import ConfigError
+from raydal.training.config import autocast_dtype
 
 
 def multilabel_metrics(y_true: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
@@ -45,13 +46,6 @@ def multilabel_metrics(y_true: np.ndarray, probs: np.ndarray, threshold: float =
         if has_pos.any() else float("nan")
     )
     return out
-
-
-def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for an ``amp`` mode on ``device`` (``None``: full precision)."""
-    if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
 
 
 @torch.no_grad()

@@ -67,6 +67,21 @@ def test_tpd_with_previous_probabilities_through_the_object_store(ray_local, set
     _assert_same(got, _in_process(manifest, model, "tpd+clustering", 9, None, prev))
 
 
+def test_the_actors_score_at_the_given_precision(ray_local, setup, tiny_shards):
+    """``amp`` reaches the scoring actors: bf16 there matches bf16 here, not fp32."""
+    from raydal.data.shards import iter_batches
+    from raydal.distributed.score import score_pool_ray
+    from raydal.query import score_pool
+
+    manifest, model, ckpt = setup
+    got = score_pool_ray(ckpt, tiny_shards, None, "ll", 5, concurrency=1, batch_size=32, amp="bf16")
+    local = {amp: score_pool(model, iter_batches(manifest, "pool", 32), "ll", 5, amp=amp).probs
+             for amp in ("bf16", "off")}
+    to_bf16 = np.abs(got.probs - local["bf16"]).mean()
+    to_fp32 = np.abs(got.probs - local["off"]).mean()
+    assert to_bf16 < to_fp32 / 10, (to_bf16, to_fp32)
+
+
 def test_parameters_are_validated():
     from raydal.distributed.score import score_pool_ray
 
@@ -74,3 +89,5 @@ def test_parameters_are_validated():
         score_pool_ray("ckpt", "shards", None, "mge", 5, concurrency=0)
     with pytest.raises(ConfigError, match="'num_gpus'"):
         score_pool_ray("ckpt", "shards", None, "mge", 5, num_gpus=-1)
+    with pytest.raises(ConfigError, match="'amp' parameter of score_pool_ray must be one of"):
+        score_pool_ray("ckpt", "shards", None, "mge", 5, amp="fp16")

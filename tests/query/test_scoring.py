@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from raydal.data.shards import iter_batches, read_split
-from raydal.exceptions import QueryError
+from raydal.exceptions import ConfigError, QueryError
 from raydal.query import (
     PoolScores,
     PrevProbs,
@@ -162,3 +162,40 @@ def test_diverged_model_raises_clear_error(manifest):
         broken.ll.out.bias.fill_(float("nan"))
     with pytest.raises(QueryError, match="non-finite.*diverged"):
         score_pool(broken, iter_batches(manifest, "pool", 16), "ll", 5)
+
+
+# ---------------------------------------------------------------------- precision follows TrainConfig.amp
+
+
+def test_scoring_precision_follows_the_amp_mode(model, manifest):
+    images = read_split(manifest, "pool")["image"]
+    full = score_batch(model, images, "cpu", amp="off")
+    auto = score_batch(model, images, "cpu", amp="auto")  # "auto" is fp32 on CPU, as in training
+    bf16 = score_batch(model, images, "cpu", amp="bf16")
+    np.testing.assert_array_equal(auto["probs"], full["probs"])
+    assert not np.array_equal(bf16["probs"], full["probs"])
+    np.testing.assert_allclose(bf16["probs"], full["probs"], atol=0.05)  # the same model, lower precision
+    # The LL head computes in float32 even under bf16 autocast: predicted losses stay distinct.
+    assert bf16["pred_loss"].dtype == np.float32
+    assert len(np.unique(bf16["pred_loss"])) == len(images)
+    with pytest.raises(ConfigError, match="'amp' parameter of BlockScorer must be one of"):
+        score_pool(model, iter_batches(manifest, "pool", 16), "mge", 5, amp=True)
+
+
+def test_executor_scores_at_the_training_precision(model, manifest, tiny_shards, tmp_path):
+    """LocalExecutor.query passes ALConfig.train's amp to the scorer (and "auto" when unset)."""
+    from raydal.al.executor import LocalExecutor
+    from raydal.config import ALConfig
+    from raydal.models import save_checkpoint
+
+    ckpt = save_checkpoint(tmp_path / "ckpt", model)
+    pool_ids = read_split(manifest, "pool")["id"].tolist()
+    reference = {amp: score_pool(model, iter_batches(manifest, "pool", 32), "mge", 5, amp=amp).probs
+                 for amp in ("off", "bf16")}
+    for train, want in (({"amp": "bf16"}, "bf16"), ({"amp": "off"}, "off"), ({}, "off")):
+        cfg = ALConfig(shards_dir=str(tiny_shards), state_dir=str(tmp_path / "s"), strategy="mge",
+                       backbone="smallcnn", executor="local", score_batch_size=32, train=train)
+        executor = LocalExecutor(cfg)
+        assert executor.amp == train.get("amp", "auto")
+        got = executor.query(str(ckpt), pool_ids, [], b=5, prev_probs=None, seed=0)
+        np.testing.assert_array_equal(got.pool_probs, reference[want])
