@@ -114,3 +114,48 @@ def test_select_guards(model, manifest):
         get_strategy("ll").select(2, scores=few)
     with pytest.raises(ConfigError, match="'b' parameter of strategy 'mge\\+clustering' must be an int >= 1"):
         mge.select(0, scores=few)
+
+
+def near_duplicate_pool(b: int, per_cluster: int, seed: int = 0):
+    """A pool of ``b`` well-separated clusters whose ``per_cluster`` most uncertain samples
+    are near-duplicates in cluster 0: (ids [N], uncertainty [N], embeddings [N, D], cluster [N])."""
+    r = np.random.default_rng(seed)
+    centers = r.normal(size=(b, 16)) * 100.0
+    cluster = np.repeat(np.arange(b), per_cluster)
+    emb = (centers[cluster] + r.normal(size=(len(cluster), 16)) * 0.01).astype(np.float32)
+    unc = r.random(len(cluster)) + (cluster == 0) * 10.0  # cluster 0 holds the most uncertain
+    perm = r.permutation(len(cluster))
+    ids = np.array([f"s{i:04d}" for i in range(len(cluster))])
+    return ids, unc[perm], emb[perm], cluster[perm]
+
+
+@pytest.mark.parametrize("backend", ["faiss", "torch"])
+@pytest.mark.parametrize("name", ["ll+clustering", "mge+clustering", "tpd+clustering"])
+def test_clustering_strategy_spreads_near_duplicates_over_clusters(name, backend):
+    """The registered "+clustering" strategies, from pool scores: not the top b by uncertainty.
+
+    The pool's b most uncertain samples are near-duplicates (one cluster). Scores are
+    assembled as the scoring path does, keeping ``candidate_count(b, m)`` candidates,
+    and the strategy's own ``select`` must pick one sample per cluster. A strategy
+    that clusters with m = 1 or keeps only b candidates returns the top b: all cluster 0.
+    """
+    from raydal.query import PoolScores, TopKCandidates
+
+    b, m = 4, 5
+    ids, unc, emb, cluster = near_duplicate_pool(b, per_cluster=m)
+    strategy = get_strategy(name, backend=backend)
+    top = TopKCandidates(strategy.candidate_count(b, m))
+    top.add(ids, unc, emb)
+    probs = np.full((len(ids), 3), 0.5, dtype=np.float32)
+    scores = PoolScores.assemble([ids], [probs], [unc], strategy.uncertainty, top)
+
+    top_b = scores.cand_ids[:b].tolist()
+    assert {int(cluster[ids.tolist().index(i)]) for i in top_b} == {0}  # the trap: uncertainty alone
+    chosen = strategy.select(b, scores=scores, pool_ids=ids, m=m, seed=0)
+    assert len(set(chosen)) == b
+    assert sorted(int(cluster[ids.tolist().index(i)]) for i in chosen) == list(range(b))
+    assert chosen != top_b
+    assert chosen[0] == top_b[0]  # each cluster's most uncertain, most uncertain first
+    # The same strategy without clustering (its m = 1 ablation) is exactly the top b.
+    plain = get_strategy(name.removesuffix("+clustering"))
+    assert plain.select(b, scores=scores, pool_ids=ids, m=m, seed=0) == top_b
