@@ -168,7 +168,8 @@ class ActiveLearner:
         self.store.save(state)
         self.log(
             f"iter {tau}: {state.n_labeled} labeled | test micro-F1 {metrics['test']['micro_f1']:.4f} "
-            f"macro-F1 {metrics['test']['macro_f1']:.4f} | train {t_train:.1f}s eval {t_eval:.1f}s"
+            f"macro-F1 {metrics['test']['macro_f1']:.4f} (present classes "
+            f"{metrics['test'].get('macro_f1_present', float('nan')):.4f}) | train {t_train:.1f}s eval {t_eval:.1f}s"
         )
 
     def _finished(self) -> bool:

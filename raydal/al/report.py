@@ -17,7 +17,12 @@ from raydal.al.state import StateStore
 from raydal.constants import F1_CURVES_PNG, REPORT_JSON, REPORT_MD
 from raydal.exceptions import StateError
 
-METRICS = ("micro_f1", "macro_f1")
+METRICS = ("micro_f1", "macro_f1", "macro_f1_present")
+#: What each metric averages over, said in the report.
+METRIC_NOTES = {
+    "macro_f1": "mean F1 over all classes of the archive; a class absent from the test split counts as 0.",
+    "macro_f1_present": "mean F1 over the classes that occur in the test split only.",
+}
 PHASES = ("train", "eval", "score", "select")
 
 
@@ -73,7 +78,7 @@ def _curves(runs: list[dict[str, Any]], metric: str) -> dict[str, tuple[np.ndarr
     """strategy -> (x: label counts [K], y: [trials, K] test metric), over counts every trial has."""
     by: dict[str, list[dict[int, float]]] = defaultdict(list)
     for run in runs:
-        by[run["group"]].append({h["n_labeled"]: h["test"][metric] for h in run["history"]})
+        by[run["group"]].append({h["n_labeled"]: h["test"][metric] for h in run["history"] if metric in h["test"]})
     out = {}
     for strategy, trials in by.items():
         xs = sorted(set.intersection(*(set(t) for t in trials))) if trials else []
@@ -118,7 +123,8 @@ def build_report(state_dirs: list[str], out_dir: str | Path, at: list[int] | Non
         ax.set_xlabel("number of labeled samples")
         ax.set_ylabel(f"test {metric.replace('_', ' ')} (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.lines:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / F1_CURVES_PNG, dpi=120)
     plt.close(fig)
@@ -139,6 +145,8 @@ def build_report(state_dirs: list[str], out_dir: str | Path, at: list[int] | Non
     lines = ["# raydal active-learning report", "", f"Runs: {len(runs)} state dir(s).", ""]
     for metric in METRICS:
         lines += [f"## Test {metric.replace('_', ' ')} (%) by number of labeled samples (mean ± std over trials)", ""]
+        if metric in METRIC_NOTES:
+            lines += [f"`{metric}`: {METRIC_NOTES[metric]}", ""]
         lines += ["| strategy | trials | " + " | ".join(str(a) for a in at) + " | area |",
                   "|---|---|" + "---|" * len(at) + "---|"]
         for strategy, entry in sorted(summary["strategies"].items()):

@@ -20,8 +20,15 @@ def multilabel_metrics(y_true: np.ndarray, probs: np.ndarray, threshold: float =
     (not softmax). A class is predicted when ``prob >= threshold``.
     Returns ``micro_f1``, ``macro_f1``, ``micro_precision``, ``micro_recall``,
     ``macro_precision``, ``macro_recall`` (0 where undefined), ``per_class_f1``
-    (list of C), ``mAP`` (mean average precision over the classes with at least
-    one positive; NaN if none has) and ``n_samples``.
+    (list of C), ``macro_f1_present``, ``n_present_classes``, ``mAP`` (mean
+    average precision over the classes with at least one positive; NaN if none
+    has) and ``n_samples``.
+
+    ``macro_f1`` averages over all C classes (a class absent from ``y_true``
+    scores 0 whether or not it is predicted); ``macro_f1_present`` averages only
+    over the ``n_present_classes`` classes with at least one positive in
+    ``y_true`` (NaN if none has). On a split where 4 of 19 classes occur,
+    ``macro_f1`` cannot exceed 4/19 = 21 %; ``macro_f1_present`` can reach 100 %.
     """
     y_true = np.asarray(y_true)
     probs = np.asarray(probs, dtype=np.float64)
@@ -41,6 +48,8 @@ def multilabel_metrics(y_true: np.ndarray, probs: np.ndarray, threshold: float =
     _, _, per_class, _ = precision_recall_fscore_support(y_true, y_pred, average=None, zero_division=0)
     out["per_class_f1"] = [float(v) for v in per_class]
     has_pos = y_true.sum(axis=0) > 0
+    out["macro_f1_present"] = float(per_class[has_pos].mean()) if has_pos.any() else float("nan")
+    out["n_present_classes"] = int(has_pos.sum())
     out["mAP"] = (
         float(np.mean([average_precision_score(y_true[:, c], probs[:, c]) for c in np.flatnonzero(has_pos)]))
         if has_pos.any() else float("nan")

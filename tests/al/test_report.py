@@ -42,6 +42,24 @@ def test_report_groups_trials_by_strategy(tmp_path):
     assert json.loads((tmp_path / "out" / "report.json").read_text())["strategies"]["random"]["trials"] == 1
 
 
+def test_report_shows_both_macro_f1_values_and_says_which_is_which(tmp_path):
+    run = _fake_run(tmp_path / "p0", "mge+clustering", 0, [0.4, 0.6])
+    store = StateStore(run)
+    state = store.load()
+    for h in state.history:  # 4 of 19 classes occur: all-class macro-F1 is capped at 4/19
+        h["test"].update(macro_f1=h["test"]["micro_f1"] * 4 / 19, macro_f1_present=h["test"]["micro_f1"])
+    store.save(state)
+    old = _fake_run(tmp_path / "r0", "random", 0, [0.3, 0.5])  # a state from before macro_f1_present
+    summary = build_report([run, old], tmp_path / "out")
+    assert summary["strategies"]["mge+clustering"]["macro_f1_present"]["mean"] == pytest.approx([0.4, 0.6])
+    assert "macro_f1_present" not in summary["strategies"]["random"]
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## Test macro f1 (%)" in md and "## Test macro f1 present (%)" in md
+    assert "`macro_f1`: mean F1 over all classes of the archive" in md
+    assert "`macro_f1_present`: mean F1 over the classes that occur in the test split only." in md
+    assert "| mge+clustering | 1 | 40.00 ± 0.00 | 60.00 ± 0.00 |" in md.split("macro f1 present")[1]
+
+
 def test_area_under_curve():
     assert area_under_curve(np.array([0, 10]), np.array([0.0, 1.0])) == pytest.approx(0.5)
     assert area_under_curve(np.array([5]), np.array([0.3])) == pytest.approx(0.3)

@@ -47,10 +47,26 @@ def test_multilabel_metrics_hand_computed():
     assert m["micro_f1"] == pytest.approx(0.75)
     assert m["per_class_f1"] == pytest.approx([0.5, 1.0, 0.0])
     assert m["macro_f1"] == pytest.approx(0.5)
+    # class 2 never occurs: the present-class mean is over classes 0 and 1 only
+    assert m["macro_f1_present"] == pytest.approx(0.75) and m["n_present_classes"] == 2
     # AP class 0: ranks .9(+) .6(-) .4(+) -> (1 + 2/3) / 2; class 1: 1; class 2 has no positive
     assert m["mAP"] == pytest.approx(((1 + 2 / 3) / 2 + 1.0) / 2)
     assert m["n_samples"] == 3
     assert multilabel_metrics(y, p, threshold=0.35)["per_class_f1"][0] == pytest.approx(0.8)
+
+
+def test_macro_f1_present_ignores_classes_absent_from_the_split():
+    # 19 classes, 4 occur and are predicted perfectly: all-class macro-F1 is capped at 4/19.
+    y = np.zeros((8, 19), dtype=np.uint8)
+    y[np.arange(8), np.arange(8) % 4] = 1
+    m = multilabel_metrics(y, y.astype(float))
+    assert m["macro_f1"] == pytest.approx(4 / 19)
+    assert m["macro_f1_present"] == pytest.approx(1.0) and m["n_present_classes"] == 4
+    # A false positive on an absent class: that class is outside the present-class mean.
+    p = y.astype(float)
+    p[0, 10] = 0.9
+    assert multilabel_metrics(y, p)["macro_f1_present"] == pytest.approx(1.0)
+    assert np.isnan(multilabel_metrics(np.zeros((2, 3)), np.zeros((2, 3)))["macro_f1_present"])
 
 
 def test_multilabel_metrics_bad_input():

@@ -50,6 +50,7 @@ def test_launcher_writes_a_checkpoint_that_scores_like_the_last_validation(train
     model = load_checkpoint(result.checkpoint_dir)
     scores = evaluate(model, batches_of(val_split), CPU, return_probs=True)
     assert scores["micro_f1"] == pytest.approx(result.metrics["val_micro_f1"])
+    assert scores["macro_f1_present"] == pytest.approx(result.metrics["val_macro_f1_present"])  # logged per epoch
     assert scores["loss"] == pytest.approx(result.metrics["val_loss"], rel=1e-5)
     assert scores["probs"].shape == (80, 4) and list(scores["ids"]) == list(val_split["id"])
 
