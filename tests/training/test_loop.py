@@ -201,3 +201,26 @@ def test_densenet121_full_size_training_step(tmp_path):
     with torch.no_grad():
         out = model(torch.rand(1, 4, 288, 288))
     assert [tuple(f.shape[1:]) for f in out.features] == [(256, 72, 72), (512, 36, 36), (1024, 18, 18), (1024, 9, 9)]
+
+
+def test_train_step_trains_the_ll_head_only_when_the_model_has_one(train_split):
+    from raydal.training.loop import make_optimizers, train_step
+
+    cfg = fast_cfg()
+    batch = {k: v[:8] for k, v in train_split.items()}
+    for ll in (True, False):
+        model = create_model("smallcnn", 4, 3, ll=ll, seed=0)
+        optimizers = make_optimizers(model, cfg)
+        assert (optimizers.adam is not None) == ll  # no LL module: no Adam, no ranking loss
+        before = _params(model)
+        step = train_step(model, batch, cfg, optimizers, device=CPU, generator=torch.Generator().manual_seed(0))
+        assert step.samples == 8 and step.bce_sum > 0
+        assert (step.ll_loss is not None) == ll
+        assert any(not torch.equal(p, q) for p, q in zip(before, _params(model)))
+
+
+def test_fit_without_ll_head_logs_no_ranking_loss(train_split):
+    cfg = fast_cfg(epochs=1)
+    model = create_model("smallcnn", 4, 3, ll=False, seed=0)
+    history = fit(model, cfg, as_epoch_source(train_split, cfg.batch_size, cfg.seed), CPU, lambda m, c: None)
+    assert np.isnan(history[0]["train_ll_loss"]) and np.isfinite(history[0]["train_loss"])
