@@ -149,45 +149,13 @@ def test_trials_larger_than_the_cluster_are_refused_instead_of_hanging(ray_local
         run_sweep(base, {"b": [5]}, tmp_path / "sweep", resources_per_trial={"CPU": 1, "GPU": 1})
 
 
-def test_default_concurrency_keeps_a_cpu_free_and_counts_gpus():
-    from raydal.distributed.tune import _default_concurrency
-
-    assert _default_concurrency({"CPU": 1}, {"CPU": 2.0}, None) == 1
-    assert _default_concurrency({"CPU": 1}, {"CPU": 8.0}, None) == 7
-    assert _default_concurrency({"CPU": 2, "GPU": 1}, {"CPU": 32.0, "GPU": 4.0}, None) == 4
-    assert _default_concurrency({"CPU": 1}, {"CPU": 8.0}, 3) == 3
-    # an autoscaling cluster with no GPU node up yet: the explicit limit is trusted
-    assert _default_concurrency({"CPU": 4, "GPU": 1}, {"CPU": 8.0}, 2) == 2
-
-
 def test_asha_stops_by_trained_iterations(base):
     from ray.tune.schedulers import ASHAScheduler
 
-    from raydal.distributed.tune import _max_reports, _scheduler
+    from raydal.al.sweep import max_reports
+    from raydal.distributed.tune import _scheduler
 
     assert _scheduler(None, "auc_micro_f1", 2) is None
-    asha = _scheduler("asha", "auc_micro_f1", _max_reports(base))
+    asha = _scheduler("asha", "auc_micro_f1", max_reports(base))
     assert isinstance(asha, ASHAScheduler)
     assert asha._time_attr == "training_iteration" and asha._max_t == ITERATIONS + 1
-
-
-def test_two_trials_on_one_state_dir_take_turns(tmp_path):
-    """tune.choice can sample the same overrides twice: the second trial waits, then resumes."""
-    import threading
-
-    from raydal.distributed.tune import _state_lock
-
-    events = []
-
-    def second():
-        with _state_lock(str(tmp_path)):
-            events.append("second")
-
-    with _state_lock(str(tmp_path)):
-        thread = threading.Thread(target=second)
-        thread.start()
-        thread.join(timeout=0.5)
-        assert thread.is_alive() and events == []  # blocked while the first holds the dir
-        events.append("first")
-    thread.join(timeout=5)
-    assert events == ["first", "second"]
