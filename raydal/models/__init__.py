@@ -3,8 +3,8 @@
 No Ray here: everything runs in one process, on CPU or one GPU.
 """
 
-from raydal.models.registry import ModelSpec, create_model, list_models, register_model
-from raydal.models import backbones as _backbones  # noqa: F401  (registers the built-in backbones)
+from raydal.models.registry import list_models, register_model
+from raydal.models.factory import ModelSpec, create_model
 from raydal.models.checkpoint import (
     load_checkpoint,
     load_weights_into,

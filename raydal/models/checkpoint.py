@@ -17,7 +17,7 @@ from torch import nn
 
 from raydal.constants import META_FILE, MODEL_FILE
 from raydal.exceptions import ModelError
-from raydal.models.registry import ModelSpec
+from raydal.models.factory import ModelSpec
 from raydal.utils import atomic_write_bytes, atomic_write_json, local_dir
 
 CHECKPOINT_FORMAT = 1

@@ -1,17 +1,15 @@
-"""timm-style model registry: a backbone is one decorated builder function."""
+"""timm-style model registry: a backbone is one decorated builder function.
+
+The bottom of ``raydal.models``: it imports no other module of the package, so
+``backbones`` registers into it and ``factory`` builds from it, one way.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
-import torch
-
-from raydal.exceptions import ConfigError, ModelError
-from raydal.utils import dataclass_from_dict
+from raydal.exceptions import ModelError
 
 _BUILDERS: dict[str, Callable[[int], Any]] = {}
 
@@ -30,89 +28,8 @@ def list_models() -> list[str]:
     return sorted(_BUILDERS)
 
 
-def create_model(
-    name: str,
-    num_classes: int,
-    in_channels: int,
-    weights: str | os.PathLike | None = None,
-    ll: bool = True,
-    ll_hidden: int = 128,
-    *,
-    rgb_bands: Sequence[int] | None = None,
-    seed: int | None = None,
-) -> "ALNet":  # noqa: F821
-    """Build an ``ALNet``: backbone ``name`` with ``in_channels`` input bands, a
-    ``num_classes``-way multi-label head and, when ``ll``, the LL module.
-
-    ``weights``: path of a local state dict for the backbone (torchvision or
-    raydal ``model.pt``; 3-band weights are adapted to ``in_channels``, RGB
-    kernels going to ``rgb_bands``, default bands 0-2; see ``raydal.models.weights``).
-    ``seed``: initialise the random weights from this seed without touching
-    torch's global RNG; ``None`` uses the global RNG.
-    """
-    from raydal.models.net import ALNet
-    from raydal.models.weights import load_backbone_weights
-
+def get_builder(name: str) -> Callable[[int], Any]:
+    """The registered ``builder(in_channels) -> Backbone`` called ``name``; ModelError lists the valid names."""
     if name not in _BUILDERS:
         raise ModelError(f"Unknown model {name!r}. Valid models: {', '.join(list_models())}.")
-    spec = ModelSpec(name, num_classes, in_channels, weights, bool(ll), ll_hidden,
-                     tuple(rgb_bands) if rgb_bands is not None else None)
-
-    def build() -> ALNet:
-        backbone = _BUILDERS[name](in_channels)
-        model = ALNet(backbone, num_classes, ll=bool(ll), ll_hidden=ll_hidden, spec=spec.to_dict())
-        if weights is not None:
-            load_backbone_weights(model.backbone, weights, in_channels, rgb_bands)
-        return model
-
-    if seed is None:
-        return build()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build()
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """The arguments of ``create_model``: what a checkpoint records to rebuild a model."""
-
-    backbone: str
-    num_classes: int
-    in_channels: int
-    weights: str | None = None
-    ll: bool = True
-    ll_hidden: int = 128
-    rgb_bands: tuple[int, ...] | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.backbone, str) or not self.backbone:
-            raise ConfigError(
-                f"The 'backbone' parameter of ModelSpec must be one of {list_models()}. Got {self.backbone!r} instead."
-            )
-        for field, minimum in (("num_classes", 1), ("in_channels", 1), ("ll_hidden", 1)):
-            value = getattr(self, field)
-            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise ConfigError(
-                    f"The '{field}' parameter of ModelSpec must be an int >= {minimum}. Got {value!r} instead."
-                )
-        if self.weights is not None:
-            object.__setattr__(self, "weights", os.fspath(self.weights))  # a Path must survive model.json
-        if self.rgb_bands is not None:
-            object.__setattr__(self, "rgb_bands", tuple(int(b) for b in self.rgb_bands))
-
-    def build(self, seed: int | None = None, weights: bool = True) -> "ALNet":  # noqa: F821
-        """``create_model`` with these arguments; ``weights=False`` skips the weights file."""
-        return create_model(
-            self.backbone, self.num_classes, self.in_channels,
-            weights=self.weights if weights else None, ll=self.ll, ll_hidden=self.ll_hidden,
-            rgb_bands=self.rgb_bands, seed=seed,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["rgb_bands"] = list(self.rgb_bands) if self.rgb_bands is not None else None
-        return d
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelSpec":
-        return dataclass_from_dict(cls, data)
+    return _BUILDERS[name]

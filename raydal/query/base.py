@@ -19,18 +19,16 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
 from raydal.exceptions import ConfigError, QueryError
+from raydal.query.candidates import PoolScores
 from raydal.query.clustering import NITER, resolve_backend
 from raydal.query.diversity import select_diverse
 from raydal.query.ranking import check_finite, rank_desc
 from raydal.utils import rng as make_rng
-
-if TYPE_CHECKING:
-    from raydal.query.scoring import PoolScores
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +143,7 @@ class QueryStrategy:
         self,
         b: int,
         *,
-        scores: "PoolScores | None" = None,
+        scores: PoolScores | None = None,
         pool_ids: Sequence[str] | np.ndarray | None = None,
         m: int = 1,
         seed: int = 0,
