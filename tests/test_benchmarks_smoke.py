@@ -35,3 +35,12 @@ def test_bench_scoring_small(ray_local, tmp_path):
     assert paths[0] == "plain PyTorch loop" and any("score_pool_ray" in p for p in paths)
     assert all(r["same_candidates"] for r in res["results"] if "same_candidates" in r)
     assert res["paper_table1_a100_s"] == 142.2
+
+
+@pytest.mark.slow
+def test_gpu_session_small_runs_the_real_train_step(tmp_path):
+    """DenseNet121 at 32 px on the CPU: minutes on a small box, hence slow."""
+    res = _load("gpu_session").main(["--small", "--out", str(tmp_path)])
+    assert (tmp_path / "gpu_results.json").exists()
+    assert res["train"][0]["sec_per_step"] > 0 and res["fit"]["epochs"] == 2
+    assert {q["strategy"] for q in res["query"]} == {"mge+clustering", "ll+clustering", "tpd+clustering"}
