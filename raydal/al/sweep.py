@@ -30,6 +30,7 @@ import numpy as np
 
 from raydal.al.report import area_under_curve
 from raydal.config import ALConfig
+from raydal.constants import SWEEP_JSON, SWEEP_LOCK, SWEEP_MD
 from raydal.exceptions import ConfigError, RaydalError
 from raydal.utils import atomic_write_json, is_uri
 
@@ -62,7 +63,6 @@ SCHEDULERS = ("fifo", "asha")
 _SWEEPABLE_FIELDS = ("strategy", "b", "m", "initial_labeled", "seed", "backbone", "weights",
                      "warm_start", "ll_module", "clustering_backend")
 _TRAIN_PREFIX = "train."
-_LOCK_NAME = ".sweep-trial.lock"
 
 
 def sweepable_keys() -> list[str]:
@@ -129,7 +129,7 @@ def trial_lock(state_dir: str) -> Iterator[None]:
     """Exclusive use of a trial state dir: two trials that sample the same overrides
     (``tune.choice`` can) run one after the other, and the second finds the state done."""
     Path(state_dir).mkdir(parents=True, exist_ok=True)
-    with open(Path(state_dir) / _LOCK_NAME, "w") as handle:
+    with open(Path(state_dir) / SWEEP_LOCK, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -247,14 +247,11 @@ def plan_sweep(
 
     Arguments as in ``raydal.distributed.tune.run_sweep``; ``is_search_space`` tells
     sampled entries (Tune's ``Domain`` objects) from constants. Every grid point is
-    built into a trial config and its strategy and model names are checked.
+    built into a trial config (which checks strategy, backbone and dataset names).
 
     Raises:
         ConfigError: bad keys, values, metric, scheduler, mode, num_samples or resources.
     """
-    from raydal.models import list_models
-    from raydal.query import get_strategy
-
     _check_keys(param_space)
     _check_values(param_space)
     if metric not in METRICS:
@@ -284,11 +281,8 @@ def plan_sweep(
     base = dataclasses.replace(base, shards_dir=_absolute(base.shards_dir), weights=_absolute(base.weights),
                                executor="local", state_dir=sweep_dir)
     points = list(grid_points({k: v for k, v in param_space.items() if k not in sampled}))
-    for point in points:  # every grid point builds a valid config with a known strategy and model
-        cfg = trial_config(base, point, sweep_dir)
-        get_strategy(cfg.strategy)
-        if cfg.backbone not in list_models():
-            raise ConfigError(f"Unknown backbone {cfg.backbone!r} in the sweep. Valid models: {list_models()}.")
+    for point in points:  # every grid point builds a valid config (ALConfig checks the names too)
+        trial_config(base, point, sweep_dir)
     resources = dict(resources_per_trial or {"CPU": 1})
     if not resources or any(not isinstance(v, (int, float)) or v < 0 for v in resources.values()):
         raise ConfigError(f"resources_per_trial must map Ray resource names to numbers >= 0, e.g. "
@@ -388,8 +382,8 @@ class SweepResult:
     def write(self) -> None:
         """Write ``sweep.json`` and ``sweep.md`` into ``sweep_dir``."""
         out = Path(self.sweep_dir)
-        atomic_write_json(out / "sweep.json", {
+        atomic_write_json(out / SWEEP_JSON, {
             "metric": self.metric, "mode": "max", "experiment_path": self.experiment_path,
             "param_keys": self.param_keys, "rows": self.rows,
         })
-        (out / "sweep.md").write_text(self.to_markdown())
+        (out / SWEEP_MD).write_text(self.to_markdown())

@@ -63,9 +63,9 @@ def create_model(
 class ModelSpec:
     """The arguments of ``create_model``: what a checkpoint records to rebuild a model."""
 
-    backbone: str = "densenet121"
-    num_classes: int = 17
-    in_channels: int = 3
+    backbone: str
+    num_classes: int
+    in_channels: int
     weights: str | None = None
     ll: bool = True
     ll_hidden: int = 128
