@@ -66,7 +66,8 @@ class TrainConfig:
     ll_stop_at: float = setting(0.6, "fraction of epochs after which the LL loss no longer trains the backbone",
                                 Interval(float, 0, 1))
     augment: bool = setting(True, "random horizontal flip and rotation by k * 90 degrees")
-    amp: str = setting("auto", "auto: bf16 autocast + channels_last on CUDA, fp32 on CPU; bf16; off",
+    amp: str = setting("auto", "precision of training, evaluation and pool scoring: auto: bf16 "
+                       "autocast + channels_last on CUDA, fp32 on CPU; bf16; off",
                        choices=AMP_MODES)
     seed: int = setting(0, "training seed (set from the run's seed)", Interval(int, 0), cli=False)
     warm_start: bool = setting(False, "start from the previous iteration's model (set from the run's "
