@@ -15,13 +15,48 @@ from raydal.settings import LazyChoices
 def _cmd_synth(args: argparse.Namespace) -> None:
     from raydal.data.synth import synthesize
 
-    out = synthesize(args.dataset, args.out_dir, n=args.n, size=args.size, seed=args.seed)
+    options = {"dtype": args.dtype, "labeled_share": args.labeled_share}
+    options = {k: v for k, v in options.items() if v is not None}
+    out = synthesize(args.dataset, args.out_dir, n=args.n, size=args.size, seed=args.seed, **options)
     print(f"wrote a fake {args.dataset} archive to {out}")
+
+
+def _numbers(text: str | None, flag: str) -> list[float] | None:
+    """``"0,10000"`` -> [0.0, 10000.0]."""
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        from raydal.exceptions import ConfigError
+
+        raise ConfigError(f"{flag} must be numbers joined by ',' (e.g. 0,10000). Got {text!r} instead.") from None
+
+
+def _default(cls, name: str):
+    """The default of a reader setting, from its signature (one place)."""
+    import inspect
+
+    return inspect.signature(cls.__init__).parameters[name].default
 
 
 def _reader_settings(args: argparse.Namespace) -> dict:
     """Reader settings given on the command line (only those set)."""
-    settings = {"threshold": args.threshold, "band_order": args.band_order}
+    settings = {
+        "threshold": args.threshold,
+        "band_order": args.band_order,
+        "reflectance_max": args.reflectance_max,
+        "labels": args.labels,
+        "classes": args.classes,
+        "scaling": args.scaling,
+        "value_range": _numbers(args.value_range, "--value-range"),
+        "percentiles": _numbers(args.percentiles, "--percentiles"),
+        "nan_fill": args.nan_fill,
+        "id_from": args.id_from,
+        "band_names": args.band_names.split(",") if args.band_names else None,
+        "val_share": args.val_share,
+        "test_share": args.test_share,
+    }
     return {k: v for k, v in settings.items() if v is not None}
 
 
@@ -286,6 +321,9 @@ def _cmd_import(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from raydal.data import folder
+    from raydal.data.bigearthnet import BigEarthNetReader
+
     parser = argparse.ArgumentParser(prog="raydal", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -295,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=None, help="number of images (default per dataset)")
     p.add_argument("--size", type=int, default=None, help="image side in pixels (default: the real size)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", choices=("float32", "uint16"), default=None, help="folder: pixel type (default float32)")
+    p.add_argument("--labeled-share", type=float, default=None,
+                   help="folder: share of images with labels in labels.csv (default 0.5)")
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("prepare", help="validate an archive and pack it into Parquet shards")
@@ -314,6 +355,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TreeSatAI: keep a genus when its area fraction is > this (default 0.07)")
     p.add_argument("--band-order", default=None,
                    help="TreeSatAI aerial band order: torchgeo (IR,G,B,R; default) or nir-rgb")
+    p.add_argument("--reflectance-max", type=int, default=None,
+                   help=f"BigEarthNet: digital number mapped to 255 (default {_default(BigEarthNetReader, 'reflectance_max')})")
+    g = p.add_argument_group("folder (your own archive; docs/data.md)")
+    g.add_argument("--labels", type=Path, default=None,
+                   help="labels CSV: id (or path), labels (class names joined by ';'), optional split; "
+                        "images without a row or with empty labels are unlabeled pool images")
+    g.add_argument("--classes", type=Path, default=None, help="classes file, one name a line (default: from the labels)")
+    g.add_argument("--scaling", choices=folder.SCALINGS, default=None,
+                   help="to uint8: none (uint8 sources), range (--value-range) or percentile (per band over the "
+                        "archive); default none for uint8 archives, percentile otherwise")
+    g.add_argument("--value-range", default=None, metavar="LO,HI", help="the fixed range of --scaling range")
+    g.add_argument("--percentiles", default=None, metavar="LO,HI", help="the percentiles of --scaling percentile (default "
+                   f"{','.join(f'{v:g}' for v in _default(folder.FolderReader, 'percentiles'))})")
+    g.add_argument("--nan-fill", type=float, default=None, help="replace NaN/inf pixels by this (default: refuse them)")
+    g.add_argument("--id-from", choices=folder.ID_FROM, default=None,
+                   help="image id: the file name without extension (stem, default) or the relative path")
+    g.add_argument("--band-names", default=None, metavar="R,G,B,NIR", help="band names (default: from the files)")
+    g.add_argument("--val-share", type=float, default=None, help=f"share of labeled images held out as val (default {_default(folder.FolderReader, 'val_share')})")
+    g.add_argument("--test-share", type=float, default=None, help=f"share of labeled images held out as test (default {_default(folder.FolderReader, 'test_share')})")
     p.set_defaults(func=_cmd_prepare)
 
     p = sub.add_parser("run", help="run (or resume) an active-learning experiment")

@@ -218,6 +218,10 @@ class LocalExecutor(Executor):
         from raydal.training import evaluate
         from raydal.utils import default_device
 
+        if not self.manifest.splits.get(split, {}).get("count"):  # e.g. a folder archive without test labels
+            from raydal.training.metrics import empty_metrics
+
+            return empty_metrics(self.manifest.num_classes)
         device = default_device()
         model = load_checkpoint(checkpoint, device=device)
         return evaluate(model, iter_batches(self.manifest, split, self.config.score_batch_size), device,

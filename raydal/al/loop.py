@@ -117,19 +117,45 @@ class ActiveLearner:
 
     # -- phases --------------------------------------------------------------
     def _init(self) -> None:
+        """The initial labeled set: ``initial_labeled`` seeded random pool images.
+
+        On an archive whose pool holds images without labels (a ``folder``
+        archive with a partial labels CSV), simulation is refused (nothing could
+        answer for those images); in human mode the pool images that already
+        have labels are the initial set (``by: "archive"``), topped up to
+        ``initial_labeled`` by random unlabeled images sent to annotators.
+        """
+        from raydal.data.shards import read_ids
+
         cfg, state = self.config, self.state
         pool = np.array(sorted(self.executor.pool_ids()))
-        if cfg.initial_labeled > len(pool):
+        unlabeled = set(read_ids(self.executor.manifest, "pool", labeled=False).tolist())
+        if cfg.mode == "simulation" and unlabeled:
+            raise StateError(
+                f"Simulation mode needs archive labels for every pool image, but {len(unlabeled)} of the "
+                f"{len(pool)} pool images of {cfg.shards_dir} have none. Fix: run with --mode human "
+                "(annotators label the queried images), or give every image a label row and prepare again."
+            )
+        known = sorted(set(pool.tolist()) - unlabeled) if unlabeled else []
+        candidates = np.array(sorted(unlabeled)) if unlabeled else pool
+        n_new = max(0, cfg.initial_labeled - len(known))
+        if n_new > len(candidates):
             raise StateError(
                 f"initial_labeled={cfg.initial_labeled} exceeds the pool's {len(pool)} samples: "
                 "lower --initial-labeled or prepare a bigger archive."
             )
         rng = np.random.default_rng(phase_seed(cfg.seed, 0, "init"))
-        chosen = sorted(rng.choice(pool, size=cfg.initial_labeled, replace=False).tolist())
-        state.pending = {"iteration": 0, "ids": chosen, "probs": {}}
+        chosen = sorted(rng.choice(candidates, size=n_new, replace=False).tolist())
+        state.pending = {"iteration": 0, "ids": known + chosen, "probs": {}}
         state.phase = "label"
+        if known:
+            state.record_labels({i: None for i in known}, by="archive")
         self.store.save(state)
-        self.log(f"initial labeled set: {len(chosen)} random pool samples (seed {cfg.seed})")
+        if known:
+            self.log(f"initial labeled set: the {len(known)} pool images labeled in the archive"
+                     + (f" + {len(chosen)} random unlabeled ones for annotators (seed {cfg.seed})" if chosen else ""))
+        else:
+            self.log(f"initial labeled set: {len(chosen)} random pool samples (seed {cfg.seed})")
         if cfg.mode == "simulation":
             self._label()
 

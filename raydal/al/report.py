@@ -78,13 +78,20 @@ def _curves(runs: list[dict[str, Any]], metric: str) -> dict[str, tuple[np.ndarr
     """strategy -> (x: label counts [K], y: [trials, K] test metric), over counts every trial has."""
     by: dict[str, list[dict[int, float]]] = defaultdict(list)
     for run in runs:
-        by[run["group"]].append({h["n_labeled"]: h["test"][metric] for h in run["history"] if metric in h["test"]})
+        if _has_test(run):
+            by[run["group"]].append({h["n_labeled"]: h["test"][metric] for h in run["history"]
+                                     if metric in h["test"]})
     out = {}
     for strategy, trials in by.items():
         xs = sorted(set.intersection(*(set(t) for t in trials))) if trials else []
         if xs:
             out[strategy] = (np.array(xs), np.array([[t[x] for x in xs] for t in trials]))
     return out
+
+
+def _has_test(run: dict[str, Any]) -> bool:
+    """False for a run whose archive has no labeled test images (its metrics are empty)."""
+    return any(h["test"].get("n_samples", 1) for h in run["history"])
 
 
 def area_under_curve(x: np.ndarray, y: np.ndarray) -> float:
@@ -143,6 +150,12 @@ def build_report(state_dirs: list[str], out_dir: str | Path, at: list[int] | Non
     counts = sorted({x for s in summary["strategies"].values() for x in s.get("micro_f1", {}).get("labels", [])})
     at = sorted(at) if at else counts
     lines = ["# raydal active-learning report", "", f"Runs: {len(runs)} state dir(s).", ""]
+    no_test = [r["state_dir"] for r in runs if r["history"] and not _has_test(r)]
+    if no_test:
+        summary["no_test_split"] = no_test
+        lines += [f"**No labeled test split** in {', '.join(no_test)}: there is nothing to measure F1 on, so "
+                  "these runs have no curve. Fix: give some images labels (a `split` column set to `test` in "
+                  "the labels CSV, or `--test-share`) and prepare the archive again.", ""]
     for metric in METRICS:
         lines += [f"## Test {metric.replace('_', ' ')} (%) by number of labeled samples (mean ± std over trials)", ""]
         if metric in METRIC_NOTES:

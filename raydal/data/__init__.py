@@ -47,7 +47,7 @@ def get_reader(name: str, root: str | Path, **settings: Any) -> ArchiveReader:
 
 
 # Imported for their @register_dataset side effect.
-from raydal.data import bigearthnet, treesatai, ucmerced  # noqa: E402,F401
+from raydal.data import bigearthnet, folder, treesatai, ucmerced  # noqa: E402,F401
 
 __all__ = [
     "ArchiveIndex",

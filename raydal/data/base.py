@@ -33,16 +33,20 @@ class ArchiveIndex:
     paths: list[str]  # N paths handed to ``ArchiveReader.load_image``
     labels: np.ndarray  # uint8 [N, C] multi-hot
     splits: list[str] = field(default_factory=list)  # N: "train", "val", "test" or ""
+    #: bool [N]: False for an image without labels yet (a pool image for annotators;
+    #: only the ``folder`` reader has such images). Default: every image labeled.
+    labeled: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.ids)
         if not self.splits:
             self.splits = [""] * n
         self.labels = np.asarray(self.labels, dtype=np.uint8).reshape(n, len(self.classes))
-        if not (len(self.paths) == len(self.splits) == n):
+        self.labeled = np.ones(n, dtype=bool) if self.labeled is None else np.asarray(self.labeled, dtype=bool)
+        if not (len(self.paths) == len(self.splits) == len(self.labeled) == n):
             raise ValueError(
                 f"ArchiveIndex fields must be aligned: {n} ids, {len(self.paths)} paths, "
-                f"{len(self.splits)} splits."
+                f"{len(self.splits)} splits, {len(self.labeled)} labeled flags."
             )
 
     def __len__(self) -> int:
@@ -105,6 +109,19 @@ class ArchiveReader:
     def scaling(self) -> dict[str, Any]:
         """How source pixel values become uint8, as recorded in a shard manifest."""
         return {"method": "none", "source_dtype": "uint8"}
+
+    def fit_conversion(self, paths: list[str]) -> None:
+        """Fix the uint8 conversion from the archive's images before any is packed.
+
+        ``prepare`` calls it with the paths of the indexed images. Readers with a
+        fixed rule (the published archives) need nothing; the ``folder`` reader
+        computes per-band percentiles here.
+        """
+
+    def holdout_shares(self) -> tuple[float, float] | None:
+        """``(val, test)`` shares of the labeled images held out where the archive publishes
+        no split; None: ``raydal.data.shards``' defaults."""
+        return None
 
     # -- shared behaviour ----------------------------------------------------------
     def index(self) -> ArchiveIndex:

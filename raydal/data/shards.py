@@ -7,7 +7,9 @@ Layout of a prepared shard set::
     <out_dir>/quarantine.csv                with skip_bad: the files and rows left out
 
 Parquet schema: ``id: string``, ``image: binary`` (raw uint8, C-order
-[H, W, B]), ``labels: binary`` (raw uint8 [C] multi-hot), ``path: string``.
+[H, W, B]), ``labels: binary`` (raw uint8 [C] multi-hot), ``path: string``,
+``labeled: bool`` (False: an image without labels yet, all-zero ``labels``;
+shard sets written before this column existed read as all labeled).
 Shapes and names live in the manifest. This module imports neither Ray nor
 rasterio at module level: the readers import rasterio when they open a file.
 """
@@ -43,6 +45,7 @@ SCHEMA = pa.schema(
         pa.field("image", pa.binary(), nullable=False),
         pa.field("labels", pa.binary(), nullable=False),
         pa.field("path", pa.string(), nullable=False),
+        pa.field("labeled", pa.bool_(), nullable=False),
     ]
 )
 #: Images whose sides differ by more than this ratio are refused: resizing would distort them.
@@ -73,6 +76,8 @@ class Manifest:
     reader_settings: dict[str, Any] = field(default_factory=dict)
     split_rule: str = ""
     quarantined: int = 0
+    #: {split: images without labels} (only pool images can lack labels).
+    unlabeled: dict[str, int] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -178,13 +183,14 @@ def prepare(
     reader = get_reader(dataset, root, **reader_settings)
     size = size or reader.default_size
     index, problems = reader.scan()
-    splits = assign_splits(index, seed)
+    splits = assign_splits(index, seed, reader.holdout_shares())
+    reader.fit_conversion(list(index.paths))
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.partial-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        split_info, label_counts = {}, {}
+        split_info, label_counts, unlabeled = {}, {}, {}
         workers = workers or min(8, os.cpu_count() or 1)
         with ThreadPoolExecutor(workers) as pool:
             for split in SPLITS:
@@ -194,6 +200,7 @@ def prepare(
                 split_info[split] = {"count": int(kept.size), "files": files}
                 counts = index.labels[kept].sum(0) if kept.size else np.zeros(len(index.classes), int)
                 label_counts[split] = {c: int(k) for c, k in zip(index.classes, counts)}
+                unlabeled[split] = int((~index.labeled[kept]).sum()) if kept.size else 0
         if problems and not skip_bad:
             raise DatasetError(
                 f"Found {len(problems)} bad files or label rows in the {dataset} archive at {reader.root}; "
@@ -215,8 +222,9 @@ def prepare(
             seed=seed,
             scaling=reader.scaling(),
             reader_settings=reader.settings(),
-            split_rule=_split_rule(index),
+            split_rule=_split_rule(index, reader.holdout_shares()),
             quarantined=len(problems),
+            unlabeled=unlabeled,
         )
         atomic_write_json(tmp / MANIFEST_NAME, manifest.to_json())
         _move_into_place(tmp, out_dir)
@@ -225,39 +233,50 @@ def prepare(
     return manifest
 
 
-def assign_splits(index: ArchiveIndex, seed: int) -> np.ndarray:
+def assign_splits(index: ArchiveIndex, seed: int, shares: tuple[float, float] | None = None) -> np.ndarray:
     """Each image's shard split (str [N] of "pool", "val", "test"), from the archive's split.
 
-    Published "test" stays test and "val" stays val. Where the archive publishes
-    no split at all, a seeded random 25% val / 25% test / 50% pool; where it
-    publishes only train/test (TreeSatAI), val is a seeded random share of train
-    (TRAIN_VAL_SHARE); the rest of train is the pool.
+    Images without labels (``index.labeled`` False) always go to the pool. Of the
+    labeled ones: published "test" stays test and "val" stays val. Where the
+    archive publishes no split at all, a seeded random val / test share (``shares``,
+    default 25% / 25%) of the labeled images, the rest to the pool; where it
+    publishes train/test only (TreeSatAI), val is a seeded random share of train
+    (``shares[0]``, default TRAIN_VAL_SHARE); the rest of train is the pool.
     """
     published = np.array(index.splits, dtype=object)
+    labeled = index.labeled
     out = np.full(len(index), "pool", dtype=object)
     gen = make_rng(seed)
-    if len(index) and (published == "").all():
-        order = gen.permutation(len(index))
-        n_val = round(RANDOM_VAL_SHARE * len(index))
-        n_test = round(RANDOM_TEST_SHARE * len(index))
+    val_share, test_share = shares or (None, None)
+    if labeled.any() and (published[labeled] == "").all():
+        rows = np.flatnonzero(labeled)
+        order = rows[gen.permutation(rows.size)]
+        n_val = round((RANDOM_VAL_SHARE if val_share is None else val_share) * rows.size)
+        n_test = round((RANDOM_TEST_SHARE if test_share is None else test_share) * rows.size)
         out[order[:n_val]] = "val"
         out[order[n_val : n_val + n_test]] = "test"
         return out
-    out[published == "test"] = "test"
-    out[published == "val"] = "val"
-    if not (published == "val").any():
-        train = np.flatnonzero(published != "test")
-        out[gen.permutation(train)[: round(TRAIN_VAL_SHARE * train.size)]] = "val"
+    out[labeled & (published == "test")] = "test"
+    out[labeled & (published == "val")] = "val"
+    if not (published[labeled] == "val").any():
+        train = np.flatnonzero(labeled & (published != "test"))
+        share = TRAIN_VAL_SHARE if val_share is None else val_share
+        out[gen.permutation(train)[: round(share * train.size)]] = "val"
     return out
 
 
-def _split_rule(index: ArchiveIndex) -> str:
-    published = set(index.splits)
+def _split_rule(index: ArchiveIndex, shares: tuple[float, float] | None = None) -> str:
+    val_share, test_share = shares or (None, None)
+    published = set(np.array(index.splits, dtype=object)[index.labeled])
+    unlabeled = "; images without labels -> pool" if not index.labeled.all() else ""
     if published <= {""}:
-        return f"random: val {RANDOM_VAL_SHARE:.0%}, test {RANDOM_TEST_SHARE:.0%}, pool the rest (seeded)"
+        v = RANDOM_VAL_SHARE if val_share is None else val_share
+        t = RANDOM_TEST_SHARE if test_share is None else test_share
+        return f"random: val {v:.0%}, test {t:.0%}, pool the rest (seeded){unlabeled}"
     if "val" in published:
-        return "published: train -> pool, val -> val, test -> test"
-    return f"published test -> test; val a seeded random {TRAIN_VAL_SHARE:.4f} of train; pool the rest"
+        return f"published: train -> pool, val -> val, test -> test{unlabeled}"
+    share = TRAIN_VAL_SHARE if val_share is None else val_share
+    return f"published test -> test; val a seeded random {share:.4f} of train; pool the rest{unlabeled}"
 
 
 def _write_split(
@@ -297,6 +316,7 @@ def _write_split(
                 "image": [im.tobytes() for im in images],
                 "labels": [index.labels[i].tobytes() for i in good],
                 "path": [index.paths[i] for i in good],
+                "labeled": [bool(index.labeled[i]) for i in good],
             },
             schema=SCHEMA,
         )
@@ -448,10 +468,25 @@ def iter_batches(
         yield decode_batch(pa.concat_tables(pending), manifest)
 
 
-def read_ids(manifest: Manifest, split: str) -> np.ndarray:
-    """The ids of ``split`` in shard order, str [N] (reads only the id column)."""
-    ids = [pq.read_table(path, columns=["id"])["id"] for path in manifest.split_files(split)]
-    return _strings(pa.chunked_array([c for col in ids for c in col.chunks], pa.string()))
+def read_ids(manifest: Manifest, split: str, labeled: bool | None = None) -> np.ndarray:
+    """The ids of ``split`` in shard order, str [N] (reads only the id and labeled columns).
+
+    labeled: None: every row; True: only rows with archive labels; False: only
+    images without labels (pool images for annotators).
+    """
+    chunks = []
+    for path in manifest.split_files(split):
+        table = pq.read_table(path, columns=["id", "labeled"] if labeled is not None and _has_labeled(path) else ["id"])
+        if labeled is not None and "labeled" in table.column_names:
+            table = table.filter(table["labeled"] if labeled else pc.invert(table["labeled"]))
+        elif labeled is False:  # written before the column existed: every row is labeled
+            table = table.slice(0, 0)
+        chunks += table["id"].chunks
+    return _strings(pa.chunked_array(chunks, pa.string()))
+
+
+def _has_labeled(path: str) -> bool:
+    return "labeled" in pq.read_schema(path).names
 
 
 def read_split(manifest: Manifest, split: str, ids: Sequence[str] | None = None) -> dict[str, np.ndarray]:

@@ -57,6 +57,20 @@ def multilabel_metrics(y_true: np.ndarray, probs: np.ndarray, threshold: float =
     return out
 
 
+def empty_metrics(num_classes: int) -> dict[str, Any]:
+    """The metrics of an empty evaluation split: ``n_samples`` 0 and NaN scores.
+
+    An archive without labeled test (or val) images gives these; reports say so
+    instead of drawing a curve.
+    """
+    nan = float("nan")
+    out: dict[str, Any] = {"n_samples": 0, "mAP": nan, "loss": nan, "per_class_f1": [nan] * num_classes,
+                           "macro_f1_present": nan, "n_present_classes": 0}
+    for avg in ("micro", "macro"):
+        out.update({f"{avg}_precision": nan, f"{avg}_recall": nan, f"{avg}_f1": nan})
+    return out
+
+
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module,

@@ -10,12 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from raydal.data.synth import bigearthnet, treesatai, ucmerced
+from raydal.data.synth import bigearthnet, folder, treesatai, ucmerced
 from raydal.exceptions import ConfigError
 from raydal.utils import rng as make_rng
 
 _WRITERS = {
     "bigearthnet": bigearthnet.write_archive,
+    "folder": folder.write_archive,
     "treesatai": treesatai.write_archive,
     "ucmerced": ucmerced.write_archive,
 }
@@ -38,10 +39,11 @@ def synthesize(
     """Write a fake ``dataset`` archive into ``out_dir`` (created; must be empty) and return it.
 
     n: number of images (default per dataset: ucmerced 2100, treesatai 1000,
-    bigearthnet 1000). size: image side in pixels (default the real size: 256,
-    304, 120). difficulty in [0, 1]: 0 paints bold, clean label marks, 1 faint,
+    bigearthnet 1000, folder 200). size: image side in pixels (default the real size: 256,
+    304, 120; folder 64). difficulty in [0, 1]: 0 paints bold, clean label marks, 1 faint,
     small, noisy ones. options: per-dataset layout choices (treesatai:
-    ``layout="aerial/60m"`` or ``"aerial_60m"``). The same arguments always write
+    ``layout="aerial/60m"`` or ``"aerial_60m"``; folder: ``dtype="float32"`` or
+    ``"uint16"``, ``labeled_share=0.5``). The same arguments always write
     the same archive.
     """
     if dataset not in _WRITERS:
