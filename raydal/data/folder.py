@@ -189,15 +189,16 @@ class FolderReader(ArchiveReader):
             else:
                 by_id[sid] = path
         problems += self._read_headers(list(by_id.values()))
-        bad = {p for p, _ in problems}
-        by_id = {sid: p for sid, p in by_id.items() if str(p) not in bad}
-
         rows = self._read_labels(by_id, problems) if self.labels_path else {}
+        bad = {p for p, _ in problems}  # unreadable files (listed): their label rows are not orphans
+        by_id = {sid: p for sid, p in by_id.items() if str(p) not in bad}
         self.classes = tuple(self._class_names(rows))
         index = {c: k for k, c in enumerate(self.classes)}
         ids, paths, labels, labeled, splits = [], [], [], [], []
         for sid, path in by_id.items():
             where, names, split = rows.get(sid, ("", [], ""))
+            if names == ["\0bad"]:  # its label row is bad (listed): an unlabeled image would hide that
+                continue
             unknown = [n for n in names if n not in index]
             if unknown:
                 problems.append((where, f"unknown class {unknown}; valid: {list(self.classes)}. Fix: correct the "
@@ -266,7 +267,11 @@ class FolderReader(ArchiveReader):
         return ["R", "G", "B"] if bands == 3 else [f"B{k + 1}" for k in range(bands)]
 
     def _read_labels(self, by_id: dict[str, Path], problems: list[Problem]) -> dict[str, tuple[str, list[str], str]]:
-        """``{id: (file:line, class names, split)}`` of the usable label rows; bad rows go to ``problems``."""
+        """``{id: (file:line, class names, split)}`` of the label rows; bad rows go to ``problems``.
+
+        An image whose row is bad gets the names ``["\\0bad"]``: ``scan`` leaves it out
+        rather than treating it as unlabeled.
+        """
         path = self.labels_path
         text = path.read_text(encoding="utf-8-sig", errors="replace")
         reader = csv.DictReader(io.StringIO(text))
@@ -283,8 +288,8 @@ class FolderReader(ArchiveReader):
         rows: dict[str, tuple[str, list[str], str]] = {}
         for line, row in enumerate(reader, start=2):
             where = f"{path}:{line}"
-            if None in row or any(v is None for v in row.values()):
-                problems.append((where, f"malformed row: expected {len(fields)} fields"))
+            if None in row or row[key] is None or row["labels"] is None:  # too many fields, or too few
+                problems.append((where, f"malformed row: expected {len(fields)} fields ({', '.join(fields)})"))
                 continue
             ref = row[key].strip()
             sid = ref if ref in by_id else by_path.get(ref.lstrip("./"), by_path.get(Path(ref).with_suffix("").as_posix()))
@@ -293,10 +298,12 @@ class FolderReader(ArchiveReader):
                 continue
             if sid in rows:
                 problems.append((where, f"duplicate row for image {sid!r}, first at {rows[sid][0]}"))
+                rows[sid] = (rows[sid][0], ["\0bad"], "")  # which row is right? leave the image out
                 continue
             split = SPLIT_VALUES.get((row.get("split") or "").strip().lower())
             if split is None:
                 problems.append((where, f"split {row['split']!r} is not one of train, val, test (or empty)"))
+                rows[sid] = (where, ["\0bad"], "")
                 continue
             names = [n.strip() for n in row["labels"].split(";") if n.strip()]
             rows[sid] = (where, sorted(set(names), key=names.index), split)

@@ -24,7 +24,7 @@ def _raw(path) -> np.ndarray:
 
 
 def test_registry_lists_every_dataset():
-    assert list_datasets() == ["bigearthnet", "treesatai", "ucmerced"]
+    assert list_datasets() == ["bigearthnet", "folder", "treesatai", "ucmerced"]
 
 
 def test_unknown_dataset_lists_the_valid_names(tmp_path):
