@@ -33,11 +33,11 @@ def _numbers(text: str | None, flag: str) -> list[float] | None:
         raise ConfigError(f"{flag} must be numbers joined by ',' (e.g. 0,10000). Got {text!r} instead.") from None
 
 
-def _default(cls, name: str):
-    """The default of a reader setting, from its signature (one place)."""
+def _default(obj, name: str):
+    """The default of a parameter of a class's constructor or a function, from its signature (one place)."""
     import inspect
 
-    return inspect.signature(cls.__init__).parameters[name].default
+    return inspect.signature(obj.__init__ if isinstance(obj, type) else obj).parameters[name].default
 
 
 def _reader_settings(args: argparse.Namespace) -> dict:
@@ -320,6 +320,20 @@ def _cmd_import(args: argparse.Namespace) -> None:
             print(f"{len(result[key])} {what} (still pending): {shown}")
 
 
+def _cmd_predict(args: argparse.Namespace) -> None:
+    import pyarrow.parquet as pq
+
+    from raydal.predict import predict
+
+    given = {"executor": args.executor, "threshold": args.threshold, "batch_size": args.batch_size,
+             "concurrency": args.concurrency}
+    out = predict(args.model, args.input, args.out_dir, export=args.export, skip_bad=args.skip_bad,
+                  **{k: v for k, v in given.items() if v is not None})
+    n = pq.read_metadata(out).num_rows
+    print(f"wrote predictions of {n} images to {out} and {out.with_suffix('.csv')}"
+          + (f"; the model for use outside raydal: {out.parent / 'model'}" if args.export else ""))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from raydal.data import folder
     from raydal.data.bigearthnet import BigEarthNetReader
@@ -427,6 +441,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-bytes", type=int, default=None,
                    help=f"refuse label files larger than this many bytes (default {DEFAULT_MAX_BYTES})")
     p.set_defaults(func=_cmd_import)
+
+    from raydal import predict as pr
+
+    p = sub.add_parser("predict", help="predict images with a trained run's model; export the model")
+    p.add_argument("model", type=Path, help="a run's state dir (its latest model) or a checkpoint folder")
+    p.add_argument("input", type=Path, help="prepared shards, or a folder of images (prepared with the run's settings)")
+    p.add_argument("out_dir", type=Path, help="predictions.parquet, predictions.csv, model/ (model.pt2 + preprocessing.json)")
+    p.add_argument("--executor", choices=pr.EXECUTORS, default=None,
+                   help=f"ray: Ray Data actors; local: this process; auto: Ray when installed (default {_default(pr.predict, 'executor')})")
+    p.add_argument("--threshold", type=float, default=None, help="predict a class when its probability >= this (default: the run's)")
+    p.add_argument("--batch-size", type=int, default=None, help=f"images per forward pass (default {_default(pr.predict, 'batch_size')})")
+    p.add_argument("--concurrency", type=int, default=None, help="Ray Data actors")
+    p.add_argument("--no-export", dest="export", action="store_false", help="skip the model export (model/model.pt2)")
+    p.add_argument("--skip-bad", action="store_true", help="a folder INPUT: skip unreadable images (listed in input-shards/quarantine.csv)")
+    p.set_defaults(func=_cmd_predict)
     return parser
 
 

@@ -1,0 +1,335 @@
+"""Predictions out of a trained run, and the model exported for use outside raydal (no Ray here).
+
+``predict(model, input, out_dir)`` writes::
+
+    <out_dir>/predictions.parquet   id, path, split, p_<class> (one sigmoid probability per
+    <out_dir>/predictions.csv       class), predicted (class names >= threshold, joined by ';')
+    <out_dir>/model/model.pt2       a torch.export program: uint8 [N, S, S, B] -> probabilities [N, C]
+    <out_dir>/model/preprocessing.json     how raw pixels become that uint8 input, the classes
+    <out_dir>/input-shards/         only for a folder of images: the images prepared on the fly
+
+``model`` is a run's state dir (its latest model) or a checkpoint folder (one
+inside a state dir, or an exported ``model/`` folder with its preprocessing.json).
+``input`` is a prepared shard set (every split is predicted) or a folder of
+image files, prepared with the run's own uint8 conversion and image size.
+Every file name written is fixed: ids and file names only ever appear as data.
+``raydal.distributed.predict`` runs the forward passes on Ray Data.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from raydal.constants import MANIFEST_NAME, SPLITS
+from raydal.exceptions import ConfigError, ModelError, StateError
+
+PREDICTIONS = "predictions"
+EXPORT_DIR = "model"
+EXPORT_FILE = "model.pt2"
+PREPROCESSING_FILE = "preprocessing.json"
+INPUT_SHARDS = "input-shards"
+EXECUTORS = ("auto", "ray", "local")
+PREPROCESSING_FORMAT = 1
+
+
+@dataclass
+class ModelSource:
+    """A trained model and what its inputs must look like.
+
+    checkpoint: the checkpoint folder (``model.pt`` + ``model.json``).
+    preprocessing: the ``preprocessing.json`` content (classes, bands, image size,
+    uint8 conversion), or None when nothing says it (then the input must be shards).
+    """
+
+    checkpoint: str
+    preprocessing: dict[str, Any] | None
+
+
+def preprocessing_of(manifest) -> dict[str, Any]:
+    """What a model trained on ``manifest``'s shards expects, as written to preprocessing.json."""
+    from raydal.al.humanloop import THRESHOLD
+
+    return {
+        "format": PREPROCESSING_FORMAT,
+        "dataset": manifest.dataset,
+        "classes": list(manifest.classes),
+        "band_names": list(manifest.band_names),
+        "bands": manifest.bands,
+        "image_size": manifest.image_size,
+        "scaling": manifest.scaling,
+        "reader_settings": manifest.reader_settings,
+        "threshold": THRESHOLD,
+        "steps": [
+            "read the image as [H, W, B] in the band order band_names",
+            "convert to uint8 by 'scaling' (method none: as is; otherwise per band b "
+            "uint8 = round(clip((x - lo[b]) / (hi[b] - lo[b]), 0, 1) * 255); linear_clip: its formula)",
+            "resize each band to image_size x image_size (bilinear, antialiased when shrinking)",
+            "stack to uint8 [N, image_size, image_size, B] and call the exported model "
+            "(torch.export.load('model.pt2').module())",
+            "the model returns sigmoid probabilities [N, C] in the order of 'classes'; "
+            "a class is predicted when its probability >= threshold",
+        ],
+    }
+
+
+def resolve_model(model: str | Path) -> ModelSource:
+    """The checkpoint and preprocessing of ``model``: a state dir, or a checkpoint folder."""
+    from raydal.al.state import STATE_FILE, StateStore
+    from raydal.data.shards import load_manifest
+    from raydal.models.checkpoint import MODEL_FILE
+
+    path = Path(model).expanduser()
+    if (path / STATE_FILE).is_file():
+        state = StateStore(str(path)).load()
+        if not state.history:
+            raise StateError(f"The run in {path} has no trained model yet (phase {state.phase!r}). Fix: run it "
+                             "until it has trained once (label the initial batch in human mode), then predict.")
+        return ModelSource(state.history[-1]["checkpoint"], preprocessing_of(load_manifest(state.config["shards_dir"])))
+    if (path / MODEL_FILE).is_file():
+        if (path / PREPROCESSING_FILE).is_file():
+            return ModelSource(str(path), json.loads((path / PREPROCESSING_FILE).read_text()))
+        for parent in path.resolve().parents:  # STATE/checkpoints/iter-NNNN
+            if (parent / STATE_FILE).is_file():
+                state = StateStore(str(parent)).load()
+                return ModelSource(str(path), preprocessing_of(load_manifest(state.config["shards_dir"])))
+        return ModelSource(str(path), None)
+    raise ModelError(f"{path} is neither a run's state dir (no {STATE_FILE}) nor a checkpoint folder (no "
+                     f"{MODEL_FILE}). Fix: pass the --state-dir of a run, or one of its checkpoints/iter-NNNN.")
+
+
+def prepare_input(source: ModelSource, input: str | Path, out_dir: Path, skip_bad: bool = False):
+    """The shard ``Manifest`` to predict: ``input`` itself when it is a shard set, else the image
+    folder ``input`` prepared into ``out_dir/input-shards`` with the model's conversion and size."""
+    from raydal.data.shards import load_manifest, prepare
+
+    input = Path(input).expanduser()
+    if (input / MANIFEST_NAME).is_file():
+        manifest = load_manifest(input)
+        pre = source.preprocessing
+        if pre is not None and (manifest.bands != pre["bands"] or manifest.image_size != pre["image_size"]
+                                or list(manifest.classes) != list(pre["classes"])):
+            raise ConfigError(
+                f"The shards at {input} ({manifest.bands} bands, {manifest.image_size} px, classes "
+                f"{manifest.classes}) do not match the model ({pre['bands']} bands, {pre['image_size']} px, "
+                f"classes {pre['classes']}). Fix: prepare the images with the run's settings, or pass the "
+                "image folder itself as INPUT."
+            )
+        return manifest
+    if not input.is_dir():
+        raise ConfigError(f"INPUT {input} is neither prepared shards (no {MANIFEST_NAME}) nor a folder of images.")
+    pre = source.preprocessing
+    if pre is None:
+        raise ConfigError(f"The checkpoint {source.checkpoint} does not say how its images were prepared. Fix: "
+                          "pass the run's state dir as MODEL, or prepared shards as INPUT.")
+    return prepare("folder", input, out_dir / INPUT_SHARDS, size=pre["image_size"], overwrite=True,
+                   skip_bad=skip_bad, **folder_settings(pre))
+
+
+def folder_settings(pre: dict[str, Any]) -> dict[str, Any]:
+    """Folder-reader settings that read new images the way the run's archive was read."""
+    scaling = pre["scaling"]
+    settings: dict[str, Any] = {"classes": list(pre["classes"]), "band_names": list(pre["band_names"]),
+                                "nan_fill": scaling.get("nan_fill")}
+    if pre.get("dataset") == "folder":
+        settings["id_from"] = pre["reader_settings"].get("id_from", "stem")
+    method = scaling.get("method", "none")
+    if method == "none":
+        settings["scaling"] = "none"
+    elif "lo" in scaling:
+        settings.update(scaling="range", value_range=[list(p) for p in zip(scaling["lo"], scaling["hi"])])
+    elif "clip" in scaling:  # BigEarthNet's reflectance clip, applied to every band
+        settings.update(scaling="range", value_range=list(scaling["clip"]))
+    else:
+        raise ConfigError(f"The run's uint8 conversion {method!r} cannot be applied to a folder of images. "
+                          "Fix: prepare the images with `raydal prepare` and pass the shards as INPUT.")
+    return settings
+
+
+def predict_arrays_local(checkpoint: str, manifest, batch_size: int = 64) -> tuple[list[str], list[str], np.ndarray]:
+    """Forward passes in this process over every split: ``(ids [N], paths [N], probs float32 [N, C])``."""
+    import pyarrow.parquet as pq
+
+    from raydal.data.shards import decode_batch
+    from raydal.models import load_checkpoint
+    from raydal.query.scoring import score_batch
+    from raydal.utils import default_device
+
+    device = default_device()
+    net = load_checkpoint(checkpoint, device=device)
+    ids: list[str] = []
+    paths: list[str] = []
+    probs: list[np.ndarray] = []
+    for split in manifest.splits:
+        for file in manifest.split_files(split):
+            table = pq.read_table(file, columns=["id", "image", "labels", "path"])
+            for start in range(0, table.num_rows, batch_size):
+                chunk = table.slice(start, batch_size)
+                batch = decode_batch(chunk, manifest)
+                probs.append(score_batch(net, batch["image"], device)["probs"])
+                ids += [str(i) for i in batch["id"]]
+                paths += chunk["path"].to_pylist()
+    width = len(manifest.classes)
+    return ids, paths, np.concatenate(probs) if probs else np.zeros((0, width), np.float32)
+
+
+def predict(
+    model: str | Path,
+    input: str | Path,
+    out_dir: str | Path,
+    executor: str = "auto",
+    threshold: float | None = None,
+    batch_size: int = 64,
+    concurrency: int = 1,
+    export: bool = True,
+    skip_bad: bool = False,
+) -> Path:
+    """Predict every image of ``input`` with ``model``; write predictions (and the export) into ``out_dir``.
+
+    executor: ``"ray"`` (Ray Data actors), ``"local"`` (this process), ``"auto"``
+    (Ray when it is installed). threshold: a class is predicted when its
+    probability is >= threshold (default: the run's, 0.5). concurrency: Ray Data
+    actors. export: also write the exported model (``model/model.pt2``) and preprocessing.json.
+    Returns the path of predictions.parquet.
+    """
+    if executor not in EXECUTORS:
+        raise ConfigError(f"The 'executor' parameter of predict must be one of {EXECUTORS}. Got {executor!r} instead.")
+    for name, value in (("batch_size", batch_size), ("concurrency", concurrency)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"The '{name}' parameter of predict must be an int >= 1. Got {value!r} instead.")
+    out = Path(out_dir).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    source = resolve_model(model)
+    manifest = prepare_input(source, input, out, skip_bad=skip_bad)
+    pre = source.preprocessing or preprocessing_of(manifest)
+    if threshold is None:
+        threshold = pre["threshold"]
+    if not 0 < threshold < 1:
+        raise ConfigError(f"The 'threshold' parameter of predict must be in (0, 1). Got {threshold!r} instead.")
+    if _resolve_executor(executor) == "ray":
+        from raydal.distributed.predict import predict_arrays_ray
+
+        ids, paths, probs = predict_arrays_ray(source.checkpoint, manifest, batch_size=batch_size,
+                                               concurrency=concurrency)
+    else:
+        ids, paths, probs = predict_arrays_local(source.checkpoint, manifest, batch_size)
+    result = write_predictions(out, manifest, ids, paths, probs, list(pre["classes"]), threshold)
+    if export:
+        export_model(source.checkpoint, {**pre, "threshold": threshold}, out / EXPORT_DIR)
+    return result
+
+
+def _resolve_executor(executor: str) -> str:
+    if executor != "auto":
+        return executor
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return "local"
+    return "ray"
+
+
+def write_predictions(out: Path, manifest, ids: list[str], paths: list[str], probs: np.ndarray,
+                      classes: list[str], threshold: float) -> Path:
+    """predictions.parquet and predictions.csv, rows ordered by split (pool, val, test) then id."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from raydal.data.shards import read_ids
+    from raydal.utils import atomic_write_bytes
+
+    split_of = {str(i): split for split in manifest.splits for i in read_ids(manifest, split)}
+    rank = {s: k for k, s in enumerate(SPLITS)}
+    order = sorted(range(len(ids)), key=lambda k: (rank.get(split_of[ids[k]], len(rank)), ids[k]))
+    probs = np.asarray(probs, dtype=np.float32)[order] if order else np.zeros((0, len(classes)), np.float32)
+    ids = [ids[k] for k in order]
+    columns: dict[str, Any] = {
+        "id": ids,
+        "path": [paths[k] for k in order],
+        "split": [split_of[i] for i in ids],
+    }
+    for c, name in enumerate(classes):
+        columns[f"p_{name}"] = probs[:, c]
+    columns["predicted"] = [";".join(classes[c] for c in np.flatnonzero(row >= threshold)) for row in probs]
+    table = pa.table(columns)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    atomic_write_bytes(out / f"{PREDICTIONS}.parquet", sink.getvalue().to_pybytes())
+    text = _csv_text(table)
+    atomic_write_bytes(out / f"{PREDICTIONS}.csv", text.encode())
+    return out / f"{PREDICTIONS}.parquet"
+
+
+def _csv_text(table) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(table.column_names)
+    cols = [table[c].to_pylist() for c in table.column_names]
+    for row in zip(*cols):
+        writer.writerow([f"{v:.6f}" if isinstance(v, float) else v for v in row])
+    return buf.getvalue()
+
+
+# -- export ------------------------------------------------------------------------
+
+
+def export_model(checkpoint: str, preprocessing: dict[str, Any], out_dir: str | Path) -> Path:
+    """Write ``model.pt2`` (uint8 [N, S, S, B] -> probabilities [N, C], any batch size N) and
+    ``preprocessing.json`` into ``out_dir``; also the checkpoint (so the folder is a raydal MODEL).
+
+    ``model.pt2`` is a ``torch.export`` program (TorchScript's successor; no new
+    dependency): ``torch.export.load(path).module()(images)`` runs it with torch
+    alone, no raydal needed.
+    """
+    import shutil
+
+    import torch
+
+    from raydal.models import load_checkpoint
+    from raydal.models.checkpoint import META_FILE, MODEL_FILE
+    from raydal.utils import atomic_write_bytes, atomic_write_json, local_dir
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    net = load_checkpoint(checkpoint, device="cpu")
+    size, bands = preprocessing["image_size"], preprocessing["bands"]
+    example = torch.zeros((2, size, size, bands), dtype=torch.uint8)
+    program = torch.export.export(_Probabilities(net).eval(), (example,),
+                                  dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1)}})
+    buf = io.BytesIO()
+    torch.export.save(program, buf)
+    atomic_write_bytes(out / EXPORT_FILE, buf.getvalue())
+    src = local_dir(checkpoint)
+    for name in (MODEL_FILE, META_FILE):
+        shutil.copyfile(src / name, out / name)
+    atomic_write_json(out / PREPROCESSING_FILE, {**preprocessing, "model_file": EXPORT_FILE,
+                                                 "input": f"uint8 [N, {size}, {size}, {bands}]",
+                                                 "output": "float32 [N, C] sigmoid probabilities"})
+    return out
+
+
+def _probabilities_module():
+    import torch
+
+    class Probabilities(torch.nn.Module):
+        """uint8 [N, H, W, B] -> sigmoid probabilities [N, C] (``raydal.models.preprocess`` inside)."""
+
+        def __init__(self, net: torch.nn.Module):
+            super().__init__()
+            self.net = net
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            x = images.permute(0, 3, 1, 2).float().div(255.0).contiguous()
+            return torch.sigmoid(self.net(x).logits.float())
+
+    return Probabilities
+
+
+def _Probabilities(net):  # noqa: N802 - a class made lazily so this module imports no torch
+    return _probabilities_module()(net)
