@@ -1,0 +1,180 @@
+"""A Python API for notebooks: ``Learner`` asks for the next batch, takes labels, predicts.
+
+It works on the same state dir as the command line: a run started with
+``raydal run`` opens here, and ``raydal export`` / ``import-labels`` /
+``report`` / ``predict`` work on a Learner's state dir. See docs/api.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from raydal.al.state import ALState, StateStore
+from raydal.config import ALConfig
+from raydal.exceptions import ConfigError, LabelImportError
+
+__all__ = ["Learner"]
+
+
+class Learner:
+    """Human-in-the-loop active learning in memory, durable in a state dir.
+
+    Args:
+        state_dir: where the run lives. An existing run is reopened with its own config
+            (``settings`` may then change only execution fields: executor, workers, ...).
+        shards_dir: the prepared shards (``raydal prepare``); needed for a new run.
+        fork: reopen a run under changed result settings (as ``raydal run --fork``).
+        log: progress sink (one line per step); ``None`` for silence.
+        settings: ``ALConfig`` fields for a new run (strategy, b, m, initial_labeled,
+            iterations, backbone, train={...}, ...). Defaults: ``mode="human"``,
+            ``executor="local"`` and ``ALConfig``'s own for the rest.
+    """
+
+    def __init__(self, state_dir: str | Path, shards_dir: str | Path | None = None, *, fork: bool = False,
+                 log: Callable[[str], None] | None = print, **settings: Any):
+        self.store = StateStore(str(state_dir))
+        if self.store.has_state():
+            saved = self.store.load().config
+            if shards_dir is not None and Path(shards_dir).resolve() != Path(saved["shards_dir"]).resolve():
+                raise ConfigError(f"The run in {state_dir} uses the shards {saved['shards_dir']}, not {shards_dir}. "
+                                  "Fix: leave shards_dir out to reopen it, or use a new state_dir.")
+            self.config = ALConfig.from_dict({**saved, **settings})
+        else:
+            if shards_dir is None:
+                raise ConfigError(f"{state_dir} holds no run yet: pass shards_dir (the folder written by "
+                                  "`raydal prepare`) to start one.")
+            from raydal.data.shards import load_manifest
+
+            manifest = load_manifest(shards_dir)
+            fields = {"mode": "human", "executor": "local", **settings}
+            self.config = ALConfig(dataset=manifest.dataset, shards_dir=str(Path(shards_dir).resolve()),
+                                   state_dir=str(state_dir), **fields)
+        self._fork = fork
+        self._log = log or (lambda _: None)
+        self._executor = None
+
+    # -- what the run knows --------------------------------------------------------
+    @property
+    def state(self) -> ALState:
+        """The run's state as saved now (re-read: the command line may have changed it)."""
+        return self.store.load()
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self._manifest().classes)
+
+    @property
+    def pending(self) -> list[str]:
+        """Ids waiting for labels ([] when none)."""
+        state = self.state
+        return list(state.pending["ids"]) if state.pending else []
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """One record per trained model: n_labeled, val/test metrics, seconds, checkpoint."""
+        return self.state.history
+
+    def images(self, ids: Sequence[str]) -> np.ndarray:
+        """uint8 [N, S, S, B] pool images of ``ids`` as packed in the shards (e.g. to look at)."""
+        from raydal.data.shards import read_split
+
+        return read_split(self._manifest(), "pool", ids=list(ids))["image"]
+
+    # -- the loop -------------------------------------------------------------------
+    def query(self) -> list[str]:
+        """The ids of the next batch to label, training (and querying) first when needed.
+
+        Returns the pending ids; [] when the run is done (label budget or iterations).
+        """
+        learner = self._learner()
+        learner.run()
+        state = learner.state
+        return list(state.pending["ids"]) if state.pending and state.phase == "label" else []
+
+    def teach(self, labels: Mapping[str, Sequence[str] | str], annotator: str = "annotator") -> dict[str, Any]:
+        """Record annotators' labels: ``{id: class names}`` (a list, or names joined by ``;``).
+
+        Checked like a label file (``raydal import-labels``): unknown ids or classes,
+        ids not pending, empty label sets are all listed in one ``LabelImportError`` and
+        nothing changes. Saved atomically; teaching the same labels twice changes nothing.
+        Returns ``{"imported", "already_imported", "remaining", "phase"}``.
+        """
+        from raydal.al.humanloop import validate_rows
+        from raydal.data.shards import read_ids
+
+        if not isinstance(labels, Mapping):
+            raise ConfigError(f"The 'labels' parameter of Learner.teach must be a mapping id -> class names. "
+                              f"Got {type(labels).__name__} instead.")
+        rows = [(f"teach() label for {sid!r}", str(sid), _names(names)) for sid, names in labels.items()]
+        digest = hashlib.sha256(json.dumps(sorted((r[1], r[2]) for r in rows)).encode()).hexdigest()
+        state = self.state
+        remaining = len(state.pending["ids"]) if state.pending else 0
+        if digest in state.imports:
+            return {"imported": 0, "already_imported": True, "remaining": remaining, "phase": state.phase}
+        if state.pending is None:
+            raise LabelImportError(f"{self.store.root} has no pending batch (phase {state.phase!r}): call "
+                                   "query() first.")
+        manifest = self._manifest()
+        archive_ids = {str(i) for split in manifest.splits for i in read_ids(manifest, split)}
+        checked = validate_rows(rows, state, list(manifest.classes), archive_ids)
+        if not checked:
+            raise LabelImportError("teach() got no labels: pass {id: [class names]} for pending ids.")
+        state.record_labels(checked, by=annotator)
+        state.imports.append(digest)
+        self.store.save(state)
+        return {"imported": len(checked), "already_imported": False,
+                "remaining": len(state.pending["ids"]) if state.pending else 0, "phase": state.phase}
+
+    def predict(self, input: str | Path | None = None, out_dir: str | Path | None = None, **options: Any):
+        """Predictions of the latest model as a pandas DataFrame (id, path, split, p_<class>, predicted).
+
+        input: prepared shards or a folder of images (default: the run's own shards);
+        out_dir: where predictions.parquet / .csv and the exported model go (default
+        STATE_DIR/predictions). options: ``raydal.predict.predict``'s (threshold, executor, ...);
+        the executor defaults to this run's.
+        """
+        import pyarrow.parquet as pq
+
+        from raydal.predict import predict
+
+        out = Path(out_dir) if out_dir is not None else Path(self.store.local_path("predictions"))
+        options.setdefault("executor", self.config.executor)
+        path = predict(self.store.root, input if input is not None else self.config.shards_dir, out, **options)
+        return pq.read_table(path).to_pandas()
+
+    # -- internals --------------------------------------------------------------------
+    def _manifest(self):
+        from raydal.data.shards import load_manifest
+
+        return load_manifest(self.config.shards_dir)
+
+    def _learner(self):
+        from raydal.al.loop import ActiveLearner
+
+        if self._executor is None:
+            if self.config.executor == "ray":
+                from raydal.distributed.executor import RayExecutor
+                from raydal.distributed.session import ensure_ray
+
+                ensure_ray()
+                self._executor = RayExecutor(self.config)
+            else:
+                from raydal.al.executor import LocalExecutor
+
+                self._executor = LocalExecutor(self.config)
+        learner = ActiveLearner(self.config, self._executor, fork=self._fork, log=self._log)
+        self._fork = False  # forked once: the state now carries this config
+        return learner
+
+
+def _names(value: Sequence[str] | str) -> list[str]:
+    """Class names from a list, or from names joined by ';'."""
+    if isinstance(value, str):
+        return [n.strip() for n in value.split(";") if n.strip()]
+    return [str(n).strip() for n in value if str(n).strip()]
