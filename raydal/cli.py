@@ -56,6 +56,7 @@ def _reader_settings(args: argparse.Namespace) -> dict:
         "band_names": args.band_names.split(",") if args.band_names else None,
         "val_share": args.val_share,
         "test_share": args.test_share,
+        "stats_images": args.stats_images,
     }
     return {k: v for k, v in settings.items() if v is not None}
 
@@ -382,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--value-range", default=None, metavar="LO,HI", help="the fixed range of --scaling range")
     g.add_argument("--percentiles", default=None, metavar="LO,HI", help="the percentiles of --scaling percentile (default "
                    f"{','.join(f'{v:g}' for v in _default(folder.FolderReader, 'percentiles'))})")
+    g.add_argument("--stats-images", type=int, default=None,
+                   help=f"percentiles from at most this many images (default {_default(folder.FolderReader, 'stats_images')})")
     g.add_argument("--nan-fill", type=float, default=None, help="replace NaN/inf pixels by this (default: refuse them)")
     g.add_argument("--id-from", choices=folder.ID_FROM, default=None,
                    help="image id: the file name without extension (stem, default) or the relative path")

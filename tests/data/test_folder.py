@@ -277,6 +277,13 @@ def test_cli_synth_and_prepare_folder(tmp_path, capsys):
     assert "--percentiles must be numbers" in capsys.readouterr().err
 
 
+def test_synth_folder_is_deterministic(tmp_path):
+    a = synthesize("folder", tmp_path / "a", n=6, size=12, seed=1, dtype="uint16")
+    b = synthesize("folder", tmp_path / "b", n=6, size=12, seed=1, dtype="uint16")
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert len(files) == 8 and all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+
+
 def test_cli_reflectance_max_reaches_bigearthnet(ben_root, tmp_path):
     assert main(["prepare", "bigearthnet", str(ben_root), str(tmp_path / "s"), "--size", "12",
                  "--reflectance-max", "2000"]) == 0
