@@ -300,7 +300,7 @@ def export_model(checkpoint: str, preprocessing: dict[str, Any], out_dir: str | 
     net = load_checkpoint(checkpoint, device="cpu")
     size, bands = preprocessing["image_size"], preprocessing["bands"]
     example = torch.zeros((2, size, size, bands), dtype=torch.uint8)
-    program = torch.export.export(_Probabilities(net).eval(), (example,),
+    program = torch.export.export(_probabilities_module()(net).eval(), (example,),
                                   dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1)}})
     buf = io.BytesIO()
     torch.export.save(program, buf)
@@ -315,6 +315,7 @@ def export_model(checkpoint: str, preprocessing: dict[str, Any], out_dir: str | 
 
 
 def _probabilities_module():
+    """The wrapper class, made on first use so that importing this module imports no torch."""
     import torch
 
     class Probabilities(torch.nn.Module):
@@ -329,7 +330,3 @@ def _probabilities_module():
             return torch.sigmoid(self.net(x).logits.float())
 
     return Probabilities
-
-
-def _Probabilities(net):  # noqa: N802 - a class made lazily so this module imports no torch
-    return _probabilities_module()(net)
