@@ -337,9 +337,7 @@ class FolderReader(ArchiveReader):
 
     def load_raw(self, path: str | Path) -> np.ndarray:
         """The file's pixels as stored, [H, W, B] of the archive's dtype; NaN/inf filled or refused."""
-        if self._header is None:
-            self._read_headers([])
-        bands, dtype = self._header
+        bands, dtype = self._archive_header()
         data = _read_pixels(Path(path), self)
         if data.shape[2] != bands or data.dtype.name != dtype:
             raise self._bad_file(path, f"has {data.shape[2]} bands of {data.dtype.name}, the archive's images have "
@@ -355,16 +353,23 @@ class FolderReader(ArchiveReader):
 
     def conversion(self) -> str:
         """The resolved conversion method: ``none``, ``range`` or ``percentile``."""
-        if self._header is None:
-            self._read_headers([])
         if self.scaling_method is not None:
             return self.scaling_method
-        return "none" if self._header[1] == "uint8" else "percentile"
+        return "none" if self._archive_header()[1] == "uint8" else "percentile"
+
+    def _archive_header(self) -> tuple[int, str]:
+        """``(bands, dtype)`` of most of the archive's images; DatasetError when none can be read."""
+        if self._header is None:
+            problems = self._read_headers([])
+            if self._header is None:
+                raise DatasetError(f"None of the {len(self.files)} image files under {self.root} can be read. "
+                                   "Fix: check that they are GeoTIFF, PNG or JPEG files.", problems)
+        return self._header
 
     def fit_conversion(self, paths: Sequence[str]) -> None:
         """Fix the per-band range of the conversion; ``"percentile"`` reads up to ``stats_images`` of ``paths``."""
         method = self.conversion()
-        bands, dtype = self._header
+        bands, dtype = self._archive_header()
         if method == "none":
             if dtype != "uint8":
                 raise ConfigError(
@@ -427,7 +432,7 @@ class FolderReader(ArchiveReader):
 
     def scaling(self) -> dict[str, Any]:
         method = self.conversion()
-        out: dict[str, Any] = {"method": method, "source_dtype": self._header[1], "nan_fill": self.nan_fill}
+        out: dict[str, Any] = {"method": method, "source_dtype": self._archive_header()[1], "nan_fill": self.nan_fill}
         if method == "none":
             return out
         out.update({

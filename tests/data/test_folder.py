@@ -221,6 +221,15 @@ def test_empty_archive(tmp_path):
         prepare("folder", tmp_path / "empty", tmp_path / "out", classes=["a"])
 
 
+def test_no_readable_image(tmp_path):
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.tif").write_bytes(b"not a tiff")
+    (tmp_path / "junk" / "b.png").write_bytes(b"not a png")
+    with pytest.raises(DatasetError, match="None of the 2 image files") as info:
+        prepare("folder", tmp_path / "junk", tmp_path / "out", classes=["a"])
+    assert sorted(w for w, _ in info.value.problems) == [str(tmp_path / "junk" / n) for n in ("a.tif", "b.png")]
+
+
 def test_no_class_names(folder_root, tmp_path):
     with pytest.raises(ConfigError, match="--classes classes.txt"):
         prepare("folder", folder_root, tmp_path / "out")
