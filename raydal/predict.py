@@ -153,7 +153,11 @@ def folder_settings(pre: dict[str, Any]) -> dict[str, Any]:
 
 
 def predict_arrays_local(checkpoint: str, manifest, batch_size: int = 64) -> tuple[list[str], list[str], np.ndarray]:
-    """Forward passes in this process over every split: ``(ids [N], paths [N], probs float32 [N, C])``."""
+    """Forward passes in this process over every split: ``(ids [N], paths [N], probs float32 [N, C])``.
+
+    Full float32 precision on every device (no bf16 autocast on CUDA), so the
+    numbers equal the exported model's.
+    """
     import pyarrow.parquet as pq
 
     from raydal.data.shards import decode_batch
@@ -172,7 +176,7 @@ def predict_arrays_local(checkpoint: str, manifest, batch_size: int = 64) -> tup
             for start in range(0, table.num_rows, batch_size):
                 chunk = table.slice(start, batch_size)
                 batch = decode_batch(chunk, manifest)
-                probs.append(score_batch(net, batch["image"], device)["probs"])
+                probs.append(score_batch(net, batch["image"], device, amp=False)["probs"])
                 ids += [str(i) for i in batch["id"]]
                 paths += chunk["path"].to_pylist()
     width = len(manifest.classes)
