@@ -158,16 +158,13 @@ class Learner:
         from raydal.al.loop import ActiveLearner
 
         if self._executor is None:
-            if self.config.executor == "ray":
-                from raydal.distributed.executor import RayExecutor
+            from raydal.al.executor import executor_needs_ray, get_executor
+
+            if executor_needs_ray(self.config.executor):
                 from raydal.distributed.session import ensure_ray
 
                 ensure_ray()
-                self._executor = RayExecutor(self.config)
-            else:
-                from raydal.al.executor import LocalExecutor
-
-                self._executor = LocalExecutor(self.config)
+            self._executor = get_executor(self.config.executor, self.config)
         learner = ActiveLearner(self.config, self._executor, fork=self._fork, log=self._log)
         self._fork = False  # forked once: the state now carries this config
         return learner

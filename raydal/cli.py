@@ -28,8 +28,6 @@ def _numbers(text: str | None, flag: str) -> list[float] | None:
     try:
         return [float(v) for v in text.split(",")]
     except ValueError:
-        from raydal.exceptions import ConfigError
-
         raise ConfigError(f"{flag} must be numbers joined by ',' (e.g. 0,10000). Got {text!r} instead.") from None
 
 
