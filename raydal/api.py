@@ -7,8 +7,6 @@ It works on the same state dir as the command line: a run started with
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Callable
@@ -17,7 +15,7 @@ import numpy as np
 
 from raydal.al.state import ALState, StateStore
 from raydal.config import ALConfig
-from raydal.exceptions import ConfigError, LabelImportError
+from raydal.exceptions import ConfigError
 
 __all__ = ["Learner"]
 
@@ -100,36 +98,16 @@ class Learner:
     def teach(self, labels: Mapping[str, Sequence[str] | str], annotator: str = "annotator") -> dict[str, Any]:
         """Record annotators' labels: ``{id: class names}`` (a list, or names joined by ``;``).
 
-        Checked like a label file (``raydal import-labels``): unknown ids or classes,
-        ids not pending, empty label sets are all listed in one ``LabelImportError`` and
-        nothing changes. Saved atomically; teaching the same labels twice changes nothing.
-        Returns ``{"imported", "already_imported", "remaining", "phase"}``.
+        Checked like a label file given to ``raydal import-labels`` (the same code,
+        ``raydal.al.humanloop.import_mapping``): unknown ids or classes, ids not pending,
+        empty label sets, changed labels are all listed in one ``LabelImportError`` and
+        nothing changes. Saved atomically before it returns; labels already taught
+        are accepted unchanged (``unchanged``). Returns ``{"imported", "unchanged",
+        "remaining", "phase", ...}``.
         """
-        from raydal.al.humanloop import validate_rows
-        from raydal.data.shards import read_ids
+        from raydal.al.humanloop import import_mapping
 
-        if not isinstance(labels, Mapping):
-            raise ConfigError(f"The 'labels' parameter of Learner.teach must be a mapping id -> class names. "
-                              f"Got {type(labels).__name__} instead.")
-        rows = [(f"teach() label for {sid!r}", str(sid), _names(names)) for sid, names in labels.items()]
-        digest = hashlib.sha256(json.dumps(sorted((r[1], r[2]) for r in rows)).encode()).hexdigest()
-        state = self.state
-        remaining = len(state.pending["ids"]) if state.pending else 0
-        if digest in state.imports:
-            return {"imported": 0, "already_imported": True, "remaining": remaining, "phase": state.phase}
-        if state.pending is None:
-            raise LabelImportError(f"{self.store.root} has no pending batch (phase {state.phase!r}): call "
-                                   "query() first.")
-        manifest = self._manifest()
-        archive_ids = {str(i) for split in manifest.splits for i in read_ids(manifest, split)}
-        checked = validate_rows(rows, state, list(manifest.classes), archive_ids)
-        if not checked:
-            raise LabelImportError("teach() got no labels: pass {id: [class names]} for pending ids.")
-        state.record_labels(checked, by=annotator)
-        state.imports.append(digest)
-        self.store.save(state)
-        return {"imported": len(checked), "already_imported": False,
-                "remaining": len(state.pending["ids"]) if state.pending else 0, "phase": state.phase}
+        return import_mapping(self.store.root, labels, annotator=annotator)
 
     def predict(self, input: str | Path | None = None, out_dir: str | Path | None = None, **options: Any):
         """Predictions of the latest model as a pandas DataFrame (id, path, split, p_<class>, predicted).
@@ -169,9 +147,3 @@ class Learner:
         self._fork = False  # forked once: the state now carries this config
         return learner
 
-
-def _names(value: Sequence[str] | str) -> list[str]:
-    """Class names from a list, or from names joined by ';'."""
-    if isinstance(value, str):
-        return [n.strip() for n in value.split(";") if n.strip()]
-    return [str(n).strip() for n in value if str(n).strip()]

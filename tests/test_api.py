@@ -58,15 +58,19 @@ def test_teach_validates_like_a_label_file_and_the_cli_takes_over(shards, tmp_pa
     with pytest.raises(LabelImportError) as info:
         learner.teach({ids[0]: ["water", "lava"], ids[1]: [], "nope": "water", val_id: "water"})
     reasons = " | ".join(r for _, r in info.value.problems)
-    for needle in ("unknown class name(s) ['lava']", "empty label set", "unknown id 'nope'", "not in the pending"):
+    for needle in ("['lava'] not in the project's classes", "empty label set", "unknown id 'nope'",
+                   "not in the pending"):
         assert needle in reasons, (needle, reasons)
     assert (state_dir / "state.json").read_bytes() == before  # nothing changed
-    with pytest.raises(ConfigError, match="mapping"):
+    with pytest.raises(LabelImportError, match="mapping"):
         learner.teach([ids[0]])
 
     result = learner.teach({ids[0]: "water;forest"})
-    assert result == {"imported": 1, "already_imported": False, "remaining": len(ids) - 1, "phase": "label"}
-    assert learner.teach({ids[0]: "water;forest"})["already_imported"]
+    assert (result["imported"], result["remaining"], result["phase"]) == (1, len(ids) - 1, "label")
+    again = learner.teach({ids[0]: ["forest", "water"]})  # the same labels again: nothing changes
+    assert (again["imported"], again["unchanged"]) == (0, 1)
+    with pytest.raises(LabelImportError, match="cannot change"):
+        learner.teach({ids[0]: "water"})
     assert StateStore(str(state_dir)).load().human_labels[ids[0]] == sorted([m.classes.index("water"),
                                                                             m.classes.index("forest")])
 

@@ -59,7 +59,9 @@ class FolderReader(ArchiveReader):
         classes: a classes file (one name per line, ``#`` comments) or a list of names.
         scaling: ``"none"``, ``"range"`` or ``"percentile"``; None: ``"none"`` for uint8
             archives, ``"percentile"`` otherwise.
-        value_range: ``[lo, hi]`` for every band, or ``[[lo, hi], ...]`` per band (``"range"``).
+        value_range: ``[lo, hi]`` for every band, or ``[[lo, hi], ...]`` per band (``"range"``);
+            with ``"percentile"``, the per-band values already computed (as ``settings()``
+            records them after ``fit_conversion``, so a manifest rebuilds this reader).
         percentiles: the ``(low, high)`` percentiles of ``"percentile"``, in [0, 100].
         nan_fill: the value that replaces NaN/inf pixels; None: such images are bad input.
         id_from: ``"stem"`` (file name without extension) or ``"path"`` (relative path without it).
@@ -120,7 +122,8 @@ class FolderReader(ArchiveReader):
         self.given_band_names = list(band_names) if band_names else None
         self.val_share, self.test_share = float(val_share), float(test_share)
         self.stats_images = stats_images
-        self._labels_arg, self._classes_arg = labels, classes
+        self._labels_arg = labels
+        self._classes_arg = classes if classes is None or isinstance(classes, (str, Path)) else (list(classes) or None)
         self._lo: np.ndarray | None = None  # float64 [B], once the conversion is known
         self._hi: np.ndarray | None = None
         self._images_used = 0
@@ -137,6 +140,8 @@ class FolderReader(ArchiveReader):
             self.classes_path: Path | None = self._resolve(self._classes_arg, "classes")
         else:
             self.classes_path = None
+        if self._classes_arg is not None:  # known now; from the labels only once scanned
+            self.classes = tuple(self._class_names({}))
         self.files = self._find_images()
         if not self.files:
             raise DatasetNotFoundError(
@@ -377,7 +382,7 @@ class FolderReader(ArchiveReader):
                     "Fix: pass --scaling percentile, or --scaling range --value-range LO,HI."
                 )
             return
-        if method == "range":
+        if method == "range" or self.value_range is not None:  # fixed, or percentiles known already
             lo, hi = self.value_range[:, 0], self.value_range[:, 1]
             if len(lo) == 1:
                 lo, hi = np.repeat(lo, bands), np.repeat(hi, bands)
@@ -408,7 +413,7 @@ class FolderReader(ArchiveReader):
         if self.conversion() == "none":
             return np.ascontiguousarray(raw)
         if self._lo is None:
-            if self.conversion() == "percentile":
+            if self.conversion() == "percentile" and self.value_range is None:
                 raise ConfigError("FolderReader.load_image with scaling 'percentile' needs the archive's "
                                   "percentiles: call fit_conversion(paths) first (prepare does).")
             self.fit_conversion([])
@@ -417,11 +422,12 @@ class FolderReader(ArchiveReader):
 
     # -- manifest ----------------------------------------------------------------
     def settings(self) -> dict[str, Any]:
+        self._archive_header()  # band names and dtype come from the files
         return {
             "labels": str(self.labels_path) if self.labels_path else None,
             "classes": list(self.classes),
             "scaling": self.conversion(),
-            "value_range": None if self.value_range is None else self.value_range.tolist(),
+            "value_range": self._recorded_range(),
             "percentiles": list(self.percentiles),
             "nan_fill": self.nan_fill,
             "id_from": self.id_from,
@@ -429,6 +435,12 @@ class FolderReader(ArchiveReader):
             "val_share": self.val_share,
             "test_share": self.test_share,
         }
+
+    def _recorded_range(self) -> list[list[float]] | None:
+        """The range to rebuild this reader with: the given one, or the fitted percentiles."""
+        if self.conversion() == "percentile" and self._lo is not None:
+            return [[float(a), float(b)] for a, b in zip(self._lo, self._hi)]
+        return None if self.value_range is None else self.value_range.tolist()
 
     def scaling(self) -> dict[str, Any]:
         method = self.conversion()
@@ -440,8 +452,10 @@ class FolderReader(ArchiveReader):
             "hi": [float(v) for v in self._hi],
             "formula": "uint8 = round(clip((x - lo[b]) / (hi[b] - lo[b]), 0, 1) * 255) per band b",
         })
-        if method == "percentile":
+        if method == "percentile" and self._images_used:
             out.update(percentiles=list(self.percentiles), images_used=self._images_used)
+        elif method == "percentile":
+            out.update(percentiles=list(self.percentiles), given=True)
         return out
 
     def holdout_shares(self) -> tuple[float, float]:

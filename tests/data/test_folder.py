@@ -69,6 +69,12 @@ def test_percentile_rule_is_computed_over_the_archive_and_recorded(folder_root, 
     np.testing.assert_allclose(m.scaling["lo"], lo, rtol=1e-6)
     np.testing.assert_allclose(m.scaling["hi"], hi, rtol=1e-6)
     assert m.scaling["images_used"] == 40
+    # the manifest's settings rebuild the reader with the same conversion, without recomputing it
+    again = get_reader("folder", folder_root, **m.reader_settings)
+    path = reader.files[0]
+    np.testing.assert_array_equal(again.load_image(path), np.rint(np.clip(
+        (again.load_raw(path) - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8))
+    assert again.settings() == m.reader_settings
     # a packed image is the formula applied to its file
     data = read_split(m, "pool", ids=["patch_0000"]) if "patch_0000" in read_ids(m, "pool") else None
     sid = "patch_0000" if data is not None else str(read_ids(m, "pool")[0])

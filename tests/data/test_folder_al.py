@@ -65,7 +65,11 @@ def test_human_run_starts_from_archive_labels_and_sends_the_rest_to_annotators(f
     assert learner.waiting_for_labels and state.iteration == 0
     assert {i for i, r in state.labeled.items() if r["by"] == "archive"} == known
     assert len(state.pending["ids"]) == 8 - len(known) and set(state.pending["ids"]) <= unlabeled
-    out = export_batch(cfg.state_dir)
+    logged: list[str] = []
+    out = export_batch(cfg.state_dir, log=logged.append)
+    assert logged == []  # thumbnails from the original GeoTIFFs: the manifest rebuilds the folder reader
+    with open(out / "batch.csv") as f:
+        assert all(r["path"].endswith(".tif") for r in csv.DictReader(f))
     _fill(out, m.classes)
     assert import_labels(cfg.state_dir, out / "batch.csv")["phase"] == "train"
     # train -> query -> wait: the next batch comes from the unlabeled pool images
