@@ -270,7 +270,7 @@ def _hostile_run(tmp_path: Path) -> str:
     n, c = len(HOSTILE_IDS), len(HOSTILE_CLASSES)
     images = np.random.default_rng(0).integers(0, 255, (n, 8, 8, 3), dtype=np.uint8)
     table = pa.table({"id": HOSTILE_IDS, "image": [im.tobytes() for im in images],
-                      "labels": [bytes([1] + [0] * (c - 1))] * n, "path": HOSTILE_IDS}, schema=SCHEMA)
+                      "labels": [bytes([1] + [0] * (c - 1))] * n, "path": HOSTILE_IDS, "labeled": [True] * n}, schema=SCHEMA)
     pq.write_table(table, root / "pool" / "part-00000.parquet")
     manifest = Manifest(root=root, dataset="ucmerced", classes=HOSTILE_CLASSES, band_names=["R", "G", "B"], bands=3,
                         image_size=8, splits={"pool": {"count": n, "files": ["pool/part-00000.parquet"]}},
