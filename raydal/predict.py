@@ -176,7 +176,7 @@ def predict_arrays_local(checkpoint: str, manifest, batch_size: int = 64) -> tup
             for start in range(0, table.num_rows, batch_size):
                 chunk = table.slice(start, batch_size)
                 batch = decode_batch(chunk, manifest)
-                probs.append(score_batch(net, batch["image"], device, amp=False)["probs"])
+                probs.append(score_batch(net, batch["image"], device, amp="off")["probs"])
                 ids += [str(i) for i in batch["id"]]
                 paths += chunk["path"].to_pylist()
     width = len(manifest.classes)

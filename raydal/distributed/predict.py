@@ -32,7 +32,7 @@ class PredictActor:
         from raydal.query.scoring import score_batch
 
         decoded = decode_batch(batch, self.manifest)
-        probs = score_batch(self.net, decoded["image"], self.device, amp=False)["probs"]  # float32, as exported
+        probs = score_batch(self.net, decoded["image"], self.device, amp="off")["probs"]  # float32, as exported
         return {"id": decoded["id"], "path": np.asarray(batch["path"], dtype=str), "probs": probs}
 
 
