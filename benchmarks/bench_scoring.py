@@ -4,8 +4,11 @@ Writes a fake archive, prepares it into Parquet shards, builds a seeded model
 with the LL head and saves its checkpoint, then times in one run:
   plain    read shards -> decode -> preprocess -> forward (inference_mode), nothing else
   local    ``raydal.query.score_pool`` (the same plus uncertainty and the bounded top-K)
-  ray xN   ``raydal.distributed.score.score_pool_ray`` with N actors (includes
-           starting the actors and loading the checkpoint: a real per-iteration cost)
+  ray xN   ``raydal.distributed.score.score_pool_ray`` with N actors, twice: the first
+           call starts the actors and loads the checkpoint; the second finds them warm
+           (what every later AL iteration pays), loading only the new checkpoint
+  before   with ``--baseline-ref REF``: ``score_pool_ray`` as of git REF (Ray Data's
+           ``map_batches`` on a fresh actor pool per call)
 and checks that every path keeps the same candidates. Ratios are against plain.
 
 Paper anchor (Table I, one A100): selecting b = 1,000 of TreeSatAI's 38,531-image
@@ -64,6 +67,23 @@ def plain_loop(manifest, model, batch_size: int) -> int:
     return rows
 
 
+def _load_baseline(ref: str):
+    """``raydal/distributed/score.py`` as of git ``ref``, importable by Ray workers (pickled by value)."""
+    import subprocess
+    import sys
+    import types
+
+    import ray.cloudpickle
+
+    root = Path(__file__).resolve().parents[1]
+    src = subprocess.check_output(["git", "-C", str(root), "show", f"{ref}:raydal/distributed/score.py"], text=True)
+    module = types.ModuleType("raydal_score_baseline")
+    sys.modules[module.__name__] = module
+    exec(compile(src, f"{ref}:raydal/distributed/score.py", "exec"), module.__dict__)
+    ray.cloudpickle.register_pickle_by_value(module)
+    return module
+
+
 def _timed(fn) -> tuple[float, Any]:
     t0 = time.perf_counter()
     out = fn()
@@ -108,12 +128,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         t_init = 0.0
     ray.data.DataContext.get_current().enable_progress_bars = False
+    baseline = _load_baseline(args.baseline_ref) if args.baseline_ref else None
+    from raydal.models import save_checkpoint
+
+    ckpt_next = save_checkpoint(work / "checkpoint-next", model)  # the next iteration's model (same weights)
     for c in args.concurrency:
-        t_ray, got = _timed(lambda: score_pool_ray(
-            ckpt, manifest.root, None, strategy, k, concurrency=c, batch_size=args.batch_size,
-        ))
-        same = bool(np.array_equal(got.cand_ids, local.cand_ids))
-        results.append({"path": f"raydal score_pool_ray, {c} actor(s)", "seconds": t_ray, "same_candidates": same})
+        for label, folder in (("first call: starts the actors", ckpt), ("warm: the next iteration's call", ckpt_next)):
+            t_ray, got = _timed(lambda: score_pool_ray(
+                folder, manifest.root, None, strategy, k, concurrency=c, batch_size=args.batch_size,
+            ))
+            same = bool(np.array_equal(got.cand_ids, local.cand_ids))
+            results.append({"path": f"raydal score_pool_ray, {c} actor(s), {label}", "seconds": t_ray,
+                            "same_candidates": same})
+        if baseline is not None:
+            t_ray, got = _timed(lambda: baseline.score_pool_ray(
+                ckpt, manifest.root, None, strategy, k, concurrency=c, batch_size=args.batch_size,
+            ))
+            same = bool(np.array_equal(got.cand_ids, local.cand_ids))
+            results.append({"path": f"before ({args.baseline_ref}: Ray Data map_batches), {c} actor(s)",
+                            "seconds": t_ray, "same_candidates": same})
+    from raydal.distributed.score import release_scoring_actors
+
+    release_scoring_actors()
     for r in results:
         r["images_per_s"] = rows / r["seconds"]
         r["x_plain"] = r["seconds"] / t_plain
@@ -134,10 +170,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def print_table(res: dict[str, Any]) -> None:
     print(f"# {res['model']} on {res['pool']} x {res['image']} ({res['dataset']}), batch {res['batch_size']}, "
           f"{res['strategy']} k={res['k']}; {res['machine']}; ray.init {res['ray_init_seconds']:.1f} s")
-    print(f"{'path':40s} {'seconds':>8s} {'img/s':>8s} {'x plain':>8s}  same candidates")
+    print(f"{'path':62s} {'seconds':>8s} {'img/s':>8s} {'x plain':>8s}  same candidates")
     for r in res["results"]:
         same = {True: "yes", False: "NO"}.get(r.get("same_candidates"), "-")
-        print(f"{r['path']:40s} {r['seconds']:8.2f} {r['images_per_s']:8.1f} {r['x_plain']:8.2f}  {same}")
+        print(f"{r['path']:62s} {r['seconds']:8.2f} {r['images_per_s']:8.1f} {r['x_plain']:8.2f}  {same}")
     print(f"plain loop extrapolated to the paper's {PAPER_POOL} pool: {res['plain_extrapolated_to_paper_pool_s']:.0f} s "
           f"(paper, one A100, {res['strategy']}: {res['paper_table1_a100_s']} s)")
 
@@ -156,6 +192,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--repeat", type=int, default=3, help="runs of the in-process paths (best is kept)")
     p.add_argument("--workdir", help="where to write the archive and shards (default: a temp folder)")
     p.add_argument("--small", action="store_true", help="smoke size: 80 images of 16x16, one actor")
+    p.add_argument("--baseline-ref", help="also time score_pool_ray as of this git commit (e.g. 2a8424d, Ray Data)")
     p.add_argument("--json", help="also write the result here")
     args = p.parse_args(argv)
     if args.small:

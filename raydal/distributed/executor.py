@@ -80,6 +80,7 @@ class RayExecutor(LocalExecutor):
                 batch_size=cfg.score_batch_size,
                 num_gpus=1 if cfg.use_gpu else 0,
                 amp=self.amp,
+                progress=self.log,
             )
             t_score = time.perf_counter() - t0
         selected, t_select = self._select(scores, unlabeled_ids, b, seed)

@@ -1,96 +1,203 @@
-"""Pool scoring on Ray Data: the in-process ``BlockScorer`` in an actor pool, merged on the driver.
+"""Pool scoring on warm Ray actors: the in-process ``BlockScorer`` on every node, merged on the driver.
 
-Pipeline: ``read_parquet`` of the pool shards -> drop labeled ids (an Arrow
-``not_in`` filter fused into the read tasks) -> ``map_batches(ScoringActor)``
-on an actor pool (the model is loaded once per actor from the checkpoint
-folder) -> the driver streams the output blocks into the same
-``TopKCandidates`` as ``raydal.query.score_pool``.
+The driver cuts the unlabeled pool into pieces of whole forward batches
+(``raydal.query.pool.plan_pieces``, the same batches the in-process loop
+forms), keeps two pieces queued per scoring actor, and streams the results into
+the same ``TopKCandidates`` as ``raydal.query.score_pool``. The probabilities,
+uncertainties, candidates and selection are therefore identical to the
+in-process ones, on any number of actors and nodes.
 
-Each output row carries its id, probabilities [C] and uncertainty; only rows
-that enter their actor's running top-K also carry an embedding (raw float32
-bytes, empty otherwise). A row in the global top-K is always in the top-K of
-the rows its actor has seen, so the driver gets every candidate it needs and
-never holds N x D embeddings.
+Start-up: the actors are kept warm between calls (the AL loop scores once per
+iteration from the same driver), so only the first call pays for new processes
+and imports; each actor reloads the model only when the checkpoint changes. A
+warm CPU actor holds no logical CPU (training and reads keep the cluster's
+CPUs) and its torch threads share its node's cores; actors with GPUs are
+released after the call so that training gets the GPUs back.
+
+Each piece result carries ids, probabilities [n, C] and uncertainties; only rows
+that enter their actor's running top-K also carry an embedding. A row in the
+global top-K is always in the top-K of the rows its actor has seen, so the
+driver gets every candidate it needs and never holds N x D embeddings.
+
+Placement and faults: CPU actors are pinned round-robin to the alive nodes
+(``raydal.query.pool.spread_over_nodes``). A crashed actor restarts
+(``max_restarts``) and its piece is retried (``max_task_retries``); an actor
+that cannot come back (its node is gone) is dropped and its pieces go to the
+others; if none is left, a fresh set is placed over the nodes then alive (once
+per call), as it is by the next call.
 """
 
 from __future__ import annotations
 
+import collections
 import os
-from collections.abc import Collection, Mapping
+import threading
+import time
+import uuid
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import numpy as np
 
-from raydal.exceptions import ConfigError
+from raydal.exceptions import ConfigError, QueryError
 from raydal.query.base import QueryStrategy, get_strategy
-from raydal.query.scoring import BlockScorer, PoolScores, TopKCandidates
+from raydal.query.pool import PoolPiece, ScoringProgress, batches_per_piece, plan_pieces, spread_over_nodes
+from raydal.query.candidates import PoolScores, TopKCandidates
+from raydal.query.scoring import BlockScorer
 
-__all__ = ["ScoringActor", "score_pool_ray"]
+__all__ = ["ScoringWorker", "release_scoring_actors", "score_pool_ray"]
+
+#: Pieces queued per actor: one running, one waiting, so an actor never idles between pieces.
+PIECES_IN_FLIGHT = 2
+#: Restarts of a scoring actor (node loss, OOM) before it is dropped.
+ACTOR_MAX_RESTARTS = 3
 
 
-class ScoringActor:
-    """``map_batches`` callable class: one model per actor, scores raw shard batches.
+class ScoringWorker:
+    """A scoring actor's logic: scores pool pieces for one job after another, keeping its model loaded.
 
-    checkpoint_dir: a folder written by ``raydal.models.save_checkpoint``, readable on every node.
-    manifest_dir: the prepared shards (for the image shape).
-    strategy: name or instance; k: candidates to track.
-    prev_probs: (ids [N], probs [N, C]) or an ObjectRef to it (resolved here), or None.
-    device: "cpu", "cuda", ...; default CUDA when the actor was given a GPU.
+    device: "cpu", "cuda", ...; default CUDA when the process sees a GPU.
     torch_threads: intra-op threads for the forward pass.
-    amp: precision mode, the training's ``TrainConfig.amp`` (see ``raydal.query.score_batch``).
     """
 
-    def __init__(
-        self,
-        checkpoint_dir: str,
-        manifest_dir: str,
-        strategy: "str | QueryStrategy",
-        k: int,
-        prev_probs: Any = None,
-        device: str | None = None,
-        torch_threads: int = 1,
-        amp: str = "auto",
-    ):
+    def __init__(self, device: str | None = None, torch_threads: int = 1):
         import ray
         import torch
 
-        from raydal.data.shards import load_manifest
-        from raydal.models import load_checkpoint
         from raydal.utils import default_device
 
-        if isinstance(prev_probs, ray.ObjectRef):  # constructor kwargs arrive unresolved
-            prev_probs = ray.get(prev_probs)
         torch.set_num_threads(max(1, int(torch_threads)))
-        dev = torch.device(device) if device else default_device()
-        self.manifest = load_manifest(manifest_dir)
-        self.scorer = BlockScorer(load_checkpoint(checkpoint_dir, dev), strategy, k, prev_probs, dev, amp)
+        self.device = torch.device(device) if device else default_device()
+        self._model_key: tuple | None = None
+        self._model = None
+        self._job_key: str | None = None
+        self._scorer: BlockScorer | None = None
+        self._manifest = None
+        #: The Ray node this worker runs on (reported with each piece), None outside Ray.
+        self.node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """batch: shard columns (``id``, ``image``, ``labels``) as numpy.
+    def score(self, job: Mapping[str, Any], piece: PoolPiece) -> dict[str, Any]:
+        """Score one piece for ``job`` (see ``score_pool_ray``).
 
-        Returns ``id`` [n] str, ``probs`` float32 [n, C], ``uncertainty`` float64 [n]
-        and ``embedding`` [n] bytes (float32 [D] for candidate rows, empty otherwise).
+        Returns ``id`` [n] str, ``probs`` float32 [n, C], ``uncertainty`` float64 [n],
+        ``candidate`` bool [n], ``embeddings`` float32 [n_candidates, D] and ``node``.
         """
         from raydal.data.shards import decode_batch
+        from raydal.query.pool import read_piece
 
-        decoded = decode_batch(batch, self.manifest)
-        out = self.scorer(decoded["id"], decoded["image"])
-        embedding = np.full(len(out["id"]), b"", dtype=object)
-        embedding[np.flatnonzero(out["candidate"])] = [row.tobytes() for row in out["embeddings"]]
-        return {"id": out["id"], "probs": out["probs"], "uncertainty": out["uncertainty"], "embedding": embedding}
+        scorer = self._scorer_for(job)
+        outs = [
+            scorer(decoded["id"], decoded["image"])
+            for decoded in (decode_batch(t, self._manifest) for t in read_piece(piece, job["batch_size"]))
+        ]
+        return {
+            "id": np.concatenate([o["id"] for o in outs]),
+            "probs": np.concatenate([o["probs"] for o in outs]),
+            "uncertainty": np.concatenate([o["uncertainty"] for o in outs]),
+            "candidate": np.concatenate([o["candidate"] for o in outs]),
+            "embeddings": np.concatenate([o["embeddings"] for o in outs]),
+            "node": self.node_id,
+        }
+
+    def _scorer_for(self, job: Mapping[str, Any]) -> BlockScorer:
+        if self._job_key == job["key"] and self._scorer is not None:
+            return self._scorer
+        from raydal.data.shards import load_manifest
+        from raydal.models import load_checkpoint
+
+        self._scorer = None  # the last job's scorer (and its prev_probs index) goes first
+        key = _checkpoint_key(job["checkpoint_dir"])
+        if key != self._model_key:
+            self._model, self._model_key = None, None  # free the old model before loading the new one
+            self._model = load_checkpoint(job["checkpoint_dir"], self.device)
+            self._model_key = key
+        prev = job.get("prev_probs")
+        if prev is not None and not isinstance(prev, tuple):  # an ObjectRef shared by every actor
+            import ray
+
+            prev = ray.get(prev)
+        self._manifest = load_manifest(job["manifest_dir"])
+        self._scorer = BlockScorer(self._model, job["strategy"], job["k"], prev, self.device, job["amp"])
+        self._job_key = job["key"]
+        return self._scorer
+
+
+def _checkpoint_key(checkpoint_dir: str) -> tuple:
+    """(path, mtime of the model file): a checkpoint rewritten in place is reloaded."""
+    from raydal.models.checkpoint import MODEL_FILE
+
+    try:
+        return (str(checkpoint_dir), os.stat(os.path.join(checkpoint_dir, MODEL_FILE)).st_mtime_ns)
+    except OSError:  # a storage URI: folders there are written once
+        return (str(checkpoint_dir), None)
+
+
+class _WarmActors:
+    """The scoring actors this process keeps between calls, for one Ray cluster and one resource shape."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.key: tuple | None = None
+        self.actors: list[Any] = []
+
+    def get(self, n: int, num_cpus: float, num_gpus: float, torch_threads: int | None) -> list[Any]:
+        import ray
+
+        cluster = ray.get_runtime_context().get_job_id()
+        key = (cluster, ray.get_runtime_context().get_node_id(), num_cpus, num_gpus, torch_threads)
+        if self.key is not None and key[:2] != self.key[:2]:  # another Ray session: those actors are gone
+            self.actors, self.key = [], None
+        if key != self.key or len(self.actors) < n:
+            self.release()
+            self.actors = _start_actors(n, num_cpus, num_gpus, torch_threads)
+            self.key = key
+        return self.actors[:n]
+
+    def drop(self, actor: Any) -> None:
+        self.actors = [a for a in self.actors if a is not actor]
+
+    def release(self) -> None:
+        import ray
+
+        for actor in self.actors:
+            try:
+                ray.kill(actor)
+            except Exception:  # already gone, or Ray shut down
+                pass
+        self.actors, self.key = [], None
+
+
+_WARM = _WarmActors()
+
+
+def release_scoring_actors() -> None:
+    """Stop the warm scoring actors of this process (they hold memory and, with GPUs, the GPUs)."""
+    with _WARM.lock:
+        _WARM.release()
+
+
+def _start_actors(n: int, num_cpus: float, num_gpus: float, torch_threads: int | None) -> list[Any]:
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    cls = ray.remote(ScoringWorker)
+    options = dict(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=ACTOR_MAX_RESTARTS,
+                   max_task_retries=ACTOR_MAX_RESTARTS)
+    if num_gpus > 0:  # Ray places them by GPU; one forward-pass thread feeds each GPU
+        return [cls.options(**options).remote("cuda", torch_threads or 1) for _ in range(n)]
+    nodes = {node["NodeID"]: node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node["Alive"]}
+    return [
+        cls.options(**options, scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)).remote(
+            "cpu", torch_threads or threads
+        )
+        for node_id, threads in spread_over_nodes(nodes, n)
+    ]
 
 
 def _positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ConfigError(f"The '{name}' parameter of score_pool_ray must be an int >= 1. Got {value!r} instead.")
     return int(value)
-
-
-def _default_actor_cpus(concurrency: int, num_gpus: float) -> float:
-    """CPUs per actor: leave one CPU of the cluster for the read tasks (they stall otherwise)."""
-    from raydal.distributed.session import cpu_share_leaving_one_free
-
-    return 1.0 if num_gpus > 0 else cpu_share_leaving_one_free(concurrency)
 
 
 def score_pool_ray(
@@ -107,24 +214,29 @@ def score_pool_ray(
     num_cpus: float | None = None,
     torch_threads: int | None = None,
     amp: str = "auto",
+    progress: Callable[[str], None] | None = None,
+    keep_warm: bool | None = None,
 ) -> PoolScores:
-    """Score the unlabeled pool with Ray Data; returns what ``raydal.query.score_pool`` returns.
+    """Score the unlabeled pool on Ray actors; returns what ``raydal.query.score_pool`` returns.
 
     checkpoint_dir: model folder (``save_checkpoint``), visible to every node.
-    manifest_dir: prepared shards; the ``pool`` split is scored.
+    manifest_dir: prepared shards, visible to every node; the ``pool`` split is scored.
     exclude_ids: the labeled ids to skip.
     strategy, k, prev_probs: as in ``score_pool`` (k = ``strategy.candidate_count(b, m)``).
-    concurrency: number of scoring actors.
-    batch_size: rows per forward pass.
+    concurrency: number of scoring actors (spread round-robin over the nodes).
+    batch_size: rows per forward pass (the same batches as ``score_pool`` over
+        ``iter_batches(manifest, "pool", batch_size, exclude=exclude_ids)``).
     num_gpus: GPUs per actor (e.g. 1 on a GPU node; the actor then runs on CUDA).
-    num_cpus: CPUs per actor; default 1 with a GPU, else what leaves one CPU of
-        the cluster free for reads, capped to [0.25, 1].
-    torch_threads: forward-pass threads per actor; default max(1, round(num_cpus)).
+    num_cpus: logical CPUs each actor holds; default 0 for CPU actors (they are kept
+        warm and must not starve training), 1 with a GPU.
+    torch_threads: forward-pass threads per actor; default the node's CPUs shared by
+        the actors placed on it (1 with a GPU).
     amp: precision mode, the training's ``TrainConfig.amp`` ("auto": bf16 on CUDA, "bf16", "off").
+    progress: gets about ten lines "scored n/N rows, rate, time left" (e.g. the loop's log).
+    keep_warm: keep the actors for the next call; default True without GPUs.
     Starts an embedded Ray when none is running (``raydal.distributed.session.ensure_ray``).
     """
     import ray
-    from ray.data.expressions import col
 
     from raydal.data.shards import load_manifest
     from raydal.distributed.session import ensure_ray
@@ -132,59 +244,123 @@ def score_pool_ray(
 
     concurrency = _positive_int("concurrency", concurrency)
     batch_size = _positive_int("batch_size", batch_size)
-    if not isinstance(num_gpus, (int, float)) or num_gpus < 0:
+    if isinstance(num_gpus, bool) or not isinstance(num_gpus, (int, float)) or num_gpus < 0:
         raise ConfigError(f"The 'num_gpus' parameter of score_pool_ray must be a number >= 0. Got {num_gpus!r} instead.")
+    if num_cpus is not None and (isinstance(num_cpus, bool) or not isinstance(num_cpus, (int, float)) or num_cpus < 0):
+        raise ConfigError(f"The 'num_cpus' parameter of score_pool_ray must be a number >= 0. Got {num_cpus!r} instead.")
     check_amp(amp, "score_pool_ray")
     strategy = get_strategy(strategy)
+    manifest = load_manifest(manifest_dir)
     if not ray.is_initialized():
         ensure_ray()
-    manifest = load_manifest(manifest_dir)
     if num_cpus is None:
-        num_cpus = _default_actor_cpus(concurrency, num_gpus)
-    threads = torch_threads if torch_threads is not None else max(1, round(num_cpus))
+        num_cpus = 1.0 if num_gpus > 0 else 0.0
+    if keep_warm is None:
+        keep_warm = num_gpus == 0
 
-    ds = ray.data.read_parquet(manifest.split_files("pool")).select_columns(["id", "image", "labels"])
-    if exclude_ids:
-        ds = ds.filter(expr=col("id").not_in(sorted(str(i) for i in exclude_ids)))
-    # Streaming re-blocking to one forward batch per block: the read merges small shards into
-    # one block, which would reach a single actor however many there are.
-    ds = ds.repartition(target_num_rows_per_block=batch_size)
-    prev_ref = None
-    if prev_probs is not None:
-        from raydal.query.scoring import PrevProbs
+    files = manifest.split_files("pool")
+    per_file = max(1, manifest.splits["pool"]["count"] // max(1, len(files)))
+    batches = batches_per_piece(manifest.splits["pool"]["count"], batch_size, concurrency, per_file)
+    pieces, total = plan_pieces(files, batch_size, exclude_ids, batches)
 
-        prev = PrevProbs(prev_probs)
-        prev_ref = ray.put((prev.ids, prev.probs))  # one copy in the object store, shared by the actors
     uncertainty_name = strategy.ranks_by(prev_probs is not None)
-    k_eff = k if uncertainty_name is not None else 0
-    ds = ds.map_batches(
-        ScoringActor,
-        compute=ray.data.ActorPoolStrategy(size=concurrency),
+    job = dict(
+        key=uuid.uuid4().hex,
+        checkpoint_dir=str(checkpoint_dir),
+        manifest_dir=str(manifest.root),
+        strategy=strategy,
+        k=k if uncertainty_name is not None else 0,
+        prev_probs=None,
         batch_size=batch_size,
-        batch_format="numpy",
-        num_cpus=num_cpus,
-        num_gpus=num_gpus,
-        fn_constructor_kwargs=dict(
-            checkpoint_dir=str(checkpoint_dir),
-            manifest_dir=str(manifest_dir),
-            strategy=strategy,
-            k=k_eff,
-            prev_probs=prev_ref,
-            device="cuda" if num_gpus > 0 else "cpu",
-            torch_threads=threads,
-            amp=amp,
-        ),
+        amp=amp,
     )
+    if prev_probs is not None:
+        job["prev_probs"] = ray.put(_prev_arrays(prev_probs))  # one copy in the object store, shared by the actors
 
-    top = TopKCandidates(k_eff)
-    ids, probs, uncs = [], [], []
-    for block in ds.iter_batches(batch_format="numpy", batch_size=None):
-        block_ids = np.asarray(block["id"], dtype=str)
-        ids.append(block_ids)
-        probs.append(np.asarray(block["probs"], dtype=np.float32).reshape(len(block_ids), -1))
-        uncs.append(np.asarray(block["uncertainty"], dtype=np.float64))
-        rows = [i for i, e in enumerate(block["embedding"]) if len(e)]
-        if rows:
-            emb = np.stack([np.frombuffer(block["embedding"][i], dtype=np.float32) for i in rows])
-            top.add(block_ids[rows], uncs[-1][rows], emb)
-    return PoolScores.assemble(ids, probs, uncs if uncertainty_name else None, uncertainty_name, top)
+    top = TopKCandidates(job["k"])
+    # Results land in place (pieces finish in any order): no per-piece lists to concatenate later.
+    start = np.cumsum([0] + [p.count for p in pieces])
+    ids: list[np.ndarray | None] = [None] * len(pieces)
+    probs: np.ndarray | None = None
+    uncs = np.zeros(total, dtype=np.float64)
+    nodes: set[str | None] = set()
+    t0 = time.perf_counter()
+    with _WARM.lock:
+        try:
+            actors = _WARM.get(min(concurrency, max(1, len(pieces))), num_cpus, num_gpus, torch_threads)
+            report = ScoringProgress(total, progress)  # from here: what the rate should count
+            respawn = lambda n: _WARM.get(n, num_cpus, num_gpus, torch_threads)  # noqa: E731  (nodes now alive)
+            for piece, out in _run_pieces(actors, job, pieces, respawn):
+                nodes.add(out["node"])
+                rows = slice(start[piece.index], start[piece.index + 1])
+                ids[piece.index] = out["id"].copy()  # a view would pin the whole result in the object store
+                if probs is None:
+                    probs = np.empty((total, out["probs"].shape[1]), dtype=np.float32)
+                probs[rows] = out["probs"]
+                uncs[rows] = out["uncertainty"]
+                cand = out["candidate"]
+                top.add(out["id"][cand], out["uncertainty"][cand], out["embeddings"])
+                report.update(len(out["id"]))
+        finally:
+            if not keep_warm:
+                _WARM.release()
+    if progress is not None:
+        progress(f"  scored {total:,} rows in {time.perf_counter() - t0:.1f}s with {len(actors)} actor(s) "
+                 f"on {len(nodes)} node(s), {len(pieces)} pieces")
+    ids_all = [np.concatenate(ids)] if pieces else []
+    probs_all = [probs] if probs is not None else []
+    return PoolScores.assemble(ids_all, probs_all, [uncs] if uncertainty_name else None, uncertainty_name, top)
+
+
+def _prev_arrays(prev_probs: "Mapping[str, Any] | tuple[Any, Any]") -> tuple[np.ndarray, np.ndarray]:
+    """(ids [N], probs float32 [N, C]) without the id index ``PrevProbs`` builds (the actors build theirs)."""
+    from raydal.query.ranking import as_numpy
+    from raydal.query.scoring import PrevProbs
+
+    if isinstance(prev_probs, tuple) and len(prev_probs) == 2:
+        ids, probs = np.asarray(prev_probs[0], dtype=str), np.asarray(as_numpy(prev_probs[1]), dtype=np.float32)
+        if probs.ndim == 2 and len(probs) == len(ids):
+            return ids, probs
+    prev = PrevProbs(prev_probs)  # other forms, and the errors
+    return prev.ids, prev.probs
+
+
+def _run_pieces(actors: list[Any], job: dict[str, Any], pieces: list[PoolPiece],
+                respawn: Callable[[int], list[Any]] | None = None):
+    """Yield (piece, result) as they come, keeping ``PIECES_IN_FLIGHT`` pieces queued per actor.
+
+    respawn(n): new actors, asked for once if every actor has died with pieces left.
+    """
+    import ray
+    from ray.exceptions import RayActorError
+
+    queue = collections.deque(pieces)
+    live = list(actors)
+    running: dict[Any, tuple[Any, PoolPiece]] = {}
+    load = {id(a): 0 for a in live}
+    while queue or running:
+        if not live and queue and respawn is not None:
+            live, respawn = list(respawn(len(actors))), None
+            load.update({id(a): 0 for a in live})
+        for actor in live:
+            while queue and load[id(actor)] < PIECES_IN_FLIGHT:
+                piece = queue.popleft()
+                running[actor.score.remote(job, piece)] = (actor, piece)
+                load[id(actor)] += 1
+        if not running:
+            raise QueryError(
+                f"Every scoring actor died with {len(queue)} pieces of the pool left to score. "
+                "Fix: check the Ray cluster's nodes (ray status) and the actors' logs."
+            )
+        (ref,), _ = ray.wait(list(running), num_returns=1)
+        actor, piece = running.pop(ref)
+        load[id(actor)] -= 1
+        try:
+            out = ray.get(ref)
+        except RayActorError:  # restarts exhausted: give its pieces to the others
+            queue.appendleft(piece)
+            if actor in live:
+                live.remove(actor)
+                _WARM.drop(actor)
+            continue
+        yield piece, out

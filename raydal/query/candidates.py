@@ -156,18 +156,19 @@ class PoolScores:
         top: TopKCandidates,
     ) -> "PoolScores":
         """Concatenate per-block outputs, sort by id, attach the top-K: shared by both scoring paths."""
-        all_ids = np.concatenate(ids) if ids else np.zeros(0, dtype=str)
-        all_ids = all_ids.astype(str)
-        if len(np.unique(all_ids)) != len(all_ids):
-            raise QueryError("The pool holds duplicate sample ids; re-prepare the shards (ids must be unique).")
+        # Memory: at most one concatenated copy and one sorted copy of each array (a 10^6 pool is scored).
+        all_ids = _concat(ids, str) if ids else np.zeros(0, dtype=str)
         order = np.argsort(all_ids, kind="stable")
-        all_probs = np.concatenate(probs).astype(np.float32) if probs else np.zeros((0, 0), np.float32)
-        unc = np.concatenate(uncertainty).astype(np.float64)[order] if uncertainty is not None and ids else None
+        all_ids = all_ids[order]
+        if len(all_ids) > 1 and np.any(all_ids[1:] == all_ids[:-1]):
+            raise QueryError("The pool holds duplicate sample ids; re-prepare the shards (ids must be unique).")
+        all_probs = _concat(probs, np.float32) if probs else np.zeros((0, 0), np.float32)
+        unc = _concat(uncertainty, np.float64)[order] if uncertainty is not None and ids else None
         cand_ids, cand_unc, cand_emb = top.result()
         if cand_emb is None:
             cand_emb = np.zeros((0, 0), np.float32)
         return cls(
-            ids=all_ids[order],
+            ids=all_ids,
             probs=all_probs[order],
             uncertainty_name=uncertainty_name,
             uncertainty=unc,
@@ -175,3 +176,9 @@ class PoolScores:
             cand_uncertainty=cand_unc,
             cand_embeddings=cand_emb,
         )
+
+
+def _concat(parts: list[np.ndarray], dtype) -> np.ndarray:
+    """One array of ``dtype`` from ``parts``, copying only when it must."""
+    out = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return out.astype(dtype, copy=False)

@@ -24,20 +24,22 @@ def setup(tiny_shards, tmp_path_factory):
     return manifest, model, ckpt
 
 
-def _in_process(manifest, model, strategy, k, exclude, prev=None):
+def _in_process(manifest, model, strategy, k, exclude, prev=None, batch_size=16):
     from raydal.data.shards import iter_batches
     from raydal.query import score_pool
 
-    return score_pool(model, iter_batches(manifest, "pool", 16, exclude=exclude), strategy, k, prev_probs=prev)
+    return score_pool(model, iter_batches(manifest, "pool", batch_size, exclude=exclude), strategy, k, prev_probs=prev)
 
 
 def _assert_same(ray_scores, local):
+    """Bit for bit: both paths score the same rows in the same batches."""
     np.testing.assert_array_equal(ray_scores.ids, local.ids)
-    np.testing.assert_allclose(ray_scores.probs, local.probs, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(ray_scores.probs, local.probs)
     assert ray_scores.uncertainty_name == local.uncertainty_name
+    np.testing.assert_array_equal(ray_scores.uncertainty, local.uncertainty)
     np.testing.assert_array_equal(ray_scores.cand_ids, local.cand_ids)
-    np.testing.assert_allclose(ray_scores.cand_uncertainty, local.cand_uncertainty, rtol=1e-4)
-    np.testing.assert_allclose(ray_scores.cand_embeddings, local.cand_embeddings, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(ray_scores.cand_uncertainty, local.cand_uncertainty)
+    np.testing.assert_array_equal(ray_scores.cand_embeddings, local.cand_embeddings)
 
 
 def test_two_actors_match_in_process_scoring_and_selection(ray_local, setup, tiny_shards):
@@ -61,10 +63,31 @@ def test_tpd_with_previous_probabilities_through_the_object_store(ray_local, set
     from raydal.distributed.score import score_pool_ray
 
     manifest, model, ckpt = setup
-    first = _in_process(manifest, model, "tpd+clustering", 9, None)  # iteration 1: probabilities only
+    first = _in_process(manifest, model, "tpd+clustering", 9, None, batch_size=32)  # iteration 1: probabilities only
     prev = (first.ids, np.clip(first.probs[::-1], 0, 1))  # a "previous model" that disagrees
     got = score_pool_ray(ckpt, tiny_shards, None, "tpd+clustering", 9, prev_probs=prev, concurrency=1, batch_size=32)
-    _assert_same(got, _in_process(manifest, model, "tpd+clustering", 9, None, prev))
+    _assert_same(got, _in_process(manifest, model, "tpd+clustering", 9, None, prev, batch_size=32))
+
+
+def test_warm_actors_are_reused_and_load_each_new_checkpoint(ray_local, setup, tiny_shards, tmp_path):
+    from raydal.distributed import score
+    from raydal.models import create_model, save_checkpoint
+
+    manifest, model, ckpt = setup
+    lines: list[str] = []
+    first = score.score_pool_ray(ckpt, tiny_shards, None, "ll", 6, concurrency=1, batch_size=16, progress=lines.append)
+    actors = list(score._WARM.actors)
+    other = create_model("smallcnn", num_classes=manifest.num_classes, in_channels=manifest.bands, ll=True, seed=7).eval()
+    second = score.score_pool_ray(save_checkpoint(tmp_path / "next", other), tiny_shards, None, "ll", 6,
+                                  concurrency=1, batch_size=16)
+    assert score._WARM.actors == actors  # no new actor for the next iteration
+    _assert_same(first, _in_process(manifest, model, "ll", 6, None))
+    _assert_same(second, _in_process(manifest, other, "ll", 6, None))
+    assert not np.array_equal(first.probs, second.probs)
+    assert lines[-2].startswith(f"  scored {len(first.ids)}/{len(first.ids)} rows (100%)")
+    assert "1 actor(s) on 1 node(s)" in lines[-1]
+    score.release_scoring_actors()
+    assert score._WARM.actors == []
 
 
 def test_the_actors_score_at_the_given_precision(ray_local, setup, tiny_shards):
@@ -91,3 +114,29 @@ def test_parameters_are_validated():
         score_pool_ray("ckpt", "shards", None, "mge", 5, num_gpus=-1)
     with pytest.raises(ConfigError, match="'amp' parameter of score_pool_ray must be one of"):
         score_pool_ray("ckpt", "shards", None, "mge", 5, amp="fp16")
+    with pytest.raises(ConfigError, match="'num_cpus'"):
+        score_pool_ray("ckpt", "shards", None, "mge", 5, num_cpus="1")
+
+
+def test_scoring_worker_outside_ray_scores_pieces_like_score_pool(setup, tiny_shards):
+    """The actor's logic is a plain class: pieces of the plan, scored one by one, give score_pool's rows."""
+    from raydal.distributed.score import ScoringWorker
+    from raydal.query import get_strategy
+    from raydal.query.pool import plan_pieces
+
+    manifest, model, ckpt = setup
+    strategy = get_strategy("mge")
+    pieces, total = plan_pieces(manifest.split_files("pool"), 16, None, batches=2)
+    worker = ScoringWorker("cpu", 1)
+    job = dict(key="j1", checkpoint_dir=str(ckpt), manifest_dir=str(tiny_shards), strategy=strategy, k=5,
+               prev_probs=None, batch_size=16, amp="auto")
+    outs = [worker.score(job, piece) for piece in pieces]
+    model_before = worker._model
+    worker.score(dict(job, key="j2"), pieces[0])  # the next job, same checkpoint: the model is kept
+    assert worker._model is model_before
+    want = _in_process(manifest, model, strategy, 5, None)
+    got_ids = np.concatenate([o["id"] for o in outs])
+    order = np.argsort(got_ids)
+    np.testing.assert_array_equal(got_ids[order], want.ids)
+    np.testing.assert_array_equal(np.concatenate([o["probs"] for o in outs])[order], want.probs)
+    assert sum(len(o["id"]) for o in outs) == total
