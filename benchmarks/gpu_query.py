@@ -74,6 +74,7 @@ def write_shards(out: Path, n: int, size: int, workers: int, seed: int = 0) -> P
             "image": pa.Array.from_buffers(pa.large_binary(), len(rows), [None, pa.py_buffer(offsets), pa.py_buffer(images)]).cast(pa.binary()),
             "labels": pa.array([row.tobytes() for row in labels], pa.binary()),
             "path": pa.array([""] * len(rows), pa.string()),
+            "labeled": pa.array(np.ones(len(rows), bool)),
         }, schema=SCHEMA)
         name = f"pool/part-{f:05d}.parquet"
         pq.write_table(table, out / name)

@@ -39,6 +39,7 @@ def write_pool(out_dir: str | Path, n: int, *, classes: int = 15, bands: int = 4
             "image": _fixed_binary(pixels),
             "labels": _fixed_binary(np.zeros((len(rows), classes), np.uint8)),
             "path": pa.array([""] * len(rows), pa.string()),
+            "labeled": pa.array(np.ones(len(rows), bool)),
         }, schema=SCHEMA)
         name = f"pool/part-{f:05d}.parquet"
         pq.write_table(table, out / name)
