@@ -21,6 +21,11 @@ ENV_CACHE = "RAYDAL_CACHE"
 ENV_RAY_DATA_DISABLE_PROGRESS_BARS = "RAY_DATA_DISABLE_PROGRESS_BARS"
 #: Label Studio's folder for local-files serving (read by ``raydal export --images local-files``).
 ENV_LS_DOCUMENT_ROOT = "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"
+#: Fault injection (tests): die at the named points, e.g. ``train:mid`` or ``save:mid@2``
+#: (see raydal/faults.py and docs/service.md).
+ENV_FAULT = "RAYDAL_FAULT"
+#: Fault injection (tests): append every fault point reached to this file.
+ENV_FAULT_TRACE = "RAYDAL_FAULT_TRACE"
 
 # -- prepared shards (raydal prepare) ----------------------------------------------------
 MANIFEST_NAME = "manifest.json"

@@ -49,6 +49,19 @@ class StateError(RaydalError):
     """The active-learning state directory is missing, corrupt or belongs to another config."""
 
 
+class StateLockedError(StateError):
+    """Another process holds the state dir (a running job, an import): ``holder`` says who."""
+
+    def __init__(self, message: str, holder: dict | None = None):
+        self.holder = dict(holder or {})
+        super().__init__(message)
+
+
+class StorageError(StateError):
+    """Writing the state or a checkpoint failed (disk full, storage not answering); the
+    previous state is intact and the run resumes once storage is back."""
+
+
 class LabelImportError(RaydalError):
     """An annotator's label file is invalid; ``problems`` lists every bad row."""
 

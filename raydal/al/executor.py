@@ -20,6 +20,7 @@ import numpy as np
 
 from raydal.config import ALConfig
 from raydal.exceptions import ConfigError
+from raydal.faults import fault_point
 
 
 @dataclass
@@ -206,6 +207,7 @@ class LocalExecutor(Executor):
 
     def _log_epoch(self, metrics: dict[str, Any]) -> None:
         """One line per epoch: long trainings show progress."""
+        fault_point("train:mid")  # an epoch done, the checkpoint not written yet
         epochs = self.config.train_config().epochs
         if epochs >= 10 and metrics["epoch"] % max(1, epochs // 10) and metrics["epoch"] != epochs:
             return  # about ten lines per training
@@ -243,6 +245,7 @@ class LocalExecutor(Executor):
             scores = score_pool(model, batches, self.strategy, k=self.candidate_count(b),
                                 prev_probs=prev_probs, device=device, amp=self.amp)
             t_score = time.perf_counter() - t0
+        fault_point("score:end")
         selected, t_select = self._select(scores, unlabeled_ids, b, seed)
         return QueryResult.from_scores(selected, scores, t_score, t_select,
                                        self._predict_missing(checkpoint, selected, scores))

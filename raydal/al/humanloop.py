@@ -40,6 +40,7 @@ from raydal.constants import (
     BATCH_CSV, ENV_LS_DOCUMENT_ROOT, EXPORT_DIR, LABEL_STUDIO_CONFIG, LABEL_STUDIO_TASKS, THUMBS_DIR,
 )
 from raydal.exceptions import ConfigError, LabelImportError, StateError
+from raydal.faults import fault_point
 from raydal.settings import Interval, check_settings, setting
 
 THRESHOLD = 0.5
@@ -377,35 +378,39 @@ def import_labels(
     Importing a file already imported changes nothing.
     """
     store = StateStore(state_dir)
-    state = store.load()
-    label_file = LabelFile(path, max_bytes=max_bytes)
-    check = _check_for(state, None, None)
-    for record in label_file.records():
-        check.add(record)
-    if label_file.sha256 in state.imports:
-        return _result(state, check, label_file.format, already=True)
-    check.raise_problems(str(path))
-    if not check.new:
-        _pending(state, state_dir)
-        raise LabelImportError(
-            f"{path}: nothing new to import ({check.summary()}); nothing was changed. Fill in the 'labels' "
-            "column (class names joined by ';'), or annotate the pending tasks in Label Studio and export again."
-        )
-    return _record(store, state, check, annotator, label_file.sha256, label_file.format)
+    with store.lock(f"raydal import-labels {state_dir} {path}"):  # no job writes meanwhile
+        state = store.load()
+        fault_point("import:start")
+        label_file = LabelFile(path, max_bytes=max_bytes)
+        check = _check_for(state, None, None)
+        for record in label_file.records():
+            check.add(record)
+        if label_file.sha256 in state.imports:
+            return _result(state, check, label_file.format, already=True)
+        check.raise_problems(str(path))
+        if not check.new:
+            _pending(state, state_dir)
+            raise LabelImportError(
+                f"{path}: nothing new to import ({check.summary()}); nothing was changed. Fill in the 'labels' "
+                "column (class names joined by ';'), or annotate the pending tasks in Label Studio and export again."
+            )
+        return _record(store, state, check, annotator, label_file.sha256, label_file.format)
 
 
 def import_mapping(state_dir: str, mapping: Mapping[str, Sequence[str] | str], annotator: str = "api") -> dict[str, Any]:
     """``import_labels`` for an in-memory ``{id: [class names]}`` (``validate_labels`` rules)."""
     store = StateStore(state_dir)
-    state = store.load()
-    _pending(state, state_dir)
-    check = _check_for(state, None, None)
-    for record in _mapping_records(mapping):
-        check.add(record)
-    check.raise_problems("labels")
-    if not check.new:
-        return _result(state, check, "mapping", already=False)
-    return _record(store, state, check, annotator, None, "mapping")
+    with store.lock(f"raydal import_mapping {state_dir}"):
+        state = store.load()
+        fault_point("import:start")
+        _pending(state, state_dir)
+        check = _check_for(state, None, None)
+        for record in _mapping_records(mapping):
+            check.add(record)
+        check.raise_problems("labels")
+        if not check.new:
+            return _result(state, check, "mapping", already=False)
+        return _record(store, state, check, annotator, None, "mapping")
 
 
 def _record(store: StateStore, state: ALState, check: LabelCheck, annotator: str,
@@ -414,7 +419,9 @@ def _record(store: StateStore, state: ALState, check: LabelCheck, annotator: str
     state.record_labels(check.new, by=annotator)
     if digest:
         state.imports.append(digest)
+    fault_point("import:mid")  # validated and recorded, not saved
     store.save(state)
+    fault_point("import:end")
     return _result(state, check, fmt, already=False, imported=n)
 
 

@@ -24,10 +24,11 @@ from typing import Any, Callable
 import numpy as np
 
 from raydal.al.executor import Executor
-from raydal.al.state import ALState, StateStore
+from raydal.al.state import ALState, StateStore, storage_errors
 from raydal.config import ALConfig
 from raydal.constants import CHECKPOINT_SUBDIR, CHECKPOINTS_DIR
 from raydal.exceptions import StateError
+from raydal.faults import fault_point
 
 Log = Callable[[str], None]
 
@@ -52,14 +53,15 @@ class ActiveLearner:
         self.config = config
         self.executor = executor
         self.log = log
-        self.store = StateStore(config.state_dir)
+        self.store = StateStore(config.state_dir, log=log)
         executor.log = log
-        self.state = self._open(fork)
-        if self.state.phase == "done" and not self._finished():
-            # more --iterations or a larger --label-budget than the finished run had: go on
-            self.log(f"extending {config.state_dir} beyond iteration {self.state.iteration}")
-            self.state.phase = "query"
-            self.store.save(self.state)
+        with self.store.lock():  # held while this learner writes: open, step, run
+            self.state = self._open(fork)
+            if self.state.phase == "done" and not self._finished():
+                # more --iterations or a larger --label-budget than the finished run had: go on
+                self.log(f"extending {config.state_dir} beyond iteration {self.state.iteration}")
+                self.state.phase = "query"
+                self.store.save(self.state)
 
     # -- opening -------------------------------------------------------------
     def _open(self, fork: bool) -> ALState:
@@ -98,16 +100,19 @@ class ActiveLearner:
 
     def step(self) -> bool:
         """Run the next phase; False when done or waiting for human labels."""
-        phase = self.state.phase
-        if phase == "done" or self.waiting_for_labels:
-            return False
-        getattr(self, f"_{phase}")()
+        with self.store.lock():
+            self.state = self.store.load()  # what another process (import-labels) may have saved
+            self.state.config = self.config.to_dict()
+            if self.state.phase == "done" or self.waiting_for_labels:
+                return False
+            getattr(self, f"_{self.state.phase}")()
         return True
 
     def run(self) -> ALState:
         """Step until done (simulation) or until labels are needed (human mode)."""
-        while self.step():
-            pass
+        with self.store.lock():
+            while self.step():
+                pass
         if self.waiting_for_labels:
             self.log(
                 f"waiting for labels of {len(self.state.pending['ids'])} samples: "
@@ -127,6 +132,7 @@ class ActiveLearner:
         """
         from raydal.data.shards import read_ids
 
+        fault_point("init:start")
         cfg, state = self.config, self.state
         pool = np.array(sorted(self.executor.pool_ids()))
         unlabeled = set(read_ids(self.executor.manifest, "pool", labeled=False).tolist())
@@ -160,6 +166,7 @@ class ActiveLearner:
             self._label()
 
     def _train(self) -> None:
+        fault_point("train:start")
         cfg, state = self.config, self.state
         tau = state.iteration
         prev = state.history[-1]["checkpoint"] if state.history else None
@@ -167,19 +174,24 @@ class ActiveLearner:
         t0 = time.perf_counter()
         name = (CHECKPOINTS_DIR, f"iter-{tau:04d}")
         ckpt_dir = tempfile.mkdtemp(prefix="raydal-ckpt-") if self.store.remote else self.store.local_path(*name)
-        checkpoint = self.executor.train(
-            labeled_ids=state.labeled_ids(),
-            label_overrides={k: v for k, v in state.human_labels.items()},
-            out_dir=ckpt_dir,
-            init_checkpoint=init,
-            seed=phase_seed(cfg.seed, tau, "train"),
-        )
+        with storage_errors(f"training iteration {tau} (its checkpoint goes to {ckpt_dir})"):
+            checkpoint = self.executor.train(
+                labeled_ids=state.labeled_ids(),
+                label_overrides={k: v for k, v in state.human_labels.items()},
+                out_dir=ckpt_dir,
+                init_checkpoint=init,
+                seed=phase_seed(cfg.seed, tau, "train"),
+            )
         if self.store.remote:  # cluster storage: upload, then every node reads it from there
             checkpoint = self.store.put_dir(checkpoint, *name, CHECKPOINT_SUBDIR)
             shutil.rmtree(ckpt_dir, ignore_errors=True)
         t_train = time.perf_counter() - t0
+        fault_point("train:end")
         t0 = time.perf_counter()
-        metrics = {split: self.executor.evaluate(checkpoint, split) for split in ("val", "test")}
+        metrics = {}
+        for split in ("val", "test"):
+            metrics[split] = self.executor.evaluate(checkpoint, split)
+            fault_point(f"evaluate:{split}")
         t_eval = time.perf_counter() - t0
         record = {
             "iteration": tau,
@@ -207,6 +219,7 @@ class ActiveLearner:
         return state.n_labeled >= len(self.executor.pool_ids())
 
     def _query(self) -> None:
+        fault_point("score:start")
         cfg, state = self.config, self.state
         tau = state.iteration
         record = state.history[-1]
@@ -224,6 +237,7 @@ class ActiveLearner:
             prev_probs=prev,
             seed=phase_seed(cfg.seed, tau, "query"),
         )
+        fault_point("select:end")
         if result.pool_ids is not None:
             state.pool_probs_file = self.store.save_probs(f"iter-{tau:04d}.npz", result.pool_ids, result.pool_probs)
         selected = list(result.selected)
@@ -247,6 +261,7 @@ class ActiveLearner:
 
     def _label(self) -> None:
         """Simulation: the archive's known labels answer the pending batch."""
+        fault_point("label:start")
         state = self.state
         pending = state.pending
         if pending is None:

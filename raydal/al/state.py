@@ -12,20 +12,34 @@ The state dir may be a local folder or a cluster storage URI (``s3://...``,
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import hashlib
 import io
 import json
+import logging
+import os
 import posixpath
+import socket
+import sys
+import tempfile
+import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from raydal.constants import STATE_FILE
-from raydal.exceptions import StateError
+from raydal.exceptions import StateError, StateLockedError, StorageError
 
 STATE_VERSION = 1
+#: The state that ``state.json`` replaced: used when ``state.json`` is damaged.
+PREV_FILE = "state.json.prev"
+#: Held (``flock``) by the process writing the state dir; holds who that is.
+LOCK_FILE = ".lock"
+_LOGGER = logging.getLogger("raydal.state")
 PHASES = ("init", "train", "query", "label", "done")
 
 
@@ -112,11 +126,21 @@ class ALState:
 
 
 class StateStore:
-    """Reads and atomically writes a state dir, local or on cluster storage."""
+    """Reads and atomically writes a state dir, local or on cluster storage.
 
-    def __init__(self, root: str):
+    Every save keeps the state it replaces as ``state.json.prev`` and stores a
+    sha256 of its content inside ``state.json``: a truncated or half-copied
+    ``state.json`` is detected on load, set aside as ``state.json.corrupt-<time>``
+    and the previous generation used, with a warning that says what was discarded.
+    :meth:`lock` keeps a second process from writing the same (local) state dir.
+    """
+
+    def __init__(self, root: str, log: Callable[[str], None] | None = None):
         self.root = str(root)
         self._fs, self._base = _filesystem(self.root)
+        self.log = log or _LOGGER.warning
+        self._lock_fd: int | None = None
+        self._lock_depth = 0
 
     # -- paths ---------------------------------------------------------------
     def path(self, *parts: str) -> str:
@@ -142,7 +166,8 @@ class StateStore:
             return local
         from raydal.utils import upload_dir
 
-        return upload_dir(local, self.uri(*parts))
+        with storage_errors(f"uploading the checkpoint {local} to {self.uri(*parts)}"):
+            return upload_dir(local, self.uri(*parts))
 
     # -- primitives ----------------------------------------------------------
     def exists(self, *parts: str) -> bool:
@@ -150,8 +175,6 @@ class StateStore:
             import pyarrow.fs as pafs
 
             return self._fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
-        import os
-
         return os.path.exists(self.path(*parts))
 
     def read_bytes(self, *parts: str) -> bytes:
@@ -161,40 +184,163 @@ class StateStore:
         with open(self.path(*parts), "rb") as f:
             return f.read()
 
-    def write_bytes(self, data: bytes, *parts: str) -> None:
-        """Write atomically: a new file renamed over the old one."""
-        target = self.path(*parts)
-        if self.remote:
-            tmp = f"{target}.{uuid.uuid4().hex}.tmp"
-            self._fs.create_dir(posixpath.dirname(target), recursive=True)
-            with self._fs.open_output_stream(tmp) as f:
-                f.write(data)
-            self._fs.move(tmp, target)
-            return
-        from raydal.utils import atomic_write_bytes
+    def write_bytes(self, data: bytes, *parts: str, fault: str | None = None) -> None:
+        """Write atomically: a new file renamed over the old one.
 
-        atomic_write_bytes(target, data)
+        Raises :class:`StorageError` when storage fails (disk full, a URI not
+        answering); the old file is then unchanged. ``fault``: prefix of the fault
+        points reached on the way (``save`` -> ``save:start``, ``save:mid``).
+        """
+        target = self.path(*parts)
+        with storage_errors(f"writing {self.uri(*parts)}"):
+            if self.remote:
+                tmp = f"{target}.{uuid.uuid4().hex}.tmp"
+                self._fs.create_dir(posixpath.dirname(target), recursive=True)
+                with self._fs.open_output_stream(tmp) as f:
+                    f.write(data)
+                self._fs.move(tmp, target)
+                return
+            _atomic_write_local(target, data, fault)
 
     # -- state ---------------------------------------------------------------
     def has_state(self) -> bool:
-        return self.exists(STATE_FILE)
+        return self.exists(STATE_FILE) or self.exists(PREV_FILE)
 
     def load(self) -> ALState:
+        """The last complete state: ``state.json``, or ``state.json.prev`` if the former is damaged."""
         if not self.has_state():
             raise StateError(
                 f"No active-learning state in {self.root} (no {STATE_FILE}). "
                 "Start a run there first (python jobs/al_ucmerced.py --state-dir ...)."
             )
-        raw = self.read_bytes(STATE_FILE)
+        if self._lock_depth and not self.remote:
+            self._discard_temp_files()
+        problems = []
+        for name in (STATE_FILE, PREV_FILE):
+            try:
+                state = self._read_state(name)
+            except StateError as err:
+                problems.append((name, err))
+                continue
+            if problems:
+                self._recover(problems, state)
+            return state
+        raise StateError(
+            f"No complete state in {self.root}: "
+            + "; ".join(str(err) for _, err in problems)
+            + ". Restore the state dir from a backup or start a new --state-dir."
+        ) from problems[0][1]
+
+    def _read_state(self, name: str) -> ALState:
+        if not self.exists(name):
+            raise StateError(f"{self.path(name)} is missing")
+        raw = self.read_bytes(name)
         try:
             data = json.loads(raw)
-        except json.JSONDecodeError as err:
-            raise StateError(f"{self.path(STATE_FILE)} is not valid JSON ({err}); the state is corrupt.") from err
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise StateError(
+                f"{self.path(name)} is not valid JSON ({err}; {len(raw)} bytes): the state is corrupt "
+                "(truncated by a crash or a partial copy)"
+            ) from err
+        if not isinstance(data, dict):
+            raise StateError(f"{self.path(name)} holds no state object: the state is corrupt")
+        checksum = data.pop("checksum", None)
+        if checksum is not None and checksum != _checksum(data):
+            raise StateError(f"{self.path(name)} fails its checksum ({len(raw)} bytes): the state is corrupt")
         return ALState.from_state_dict(data)
 
+    def _recover(self, problems: list, state: ALState) -> None:
+        """Set damaged state files aside (never delete them) and say what was discarded.
+
+        Only the holder of :meth:`lock` repairs the dir; readers just use the fallback."""
+        if not self._lock_depth:
+            self.log(f"{'; '.join(str(e) for _, e in problems)}: reading the previous state {self.path(PREV_FILE)}")
+            return
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        for name, err in problems:
+            kept = ""
+            if self.exists(name):
+                aside = f"{name}.corrupt-{stamp}"
+                self.write_bytes(self.read_bytes(name), aside)
+                kept = f" (kept as {aside})"
+            self.log(f"{err}{kept}: discarded it")
+        self.log(
+            f"using the previous complete state {self.path(PREV_FILE)}: iteration {state.iteration}, "
+            f"phase {state.phase}, {state.n_labeled} labeled; the work after it is redone"
+        )
+        self.save(state)  # state.json complete again, so the next save keeps it as .prev
+
+    def _discard_temp_files(self) -> None:
+        """Temp files of writes cut short (their data never replaced a complete file)."""
+        folder = self._base
+        if not os.path.isdir(folder):
+            return
+        for name in os.listdir(folder):
+            if name.startswith(f".{STATE_FILE}.") and name.endswith(".tmp"):
+                path = os.path.join(folder, name)
+                self.log(f"removing {path} ({os.path.getsize(path)} bytes): a state write cut short")
+                os.unlink(path)
+
     def save(self, state: ALState) -> None:
-        blob = json.dumps(state.state_dict(), indent=1, sort_keys=True).encode()
-        self.write_bytes(blob, STATE_FILE)
+        """Save ``state`` atomically; the state it replaces becomes ``state.json.prev``."""
+        data = state.state_dict()
+        blob = json.dumps({**data, "checksum": _checksum(data)}, indent=1, sort_keys=True).encode()
+        if self.exists(STATE_FILE):
+            old = self.read_bytes(STATE_FILE)
+            if _complete(old):  # a damaged file is never promoted to the fallback
+                self.write_bytes(old, PREV_FILE)
+        self.write_bytes(blob, STATE_FILE, fault="save")
+
+    # -- exclusive access ----------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self, command: str | None = None) -> Iterator[None]:
+        """Hold the state dir for this process: a second holder gets :class:`StateLockedError`.
+
+        ``command``: what this process does (shown to the process refused). A kernel
+        lock (``flock`` on ``STATE_DIR/.lock``) is released when its holder exits, even
+        by SIGKILL or a power cut: a crashed run never leaves the state dir locked.
+        Re-entrant within one store. Storage URIs (``s3://``) are not locked (see
+        docs/service.md).
+        """
+        if self.remote or self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+            return
+        import fcntl
+
+        os.makedirs(self._base, exist_ok=True)
+        path = self.path(LOCK_FILE)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            who = ", ".join(f"{k} {holder[k]}" for k in ("host", "pid", "started", "command") if k in holder)
+            raise StateLockedError(
+                f"The state dir {self.root} is in use by another raydal process ({who or 'holder unknown'}). "
+                "Wait for it to finish (or stop it), then run again; two processes never write one state dir.",
+                holder,
+            ) from None
+        info = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "command": command or " ".join(sys.argv),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        self._lock_fd, self._lock_depth = fd, 1
+        try:
+            yield
+        finally:
+            self._lock_depth = 0
+            self._lock_fd = None
+            os.ftruncate(fd, 0)
+            os.close(fd)  # releases the flock
 
     # -- arrays --------------------------------------------------------------
     def save_probs(self, name: str, ids: np.ndarray, probs: np.ndarray) -> str:
@@ -210,9 +356,83 @@ class StateStore:
             return z["ids"], z["probs"]
 
 
-def _local_join(base: str, *parts: str) -> str:
-    import os
+@contextlib.contextmanager
+def storage_errors(what: str) -> Iterator[None]:
+    """Turn a storage failure (disk full, a URI not answering) into :class:`StorageError`."""
+    try:
+        yield
+    except StateError:
+        raise
+    except (OSError, _arrow_error()) as err:
+        raise StorageError(
+            f"Storage failed while {what}: {err}. The previous state is intact; free space or restore "
+            "access to the storage, then run the same command again to resume."
+        ) from err
 
+
+def _arrow_error() -> type:
+    try:
+        import pyarrow
+
+        return pyarrow.ArrowException
+    except ImportError:  # pragma: no cover - pyarrow is a dependency
+        return OSError
+
+
+def _checksum(data: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _complete(raw: bytes) -> bool:
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    checksum = data.pop("checksum", None) if isinstance(data, dict) else None
+    return isinstance(data, dict) and (checksum is None or checksum == _checksum(data))
+
+
+def _atomic_write_local(target: str, data: bytes, fault: str | None) -> None:
+    """A temp file in the target's folder, fsynced, renamed over ``target`` (then the folder fsynced)."""
+    from raydal.faults import fault_point
+
+    folder = os.path.dirname(target) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if fault:
+                fault_point(f"{fault}:start")
+            f.write(data[: len(data) // 2])
+            if fault:
+                f.flush()
+                fault_point(f"{fault}:mid")  # a half-written temp file on disk
+            f.write(data[len(data) // 2:])
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # the rename itself survives a power cut
+    finally:
+        os.close(dir_fd)
+    if fault:
+        fault_point(f"{fault}:end")
+
+
+def _read_holder(fd: int) -> dict[str, Any]:
+    try:
+        raw = os.pread(fd, 4096, 0)
+        return json.loads(raw) if raw.strip() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _local_join(base: str, *parts: str) -> str:
     return os.path.join(base, *parts)
 
 

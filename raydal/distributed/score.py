@@ -83,8 +83,10 @@ class ScoringWorker:
         ``candidate`` bool [n], ``embeddings`` float32 [n_candidates, D] and ``node``.
         """
         from raydal.data.shards import decode_batch
+        from raydal.faults import fault_point
         from raydal.query.pool import read_piece
 
+        fault_point("score:batch")  # once per piece (tests remove a node here)
         scorer = self._scorer_for(job)
         outs = [
             scorer(decoded["id"], decoded["image"])

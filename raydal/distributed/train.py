@@ -44,6 +44,7 @@ def _train_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
     import torch
 
     from raydal.data.shards import decode_batch, override_labels
+    from raydal.faults import fault_point
     from raydal.training.loop import epoch_seed, fit
 
     # This process only trains: its root logger decides what Ray Train's per-report INFO
@@ -92,6 +93,7 @@ def _train_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
         else:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(folder)),
                              checkpoint_dir_name=f"epoch-{metrics['epoch']:05d}")
+        fault_point("train:epoch")  # after the epoch's report (tests remove a node here)
 
     def run(resume_dir: str | None) -> list[dict[str, Any]]:
         return fit(net, cfg, train_batches, device, report, val_batches=val_batches,
