@@ -174,12 +174,13 @@ class StateStore:
         if self.remote:
             import pyarrow.fs as pafs
 
-            return self._fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
+            with storage_errors(f"looking for {self.uri(*parts)}"):
+                return self._fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
         return os.path.exists(self.path(*parts))
 
     def read_bytes(self, *parts: str) -> bytes:
         if self.remote:
-            with self._fs.open_input_stream(self.path(*parts)) as f:
+            with storage_errors(f"reading {self.uri(*parts)}"), self._fs.open_input_stream(self.path(*parts)) as f:
                 return f.read()
         with open(self.path(*parts), "rb") as f:
             return f.read()
