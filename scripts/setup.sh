@@ -8,7 +8,7 @@ command -v "$PY" >/dev/null || PY=python3
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import raydal, torch, torchvision, ray.train, ray.data, ray.tune, faiss, rasterio, pytest" 2>/dev/null \
+if ! .venv/bin/python -c "import raydal, torch, torchvision, ray.train, ray.data, ray.tune, faiss, rasterio, pytest, hypothesis" 2>/dev/null \
    || ! .venv/bin/python -m pip show -q raydal >/dev/null 2>&1; then
   .venv/bin/python -m pip install -q --upgrade pip
   # torch 2.14.1 + torchvision 0.29.1 are the pair that installs together here (see README).

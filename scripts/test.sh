@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export RAY_USAGE_STATS_ENABLED=0 RAY_AUTH_MODE=disabled
+export RAY_USAGE_STATS_ENABLED=0  # Ray's token auth stays on: tests/conftest.py gives the suite its own token
 exec .venv/bin/python -m pytest -q -rs --timeout=900 "$@"

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import os
+import secrets
+import tempfile
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # loopback-only test clusters
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+if "RAY_AUTH_MODE" not in os.environ:
+    # Ray's token authentication stays on, as on a real cluster: every Ray the suite starts
+    # (ray.init, `ray start`, cluster_utils) and every client (the driver, `ray job submit`) uses
+    # this session's own token, so no test reads or writes ~/.ray/auth_token.
+    _token = Path(tempfile.mkdtemp(prefix="raydal-test-auth-")) / "auth_token"
+    _token.write_text(secrets.token_hex(32))
+    _token.chmod(0o600)
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(_token)
 
 
 @pytest.fixture(scope="session")

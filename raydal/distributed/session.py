@@ -26,8 +26,15 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> str:
     # Ray Data's progress bars flood a job's log; RAY_DATA_DISABLE_PROGRESS_BARS=0 brings them back.
     os.environ.setdefault(ENV_RAY_DATA_DISABLE_PROGRESS_BARS, "1")
     temp = os.environ.get(ENV_RAY_TMPDIR, os.path.join(tempfile.gettempdir(), "raydal-ray"))
+    # Ray 2.60 swaps "127.0.0.1" for the machine's address unless clusters are off for this driver.
+    import ray._private.ray_constants as ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
     ray.init(
         num_cpus=num_cpus or os.cpu_count(),
+        # loopback: the dashboard, job server, agents and metrics serve on 127.0.0.1 only (Ray's
+        # core gRPC ports still listen on every interface: README, "Security")
+        _node_ip_address="127.0.0.1",
         # the dashboard serves the State API that Ray Train's placement-group cleaner polls
         include_dashboard=True,
         dashboard_host="127.0.0.1",

@@ -32,7 +32,9 @@ def ray_head(tmp_path_factory):
         ray.shutdown()
     port, dash = _free_port(), _free_port()
     temp = Path("/tmp") / f"raydal-head-{os.getpid()}"
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    # Token authentication on, as the README's `ray start --head` gets it: RAY_AUTH_MODE=token and
+    # the suite's token (tests/conftest.py) for the head and for the clients below.
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
     start = subprocess.run(
         [str(ray_bin), "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2",
@@ -46,6 +48,16 @@ def ray_head(tmp_path_factory):
     finally:
         subprocess.run([str(ray_bin), "stop", "--force"], env=env, capture_output=True, timeout=120)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_job_server_refuses_a_client_without_the_token(ray_head, tmp_path):
+    """What a user sees who skips the README's `export RAY_AUTH_MODE=token`: refused."""
+    env = {k: v for k, v in ray_head["env"].items() if not k.startswith("RAY_AUTH")}
+    env["HOME"] = str(tmp_path)  # no ~/.ray/auth_token either
+    done = subprocess.run([ray_head["ray"], "job", "list", "--address", ray_head["address"]],
+                          env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode != 0
+    assert "Missing authentication token" in done.stdout + done.stderr
 
 
 def test_job_submit_runs_an_al_experiment(ray_head, tiny_shards, tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from rel_helpers import read_state, run_job
@@ -16,3 +18,74 @@ def reference_run(tiny_shards, tmp_path_factory) -> dict:
     assert done.returncode == 0, done.stdout + done.stderr
     points = [line.split()[0] for line in trace.read_text().splitlines()]
     return {"state": read_state(state_dir), "points": points, "state_dir": state_dir}
+
+
+#: Fault points armed on the cluster's worker nodes: the first process that scores a batch, or that
+#: reports its 2nd training epoch, hangs there; the test then removes that process's node.
+NODE_FAULTS = "score:batch=hang-once,train:epoch@2=hang-once"
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    """A simulated 3-node Ray cluster on 127.0.0.1: a head without CPUs (the driver, as on a real
+    cluster) and 2 workers of 2 CPUs each, armed with ``NODE_FAULTS``; ``add_worker()`` replaces a
+    removed one."""
+    ray = pytest.importorskip("ray")
+    import ray._private.ray_constants
+    import ray._private.utils
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    trace = tmp_path_factory.mktemp("cluster") / "trace.txt"
+    env = {"RAYDAL_FAULT": NODE_FAULTS, "RAYDAL_FAULT_TRACE": str(trace)}
+    common = dict(node_ip_address="127.0.0.1", object_store_memory=150 * 2**20)
+    with pytest.MonkeyPatch.context() as mp:
+        # Keep every node and the driver on loopback, and the cluster's address out of
+        # /tmp/ray/ray_current_cluster, where any plain ray.init() on this machine would join it.
+        mp.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        mp.setattr(ray._private.ray_constants, "ENABLE_RAY_CLUSTER", False)
+        mp.setattr(ray._private.utils, "write_ray_address", lambda *a, **kw: None)
+        cluster = Cluster(initialize_head=True, head_node_args=dict(
+            common, num_cpus=0, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=0,
+            temp_dir=f"/tmp/raydal-rel-{os.getpid()}"))
+
+        def add_worker():
+            return cluster.add_node(num_cpus=2, env_vars=env, **common)
+
+        for _ in range(2):
+            add_worker()
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, logging_level="WARNING")
+        try:
+            yield {"cluster": cluster, "trace": trace, "add_worker": add_worker}
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+
+
+def node_of(cluster, pid: int):
+    """The worker node (``ray._private.node.Node``) whose raylet started the process ``pid``."""
+    import psutil
+
+    raylets = {n.all_processes["raylet"][0].process.pid: n for n in cluster.worker_nodes}
+    proc = psutil.Process(pid)
+    while proc is not None:
+        if proc.pid in raylets:
+            return raylets[proc.pid]
+        proc = proc.parent()
+    raise AssertionError(f"process {pid} does not belong to a worker node of the cluster")
+
+
+def wait_for_marker(trace, point: str, timeout: float = 600, alive=lambda: True) -> int:
+    """The pid of the process hanging at ``point`` (its ``hang-once`` marker), once it is there."""
+    import time
+
+    marker = trace.parent / f"{trace.name}.{point}.once"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if marker.exists() and marker.read_text().strip():
+            return int(marker.read_text())
+        assert alive(), f"the work ended before any process reached {point}"
+        time.sleep(0.2)
+    raise AssertionError(f"no process reached {point} in {timeout}s")
