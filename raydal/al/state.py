@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from raydal.constants import STATE_FILE
-from raydal.exceptions import StateError, StateLockedError, StorageError
+from raydal.exceptions import RaydalError, StateError, StateLockedError, StorageError
 
 STATE_VERSION = 1
 #: The state that ``state.json`` replaced: used when ``state.json`` is damaged.
@@ -362,7 +362,7 @@ def storage_errors(what: str) -> Iterator[None]:
     """Turn a storage failure (disk full, a URI not answering) into :class:`StorageError`."""
     try:
         yield
-    except StateError:
+    except RaydalError:  # already says what is wrong (e.g. DatasetNotFoundError, an OSError too)
         raise
     except (OSError, _arrow_error()) as err:
         raise StorageError(

@@ -4,8 +4,10 @@ metrics, and (with the node address pinned to 127.0.0.1) Ray's core gRPC ports t
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -30,13 +32,17 @@ for p in [me] + me.children(recursive=True):
                   if c.status == psutil.CONN_LISTEN]
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         pass
-print("LISTENING " + json.dumps({"sockets": found, "dashboard": ray.get_runtime_context().dashboard_url}))
+print("LISTENING " + json.dumps({"sockets": found, "dashboard": ray._private.worker.get_dashboard_url()}))
 """
 
 
-def test_embedded_ray_listens_on_loopback_only(tmp_path):
-    done = subprocess.run([sys.executable, "-c", PROBE], env=cli_env(RAYDAL_RAY_TMPDIR=str(tmp_path / "ray")),
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+def test_embedded_ray_listens_on_loopback_only():
+    temp = tempfile.mkdtemp(prefix="rdl-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    try:
+        done = subprocess.run([sys.executable, "-c", PROBE], env=cli_env(RAYDAL_RAY_TMPDIR=temp),
+                              cwd=ROOT, capture_output=True, text=True, timeout=600)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     line = next(x for x in done.stdout.splitlines() if x.startswith("LISTENING "))
     report = json.loads(line.removeprefix("LISTENING "))
