@@ -30,7 +30,7 @@ def ray_head(tmp_path_factory):
 
     if ray.is_initialized():
         ray.shutdown()
-    port, dash = _free_port(), _free_port()
+    port, dash, agent = _free_port(), _free_port(), _free_port()
     temp = Path("/tmp") / f"raydal-head-{os.getpid()}"
     # Token authentication on, as the README's `ray start --head` gets it: RAY_AUTH_MODE=token and
     # the suite's token (tests/conftest.py) for the head and for the clients below.
@@ -38,6 +38,7 @@ def ray_head(tmp_path_factory):
     start = subprocess.run(
         [str(ray_bin), "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2",
+         f"--dashboard-agent-listen-port={agent}",  # the default 52365 may be taken on a shared machine
          f"--temp-dir={temp}", "--disable-usage-stats"],
         env=env, capture_output=True, text=True, timeout=180,
     )
@@ -46,8 +47,27 @@ def ray_head(tmp_path_factory):
             pytest.fail(f"ray start failed:\n{start.stdout}\n{start.stderr}")
         yield {"address": f"http://127.0.0.1:{dash}", "env": env, "ray": str(ray_bin)}
     finally:
-        subprocess.run([str(ray_bin), "stop", "--force"], env=env, capture_output=True, timeout=120)
+        _stop_head(temp)  # not `ray stop`: it would stop every Ray on the machine
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def _stop_head(temp: Path) -> None:
+    """Kill the processes of the head started with ``--temp-dir=temp`` (and their children)."""
+    import psutil
+
+    mine = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if any(str(temp) in part for part in proc.info["cmdline"] or []):
+            try:
+                mine += [proc, *proc.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                pass
+    for proc in mine:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(mine, timeout=30)
 
 
 def test_job_server_refuses_a_client_without_the_token(ray_head, tmp_path):
