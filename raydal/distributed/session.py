@@ -32,8 +32,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> str:
     ray_constants.ENABLE_RAY_CLUSTER = False
     ray.init(
         num_cpus=num_cpus or os.cpu_count(),
-        # loopback: the dashboard, job server, agents and metrics serve on 127.0.0.1 only (Ray's
-        # core gRPC ports still listen on every interface: README, "Security")
+        # loopback: every port of the embedded Ray (dashboard, job server, agents, metrics, core
+        # gRPC) listens on 127.0.0.1 only (tests/reliability/test_listen_addresses.py)
         _node_ip_address="127.0.0.1",
         # the dashboard serves the State API that Ray Train's placement-group cleaner polls
         include_dashboard=True,
