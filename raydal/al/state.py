@@ -300,8 +300,9 @@ class StateStore:
         ``command``: what this process does (shown to the process refused). A kernel
         lock (``flock`` on ``STATE_DIR/.lock``) is released when its holder exits, even
         by SIGKILL or a power cut: a crashed run never leaves the state dir locked.
-        Re-entrant within one store. Storage URIs (``s3://``) are not locked (see
-        docs/service.md).
+        The file is removed on release (a crashed holder's stays, with its note, until the
+        next holder). Re-entrant within one store. Storage URIs (``s3://``) are not
+        locked (see docs/service.md).
         """
         if self.remote or self._lock_depth:
             self._lock_depth += 1
@@ -314,18 +315,22 @@ class StateStore:
 
         os.makedirs(self._base, exist_ok=True)
         path = self.path(LOCK_FILE)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = _read_holder(fd)
-            os.close(fd)
-            who = ", ".join(f"{k} {holder[k]}" for k in ("host", "pid", "started", "command") if k in holder)
-            raise StateLockedError(
-                f"The state dir {self.root} is in use by another raydal process ({who or 'holder unknown'}). "
-                "Wait for it to finish (or stop it), then run again; two processes never write one state dir.",
-                holder,
-            ) from None
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = _read_holder(fd)
+                os.close(fd)
+                who = ", ".join(f"{k} {holder[k]}" for k in ("host", "pid", "started", "command") if k in holder)
+                raise StateLockedError(
+                    f"The state dir {self.root} is in use by another raydal process ({who or 'holder unknown'}). "
+                    "Wait for it to finish (or stop it), then run again; two processes never write one state dir.",
+                    holder,
+                ) from None
+            if _same_file(fd, path):
+                break
+            os.close(fd)  # the previous holder removed that file as we locked it: lock the new one
         info = {
             "host": socket.gethostname(),
             "pid": os.getpid(),
@@ -340,7 +345,7 @@ class StateStore:
         finally:
             self._lock_depth = 0
             self._lock_fd = None
-            os.ftruncate(fd, 0)
+            os.unlink(path)  # while locked: the state dir holds no lock file between runs
             os.close(fd)  # releases the flock
 
     # -- arrays --------------------------------------------------------------
@@ -423,6 +428,13 @@ def _atomic_write_local(target: str, data: bytes, fault: str | None) -> None:
         os.close(dir_fd)
     if fault:
         fault_point(f"{fault}:end")
+
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 def _read_holder(fd: int) -> dict[str, Any]:
