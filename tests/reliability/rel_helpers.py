@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RUN_ARGS = (
     "--executor", "local", "--strategy", "mge+clustering", "--backbone", "smallcnn", "--epochs", "1",
     "--batch-size", "8", "--lr", "0.05", "--b", "5", "--m", "2", "--initial-labeled", "10",
-    "--iterations", "2", "--seed", "0", "--no-report",
+    "--iterations", "2", "--trials", "1", "--seed", "0", "--no-report",
 )
 
 
