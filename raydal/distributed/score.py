@@ -188,8 +188,10 @@ def _start_actors(n: int, num_cpus: float, num_gpus: float, torch_threads: int |
     if num_gpus > 0:  # Ray places them by GPU; one forward-pass thread feeds each GPU
         return [cls.options(**options).remote("cuda", torch_threads or 1) for _ in range(n)]
     nodes = {node["NodeID"]: node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node["Alive"]}
+    # soft: spread over the nodes, but an actor whose node is lost restarts on another one
+    # (tests/reliability/test_node_loss.py); hard affinity made the query fail there.
     return [
-        cls.options(**options, scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)).remote(
+        cls.options(**options, scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=True)).remote(
             "cpu", torch_threads or threads
         )
         for node_id, threads in spread_over_nodes(nodes, n)
