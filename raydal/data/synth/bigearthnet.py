@@ -16,7 +16,7 @@ import numpy as np
 
 from raydal.data.bigearthnet import BigEarthNetReader as Reader
 from raydal.data.synth._tiff import north_up, write_tif
-from raydal.data.synth.painter import paint_chunks, sample_labels
+from raydal.data.synth.painter import paint_chunks, sample_grades, sample_labels
 from raydal.exceptions import ConfigError
 
 DEFAULT_N = 1000
@@ -44,7 +44,10 @@ def write_archive(out_dir: Path, n: int | None, size: int | None, rng: np.random
     labels = sample_labels(n, np.array(PRIORS), rng)
     patch_ids, s1_names, countries = _names(n, rng)
     origins = np.stack([rng.uniform(300_000, 700_000, n), rng.uniform(4_000_000, 7_000_000, n)], 1)
-    for start, images in paint_chunks(labels, (size, size), len(Reader.band_names), rng, difficulty):
+    products = np.arange(n) // PATCHES_PER_PRODUCT  # patches of one product are near-duplicates
+    grades = sample_grades(labels, rng, difficulty)
+    chunks = paint_chunks(labels, (size, size), len(Reader.band_names), rng, difficulty, groups=products, grades=grades)
+    for start, images in chunks:
         for i, image in enumerate(images, start):
             folder = out_dir / Reader.s2_dir / _product(patch_ids[i]) / patch_ids[i]
             dn = image.astype(np.float32) * DN_PER_LEVEL

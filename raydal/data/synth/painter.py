@@ -8,6 +8,19 @@ that detects the colours and textures can therefore recover every label, and
 ``difficulty`` (0 easy .. 1 hard) blends the styles towards the background,
 shrinks the painted regions and adds noise.
 
+Two properties of real archives that matter to active learning are painted too
+(docs/data.md gives their sources):
+
+- **Redundancy.** Images of one ``group`` (a UCMerced scene category, a
+  TreeSatAI forest stand, a BigEarthNet product) share their background (tint
+  and a low-frequency pattern), where each label sits, and its texture phase:
+  they are near-duplicates that differ in pixel noise and in their label set.
+- **Graded difficulty.** ``sample_grades`` gives each image a grade (0 for
+  most, up to 1 for a few); each of its label regions is made harder in one of
+  three ways, as in real scenes: *small* (a few cars), *faint* (low contrast:
+  shadow, haze, similar material) or *covered* (partly hidden: a cloud, a
+  tree crown over a road).
+
 Styles depend only on the class count, the band count and a fixed key, so two
 archives generated with different seeds share what each label looks like.
 """
@@ -25,6 +38,8 @@ GRID = 3
 MAX_LABELS = GRID * GRID
 _STYLE_KEY = 20240611
 _BACKGROUND = 118.0
+#: How a hard label region is made hard (``sample_grades`` kinds).
+HARDNESS_KINDS = ("small", "faint", "covered")
 
 
 @dataclass(frozen=True)
@@ -76,18 +91,72 @@ def sample_labels(n: int, priors: np.ndarray, rng: np.random.Generator) -> np.nd
     return labels.astype(np.uint8)
 
 
+def labels_from_group_counts(groups: np.ndarray, shares: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Multi-hot labels uint8 [n, C] with exact per-group label counts.
+
+    groups: int [n], the group (scene) of each image. shares: float [G, C] in
+    [0, 1], the share of group g's images that carry label c. In group g with
+    n_g images, exactly ``round(shares[g, c] * n_g)`` images get label c (so
+    the archive's label counts follow the table), chosen at random; an image
+    left without a label then takes its group's most common label from an
+    image that has several, which keeps the counts.
+    """
+    shares = np.asarray(shares, dtype=np.float64)
+    n = len(groups)
+    labels = np.zeros((n, shares.shape[1]), dtype=bool)
+    for g in np.unique(groups):
+        rows = np.flatnonzero(groups == g)
+        for c in np.flatnonzero(shares[g]):
+            k = int(round(shares[g, c] * rows.size))
+            labels[rng.choice(rows, size=k, replace=False), c] = True
+        top = int(np.argmax(shares[g]))
+        for i in rows[~labels[rows].any(1)]:
+            donors = rows[labels[rows, top] & (labels[rows].sum(1) > 1)]
+            if donors.size:
+                labels[donors[rng.integers(donors.size)], top] = False
+            labels[i, top] = True
+        for i in rows[labels[rows].sum(1) > MAX_LABELS]:
+            keep = rng.choice(np.flatnonzero(labels[i]), MAX_LABELS, replace=False)
+            labels[i] = False
+            labels[i, keep] = True
+    return labels.astype(np.uint8)
+
+
+def sample_grades(labels: np.ndarray, rng: np.random.Generator, difficulty: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image difficulty grades and per-region hardness kinds.
+
+    labels: uint8 [N, C]. Returns ``(grades, kinds)``: grades float [N] in
+    [0, 1], 0 for most images and up to 1 for a share of 0.2 + 0.4 *
+    ``difficulty`` of them (uniform in [0.3, 1]); kinds int [N, C], an index
+    into ``HARDNESS_KINDS`` per label region.
+    """
+    n, c = np.asarray(labels).shape
+    hard = rng.random(n) < 0.2 + 0.4 * difficulty
+    grades = np.where(hard, rng.uniform(0.3, 1.0, n), 0.0)
+    kinds = rng.integers(0, len(HARDNESS_KINDS), size=(n, c))
+    return grades, kinds
+
+
 def paint(
     labels: np.ndarray,
     shape: tuple[int, int],
     bands: int,
     rng: np.random.Generator,
     difficulty: float = 0.3,
+    groups: np.ndarray | None = None,
+    grades: tuple[np.ndarray, np.ndarray] | None = None,
+    group_key: int | None = None,
 ) -> np.ndarray:
     """Paint one image per label row.
 
     labels: uint8 [N, C] multi-hot, at most ``MAX_LABELS`` per row.
     shape: (H, W) in pixels, each at least ``GRID``.
     difficulty: in [0, 1] (``synthesize`` checks it).
+    groups: int [N], images of one group are near-duplicates (default: each
+        image its own group).
+    grades: ``sample_grades`` output for these rows (default: every grade 0).
+    group_key: seeds what each group shares, so calls with the same key paint
+        a group alike (default: drawn from ``rng``).
     Returns uint8 [N, H, W, bands].
     """
     h, w = shape
@@ -95,31 +164,76 @@ def paint(
         raise ConfigError(f"The 'size' parameter must be an int >= {GRID}. Got {h}x{w} instead.")
     labels = np.asarray(labels, dtype=bool)
     n, num_classes = labels.shape
+    groups = np.arange(n) if groups is None else np.asarray(groups)
+    grade, kind = grades if grades is not None else (np.zeros(n), np.zeros((n, num_classes), int))
     styles = class_styles(num_classes, bands)
     contrast = 1.0 - 0.6 * difficulty
-    colours = _BACKGROUND + (styles.colours - _BACKGROUND) * contrast  # [C, B]
     amplitude = 45.0 * contrast
     cover = 0.95 - 0.35 * difficulty  # share of its slot a label paints
 
-    # Background: a per-image tint plus pixel noise.
+    # What a group shares: background tint and pattern, where each label sits, texture phase.
+    key = int(rng.integers(1 << 62)) if group_key is None else group_key
+    ids, member = np.unique(groups, return_inverse=True)
+    shared = [_group_template(key, int(gid), num_classes, bands) for gid in ids]
+
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     images = rng.standard_normal((n, h, w, bands), dtype=np.float32)
     images *= 6.0 + 34.0 * difficulty
-    images += (_BACKGROUND + rng.uniform(-12.0, 12.0, size=(n, 1, 1, bands))).astype(np.float32)
+    images += (_BACKGROUND + rng.uniform(-3.0, 3.0, size=(n, 1, 1, bands))).astype(np.float32)
+    for j, t in enumerate(shared):
+        wave = np.sin(2 * np.pi * t.freq[0] * yy / h + t.phase[0]) * np.sin(2 * np.pi * t.freq[1] * xx / w + t.phase[1])
+        images[member == j] += t.tint + wave[..., None] * t.amplitude
 
     slot_h, slot_w = h // GRID, w // GRID
-    reg_h, reg_w = max(1, round(slot_h * cover)), max(1, round(slot_w * cover))
-    slots = np.argsort(rng.random((n, MAX_LABELS)), axis=1)  # a random slot order per image
-    phases = rng.uniform(0.0, 2 * np.pi, size=labels.shape)
-    jitter = rng.integers(0, 1 << 30, size=(*labels.shape, 2))
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    for i, c in zip(*np.nonzero(labels)):
-        slot = slots[i, labels[i, :c].sum()]
-        y0 = (slot // GRID) * slot_h + jitter[i, c, 0] % (slot_h - reg_h + 1)
-        x0 = (slot % GRID) * slot_w + jitter[i, c, 1] % (slot_w - reg_w + 1)
-        region = (slice(y0, y0 + reg_h), slice(x0, x0 + reg_w))
-        texture = _texture(yy[region], xx[region], styles, c, phases[i, c], h, w)
-        images[(i, *region)] += colours[c] - _BACKGROUND + amplitude * texture[..., None] * styles.band_weights[c]
+    for i in range(n):
+        t = shared[member[i]]
+        taken = np.zeros(MAX_LABELS, dtype=bool)
+        for c in np.flatnonzero(labels[i]):
+            slot = int(t.slots[c])
+            while taken[slot]:
+                slot = (slot + 1) % MAX_LABELS
+            taken[slot] = True
+            how = HARDNESS_KINDS[kind[i, c]]
+            extra = float(grade[i])
+            size = cover * (1.0 - 0.6 * extra) if how == "small" else cover
+            strength = 1.0 - 0.7 * extra if how == "faint" else 1.0
+            reg_h, reg_w = max(1, round(slot_h * size)), max(1, round(slot_w * size))
+            y0 = (slot // GRID) * slot_h + t.jitter[c, 0] % (slot_h - reg_h + 1)
+            x0 = (slot % GRID) * slot_w + t.jitter[c, 1] % (slot_w - reg_w + 1)
+            region = (slice(y0, y0 + reg_h), slice(x0, x0 + reg_w))
+            texture = _texture(yy[region], xx[region], styles, c, t.label_phases[c], h, w)
+            mark = (styles.colours[c] - _BACKGROUND) * contrast + amplitude * texture[..., None] * styles.band_weights[c]
+            if how == "covered":  # a band of the region stays background (a cloud, a crown over it)
+                hidden = round(reg_h * 0.7 * extra)
+                mark[:hidden] = 0.0
+            images[(i, *region)] += strength * mark
     return np.clip(np.rint(images), 0, 255).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class _GroupTemplate:
+    """What the images of one group share."""
+
+    tint: np.ndarray  # float32 [B], background offset
+    amplitude: np.ndarray  # float32 [B], background pattern amplitude
+    freq: np.ndarray  # [2] pattern cycles per side (y, x)
+    phase: np.ndarray  # [2]
+    slots: np.ndarray  # int [C], each class's preferred slot
+    label_phases: np.ndarray  # [C] texture phase per class
+    jitter: np.ndarray  # int [C, 2], region offset inside its slot
+
+
+def _group_template(key: int, group: int, num_classes: int, bands: int) -> _GroupTemplate:
+    gen = np.random.default_rng([key, group])
+    return _GroupTemplate(
+        tint=gen.uniform(-12.0, 12.0, bands).astype(np.float32),
+        amplitude=gen.uniform(0.0, 10.0, bands).astype(np.float32),
+        freq=gen.uniform(0.5, 2.0, 2),
+        phase=gen.uniform(0.0, 2 * np.pi, 2),
+        slots=np.argsort(gen.random(num_classes)) % MAX_LABELS,
+        label_phases=gen.uniform(0.0, 2 * np.pi, num_classes),
+        jitter=gen.integers(0, 1 << 30, size=(num_classes, 2)),
+    )
 
 
 def _texture(yy: np.ndarray, xx: np.ndarray, styles: Styles, c: int, phase: float, h: int, w: int) -> np.ndarray:
@@ -139,13 +253,23 @@ def paint_chunks(
     rng: np.random.Generator,
     difficulty: float = 0.3,
     max_bytes: int = 1 << 26,
+    groups: np.ndarray | None = None,
+    grades: tuple[np.ndarray, np.ndarray] | None = None,
+    group_key: int | None = None,
 ):
     """``paint`` in chunks of rows that keep memory under ~``max_bytes``.
 
     Yields ``(start, images)`` with images uint8 [n, H, W, bands] for
-    ``labels[start:start + n]``.
+    ``labels[start:start + n]``. A group split over chunks stays one group
+    (one ``group_key``, drawn from ``rng``, for all chunks).
     """
+    n = len(labels)
+    groups = np.arange(n) if groups is None else np.asarray(groups)
+    grades = grades if grades is not None else (np.zeros(n), np.zeros(np.shape(labels), int))
+    key = int(rng.integers(1 << 62)) if group_key is None else group_key
     per_image = shape[0] * shape[1] * bands * 4
     step = max(1, max_bytes // per_image)
-    for start in range(0, len(labels), step):
-        yield start, paint(labels[start : start + step], shape, bands, rng, difficulty)
+    for start in range(0, n, step):
+        rows = slice(start, start + step)
+        part = (grades[0][rows], grades[1][rows])
+        yield start, paint(labels[rows], shape, bands, rng, difficulty, groups[rows], part, group_key=key)

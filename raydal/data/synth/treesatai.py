@@ -19,15 +19,16 @@ from pathlib import Path
 import numpy as np
 
 from raydal.data.synth._tiff import north_up, write_tif
-from raydal.data.synth.painter import paint_chunks, sample_labels
+from raydal.data.synth.painter import paint_chunks, sample_grades, sample_labels
 from raydal.data.treesatai import TreeSatAIReader as Reader
 from raydal.exceptions import ConfigError
 
 DEFAULT_N = 1000
 DEFAULT_SIZE = 304
 FOOTPRINT_M = 60.8
-#: Share of images per genus, imbalanced like the real archive (conifers and
-#: beech/oak common, poplar, cherry, lime rare).
+#: Share of images per genus, a long tail like the real archive's (conifers and
+#: beech/oak common; poplar, cherry, lime rare). An estimate: no per-genus table
+#: is at hand here (docs/data.md).
 PRIORS = (0.04, 0.07, 0.04, 0.10, 0.10, 0.25, 0.07, 0.12, 0.35, 0.30, 0.02, 0.02, 0.08, 0.25, 0.02)
 SPECIES = {
     "Abies": ("alba",), "Acer": ("pseudoplatanus",), "Alnus": ("spec.",), "Betula": ("spec.",),
@@ -39,6 +40,11 @@ SPECIES = {
 #: Where traces (genera present below the default threshold) fall: (0.01, 0.06].
 TRACE_RANGE = (0.01, 0.06)
 MIN_FRACTION = 0.10
+#: Dirichlet concentration of the area split among an image's genera: < 1 gives
+#: one dominant genus and a long tail of small shares, as in mixed stands.
+FRACTION_CONCENTRATION = 0.5
+#: Patches per forest stand: neighbouring patches of a stand are near-duplicates.
+STAND_SIZE = 8
 S2_BANDS = ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12", "B01", "B09")
 LAYOUTS = ("aerial/60m", "aerial_60m")
 
@@ -58,6 +64,8 @@ def write_archive(
     size = DEFAULT_SIZE if size is None else size
     classes = Reader.classes
     labels = sample_labels(n, np.array(PRIORS), rng)
+    stands = np.arange(n) // STAND_SIZE
+    grades = sample_grades(labels, rng, difficulty)
     fractions = _fractions(labels, rng)  # float [n, C]
     dominant = fractions.argmax(1)
     sample_ids = rng.choice(100_000, size=n, replace=False)
@@ -70,7 +78,7 @@ def write_archive(
 
     origins = np.stack([rng.uniform(350_000, 850_000, n), rng.uniform(5_300_000, 6_000_000, n)], 1)
     file_order = [Reader.band_names.index(b) for b in Reader.band_orders["torchgeo"]]
-    for start, images in paint_chunks(labels, (size, size), 4, rng, difficulty):
+    for start, images in paint_chunks(labels, (size, size), 4, rng, difficulty, groups=stands, grades=grades):
         for i, image in enumerate(images, start):
             x0, y0 = origins[i]
             aerial = out_dir / "aerial" / "60m" if layout == "aerial/60m" else out_dir / "aerial_60m" / folders[i]
@@ -100,7 +108,8 @@ def write_archive(
 def _fractions(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Area fractions float [n, C] that sum to 1 per row.
 
-    Each label gets > MIN_FRACTION; a third of the images also hold one trace
+    Each label gets > MIN_FRACTION plus a long-tailed share of the rest
+    (Dirichlet, FRACTION_CONCENTRATION); a third of the images also hold one trace
     genus (not a label) with a fraction in TRACE_RANGE.
     """
     n, c = labels.shape
@@ -113,7 +122,7 @@ def _fractions(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
             trace = rng.uniform(*TRACE_RANGE)
             fractions[i, rng.choice(absent)] = trace
         spare = 1.0 - trace - MIN_FRACTION * kept.size
-        fractions[i, kept] = MIN_FRACTION + spare * rng.dirichlet(np.ones(kept.size))
+        fractions[i, kept] = MIN_FRACTION + spare * rng.dirichlet(np.full(kept.size, FRACTION_CONCENTRATION))
     return fractions
 
 
