@@ -3,6 +3,9 @@
 Runs are grouped by strategy and by any setting that differs between the runs
 (b, m, lambda, ... in a sweep); the trials of a group (different seeds) give the
 mean and the spread (min..max band) of each curve, as in the paper's figures.
+Every group is drawn on the same axes; when a random-sampling run is among them,
+each group's area is also given minus random's (paired by seed where the seeds
+match), which is the question active learning has to answer.
 """
 
 from __future__ import annotations
@@ -74,24 +77,76 @@ def _label_groups(runs: list[dict[str, Any]]) -> None:
         run["group"] = f"{run['strategy']} ({extra})" if extra else run["strategy"]
 
 
-def _curves(runs: list[dict[str, Any]], metric: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """strategy -> (x: label counts [K], y: [trials, K] test metric), over counts every trial has."""
-    by: dict[str, list[dict[int, float]]] = defaultdict(list)
+def curves(runs: list[dict[str, Any]], metric: str) -> dict[str, tuple[np.ndarray, np.ndarray, list]]:
+    """group -> (x: label counts [K], y: [trials, K] test metric, the trials' seeds), over the
+    counts every trial of the group has."""
+    by: dict[str, list[tuple[Any, dict[int, float]]]] = defaultdict(list)
     for run in runs:
         if _has_test(run):
-            by[run["group"]].append({h["n_labeled"]: h["test"][metric] for h in run["history"]
-                                     if metric in h["test"]})
+            points = {h["n_labeled"]: h["test"][metric] for h in run["history"] if metric in h.get("test", {})}
+            by[run["group"]].append((run["seed"], points))
     out = {}
-    for strategy, trials in by.items():
-        xs = sorted(set.intersection(*(set(t) for t in trials))) if trials else []
+    for group, trials in by.items():
+        xs = sorted(set.intersection(*(set(t) for _, t in trials))) if trials else []
         if xs:
-            out[strategy] = (np.array(xs), np.array([[t[x] for x in xs] for t in trials]))
+            out[group] = (np.array(xs), np.array([[t[x] for x in xs] for _, t in trials]), [s for s, _ in trials])
     return out
 
 
 def _has_test(run: dict[str, Any]) -> bool:
     """False for a run whose archive has no labeled test images (its metrics are empty)."""
     return any(h["test"].get("n_samples", 1) for h in run["history"])
+
+
+def baseline_of(group: str, groups: list[str], baseline: str = "random") -> str | None:
+    """The ``baseline`` group that ``group`` is compared with: the one with the same other
+    settings (``"random (b=10)"`` for ``"ll (b=10)"``), else the only baseline group, else None."""
+    strategy, _, extra = group.partition(" (")
+    if strategy == baseline:
+        return None
+    same = f"{baseline} ({extra}" if extra else baseline
+    if same in groups:
+        return same
+    plain = [g for g in groups if g.partition(" (")[0] == baseline]
+    return plain[0] if len(plain) == 1 else None
+
+
+def area_differences(
+    x: np.ndarray, y: np.ndarray, seeds: list, x0: np.ndarray, y0: np.ndarray, seeds0: list
+) -> dict[str, Any]:
+    """Area of curves (x, y [trials, K]) minus the baseline's (x0, y0), in F1 units.
+
+    Trials with the same seed (same initial labeled set) are paired: ``mean`` and
+    ``std`` are over the paired differences. Without common seeds, ``mean`` is the
+    difference of the mean areas and ``std`` None. Areas are taken over the label
+    range both curves cover.
+    """
+    lo, hi = max(x[0], x0[0]), min(x[-1], x0[-1])
+
+    def areas(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        keep = (xs >= lo) & (xs <= hi)
+        return np.array([area_under_curve(xs[keep], row[keep]) for row in ys])
+
+    a, a0 = areas(x, y), areas(x0, y0)
+    common = [s for s in seeds if s is not None and s in seeds0]
+    if common:
+        d = np.array([a[seeds.index(s)] - a0[seeds0.index(s)] for s in common])
+        return {"mean": float(d.mean()), "std": float(d.std()), "paired": len(common), "range": [int(lo), int(hi)]}
+    return {"mean": float(a.mean() - a0.mean()), "std": None, "paired": 0, "range": [int(lo), int(hi)]}
+
+
+def plot_curves(ax, groups: dict[str, tuple[np.ndarray, np.ndarray, list]], metric: str) -> None:
+    """Each group's mean curve (in %) with its trials' min..max band, on one matplotlib axis."""
+    for group, (x, y, _) in sorted(groups.items()):
+        (line,) = ax.plot(x, 100 * y.mean(axis=0), marker="o", ms=3, label=f"{group} (n={len(y)})",
+                          ls="--" if group.partition(" (")[0] == "random" else "-")
+        if len(y) > 1:
+            ax.fill_between(x, 100 * y.min(axis=0), 100 * y.max(axis=0), alpha=0.2, color=line.get_color())
+    ax.set_xlabel("number of labeled samples")
+    ax.set_ylabel(f"test {metric.replace('_', ' ')} (%)")
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=8)
 
 
 def area_under_curve(x: np.ndarray, y: np.ndarray) -> float:
@@ -115,11 +170,10 @@ def build_report(state_dirs: list[str], out_dir: str | Path, at: list[int] | Non
 
     fig, axes = plt.subplots(1, len(METRICS), figsize=(6 * len(METRICS), 4.5))
     for ax, metric in zip(axes, METRICS):
-        for strategy, (x, y) in sorted(_curves(runs, metric).items()):
+        groups = curves(runs, metric)
+        plot_curves(ax, groups, metric)
+        for strategy, (x, y, _) in groups.items():
             mean = y.mean(axis=0)
-            (line,) = ax.plot(x, 100 * mean, marker="o", ms=3, label=f"{strategy} (n={len(y)})")
-            if len(y) > 1:
-                ax.fill_between(x, 100 * y.min(axis=0), 100 * y.max(axis=0), alpha=0.2, color=line.get_color())
             entry = summary["strategies"].setdefault(strategy, {"trials": int(len(y))})
             entry[metric] = {
                 "labels": x.tolist(),
@@ -127,11 +181,10 @@ def build_report(state_dirs: list[str], out_dir: str | Path, at: list[int] | Non
                 "std": y.std(axis=0).round(6).tolist(),
                 "auc": round(area_under_curve(x, mean), 6),
             }
-        ax.set_xlabel("number of labeled samples")
-        ax.set_ylabel(f"test {metric.replace('_', ' ')} (%)")
-        ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=8)
+            base = baseline_of(strategy, list(groups))
+            if base is not None:
+                entry[metric]["auc_minus_random"] = area_differences(*groups[strategy], *groups[base]) | {
+                    "baseline": base}
     fig.tight_layout()
     fig.savefig(out / F1_CURVES_PNG, dpi=120)
     plt.close(fig)
@@ -169,6 +222,24 @@ def build_report(state_dirs: list[str], out_dir: str | Path, at: list[int] | Non
             cells = [f"{100 * m[a][0]:.2f} ± {100 * m[a][1]:.2f}" if a in m else "–" for a in at]
             lines.append(f"| {strategy} | {entry['trials']} | " + " | ".join(cells)
                          + f" | {100 * entry[metric]['auc']:.2f} |")
+        lines.append("")
+    compared = [(k, e) for k, e in sorted(summary["strategies"].items())
+                if any("auc_minus_random" in e.get(m, {}) for m in METRICS)]
+    if compared:
+        lines += ["## Area minus random's (percentage points of F1; mean ± std over trials paired by seed)", "",
+                  "| strategy | baseline | " + " | ".join(f"{m.replace('_', ' ')} area − random" for m in METRICS)
+                  + " |", "|---|---|" + "---|" * len(METRICS)]
+        for strategy, entry in compared:
+            cells, base = [], "–"
+            for metric in METRICS:
+                d = entry.get(metric, {}).get("auc_minus_random")
+                if d is None:
+                    cells.append("–")
+                    continue
+                base = d["baseline"]
+                spread = f" ± {100 * d['std']:.2f}" if d["std"] is not None else " (unpaired)"
+                cells.append(f"{100 * d['mean']:+.2f}{spread}")
+            lines.append(f"| {strategy} | {base} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["## Seconds per iteration (mean)", "", "| strategy | " + " | ".join(PHASES) + " |",
               "|---|" + "---|" * len(PHASES)]
