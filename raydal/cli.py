@@ -193,13 +193,21 @@ def _cmd_run(args: argparse.Namespace) -> None:
         runner = run_trial_on_ray
     else:
         from raydal.al.experiment import run_trial_local as runner
-    summaries = run_experiment(config, exp.trials, runner, fork=args.fork)
+    if exp.compare:
+        from raydal.al.experiment import comparison_text, run_comparison
+
+        result = run_comparison(config, exp.trials, runner, baseline=exp.compare, fork=args.fork)
+        summaries = result["strategy"] + result["baseline"]
+    else:
+        summaries = run_experiment(config, exp.trials, runner, fork=args.fork)
     for s in summaries:
         curve = ", ".join(f"{c['n_labeled']}: {100 * c['micro_f1']:.1f}" for c in s["curve"])
         print(f"{s['state_dir']} [{s['strategy']}, {s['phase']}] test micro-F1 by labels: {curve}")
     if any(s["phase"] != "done" for s in summaries):
         print(f"labels needed: raydal export {summaries[0]['state_dir']}")
-    if args.report and any(s["curve"] for s in summaries):
+    if exp.compare and result["report"] is not None:
+        print(comparison_text(result))
+    elif args.report and any(s["curve"] for s in summaries):
         from raydal.al.report import build_report
 
         out = Path(config.state_dir) / REPORT_DIR

@@ -228,6 +228,9 @@ class ExperimentConfig:
     image_size: int | None = setting(None, "model input side in pixels when preparing shards (None: the "
                                      "archive's own)", Interval(int, 1), flag="--size")
     fake_n: int | None = setting(None, "images in the generated fake archive (None: per dataset)", Interval(int, 1))
+    compare: str | None = setting(None, "also run this strategy (e.g. random) with the same seeds and initial "
+                                  "labeled sets into STATE_DIR-NAME, and report both on one plot with the "
+                                  "difference of areas under the micro/macro F1 curves", choices=_strategies)
 
     def __post_init__(self) -> None:
         check_settings(self)

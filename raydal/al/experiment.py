@@ -62,3 +62,62 @@ def run_trial_local(config: ALConfig, fork: bool = False) -> dict[str, Any]:
 def run_experiment(base: ALConfig, trials: int, run_trial: TrialRunner, fork: bool = False) -> list[dict[str, Any]]:
     """Run every trial; returns their summaries (state dir, phase, F1 curve)."""
     return [run_trial(cfg, fork) for cfg in trial_configs(base, trials)]
+
+
+# -- a strategy against a baseline (random sampling) ------------------------------
+def baseline_state_dir(state_dir: str | Path, baseline: str) -> str:
+    """Where the baseline's trials of a comparison live: beside the strategy's, ``<state_dir>-<baseline>``."""
+    name = "".join(ch if ch.isalnum() else "-" for ch in baseline)
+    return f"{str(state_dir).rstrip('/')}-{name}"
+
+
+def run_comparison(base: ALConfig, trials: int, run_trial: TrialRunner, baseline: str = "random",
+                   fork: bool = False, out_dir: str | Path | None = None) -> dict[str, Any]:
+    """Run ``base``'s trials and the same trials with ``baseline`` as the strategy, then report both.
+
+    The baseline's trial k has the strategy's seed, hence the same initial labeled
+    set (drawn from ``phase_seed(seed, 0, "init")``), the same first model and the
+    same archive; only the query differs. Its state dirs are
+    :func:`baseline_state_dir`. The report (both curves on one plot, each area
+    minus the baseline's) goes to ``out_dir`` (default ``<state_dir>/comparison``).
+
+    Returns ``{"strategy": [summaries], "baseline": [summaries], "report": build_report's summary,
+    "difference": {metric: {"mean", "std", "paired", "range"}} or {} when a run has no curve}``.
+    """
+    from raydal.al.report import build_report
+    from raydal.exceptions import ConfigError
+
+    if base.strategy == baseline:
+        raise ConfigError(f"The comparison baseline must differ from the strategy; both are {baseline!r}. "
+                          "Pick another --strategy or drop --compare.")
+    other = dataclasses.replace(base, strategy=baseline, state_dir=baseline_state_dir(base.state_dir, baseline))
+    mine = run_experiment(base, trials, run_trial, fork=fork)
+    theirs = run_experiment(other, trials, run_trial, fork=fork)
+    result: dict[str, Any] = {"strategy": mine, "baseline": theirs, "report": None, "difference": {},
+                              "names": (base.strategy, baseline)}
+    if any(s["curve"] for s in mine) and any(s["curve"] for s in theirs):
+        out = Path(out_dir) if out_dir is not None else Path(base.state_dir) / "comparison"
+        report = build_report([s["state_dir"] for s in mine + theirs], out, baseline=baseline)
+        result["report"] = report
+        entry = report["strategies"].get(base.strategy, {})
+        result["difference"] = {m: v["auc_minus_baseline"] for m, v in entry.items()
+                                if isinstance(v, dict) and "auc_minus_baseline" in v}
+    return result
+
+
+def comparison_text(result: dict[str, Any]) -> str:
+    """What the job prints at the end of :func:`run_comparison`: each area and the difference."""
+    strategy, baseline = result["names"]
+    report = result["report"]
+    lines = []
+    for metric, d in result["difference"].items():
+        spread = f" ± {100 * d['std']:.2f} over {d['paired']} paired trial(s)" if d["std"] is not None else ""
+        mine = report["strategies"][strategy][metric]["auc"]
+        theirs = report["strategies"][d["baseline"]][metric]["auc"]
+        lines.append(f"area under {metric.replace('_', ' ')} ({d['range'][0]}..{d['range'][1]} labels): "
+                     f"{strategy} {100 * mine:.2f} vs {baseline} {100 * theirs:.2f}: "
+                     f"difference {100 * d['mean']:+.2f}{spread}")
+    out = Path(report["out_dir"])
+    lines.append(f"comparison: {out / 'report.md'} and {out / 'f1_curves.png'} "
+                 f"({baseline} runs in {result['baseline'][0]['state_dir']})")
+    return "\n".join(lines)

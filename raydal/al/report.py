@@ -135,11 +135,13 @@ def area_differences(
     return {"mean": float(a.mean() - a0.mean()), "std": None, "paired": 0, "range": [int(lo), int(hi)]}
 
 
-def plot_curves(ax, groups: dict[str, tuple[np.ndarray, np.ndarray, list]], metric: str) -> None:
-    """Each group's mean curve (in %) with its trials' min..max band, on one matplotlib axis."""
+def plot_curves(ax, groups: dict[str, tuple[np.ndarray, np.ndarray, list]], metric: str,
+                baseline: str = "random") -> None:
+    """Each group's mean curve (in %) with its trials' min..max band, on one matplotlib axis
+    (the baseline's dashed)."""
     for group, (x, y, _) in sorted(groups.items()):
         (line,) = ax.plot(x, 100 * y.mean(axis=0), marker="o", ms=3, label=f"{group} (n={len(y)})",
-                          ls="--" if group.partition(" (")[0] == "random" else "-")
+                          ls="--" if group.partition(" (")[0] == baseline else "-")
         if len(y) > 1:
             ax.fill_between(x, 100 * y.min(axis=0), 100 * y.max(axis=0), alpha=0.2, color=line.get_color())
     ax.set_xlabel("number of labeled samples")
@@ -156,8 +158,13 @@ def area_under_curve(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.trapezoid(y, x) / (x[-1] - x[0]))
 
 
-def build_report(state_dirs: list[str], out_dir: str | Path, at: list[int] | None = None) -> dict[str, Any]:
-    """Write ``f1_curves.png``, ``report.md`` and ``report.json`` into ``out_dir``."""
+def build_report(state_dirs: list[str], out_dir: str | Path, at: list[int] | None = None,
+                 baseline: str = "random") -> dict[str, Any]:
+    """Write ``f1_curves.png``, ``report.md`` and ``report.json`` into ``out_dir``.
+
+    When runs of the ``baseline`` strategy are among them, every other group's
+    entry gets ``auc_minus_baseline`` per metric (:func:`area_differences`).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -171,7 +178,7 @@ def build_report(state_dirs: list[str], out_dir: str | Path, at: list[int] | Non
     fig, axes = plt.subplots(1, len(METRICS), figsize=(6 * len(METRICS), 4.5))
     for ax, metric in zip(axes, METRICS):
         groups = curves(runs, metric)
-        plot_curves(ax, groups, metric)
+        plot_curves(ax, groups, metric, baseline)
         for strategy, (x, y, _) in groups.items():
             mean = y.mean(axis=0)
             entry = summary["strategies"].setdefault(strategy, {"trials": int(len(y))})
@@ -181,9 +188,9 @@ def build_report(state_dirs: list[str], out_dir: str | Path, at: list[int] | Non
                 "std": y.std(axis=0).round(6).tolist(),
                 "auc": round(area_under_curve(x, mean), 6),
             }
-            base = baseline_of(strategy, list(groups))
+            base = baseline_of(strategy, list(groups), baseline)
             if base is not None:
-                entry[metric]["auc_minus_random"] = area_differences(*groups[strategy], *groups[base]) | {
+                entry[metric]["auc_minus_baseline"] = area_differences(*groups[strategy], *groups[base]) | {
                     "baseline": base}
     fig.tight_layout()
     fig.savefig(out / F1_CURVES_PNG, dpi=120)
@@ -224,15 +231,15 @@ def build_report(state_dirs: list[str], out_dir: str | Path, at: list[int] | Non
                          + f" | {100 * entry[metric]['auc']:.2f} |")
         lines.append("")
     compared = [(k, e) for k, e in sorted(summary["strategies"].items())
-                if any("auc_minus_random" in e.get(m, {}) for m in METRICS)]
+                if any("auc_minus_baseline" in e.get(m, {}) for m in METRICS)]
     if compared:
-        lines += ["## Area minus random's (percentage points of F1; mean ± std over trials paired by seed)", "",
-                  "| strategy | baseline | " + " | ".join(f"{m.replace('_', ' ')} area − random" for m in METRICS)
+        lines += [f"## Area minus {baseline}'s (percentage points of F1; mean ± std over trials paired by seed)", "",
+                  "| strategy | baseline | " + " | ".join(f"{m.replace('_', ' ')} area − {baseline}" for m in METRICS)
                   + " |", "|---|---|" + "---|" * len(METRICS)]
         for strategy, entry in compared:
             cells, base = [], "–"
             for metric in METRICS:
-                d = entry.get(metric, {}).get("auc_minus_random")
+                d = entry.get(metric, {}).get("auc_minus_baseline")
                 if d is None:
                     cells.append("–")
                     continue
