@@ -104,3 +104,112 @@ def test_each_label_paints_its_own_colour():
     colours = slots[np.arange(6), marked]
     distances = np.linalg.norm(colours[:, None] - colours[None], axis=-1)[np.triu_indices(6, 1)]
     assert distances.min() > 30.0
+
+
+# -- the structure of real archives: label counts, near-duplicate groups, graded difficulty ----
+def test_ucmerced_scene_profiles_give_the_published_label_counts():
+    """Per scene exact counts; over the 21 scenes of 100 images, the published per-label counts."""
+    from raydal.data.synth.painter import labels_from_group_counts
+    from raydal.data.synth.ucmerced import REAL_COUNTS, scene_shares
+    from raydal.data.ucmerced import UCMercedReader as R
+
+    scenes = np.arange(2100) % 21
+    labels = labels_from_group_counts(scenes, scene_shares(), np.random.default_rng(5))
+    assert labels.sum(0).tolist() == list(REAL_COUNTS)
+    assert labels.sum(1).min() >= 1 and labels.sum(1).max() <= MAX_LABELS
+    # rare labels belong to their scene: every airplane, dock, tanks, sea image is in that scene
+    for label, scene in (("airplane", "airplane"), ("dock", "harbor"), ("tanks", "storagetanks"), ("sea", "beach")):
+        assert set(scenes[labels[:, R.classes.index(label)] == 1]) == {R.scenes.index(scene)}
+    # co-occurrence follows the scenes: cars go with pavement far more than with sea
+    cars, pavement, sea = (labels[:, R.classes.index(c)] == 1 for c in ("cars", "pavement", "sea"))
+    assert (cars & pavement).sum() > 0.8 * cars.sum() and not (cars & sea).any()
+
+
+def test_ucmerced_archive_label_file_follows_the_scene_profiles(tmp_path):
+    from raydal.data.synth.ucmerced import scene_shares
+    from raydal.data.ucmerced import UCMercedReader as R
+
+    root = synthesize("ucmerced", tmp_path / "a", n=210, size=8, seed=4)
+    rows = (root / "LandUse_Multilabeled.txt").read_text().splitlines()[1:]
+    counts = np.zeros((21, 17))
+    for row in rows:
+        name, *values = row.split("\t")
+        counts[R.scenes.index(name.rstrip("0123456789"))] += np.array(values, dtype=int)
+    expected = np.rint(scene_shares() * 10)  # 10 images per scene
+    assert np.abs(counts - expected).max() <= 1  # an image left without labels may take one over
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_images_of_a_scene_are_near_duplicates(tmp_path):
+    """Redundancy: an image's nearest neighbour (pixel distance) is nearly always from its own scene."""
+    root = synthesize("ucmerced", tmp_path / "a", n=168, size=24, seed=3)
+    pixels, scenes = [], []
+    for s, scene in enumerate(sorted(p.name for p in (root / "UCMerced_LandUse/Images").iterdir())):
+        for path in sorted((root / "UCMerced_LandUse/Images" / scene).glob("*.tif")):
+            with rasterio.open(path) as src:
+                if src.shape == (24, 24):  # skip the few odd-sized ones
+                    pixels.append(src.read().astype(float).ravel())
+                    scenes.append(s)
+    x, scenes = np.array(pixels), np.array(scenes)
+    d = ((x[:, None] - x[None]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    assert (scenes[d.argmin(1)] == scenes).mean() > 0.8
+
+
+def test_a_group_shares_its_background_and_label_places():
+    """Two images with the same labels: alike within a group, unlike across groups."""
+    labels = np.zeros((4, 6), np.uint8)
+    labels[:, [1, 4]] = 1
+    images = paint(labels, (30, 30), 3, np.random.default_rng(0), difficulty=0.0, groups=np.array([7, 7, 8, 8]))
+    x = images.astype(float).reshape(4, -1)
+    within = np.linalg.norm(x[0] - x[1]) + np.linalg.norm(x[2] - x[3])
+    across = np.linalg.norm(x[0] - x[2]) + np.linalg.norm(x[1] - x[3])
+    assert within < 0.6 * across
+
+
+def _mark(kind: str, grade: float) -> np.ndarray:
+    """What one label adds to the background, graded ``grade`` and made hard as ``kind``: float [H, W, 3]."""
+    from raydal.data.synth.painter import HARDNESS_KINDS
+
+    labels = np.zeros((1, 4), np.uint8)
+    labels[0, 2] = 1
+    grades = (np.array([grade]), np.full((1, 4), HARDNESS_KINDS.index(kind)))
+    empty = paint(np.zeros_like(labels), (60, 60), 3, np.random.default_rng(1), 0.0, group_key=9).astype(float)
+    marked = paint(labels, (60, 60), 3, np.random.default_rng(1), 0.0, grades=grades, group_key=9).astype(float)
+    return (marked - empty)[0]
+
+
+def test_hard_label_regions_are_small_faint_or_covered():
+    easy_area = (np.abs(_mark("small", 0.0)).sum(-1) > 1).sum()
+    assert (np.abs(_mark("small", 1.0)).sum(-1) > 1).sum() < 0.3 * easy_area  # small: a fraction of the area
+    assert (np.abs(_mark("covered", 1.0)).sum(-1) > 1).sum() < 0.5 * easy_area  # covered: part hidden
+    assert (np.abs(_mark("covered", 0.0)).sum(-1) > 1).sum() == easy_area  # grade 0: no change
+    easy, faint = _mark("faint", 0.0), _mark("faint", 1.0)
+    region = np.abs(easy).sum(-1) > 1
+    assert np.abs(faint[region]).mean() < 0.5 * np.abs(easy[region]).mean()  # faint: low contrast
+
+
+def test_difficulty_grades_are_spread():
+    """Most images are plain, a share grows with ``difficulty``; hard kinds are mixed."""
+    from raydal.data.synth.painter import HARDNESS_KINDS, sample_grades
+
+    labels = np.ones((4000, 5), np.uint8)
+    for difficulty in (0.0, 0.5, 1.0):
+        grades, kinds = sample_grades(labels, np.random.default_rng(0), difficulty)
+        assert np.mean(grades > 0) == pytest.approx(0.2 + 0.4 * difficulty, abs=0.03)
+        assert grades.max() <= 1.0 and grades[grades > 0].min() >= 0.3
+        assert set(np.unique(kinds)) == set(range(len(HARDNESS_KINDS)))
+
+
+def test_treesatai_fractions_have_a_long_tail():
+    """One dominant genus per patch and small shares beside it; genus frequencies with a long tail."""
+    from raydal.data.synth.treesatai import PRIORS, _fractions
+
+    rng = np.random.default_rng(0)
+    labels = sample_labels(3000, np.array(PRIORS), rng)
+    fractions = _fractions(labels, rng)
+    np.testing.assert_allclose(fractions.sum(1), 1.0)
+    multi = np.sort(fractions[labels.sum(1) >= 3], axis=1)[:, ::-1]
+    assert np.median(multi[:, 0]) > 2 * np.median(multi[:, 1])
+    freq = labels.mean(0)
+    assert freq.max() > 10 * freq.min()
