@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from raydal.al.report import area_under_curve, build_report
+from raydal.al.report import area_differences, area_under_curve, baseline_of, build_report
 from raydal.al.state import ALState, StateStore
 from raydal.cli import main as cli
 from raydal.exceptions import StateError
@@ -85,3 +85,53 @@ def test_runs_differing_in_a_setting_are_separate_curves(tmp_path):
     summary = build_report([a, b], tmp_path / "out")
     assert sorted(summary["strategies"]) == ["ll+clustering (b=10)", "ll+clustering (b=5)"]
     assert summary["strategies"]["ll+clustering (b=10)"]["micro_f1"]["mean"] == [0.4, 0.7]
+
+
+def _areas(f1s):
+    x = 10 + 5 * np.arange(len(f1s))
+    return area_under_curve(x, np.array(f1s))
+
+
+def test_report_gives_each_strategy_minus_random_paired_by_seed(tmp_path, capsys):
+    ll = {0: [0.4, 0.6, 0.8], 1: [0.5, 0.7, 0.7]}
+    rnd = {0: [0.4, 0.5, 0.6], 1: [0.5, 0.6, 0.8]}
+    for seed in (0, 1):
+        _fake_run(tmp_path / "exp" / f"ll-{seed}", "ll+clustering", seed, ll[seed])
+        _fake_run(tmp_path / "exp" / f"random-{seed}", "random", seed, rnd[seed])
+    _fake_run(tmp_path / "exp" / "tpd-7", "tpd+clustering", 7, [0.3, 0.5, 0.9])  # a seed random lacks
+    assert cli(["report", str(tmp_path / "exp"), "--out", str(tmp_path / "rep")]) == 0
+    out = capsys.readouterr().out
+    d = np.array([_areas(ll[s]) - _areas(rnd[s]) for s in (0, 1)])  # paired by seed
+    summary = json.loads((tmp_path / "rep" / "report.json").read_text())["strategies"]
+    got = summary["ll+clustering"]["micro_f1"]["auc_minus_baseline"]
+    assert got["paired"] == 2 and got["baseline"] == "random" and got["range"] == [10, 20]
+    assert got["mean"] == pytest.approx(d.mean()) and got["std"] == pytest.approx(d.std())
+    assert f"| ll+clustering | random | {100 * d.mean():+.2f} ± {100 * d.std():.2f} |" in out
+    unpaired = summary["tpd+clustering"]["micro_f1"]["auc_minus_baseline"]
+    mean_random = np.mean([_areas(rnd[s]) for s in (0, 1)])
+    assert unpaired["paired"] == 0 and unpaired["mean"] == pytest.approx(_areas([0.3, 0.5, 0.9]) - mean_random)
+    assert "| tpd+clustering | random |" in out and "(unpaired)" in out
+    assert "auc_minus_baseline" not in summary["random"]["micro_f1"]
+
+
+def test_no_comparison_without_a_random_run(tmp_path):
+    dirs = [_fake_run(tmp_path / "a", "mge", 0, [0.4, 0.5]), _fake_run(tmp_path / "b", "ll", 0, [0.4, 0.6])]
+    build_report(dirs, tmp_path / "out")
+    assert "minus random" not in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_baseline_is_the_random_run_with_the_same_settings():
+    groups = ["ll (b=10)", "ll (b=20)", "random (b=10)", "random (b=20)"]
+    assert baseline_of("ll (b=10)", groups) == "random (b=10)"
+    assert baseline_of("ll (b=20)", groups) == "random (b=20)"
+    assert baseline_of("mge (b=40)", groups) is None  # two random groups, none with b=40
+    assert baseline_of("mge (b=40)", ["mge (b=40)", "random (b=10)"]) == "random (b=10)"
+    assert baseline_of("random (b=10)", groups) is None
+
+
+def test_differences_over_the_common_label_range():
+    x, x0 = np.array([10, 20, 30, 40]), np.array([10, 30])
+    y, y0 = np.array([[0.2, 0.4, 0.6, 0.8]]), np.array([[0.2, 0.4]])
+    d = area_differences(x, y, [0], x0, y0, [0])
+    assert d["range"] == [10, 30]
+    assert d["mean"] == pytest.approx(area_under_curve(x[:3], y[0, :3]) - 0.3)
