@@ -6,6 +6,7 @@ done and resumes what was interrupted):
     .venv/bin/python benchmarks/fidelity_study.py                 # CPU size, ~30 min on 2 cores
     .venv/bin/python benchmarks/fidelity_study.py --size gpu      # larger size, for a GPU box
     .venv/bin/python benchmarks/fidelity_study.py --report-only   # tables and figure from what ran
+    .venv/bin/python benchmarks/fidelity_study.py --size small --trials 2 --no-results-md  # smoke test
 
 Arms (each ``--trials`` trials with seeds seed, seed+1, ...; the same seeds for
 every arm, so trial k of every arm starts from the same initial labeled set and
@@ -60,6 +61,11 @@ SIZES = {
     "cpu": dict(
         fake_n=840, image_size=32, backbone="smallcnn", b=20, small_b=10, m=3, initial_labeled=40,
         label_budget=200, train=dict(epochs=10, batch_size=16, lr=0.05), use_gpu=False, torch_threads=1,
+    ),
+    # smoke-test size (tests/test_benchmarks_smoke.py): seconds, numbers mean nothing
+    "small": dict(
+        fake_n=105, image_size=16, backbone="smallcnn", b=10, small_b=5, m=2, initial_labeled=10,
+        label_budget=30, train=dict(epochs=1, batch_size=8, lr=0.05), use_gpu=False, torch_threads=None,
     ),
     "gpu": dict(
         fake_n=2100, image_size=128, backbone="densenet121", b=20, small_b=10, m=3, initial_labeled=40,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,25 @@ def test_gpu_session_small_runs_the_real_train_step(tmp_path):
     assert (tmp_path / "gpu_results.json").exists()
     assert res["train"][0]["sec_per_step"] > 0 and res["fit"]["epochs"] == 2
     assert {q["strategy"] for q in res["query"]} == {"mge+clustering", "ll+clustering", "tpd+clustering"}
+
+
+@pytest.mark.slow  # 18 tiny AL trials: ~1 CPU-minute
+def test_fidelity_study_small(tmp_path):
+    study = _load("fidelity_study")
+    results = tmp_path / "results"
+    assert study.main(["--size", "small", "--trials", "2", "--runs", str(tmp_path / "runs"),
+                       "--results", str(results), "--no-results-md"]) == 0
+    text = (results / "study.md").read_text()
+    for arm in study.arms(study.SIZES["small"]):
+        assert f"| {arm} | 2 |" in text  # every arm ran both trials
+    rows = json.loads((results / "study.json").read_text())["findings"]
+    assert rows and all(r["verdict"].split(" (")[0] in {"holds", "does not hold", "inconclusive"} for r in rows)
+    assert all(len(r["d"]) == 2 for r in rows)  # paired over both seeds
+    assert (results / "fidelity_curves.png").stat().st_size > 1000
+    # a rerun finds every trial done and only rewrites the tables
+    assert study.main(["--size", "small", "--trials", "2", "--runs", str(tmp_path / "runs"),
+                       "--results", str(results), "--no-results-md"]) == 0
+    md = tmp_path / "RESULTS.md"
+    md.write_text("# x\n\n<!-- fidelity-study:small -->\nold\n<!-- /fidelity-study:small -->\n\n## after\n")
+    study.update_results_md(text, "small", md)
+    assert "\nold\n" not in md.read_text() and "## after" in md.read_text() and "| random | 2 |" in md.read_text()

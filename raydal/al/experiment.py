@@ -90,6 +90,9 @@ def run_comparison(base: ALConfig, trials: int, run_trial: TrialRunner, baseline
     if base.strategy == baseline:
         raise ConfigError(f"The comparison baseline must differ from the strategy; both are {baseline!r}. "
                           "Pick another --strategy or drop --compare.")
+    if base.mode != "simulation":
+        raise ConfigError("A comparison needs mode 'simulation' (the archive's labels answer every query); "
+                          f"got mode {base.mode!r}: drop --compare or use --mode simulation.")
     other = dataclasses.replace(base, strategy=baseline, state_dir=baseline_state_dir(base.state_dir, baseline))
     mine = run_experiment(base, trials, run_trial, fork=fork)
     theirs = run_experiment(other, trials, run_trial, fork=fork)

@@ -43,9 +43,11 @@ def test_baseline_shares_seeds_and_initial_sets(make_config, tmp_path):
     assert f"difference {100 * paired.mean():+.2f}" in text and "macro f1" in text
 
 
-def test_baseline_must_differ(make_config):
+def test_baseline_must_differ_and_mode_be_simulation(make_config):
     with pytest.raises(ConfigError, match="baseline must differ"):
         run_comparison(make_config(strategy="random"), 1, run_trial_local)
+    with pytest.raises(ConfigError, match="simulation"):
+        run_comparison(make_config(mode="human"), 1, run_trial_local)
 
 
 def test_cli_run_compare_random(tiny_shards, tmp_path, capsys):
