@@ -224,7 +224,7 @@ def write_results(size_name: str, runs_dir: Path, results: Path, command: str) -
         groups = {n: (areas[n][metric]["x"], areas[n][metric]["y"], areas[n][metric]["seeds"])
                   for n in names if n in areas}
         plot_curves(ax, groups, metric)
-        ax.set_title(title)
+        ax.set_title(f"{title} ({metric.replace('_', ' ')})")
     fig.suptitle(f"raydal fidelity study ({size_name} size): generated UCMerced archive, "
                  f"{size['backbone']} {size['image_size']}px, mean and min..max over trials")
     fig.tight_layout()
