@@ -254,6 +254,9 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
         raise ConfigError(f"--trials {args.trials}: a sweep runs one trial per grid point; repeat trials by "
                           f"sweeping the seed instead, e.g. --param seed=0,1,2.")
     exp = dataclasses.replace(config_from_args(args), trials=1)  # the base of every grid point
+    if exp.compare:
+        raise ConfigError("--compare belongs to `raydal run`; a sweep compares its points in sweep.md "
+                          "(add random to the sweep with --param strategy=random,mge+clustering).")
     if args.print_config:
         print(exp.to_yaml(), end="")
         return

@@ -61,3 +61,8 @@ def test_cli_run_compare_random(tiny_shards, tmp_path, capsys):
     assert "area under macro f1" in out and "difference" in out
     assert (tmp_path / "run-random" / "state.json").exists()
     assert (state / "comparison" / "report.md").read_text().count("| ll+clustering | random |") == 1
+
+
+def test_sweep_refuses_compare(tmp_path, capsys):
+    assert cli(["sweep", "ucmerced", str(tmp_path / "sw"), "--compare", "random", "--param", "b=5,10"]) == 2
+    assert "--compare belongs to `raydal run`" in capsys.readouterr().err
