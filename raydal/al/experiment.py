@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from raydal.config import ALConfig
-from raydal.constants import MANIFEST_NAME, TRIAL_DIR_PREFIX
+from raydal.constants import F1_CURVES_PNG, MANIFEST_NAME, REPORT_MD, TRIAL_DIR_PREFIX
 
 TrialRunner = Callable[[ALConfig, bool], dict[str, Any]]
 
@@ -121,6 +121,6 @@ def comparison_text(result: dict[str, Any]) -> str:
                      f"{strategy} {100 * mine:.2f} vs {baseline} {100 * theirs:.2f}: "
                      f"difference {100 * d['mean']:+.2f}{spread}")
     out = Path(report["out_dir"])
-    lines.append(f"comparison: {out / 'report.md'} and {out / 'f1_curves.png'} "
+    lines.append(f"comparison: {out / REPORT_MD} and {out / F1_CURVES_PNG} "
                  f"({baseline} runs in {result['baseline'][0]['state_dir']})")
     return "\n".join(lines)
