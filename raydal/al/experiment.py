@@ -114,7 +114,8 @@ def comparison_text(result: dict[str, Any]) -> str:
     report = result["report"]
     lines = []
     for metric, d in result["difference"].items():
-        spread = f" ± {100 * d['std']:.2f} over {d['paired']} paired trial(s)" if d["std"] is not None else ""
+        spread = (f" ± {100 * d['std']:.2f} over {d['paired']} paired trials" if d["paired"] > 1
+                  else " (1 paired trial: no spread; more with --trials)" if d["paired"] == 1 else " (unpaired)")
         mine = report["strategies"][strategy][metric]["auc"]
         theirs = report["strategies"][d["baseline"]][metric]["auc"]
         lines.append(f"area under {metric.replace('_', ' ')} ({d['range'][0]}..{d['range'][1]} labels): "

@@ -244,7 +244,8 @@ def build_report(state_dirs: list[str], out_dir: str | Path, at: list[int] | Non
                     cells.append("–")
                     continue
                 base = d["baseline"]
-                spread = f" ± {100 * d['std']:.2f}" if d["std"] is not None else " (unpaired)"
+                spread = (f" ± {100 * d['std']:.2f}" if d["paired"] > 1
+                          else " (1 trial)" if d["paired"] == 1 else " (unpaired)")
                 cells.append(f"{100 * d['mean']:+.2f}{spread}")
             lines.append(f"| {strategy} | {base} | " + " | ".join(cells) + " |")
         lines.append("")

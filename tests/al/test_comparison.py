@@ -54,7 +54,7 @@ def test_cli_run_compare_random(tiny_shards, tmp_path, capsys):
     state = tmp_path / "run"
     args = ["run", "ucmerced", "--executor", "local", "--shards-dir", str(tiny_shards), "--state-dir", str(state),
             "--strategy", "ll+clustering", "--compare", "random", "--backbone", "smallcnn", "--b", "5",
-            "--initial-labeled", "10", "--iterations", "1", "--epochs", "1", "--batch-size", "8"]
+            "--initial-labeled", "10", "--iterations", "1", "--epochs", "1", "--batch-size", "8", "--trials", "1"]
     assert cli(args) == 0
     out = capsys.readouterr().out
     assert "area under micro f1 (10..15 labels): ll+clustering" in out and "vs random" in out
