@@ -11,6 +11,8 @@ from __future__ import annotations
 ENV_RAY_TMPDIR = "RAYDAL_RAY_TMPDIR"
 #: Address of a running Ray cluster; when unset an embedded local Ray is started.
 ENV_RAY_ADDRESS = "RAY_ADDRESS"
+#: Ray's variable naming the dashboard (State API) URL; set for the embedded Ray (session.ensure_ray).
+ENV_RAY_API_SERVER_ADDRESS = "RAY_API_SERVER_ADDRESS"
 #: Force the compute device ("cpu", "cuda", "cuda:1"); default: CUDA when present.
 ENV_DEVICE = "RAYDAL_DEVICE"
 #: Log level of Ray Train workers (default WARNING).
@@ -19,6 +21,8 @@ ENV_TRAIN_LOG_LEVEL = "RAYDAL_TRAIN_LOG_LEVEL"
 ENV_CACHE = "RAYDAL_CACHE"
 #: Ray Data's switch for its progress bars; raydal sets it to "1" before starting Ray.
 ENV_RAY_DATA_DISABLE_PROGRESS_BARS = "RAY_DATA_DISABLE_PROGRESS_BARS"
+#: Ray Train's switch for its preemption watcher; raydal sets it to "0" for an embedded (one-machine) Ray.
+ENV_RAY_TRAIN_PREEMPTION_WATCHER = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 #: Label Studio's folder for local-files serving (read by ``raydal export --images local-files``).
 ENV_LS_DOCUMENT_ROOT = "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"
 #: Fault injection (tests): die at the named points, e.g. ``train:mid`` or ``save:mid@2``
@@ -43,6 +47,8 @@ TRAIN_STATE_FILE = "train_state.pt"
 #: Per-epoch metrics of one training, and the checkpoint subfolder of its output folder.
 HISTORY_FILE = "history.json"
 CHECKPOINT_SUBDIR = "checkpoint"
+#: Pool scores of a Ray iteration's training run, beside its checkpoint folder (a resumed query reads them).
+POOL_SCORES_FILE = "pool_scores.npz"
 
 # -- an active-learning state dir ------------------------------------------------------
 STATE_FILE = "state.json"

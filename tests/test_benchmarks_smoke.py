@@ -67,3 +67,20 @@ def test_fidelity_study_small(tmp_path):
     md.write_text("# x\n\n<!-- fidelity-study:small -->\nold\n<!-- /fidelity-study:small -->\n\n## after\n")
     study.update_results_md(text, "small", md)
     assert "\nold\n" not in md.read_text() and "## after" in md.read_text() and "| random | 2 |" in md.read_text()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_bench_train_small(ray_local, tmp_path):
+    res = _load("bench_train").main(["--small", "--workdir", str(tmp_path / "work")])
+    assert [r["path"].split()[0] for r in res["rows"]] == ["train_in_process"] * 2 + ["train_with_ray"] * 3
+    assert res["rows"][-1]["pool"] == 400 and set(res["summary"]) == {
+        "pool_ratio", "per_fit_overhead_s", "per_epoch_overhead_s", "per_epoch_overhead_in_fit_s"}
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_bench_iteration_small(ray_local, tmp_path):
+    res = _load("bench_iteration").main(["--small", "--workdir", str(tmp_path / "work")])
+    assert [r["executor"] for r in res["rows"]] == ["local", "ray"]
+    assert all(len(r["iteration_seconds"]) == 1 for r in res["rows"]) and "ray_minus_local_s" in res["summary"]

@@ -116,6 +116,13 @@ class Executor(ABC):
 
         ``prev_probs``: ``(ids [N], probs [N, C])`` of the previous scoring pass (TPD)."""
 
+    def plan_query(self, labeled_ids: list[str], b: int, prev_probs: tuple[np.ndarray, np.ndarray] | None) -> None:
+        """Called by the loop before ``train`` when a query on the trained model follows, with its inputs.
+
+        An executor may then score the pool in the same pass as training (the Ray
+        executor does: one worker-group start per iteration); ``query`` must return
+        the same result either way. The default does nothing."""
+
     # -- shared query logic ----------------------------------------------------
     def candidate_count(self, b: int) -> int:
         """How many top candidates (with embeddings) scoring keeps: b, m*b, or 0."""

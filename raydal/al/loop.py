@@ -171,6 +171,9 @@ class ActiveLearner:
         tau = state.iteration
         prev = state.history[-1]["checkpoint"] if state.history else None
         init = prev if (cfg.warm_start and prev) else None
+        if not self._finished():  # a query on this model follows: the executor may score in the same pass
+            _, b, prev_probs = self._query_inputs()
+            self.executor.plan_query(labeled_ids=state.labeled_ids(), b=b, prev_probs=prev_probs)
         t0 = time.perf_counter()
         name = (CHECKPOINTS_DIR, f"iter-{tau:04d}")
         ckpt_dir = tempfile.mkdtemp(prefix="raydal-ckpt-") if self.store.remote else self.store.local_path(*name)
@@ -218,16 +221,22 @@ class ActiveLearner:
             return True
         return state.n_labeled >= len(self.executor.pool_ids())
 
-    def _query(self) -> None:
-        fault_point("score:start")
+    def _query_inputs(self) -> tuple[list[str], int, Any]:
+        """(unlabeled ids, b, previous pool probabilities or None) of the next query."""
         cfg, state = self.config, self.state
-        tau = state.iteration
-        record = state.history[-1]
         unlabeled = sorted(set(self.executor.pool_ids()) - set(state.labeled))
         b = min(cfg.b, len(unlabeled))
         if cfg.label_budget is not None:
             b = min(b, cfg.label_budget - state.n_labeled)
         prev = self.store.load_probs(state.pool_probs_file) if state.pool_probs_file else None
+        return unlabeled, b, prev
+
+    def _query(self) -> None:
+        fault_point("score:start")
+        cfg, state = self.config, self.state
+        tau = state.iteration
+        record = state.history[-1]
+        unlabeled, b, prev = self._query_inputs()
         t0 = time.perf_counter()
         result = self.executor.query(
             checkpoint=record["checkpoint"],

@@ -1,15 +1,33 @@
-"""The Ray executor: Ray Train trains, Ray Data scores, a Ray task evaluates on a GPU node.
+"""The Ray executor: one Ray Train run per AL iteration trains, evaluates and scores.
 
 The driver actor calls it through the same interface as the in-process executor
-(``raydal.al.executor``), so the loop does not know where work runs.
+(``raydal.al.executor``), so the loop does not know where work runs. Before
+``train`` the loop tells the executor which query follows (``plan_query``);
+the executor then runs one ``train_with_ray`` that, after training, evaluates
+val and test and scores the unlabeled pool in the same workers, where the model
+already is. ``evaluate`` and ``query`` return those results, so an iteration
+starts one worker group and no scoring actors.
+
+The pool scores are also written next to the checkpoint (``POOL_SCORES_FILE``),
+keyed by what they depend on (strategy, k, labeled set, previous
+probabilities): a run killed between training and query resumes with the very
+same scores. Without them (a remote state store, an executor that was not
+told the query, a changed input) ``query`` scores with ``score_pool_ray`` and
+``evaluate`` runs in this process (or in a GPU task), as before.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from raydal.al.executor import LocalExecutor, QueryResult
+from raydal.constants import POOL_SCORES_FILE
 
 
 def _evaluate_remote(config: dict, checkpoint: str, split: str) -> dict[str, Any]:
@@ -18,17 +36,67 @@ def _evaluate_remote(config: dict, checkpoint: str, split: str) -> dict[str, Any
     return LocalExecutor(ALConfig.from_dict(config)).evaluate(checkpoint, split)
 
 
+def query_key(strategy: str, k: int, labeled_ids, prev_probs) -> str:
+    """A digest of what pool scores depend on besides the model: equal keys, same scores."""
+    h = hashlib.sha256(json.dumps([strategy, int(k), sorted(str(i) for i in labeled_ids)]).encode())
+    if prev_probs is not None:
+        h.update(np.asarray(prev_probs[0]).astype(str).tobytes())
+        h.update(np.ascontiguousarray(prev_probs[1], dtype=np.float32).tobytes())
+    return h.hexdigest()[:32]
+
+
+def save_pool_scores(path: Path, key: str, scores) -> None:
+    """Write ``PoolScores`` and its ``query_key`` to one .npz (atomic rename)."""
+    tmp = path.with_suffix(".tmp.npz")
+    arrays = dict(key=np.array(key), ids=scores.ids.astype(str), probs=scores.probs,
+                  cand_ids=scores.cand_ids.astype(str), cand_uncertainty=scores.cand_uncertainty,
+                  cand_embeddings=scores.cand_embeddings, name=np.array(scores.uncertainty_name or ""))
+    if scores.uncertainty is not None:
+        arrays["uncertainty"] = scores.uncertainty
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
+def load_pool_scores(path: Path, key: str):
+    """The ``PoolScores`` saved at ``path`` under ``key``, or None (no file, another key)."""
+    from raydal.query.scoring import PoolScores
+
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as f:
+        if str(f["key"]) != key:
+            return None
+        return PoolScores(ids=f["ids"], probs=f["probs"], uncertainty_name=str(f["name"]) or None,
+                          uncertainty=f["uncertainty"] if "uncertainty" in f else None, cand_ids=f["cand_ids"],
+                          cand_uncertainty=f["cand_uncertainty"], cand_embeddings=f["cand_embeddings"])
+
+
 class RayExecutor(LocalExecutor):
-    """Trains with ``train_with_ray`` and scores with ``score_pool_ray``.
+    """Trains, evaluates and scores in one ``train_with_ray`` run per iteration.
 
     Selection (k-means++ on m*b candidates) runs in the driver: its input is
     O(m*b*D), whatever the pool size.
     """
 
+    def __init__(self, config):
+        super().__init__(config)
+        self._planned: dict[str, Any] | None = None
+        #: The last run's checkpoint, evaluations and (key, scores).
+        self._round: dict[str, Any] = {}
+
+    def plan_query(self, labeled_ids, b, prev_probs):
+        self._planned = dict(labeled=list(labeled_ids), b=b, prev=prev_probs)
+
     def train(self, labeled_ids, label_overrides, out_dir, init_checkpoint, seed):
-        from raydal.distributed.train import train_with_ray
+        from raydal.distributed.train import PoolScoring, train_with_ray
 
         cfg = self.config
+        plan, self._planned = self._planned, None
+        score, key = None, None
+        if plan is not None and self.strategy.requires_scoring and sorted(plan["labeled"]) == sorted(labeled_ids):
+            k = self.candidate_count(plan["b"])
+            score = PoolScoring(cfg.strategy, k, plan["prev"], cfg.score_batch_size)
+            key = query_key(cfg.strategy, k, labeled_ids, plan["prev"])
         result = train_with_ray(
             self.model_spec(),
             self.train_config(seed),
@@ -41,10 +109,20 @@ class RayExecutor(LocalExecutor):
             num_workers=cfg.num_workers,
             use_gpu=cfg.use_gpu,
             cpus_per_worker=self._cpus_per_worker(),
-            validate=False,  # the loop evaluates val and test itself
+            validate=False,  # the loop records val and test of the final model
+            eval_batch_size=cfg.score_batch_size,
             label_overrides=label_overrides or None,
+            # splits without labeled rows (a folder archive's test) get LocalExecutor's empty metrics
+            evaluate_splits=tuple(s for s in ("val", "test") if self.manifest.splits.get(s, {}).get("count")),
+            score=score,
         )
-        return str(result.checkpoint_dir)
+        checkpoint = str(result.checkpoint_dir)
+        self._round = dict(checkpoint=checkpoint, evaluations=result.evaluations)
+        if result.pool_scores is not None:
+            save_pool_scores(Path(out_dir) / POOL_SCORES_FILE, key, result.pool_scores)
+            self._round.update(key=key, scores=result.pool_scores,
+                               score_seconds=result.metrics.get("score_seconds", 0.0))
+        return checkpoint
 
     def _cpus_per_worker(self) -> float:
         """The configured value, or up to 1 CPU each with one cluster CPU left for Ray Data reads."""
@@ -55,6 +133,8 @@ class RayExecutor(LocalExecutor):
         return cpu_share_leaving_one_free(self.config.num_workers)
 
     def evaluate(self, checkpoint, split):
+        if self._round.get("checkpoint") == checkpoint and split in self._round["evaluations"]:
+            return self._round["evaluations"][split]
         if not self.config.use_gpu:
             return super().evaluate(checkpoint, split)
         import ray
@@ -62,27 +142,38 @@ class RayExecutor(LocalExecutor):
         task = ray.remote(num_gpus=1, num_cpus=1)(_evaluate_remote)
         return ray.get(task.remote(self.config.to_dict(), checkpoint, split))
 
+    def _scores_of_this_run(self, checkpoint: str, key: str):
+        """The fused run's scores for ``checkpoint`` under ``key`` (memory, then disk), or None."""
+        if self._round.get("checkpoint") == checkpoint and self._round.get("key") == key:
+            return self._round["scores"]
+        return load_pool_scores(Path(checkpoint).parent / POOL_SCORES_FILE, key)
+
     def query(self, checkpoint, unlabeled_ids, labeled_ids, b, prev_probs, seed):
         from raydal.distributed.score import score_pool_ray
 
         cfg = self.config
         scores, t_score = None, 0.0
         if self.strategy.requires_scoring:
-            t0 = time.perf_counter()
-            scores = score_pool_ray(
-                checkpoint,
-                cfg.shards_dir,
-                exclude_ids=labeled_ids,
-                strategy=self.strategy,
-                k=self.candidate_count(b),
-                prev_probs=prev_probs,
-                concurrency=cfg.score_concurrency,
-                batch_size=cfg.score_batch_size,
-                num_gpus=1 if cfg.use_gpu else 0,
-                amp=self.amp,
-                progress=self.log,
-            )
-            t_score = time.perf_counter() - t0
+            k = self.candidate_count(b)
+            scores = self._scores_of_this_run(checkpoint, query_key(cfg.strategy, k, labeled_ids, prev_probs))
+            if scores is not None:
+                t_score = self._round.get("score_seconds", 0.0) if self._round.get("scores") is scores else 0.0
+            else:
+                t0 = time.perf_counter()
+                scores = score_pool_ray(
+                    checkpoint,
+                    cfg.shards_dir,
+                    exclude_ids=labeled_ids,
+                    strategy=self.strategy,
+                    k=k,
+                    prev_probs=prev_probs,
+                    concurrency=cfg.score_concurrency,
+                    batch_size=cfg.score_batch_size,
+                    num_gpus=1 if cfg.use_gpu else 0,
+                    amp=self.amp,
+                    progress=self.log,
+                )
+                t_score = time.perf_counter() - t0
         selected, t_select = self._select(scores, unlabeled_ids, b, seed)
         return QueryResult.from_scores(selected, scores, t_score, t_select,
                                        self._predict_missing(checkpoint, selected, scores))

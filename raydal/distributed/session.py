@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 
-from raydal.constants import ENV_RAY_ADDRESS, ENV_RAY_DATA_DISABLE_PROGRESS_BARS, ENV_RAY_TMPDIR
+from raydal.constants import (
+    ENV_RAY_ADDRESS,
+    ENV_RAY_API_SERVER_ADDRESS,
+    ENV_RAY_DATA_DISABLE_PROGRESS_BARS,
+    ENV_RAY_TMPDIR,
+    ENV_RAY_TRAIN_PREEMPTION_WATCHER,
+)
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> str:
@@ -25,24 +32,39 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> str:
         return "cluster"
     # Ray Data's progress bars flood a job's log; RAY_DATA_DISABLE_PROGRESS_BARS=0 brings them back.
     os.environ.setdefault(ENV_RAY_DATA_DISABLE_PROGRESS_BARS, "1")
+    # One machine cannot be preempted; Ray Train's watcher is one actor more per fit and logs
+    # a core_worker error line at each start.
+    os.environ.setdefault(ENV_RAY_TRAIN_PREEMPTION_WATCHER, "0")
     temp = os.environ.get(ENV_RAY_TMPDIR, os.path.join(tempfile.gettempdir(), "raydal-ray"))
     # Ray 2.60 swaps "127.0.0.1" for the machine's address unless clusters are off for this driver.
     import ray._private.ray_constants as ray_constants
 
     ray_constants.ENABLE_RAY_CLUSTER = False
+    # The dashboard serves the State API that Ray Train's placement-group cleaner polls. The
+    # cleaner finds it through RAY_API_SERVER_ADDRESS (inherited by every Ray worker of this
+    # instance); without it, it guesses, and fails with a traceback when another Ray instance
+    # runs on the machine ("Found multiple active Ray instances").
+    port = _free_port()
+    os.environ[ENV_RAY_API_SERVER_ADDRESS] = f"http://127.0.0.1:{port}"
     ray.init(
         num_cpus=num_cpus or os.cpu_count(),
         # loopback: every port of the embedded Ray (dashboard, job server, agents, metrics, core
         # gRPC) listens on 127.0.0.1 only (tests/reliability/test_listen_addresses.py)
         _node_ip_address="127.0.0.1",
-        # the dashboard serves the State API that Ray Train's placement-group cleaner polls
         include_dashboard=True,
         dashboard_host="127.0.0.1",
+        dashboard_port=port,
         _temp_dir=temp,
         logging_level="WARNING",
         configure_logging=True,
     )
     return "embedded"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def cpu_share_leaving_one_free(n: int) -> float:

@@ -1,13 +1,26 @@
 """The Ray Train launcher: ``raydal.training.fit`` data-parallel under a ``TorchTrainer``.
 
-Pipeline: ``read_parquet`` of the pool shards -> keep the labeled ids (an Arrow
-``is_in`` filter) -> ``datasets={"train": ...}`` split equally across the
-workers (``DataConfig(datasets_to_split=["train"])``; the optional ``val``
-dataset is not split and only rank 0 reads it). Each worker decodes its shard
-with ``raydal.data.shards.decode_batch`` and runs the one training loop
-through DDP (gloo on CPU, NCCL on GPU). Every rank calls ``ray.train.report``
-each epoch; rank 0 passes the checkpoint folder (model + optimizer state), so a
-restarted worker group resumes from the last committed epoch.
+Data: no Ray Data pipeline. The driver locates the labeled rows in the pool
+shards (id column only) and cuts them into one contiguous, equal-length share
+per worker (``raydal.training.shares``); each worker reads its share once per
+fit, decodes it into memory and shuffles it there every epoch, exactly as the
+in-process launcher does with the whole set. A fit therefore reads the labeled
+rows once, whatever the pool size and the number of epochs, and a restarted
+worker group gets the same shares (exact resume). See docs/performance.md.
+
+When the ``CheckpointPolicy`` says so (every 10 epochs or 5 minutes by
+default, and after the last; rank 0's clock decides) every rank calls
+``ray.train.report`` and rank 0 attaches a checkpoint (model + optimizer
+state), so a restarted worker group resumes from the last committed
+checkpoint. Other epochs make no Ray call: a report is a round trip through
+Ray Train's synchronisation actor. Rank 0 prints about ten
+progress lines per fit (loss, images/s, time left) to the job's log.
+
+One run can do a whole AL iteration's model work: after training, the workers
+evaluate ``evaluate_splits`` and score the unlabeled pool (``score``), each on
+a contiguous range of rows, and rank 0 merges the parts (metrics over the
+union, the global top-K candidates). The iteration then pays one worker-group
+start and no scoring-actor start.
 
 The driver builds the initial model (seeded fresh init, ``spec.weights``, or the
 warm-start checkpoint) and ships its weights through the object store, so the
@@ -20,8 +33,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 import uuid
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,21 +46,59 @@ from raydal.constants import CHECKPOINT_SUBDIR, ENV_TRAIN_LOG_LEVEL, HISTORY_FIL
 from raydal.exceptions import ConfigError, RaydalError
 from raydal.models import ModelSpec
 from raydal.training import TrainConfig, TrainResult, build_initial_model
+from raydal.training.loop import CheckpointPolicy
 from raydal.utils import atomic_write_json
 
-__all__ = ["train_with_ray"]
+__all__ = ["PoolScoring", "train_with_ray"]
 
 
-def _train_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per-worker entry of the ``TorchTrainer``; returns rank 0's history to the driver."""
+@dataclass(frozen=True)
+class PoolScoring:
+    """Score the unlabeled pool (the pool minus the labeled ids) in the training workers after training.
+
+    strategy: query strategy name; k: candidates kept with embeddings
+    (``strategy.candidate_count(b, m)``); prev_probs: ``(ids [N], probs [N, C])``
+    of the previous scoring pass (TPD) or None; batch_size: rows per forward pass.
+    """
+
+    strategy: str
+    k: int
+    prev_probs: tuple[np.ndarray, np.ndarray] | None = None
+    batch_size: int = 64
+
+
+def _sync_from_rank0(net) -> None:
+    """Give every rank rank 0's weights and buffers (DDP keeps BatchNorm statistics per rank)."""
+    import torch.distributed as dist
+
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        for tensor in net.state_dict().values():
+            dist.broadcast(tensor, src=0)
+
+
+def _gather_to_rank0(obj: Any, rank: int, world: int) -> list[Any] | None:
+    import torch.distributed as dist
+
+    if world == 1 or not dist.is_initialized():
+        return [obj]
+    out = [None] * world if rank == 0 else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
+def _train_worker(config: dict[str, Any]) -> dict[str, Any]:
+    """Per-worker entry of the ``TorchTrainer``; rank 0 returns history, evaluations and pool scores."""
     import ray
     import ray.train
     import ray.train.torch
     import torch
 
-    from raydal.data.shards import decode_batch, override_labels
+    from raydal.data.shards import iter_batches, override_labels
     from raydal.faults import fault_point
-    from raydal.training.loop import epoch_seed, fit
+    from raydal.query.scoring import merge_pool_scores, score_pool
+    from raydal.training.loop import EpochProgress, fit
+    from raydal.training.shares import combine_evaluations, evaluation_part, iter_range_batches, read_share
+    from raydal.training.sources import array_batches
 
     # This process only trains: its root logger decides what Ray Train's per-report INFO
     # lines (a logger named by file path, outside RunConfig's logging_config) print.
@@ -55,7 +108,6 @@ def _train_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
     spec = ModelSpec.from_dict(config["spec"])
     cfg = TrainConfig.from_dict(config["cfg"])
     manifest = config["manifest"]
-    overrides = config["label_overrides"] or {}
     if config["torch_threads"]:
         torch.set_num_threads(config["torch_threads"])
 
@@ -68,29 +120,24 @@ def _train_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
     ddp_model = ray.train.torch.prepare_model(model)  # moves to the worker's device; DDP when world > 1
     net = getattr(ddp_model, "module", ddp_model)
 
-    per_worker = max(2, cfg.batch_size // world)
-    train_shard = ray.train.get_dataset_shard("train")
-
-    def train_batches(epoch: int) -> Iterator[dict[str, np.ndarray]]:
-        for raw in train_shard.iter_batches(
-            batch_size=per_worker, batch_format="numpy",
-            local_shuffle_buffer_size=config["shuffle_buffer"] or None,
-            local_shuffle_seed=epoch_seed(cfg.seed, epoch, rank),
-        ):
-            yield override_labels(decode_batch(raw, manifest), overrides)
-
+    # This rank's labeled rows, read once for the whole fit and shuffled in memory each epoch.
+    data = override_labels(read_share(manifest, config["shares"][rank]), config["label_overrides"] or {})
+    train_batches = array_batches(data, max(2, cfg.batch_size // world), seed=cfg.seed)
     val_batches = None
     if rank == 0 and config["validate"]:
-        val_shard = ray.train.get_dataset_shard("val")
+        def val_batches(epoch: int):
+            return iter_batches(manifest, "val", config["eval_batch_size"])
 
-        def val_batches(epoch: int) -> Iterator[dict[str, np.ndarray]]:
-            for raw in val_shard.iter_batches(batch_size=config["eval_batch_size"], batch_format="numpy"):
-                yield decode_batch(raw, manifest)
+    progress = EpochProgress(cfg.epochs, world) if rank == 0 and config["progress"] else None
 
     def report(metrics: dict[str, Any], folder: Path | None) -> None:
-        if folder is None:
-            ray.train.report(metrics)
-        else:
+        line = progress(metrics) if progress is not None else None
+        if line:
+            print(f"[raydal] {line}", flush=True)
+        # Every report is a round trip through Ray's sync actor: only at checkpoint epochs.
+        if metrics["checkpointed"] and folder is None:  # not rank 0
+            ray.train.report(metrics, checkpoint_dir_name=f"epoch-{metrics['epoch']:05d}")
+        elif metrics["checkpointed"]:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(folder)),
                              checkpoint_dir_name=f"epoch-{metrics['epoch']:05d}")
         fault_point("train:epoch")  # after the epoch's report (tests remove a node here)
@@ -98,13 +145,41 @@ def _train_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
     def run(resume_dir: str | None) -> list[dict[str, Any]]:
         return fit(net, cfg, train_batches, device, report, val_batches=val_batches,
                    ddp_model=ddp_model if ddp_model is not net else None, rank=rank,
-                   checkpoint_every=config["checkpoint_every"], resume_dir=resume_dir)
+                   checkpoint=CheckpointPolicy(**config["checkpoint"]), resume_dir=resume_dir)
 
+    t0 = time.perf_counter()
     checkpoint = ray.train.get_checkpoint()  # set when a restarted worker group resumes
     if checkpoint is None:
-        return run(None)
-    with checkpoint.as_directory() as folder:
-        return run(folder)
+        history = run(None)
+    else:
+        with checkpoint.as_directory() as folder:
+            history = run(folder)
+
+    out: dict[str, Any] = {"history": history, "seconds": {"fit_seconds": time.perf_counter() - t0}}
+    if not config["evaluate"] and config["score"] is None:
+        return out
+    t0 = time.perf_counter()
+    _sync_from_rank0(net)  # evaluate and score the model rank 0 saved
+    part: dict[str, Any] = {"evaluations": {}, "scores": None}
+    for split, ranges in config["evaluate"].items():
+        part["evaluations"][split] = evaluation_part(
+            net, iter_range_batches(manifest, ranges[rank], config["eval_batch_size"]), device, amp=cfg.amp)
+    t1 = time.perf_counter()
+    score = config["score"]
+    if score is not None:
+        prev = score["prev_probs"]
+        prev = ray.get(prev) if isinstance(prev, ray.ObjectRef) else prev
+        batches = iter_range_batches(manifest, score["ranges"][rank], score["batch_size"], exclude=config["labeled"])
+        part["scores"] = score_pool(net, batches, score["strategy"], score["k"], prev_probs=prev, device=device,
+                                    amp=cfg.amp)
+    parts = _gather_to_rank0(part, rank, world)
+    if rank == 0:
+        out["evaluations"] = {split: combine_evaluations([p["evaluations"][split] for p in parts])
+                              for split in config["evaluate"]}
+        if score is not None:
+            out["scores"] = merge_pool_scores([p["scores"] for p in parts], score["k"])
+        out["seconds"].update(evaluate_seconds=t1 - t0, score_seconds=time.perf_counter() - t1)
+    return out
 
 
 def train_with_ray(
@@ -122,38 +197,53 @@ def train_with_ray(
     cpus_per_worker: float = 0.5,
     max_failures: int = 2,
     validate: bool = True,
-    checkpoint_every: int = 1,
+    checkpoint_every: int | None = CheckpointPolicy.every_epochs,
     eval_batch_size: int = 64,
     shuffle_buffer: int = 1000,
     torch_threads: int | None = None,
     label_overrides: Mapping[str, Sequence[int]] | None = None,
+    checkpoint_seconds: float | None = CheckpointPolicy.every_seconds,
+    evaluate_splits: Sequence[str] = (),
+    score: PoolScoring | None = None,
+    progress: bool = True,
 ) -> TrainResult:
     """Train on the pool rows ``labeled_ids`` with ``num_workers`` data-parallel Ray Train workers.
 
     Same model and loop as ``raydal.training.train_in_process``; the global batch
     ``cfg.batch_size`` is split across workers (``batch_size // num_workers``
-    each, at least 2), LL pairs are drawn within each worker's batch. Rank 0
-    validates on the ``val`` split when ``validate`` (every ``cfg.eval_every``
-    epochs and after the last).
+    each, at least 2), LL pairs are drawn within each worker's batch. Each
+    worker trains on ``len(labeled_ids) // num_workers`` rows (the remainder,
+    at most ``num_workers - 1`` rows, is left out so the workers step together).
+    Rank 0 validates on the ``val`` split when ``validate`` (every
+    ``cfg.eval_every`` epochs and after the last).
 
     ``storage_path``: where Ray persists checkpoints (local path or URI such as
     ``s3://bucket/prefix``; default ``out_dir/ray``); ``run_name``: prefix of
     the Ray run's name, made unique per call (Ray silently resumes a reused
-    name). ``cpus_per_worker`` 0.5 leaves room for the Ray Data read tasks on
-    small machines. ``max_failures``: worker-group restarts, each resuming from
-    the last checkpoint (written every ``checkpoint_every`` epochs).
+    name). ``cpus_per_worker`` 0.5 leaves room for other work on small
+    machines. ``max_failures``: worker-group restarts, each resuming from the
+    last checkpoint, written after every ``checkpoint_every``-th epoch, once
+    ``checkpoint_seconds`` have passed since the last one, and after the last
+    epoch (``CheckpointPolicy``; None turns a criterion off).
+    ``shuffle_buffer``: ignored (kept for compatibility): each worker holds its
+    share in memory and shuffles all of it every epoch.
     ``label_overrides``: id -> class indices replacing archive labels (human mode).
+    ``evaluate_splits``: splits the workers evaluate after training (e.g.
+    ``("val", "test")``), into ``TrainResult.evaluations``; ``score``: score the
+    unlabeled pool in the workers after training, into ``TrainResult.pool_scores``
+    (what ``score_pool_ray`` returns). ``progress``: rank 0 prints progress lines.
 
     Returns ``TrainResult`` with ``checkpoint_dir = out_dir/checkpoint`` (the
     last epoch's model, readable by ``load_checkpoint``) and rank 0's history.
     """
     import ray
     import ray.train
-    from ray.data.expressions import col
     from ray.train.torch import TorchTrainer
 
     from raydal.data.shards import load_manifest
     from raydal.distributed.session import ensure_ray
+    from raydal.query import get_strategy
+    from raydal.training.shares import file_rows, locate_ids, plan_labeled_shares, row_ranges
 
     if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 1:
         raise ConfigError(f"The 'num_workers' parameter of train_with_ray must be an int >= 1. Got {num_workers!r} instead.")
@@ -161,11 +251,7 @@ def train_with_ray(
         raise ConfigError(f"The 'cpus_per_worker' parameter of train_with_ray must be a number > 0. Got {cpus_per_worker!r} instead.")
     if not isinstance(max_failures, int) or max_failures < -1:
         raise ConfigError(f"The 'max_failures' parameter of train_with_ray must be an int >= -1 (-1: retry forever). Got {max_failures!r} instead.")
-    if not isinstance(checkpoint_every, int) or isinstance(checkpoint_every, bool) or checkpoint_every < 1:
-        raise ConfigError(
-            f"The 'checkpoint_every' parameter of train_with_ray must be an int >= 1 (the result is read from "
-            f"the last checkpoint). Got {checkpoint_every!r} instead."
-        )
+    policy = CheckpointPolicy(checkpoint_every, checkpoint_seconds)
     ids = sorted({str(i) for i in labeled_ids})
     if len(ids) < 2 * num_workers:
         raise ConfigError(
@@ -178,6 +264,15 @@ def train_with_ray(
             f"The ModelSpec ({spec.num_classes} classes, {spec.in_channels} bands) does not fit the shards at "
             f"{manifest.root} ({manifest.num_classes} classes, {manifest.bands} bands)."
         )
+    for split in evaluate_splits:
+        if split not in manifest.splits:
+            raise ConfigError(f"The 'evaluate_splits' parameter of train_with_ray names {split!r}, which the shards "
+                              f"at {manifest.root} lack; they have {list(manifest.splits)}.")
+    if score is not None:
+        get_strategy(score.strategy)  # unknown names fail here, listing the valid ones
+        if not isinstance(score.k, int) or score.k < 0 or not isinstance(score.batch_size, int) or score.batch_size < 1:
+            raise ConfigError(f"PoolScoring needs k >= 0 and batch_size >= 1. Got k={score.k!r}, "
+                              f"batch_size={score.batch_size!r}.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ensure_ray()
@@ -186,13 +281,15 @@ def train_with_ray(
     init_state = ray.put({k: v.detach().cpu() for k, v in model.state_dict().items()})
     del model
 
-    datasets = {
-        "train": ray.data.read_parquet(manifest.split_files("pool"), columns=["id", "image", "labels"])
-        .filter(expr=col("id").is_in(ids))
-    }
-    if validate:
-        datasets["val"] = ray.data.read_parquet(manifest.split_files("val"), columns=["id", "image", "labels"])
+    def ranges(split: str) -> list:
+        rows = file_rows(manifest, split)
+        return [row_ranges(rows, r, num_workers) for r in range(num_workers)]
 
+    score_config = None
+    if score is not None:
+        prev = score.prev_probs
+        score_config = dict(strategy=score.strategy, k=score.k, batch_size=score.batch_size, ranges=ranges("pool"),
+                            prev_probs=None if prev is None else ray.put((np.asarray(prev[0]), np.asarray(prev[1]))))
     resources = {"CPU": float(cpus_per_worker)}
     if use_gpu:
         resources["GPU"] = 1.0
@@ -201,9 +298,11 @@ def train_with_ray(
         _train_worker,
         train_loop_config=dict(
             spec=spec.to_dict(), cfg=cfg.to_dict(), manifest=manifest, init_state=init_state,
-            validate=validate, checkpoint_every=checkpoint_every, eval_batch_size=eval_batch_size,
-            shuffle_buffer=shuffle_buffer, torch_threads=torch_threads,
+            shares=plan_labeled_shares(locate_ids(manifest, "pool", ids), num_workers), labeled=ids,
+            validate=validate, checkpoint=dict(every_epochs=policy.every_epochs, every_seconds=policy.every_seconds),
+            eval_batch_size=eval_batch_size, torch_threads=torch_threads, progress=progress,
             label_overrides={str(k): list(v) for k, v in (label_overrides or {}).items()},
+            evaluate={split: ranges(split) for split in evaluate_splits}, score=score_config,
         ),
         scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
                                                resources_per_worker=resources),
@@ -215,13 +314,12 @@ def train_with_ray(
             # Ray Train's per-report INFO lines would bury the AL progress in the job log.
             logging_config=ray.LoggingConfig(log_level=os.environ.get(ENV_TRAIN_LOG_LEVEL, "WARNING")),
         ),
-        datasets=datasets,
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
     )
     result = trainer.fit()
     if result.error is not None:
         raise result.error
-    if result.checkpoint is None or not result.return_value:
+    value = result.return_value
+    if result.checkpoint is None or not value or not value.get("history"):
         raise RaydalError(f"Ray Train run {name} finished without a checkpoint or history; see its logs under {result.path}.")
 
     checkpoint_dir = out_dir / CHECKPOINT_SUBDIR
@@ -229,6 +327,7 @@ def train_with_ray(
         shutil.rmtree(checkpoint_dir)
     result.checkpoint.to_directory(str(checkpoint_dir))
     (checkpoint_dir / TRAIN_STATE_FILE).unlink(missing_ok=True)  # resume state stays in storage_path
-    history = list(result.return_value)
+    history = list(value["history"])
     atomic_write_json(out_dir / HISTORY_FILE, history)
-    return TrainResult(checkpoint_dir, history, dict(history[-1]))
+    return TrainResult(checkpoint_dir, history, dict(history[-1], **value.get("seconds", {})),
+                       evaluations=value.get("evaluations", {}), pool_scores=value.get("scores"))

@@ -10,7 +10,7 @@ the same samples.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,6 +28,7 @@ __all__ = [
     "PoolScores",
     "PrevProbs",
     "TopKCandidates",
+    "merge_pool_scores",
     "batch_uncertainties",
     "score_batch",
     "score_pool",
@@ -250,3 +251,21 @@ def score_pool(
     return PoolScores.assemble(
         ids, probs, uncs if scorer.uncertainty_name else None, scorer.uncertainty_name, top
     )
+
+
+def merge_pool_scores(parts: "Sequence[PoolScores]", k: int) -> PoolScores:
+    """One ``PoolScores`` from the ranks' ``score_pool`` results over disjoint rows.
+
+    The global top-K is the top-K of the ranks' top-K candidates (a row in the
+    global top-K is in the top-K of any subset holding it), so this equals
+    scoring the whole pool in one process. ``k``: the candidates to keep (as in ``score_pool``).
+    """
+    parts = [p for p in parts if len(p.ids)]
+    if not parts:
+        raise ConfigError("Nothing to score: the unlabeled pool is empty.")
+    name = parts[0].uncertainty_name
+    top = TopKCandidates(k if name is not None else 0)
+    for p in parts:
+        top.add(p.cand_ids, p.cand_uncertainty, p.cand_embeddings if len(p.cand_ids) else None)
+    return PoolScores.assemble([p.ids for p in parts], [p.probs for p in parts],
+                               [p.uncertainty for p in parts] if name else None, name, top)

@@ -25,11 +25,17 @@ class TrainResult:
 
     ``checkpoint_dir``: local folder readable by ``raydal.models.load_checkpoint``;
     ``history``: one dict of scalar metrics per epoch; ``metrics``: the last epoch's.
+    ``evaluations``: split -> ``evaluate`` metrics of the final model, where the
+    launcher evaluated after training (``train_with_ray(evaluate_splits=...)``);
+    ``pool_scores``: the unlabeled pool's ``PoolScores`` where it scored it
+    (``train_with_ray(score=...)``), else None.
     """
 
     checkpoint_dir: Path
     history: list[dict[str, Any]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
+    evaluations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pool_scores: Any = None
 
 
 def build_initial_model(spec: ModelSpec, cfg: TrainConfig, init_checkpoint: str | os.PathLike | None):

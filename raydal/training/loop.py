@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -38,9 +39,71 @@ from raydal.training.metrics import evaluate
 from raydal.training.sources import EpochSource
 
 #: ``report(metrics, checkpoint_dir)``: called once per epoch on every rank;
-#: ``checkpoint_dir`` is a folder valid only during the call, or ``None``.
+#: ``checkpoint_dir`` is a folder valid only during the call (rank 0, on checkpoint
+#: epochs), or ``None``. ``metrics["checkpointed"]`` is True on every rank on a
+#: checkpoint epoch, so all ranks know when rank 0 checkpoints.
 ReportFn = Callable[[dict[str, Any], "Path | None"], None]
 
+
+
+@dataclass(frozen=True)
+class CheckpointPolicy:
+    """When rank 0 hands a full checkpoint (model + optimizer state) to ``report``.
+
+    After every ``every_epochs``-th epoch, or once ``every_seconds`` have passed
+    since the last one (checked at epoch ends), and always after the last epoch.
+    ``None`` turns a criterion off. A killed worker group resumes from the last
+    checkpoint, so the policy bounds the work lost (here: 10 epochs or 5 minutes)
+    against what writing checkpoints costs (a DenseNet121 with its optimizer
+    state is ~60 MB per upload).
+    """
+
+    every_epochs: int | None = 10
+    every_seconds: float | None = 300.0
+
+    def __post_init__(self) -> None:
+        e, t = self.every_epochs, self.every_seconds
+        if e is not None and (not isinstance(e, int) or isinstance(e, bool) or e < 1):
+            raise ConfigError(f"The 'checkpoint_every' parameter must be an int >= 1 or None. Got {e!r} instead.")
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0):
+            raise ConfigError(f"The 'checkpoint_seconds' parameter must be a number > 0 or None. Got {t!r} instead.")
+
+    def due(self, epochs_done: int, epochs: int, seconds_since_last: float) -> bool:
+        """Whether to checkpoint after ``epochs_done`` of ``epochs`` epochs."""
+        return (
+            epochs_done == epochs
+            or (self.every_epochs is not None and epochs_done % self.every_epochs == 0)
+            or (self.every_seconds is not None and seconds_since_last >= self.every_seconds)
+        )
+
+
+class EpochProgress:
+    """One progress line per epoch (about ten per fit when there are many): loss, images/s, time left.
+
+    ``world``: data-parallel ranks (images/s counts all of them, each rank
+    reports its own ``train_samples``).
+    """
+
+    def __init__(self, epochs: int, world: int = 1, lines: int = 10):
+        self.epochs, self.world = epochs, world
+        self.every = max(1, epochs // lines) if epochs >= lines else 1
+        self._seconds: list[float] = []
+
+    def __call__(self, metrics: dict[str, Any]) -> str | None:
+        """The line for this epoch's ``metrics`` (from ``fit``), or None when this epoch is skipped."""
+        epoch = int(metrics["epoch"])
+        self._seconds.append(float(metrics.get("seconds", 0.0)))
+        if epoch % self.every and epoch != self.epochs:
+            return None
+        seconds = self._seconds[-1]
+        rate = metrics.get("train_samples", 0) * self.world / seconds if seconds > 0 else float("nan")
+        recent = self._seconds[-self.every:]
+        left = (self.epochs - epoch) * sum(recent) / len(recent)
+        line = (f"  epoch {epoch}/{self.epochs} loss {metrics.get('train_loss', float('nan')):.4f} "
+                f"| {rate:.0f} img/s | {seconds:.1f}s/epoch, {left:.0f}s left")
+        if "val_micro_f1" in metrics:
+            line += f" | val micro-F1 {metrics['val_micro_f1']:.4f}"
+        return line
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -134,6 +197,17 @@ def train_step(
     return StepResult(len(losses), losses.sum().item(), ll_loss)
 
 
+def _rank0_decides(flag: bool, device: torch.device) -> bool:
+    """Rank 0's ``flag`` on every rank (a one-element broadcast; as is without a process group)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    t = torch.tensor([int(flag)], device=device)
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
 def fit(
     model: nn.Module,
     cfg: TrainConfig,
@@ -144,7 +218,7 @@ def fit(
     val_batches: EpochSource | None = None,
     ddp_model: nn.Module | None = None,
     rank: int = 0,
-    checkpoint_every: int = 0,
+    checkpoint: CheckpointPolicy | None = None,
     resume_dir: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``model`` (an ``ALNet`` already on ``device``) for ``cfg.epochs`` epochs.
@@ -152,18 +226,16 @@ def fit(
     ``train_batches(epoch)`` / ``val_batches(epoch)`` yield decoded batches
     (``raydal.training.sources``). ``ddp_model``: the DDP wrapper of ``model``
     to run forward/backward through (data parallel); ``rank``: this worker's
-    rank (0 validates and writes checkpoints). ``checkpoint_every``: rank 0
-    passes a checkpoint folder (model + optimizer state) to ``report`` every
-    this many epochs and after the last; 0 never. ``resume_dir``: such a folder
-    to continue from (weights, optimizers, epoch, history).
+    rank (0 validates and writes checkpoints). ``checkpoint``: when rank 0
+    passes a checkpoint folder (model + optimizer state) to ``report``
+    (``CheckpointPolicy``); None never. ``resume_dir``: such a folder to
+    continue from (weights, optimizers, epoch, history).
 
     Returns the history: one dict of scalars per epoch (``epoch`` 1-based,
     ``lr``, ``train_loss`` (mean BCE, this rank's samples), ``train_ll_loss``,
     ``ll_stopped``, ``train_samples``, ``seconds``, and ``val_*`` metrics on
     validated epochs).
     """
-    if checkpoint_every < 0:
-        raise ConfigError(f"The 'checkpoint_every' parameter of fit must be an int >= 0. Got {checkpoint_every}.")
     net = model
     if device.type == "cuda":
         net.to(memory_format=torch.channels_last)
@@ -179,6 +251,7 @@ def fit(
             adam.load_state_dict(state["adam"])
         start_epoch, history = state["epoch"], list(state["history"])
 
+    last_checkpoint = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, rank))
@@ -217,7 +290,11 @@ def fit(
         metrics["seconds"] = time.perf_counter() - t0
         history.append(metrics)
 
-        if rank == 0 and checkpoint_every and ((epoch + 1) % checkpoint_every == 0 or last):
+        due = checkpoint is not None and checkpoint.due(epoch + 1, cfg.epochs, time.perf_counter() - last_checkpoint)
+        if ddp_model is not None and checkpoint is not None and checkpoint.every_seconds is not None:
+            due = _rank0_decides(due, device)  # clocks differ between ranks
+        metrics["checkpointed"] = due
+        if rank == 0 and due:
             folder = Path(tempfile.mkdtemp(prefix=f"raydal-ckpt-e{epoch + 1}-"))
             try:
                 save_checkpoint(folder, net, extra={"epoch": epoch + 1, "metrics": metrics,
@@ -230,6 +307,7 @@ def fit(
                 report(metrics, folder)
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
+            last_checkpoint = time.perf_counter()
         else:
             report(metrics, None)
     return history

@@ -17,6 +17,7 @@ from raydal.training import (
     fit,
     train_in_process,
 )
+from raydal.training.loop import CheckpointPolicy
 
 SPEC = ModelSpec("smallcnn", num_classes=4, in_channels=3)
 CPU = torch.device("cpu")
@@ -131,8 +132,10 @@ def test_resume_from_a_checkpoint_matches_an_uninterrupted_run(train_split, val_
     source = as_epoch_source(train_split, cfg.batch_size, cfg.seed)
     val = as_epoch_source(val_split, 32, None)
     full = build_initial_model(SPEC, cfg, None)
-    history = fit(full, cfg, source, CPU, keep, val_batches=val, checkpoint_every=2)
+    history = fit(full, cfg, source, CPU, keep, val_batches=val,
+                  checkpoint=CheckpointPolicy(every_epochs=2, every_seconds=None))
     assert sorted(kept) == [2, 4]
+    assert [h["checkpointed"] for h in history] == [False, True, False, True]
     assert {"model.pt", "model.json", "train_state.pt"} <= {p.name for p in kept[2].iterdir()}
 
     resumed = create_model("smallcnn", 4, 3, seed=99)  # weights come from the checkpoint
