@@ -82,7 +82,8 @@ def test_worker_node_removed_while_training(ray_cluster, tiny_shards, tmp_path):
 
     thread, out = _in_thread(lambda: train_with_ray(
         spec, cfg, tiny_shards, labeled, tmp_path / "train", num_workers=2, cpus_per_worker=0.5,
-        max_failures=2, validate=False, run_name="node-loss"))
+        max_failures=2, validate=False, run_name="node-loss",
+        checkpoint_every=1))  # checkpoint every epoch (default: every 10): the kill at epoch 2 resumes
     pid = wait_for_marker(ray_cluster["trace"], "train:epoch", alive=thread.is_alive)  # epoch 2 reported
     ray_cluster["cluster"].remove_node(node_of(ray_cluster["cluster"], pid))
     thread.join(timeout=900)
