@@ -182,16 +182,7 @@ class ALConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "ALConfig":
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError as err:
-            raise ConfigError(f"Config file {path} does not exist: check the path.") from err
-        except yaml.YAMLError as err:
-            raise ConfigError(f"Config file {path} is not valid YAML: {err}") from err
-        if not isinstance(data, dict):
-            raise ConfigError(f"Config file {path} must hold a mapping of ALConfig fields.")
-        return cls.from_dict(data)
+        return cls.from_dict(load_config_file(path))
 
     def to_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=True))

@@ -22,7 +22,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -450,14 +450,24 @@ def iter_batches(
         raise ConfigError(f"The 'batch_size' parameter must be an int >= 1. Got {batch_size!r} instead.")
     keep = None if ids is None else pa.array(list(ids), pa.string())
     drop = None if exclude is None else pa.array(list(exclude), pa.string())
+
+    def tables() -> Iterator[pa.Table]:
+        for path in manifest.split_files(split):
+            table = pq.read_table(path, columns=["id", "image", "labels"])
+            if keep is not None:
+                table = table.filter(pc.is_in(table["id"], value_set=keep))
+            if drop is not None:
+                table = table.filter(pc.invert(pc.is_in(table["id"], value_set=drop)))
+            yield table
+
+    yield from rebatch(tables(), batch_size, manifest)
+
+
+def rebatch(tables: Iterable[pa.Table], batch_size: int, manifest: Manifest) -> Iterator[dict[str, np.ndarray]]:
+    """Decoded batches of exactly ``batch_size`` rows (the last may be smaller) over ``tables``, in order."""
     pending: list[pa.Table] = []
     n_pending = 0
-    for path in manifest.split_files(split):
-        table = pq.read_table(path, columns=["id", "image", "labels"])
-        if keep is not None:
-            table = table.filter(pc.is_in(table["id"], value_set=keep))
-        if drop is not None:
-            table = table.filter(pc.invert(pc.is_in(table["id"], value_set=drop)))
+    for table in tables:
         pending.append(table)
         n_pending += table.num_rows
         while n_pending >= batch_size:

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from raydal.data.shards import Manifest, decode_batch
+from raydal.data.shards import Manifest, decode_batch, rebatch
 from raydal.exceptions import ConfigError, DatasetError
 
 #: One rank's training rows: [(shard file, ids of that file in row order), ...].
@@ -119,20 +119,15 @@ def iter_range_batches(
 ) -> Iterator[dict[str, np.ndarray]]:
     """Decoded batches of ``batch_size`` rows (the last may be smaller) over ``ranges``, minus ``exclude`` ids."""
     drop = pa.array(sorted(str(i) for i in exclude), pa.string()) if exclude else None
-    pending: list[pa.Table] = []
-    n_pending = 0
-    for path, a, b in ranges:
-        table = pq.read_table(path, columns=_COLUMNS).slice(a, b - a)
-        if drop is not None:
-            table = table.filter(pc.invert(pc.is_in(table["id"], value_set=drop)))
-        pending.append(table)
-        n_pending += table.num_rows
-        while n_pending >= batch_size:
-            merged = pa.concat_tables(pending)
-            yield decode_batch(merged.slice(0, batch_size), manifest)
-            pending, n_pending = [merged.slice(batch_size)], n_pending - batch_size
-    if n_pending:
-        yield decode_batch(pa.concat_tables(pending), manifest)
+
+    def tables() -> Iterator[pa.Table]:
+        for path, a, b in ranges:
+            table = pq.read_table(path, columns=_COLUMNS).slice(a, b - a)
+            if drop is not None:
+                table = table.filter(pc.invert(pc.is_in(table["id"], value_set=drop)))
+            yield table
+
+    yield from rebatch(tables(), batch_size, manifest)
 
 
 def evaluation_part(model, batches, device, amp: str = "auto") -> dict[str, Any]:
