@@ -207,11 +207,13 @@ class ActiveLearner:
         state.history = [h for h in state.history if h["iteration"] != tau] + [record]
         state.phase = "done" if self._finished() else "query"
         self.store.save(state)
-        self.log(
-            f"iter {tau}: {state.n_labeled} labeled | test micro-F1 {metrics['test']['micro_f1']:.4f} "
-            f"macro-F1 {metrics['test']['macro_f1']:.4f} (present classes "
-            f"{metrics['test'].get('macro_f1_present', float('nan')):.4f}) | train {t_train:.1f}s eval {t_eval:.1f}s"
+        test = metrics["test"]
+        scores = (
+            f"test micro-F1 {test['micro_f1']:.4f} macro-F1 {test['macro_f1']:.4f} (present classes "
+            f"{test.get('macro_f1_present', float('nan')):.4f})"
+            if test.get("n_samples", 1) else "no labeled test split: no test scores"
         )
+        self.log(f"iter {tau}: {state.n_labeled} labeled | {scores} | train {t_train:.1f}s eval {t_eval:.1f}s")
 
     def _finished(self) -> bool:
         cfg, state = self.config, self.state

@@ -83,8 +83,10 @@ def test_without_a_test_split_the_report_says_so(tmp_path):
     shards = prepare("folder", root, tmp_path / "shards", labels=root / "labels.csv", test_share=0,
                      val_share=0).root
     cfg = _config(shards, tmp_path, initial_labeled=4, iterations=1)
-    state = ActiveLearner(cfg, LocalExecutor(cfg), log=lambda s: None).run()
+    lines: list[str] = []
+    state = ActiveLearner(cfg, LocalExecutor(cfg), log=lines.append).run()
     assert state.history[0]["test"]["n_samples"] == 0  # 12 archive labels, no annotator needed yet
+    assert any("no labeled test split" in line for line in lines) and not any("nan" in line for line in lines)
     summary = build_report([cfg.state_dir], tmp_path / "report")
     assert summary["no_test_split"] == [cfg.state_dir]
     assert "No labeled test split" in (tmp_path / "report" / "report.md").read_text()
