@@ -30,16 +30,27 @@ def rng(seed: int | np.random.Generator | None) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so a reader sees either the old or the new file, never half.
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, fault: str | None = None) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a mix.
 
-    Writes a temp file in the same folder, fsyncs it, then renames over ``path``.
+    Writes a temp file in the same folder, fsyncs it, renames it over ``path``, then
+    fsyncs the folder (the rename itself survives a power cut). ``fault``: prefix of
+    the fault-injection points ``FAULT:start``, ``FAULT:mid`` (half the temp file
+    written) and ``FAULT:end`` (``raydal.faults``).
     """
+    from raydal.faults import fault_point
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            if fault:
+                fault_point(f"{fault}:start")
+                f.write(data[: len(data) // 2])
+                f.flush()
+                fault_point(f"{fault}:mid")
+                data = data[len(data) // 2:]
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -48,6 +59,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    if fault:
+        fault_point(f"{fault}:end")
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

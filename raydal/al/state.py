@@ -22,7 +22,6 @@ import os
 import posixpath
 import socket
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -33,6 +32,7 @@ import numpy as np
 
 from raydal.constants import STATE_FILE
 from raydal.exceptions import RaydalError, StateError, StateLockedError, StorageError
+from raydal.utils import atomic_write_bytes
 
 STATE_VERSION = 1
 #: The state that ``state.json`` replaced: used when ``state.json`` is damaged.
@@ -201,7 +201,7 @@ class StateStore:
                     f.write(data)
                 self._fs.move(tmp, target)
                 return
-            _atomic_write_local(target, data, fault)
+            atomic_write_bytes(target, data, fault=fault)
 
     # -- state ---------------------------------------------------------------
     def has_state(self) -> bool:
@@ -396,38 +396,6 @@ def _complete(raw: bytes) -> bool:
         return False
     checksum = data.pop("checksum", None) if isinstance(data, dict) else None
     return isinstance(data, dict) and (checksum is None or checksum == _checksum(data))
-
-
-def _atomic_write_local(target: str, data: bytes, fault: str | None) -> None:
-    """A temp file in the target's folder, fsynced, renamed over ``target`` (then the folder fsynced)."""
-    from raydal.faults import fault_point
-
-    folder = os.path.dirname(target) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if fault:
-                fault_point(f"{fault}:start")
-            f.write(data[: len(data) // 2])
-            if fault:
-                f.flush()
-                fault_point(f"{fault}:mid")  # a half-written temp file on disk
-            f.write(data[len(data) // 2:])
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # the rename itself survives a power cut
-    finally:
-        os.close(dir_fd)
-    if fault:
-        fault_point(f"{fault}:end")
 
 
 def _same_file(fd: int, path: str) -> bool:
