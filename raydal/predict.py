@@ -5,6 +5,7 @@
     <out_dir>/predictions.parquet   id, path, split, p_<class> (one sigmoid probability per
     <out_dir>/predictions.csv       class), predicted (class names >= threshold, joined by ';')
     <out_dir>/model/model.pt2       a torch.export program: uint8 [N, S, S, B] -> probabilities [N, C]
+    <out_dir>/model/model.torchscript.pt   the same model as TorchScript (libtorch, older PyTorch)
     <out_dir>/model/preprocessing.json     how raw pixels become that uint8 input, the classes
     <out_dir>/input-shards/         only for a folder of images: the images prepared on the fly
 
@@ -33,6 +34,8 @@ from raydal.exceptions import ConfigError, ModelError, StateError
 PREDICTIONS = "predictions"
 EXPORT_DIR = "model"
 EXPORT_FILE = "model.pt2"
+#: The same model as TorchScript (``torch.jit.load``), for libtorch and older PyTorch.
+TORCHSCRIPT_FILE = "model.torchscript.pt"
 PREPROCESSING_FILE = "preprocessing.json"
 INPUT_SHARDS = "input-shards"
 EXECUTORS = ("auto", "ray", "local")
@@ -304,18 +307,37 @@ def export_model(checkpoint: str, preprocessing: dict[str, Any], out_dir: str | 
     net = load_checkpoint(checkpoint, device="cpu")
     size, bands = preprocessing["image_size"], preprocessing["bands"]
     example = torch.zeros((2, size, size, bands), dtype=torch.uint8)
-    program = torch.export.export(_probabilities_module()(net).eval(), (example,),
+    wrapped = _probabilities_module()(net).eval()
+    program = torch.export.export(wrapped, (example,),
                                   dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1)}})
     buf = io.BytesIO()
     torch.export.save(program, buf)
     atomic_write_bytes(out / EXPORT_FILE, buf.getvalue())
+    atomic_write_bytes(out / TORCHSCRIPT_FILE, _torchscript_bytes(wrapped, example))
     src = local_dir(checkpoint)
     for name in (MODEL_FILE, META_FILE):
         shutil.copyfile(src / name, out / name)
     atomic_write_json(out / PREPROCESSING_FILE, {**preprocessing, "model_file": EXPORT_FILE,
+                                                 "torchscript_file": TORCHSCRIPT_FILE,
                                                  "input": f"uint8 [N, {size}, {size}, {bands}]",
                                                  "output": "float32 [N, C] sigmoid probabilities"})
     return out
+
+
+def _torchscript_bytes(module, example) -> bytes:
+    """``module`` traced to TorchScript, for runtimes that load TorchScript (libtorch in C++, older
+    PyTorch). torch 2.14 marks ``torch.jit`` deprecated in favour of ``torch.export``; the
+    warnings are silenced here because the TorchScript file is written on purpose."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit.* is deprecated", category=Warning)
+        traced = torch.jit.trace(module, (example,), check_trace=False)
+        buf = io.BytesIO()
+        torch.jit.save(traced, buf)
+    return buf.getvalue()
 
 
 def _probabilities_module():

@@ -62,6 +62,7 @@ def test_predict_shards_and_folder_agree_and_files_are_consistent(run, tmp_path)
     np.testing.assert_allclose([[float(r[f"p_{c}"]) for c in classes] for r in rows], pa, atol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
 def test_exported_model_gives_the_same_probabilities(run, tmp_path):
     import torch
 
@@ -79,6 +80,9 @@ def test_exported_model_gives_the_same_probabilities(run, tmp_path):
     by_id = {i: k for k, i in enumerate(table["id"])}
     expected = np.array([table[f"p_{c}"] for c in m.classes]).T[[by_id[i] for i in ids]]
     np.testing.assert_allclose(probs, expected, atol=1e-5)
+    scripted = torch.jit.load(str(out / "model" / pre["torchscript_file"]))  # TorchScript, for libtorch
+    with torch.no_grad():
+        np.testing.assert_allclose(scripted(torch.from_numpy(images)).numpy(), expected, atol=1e-5)
     # the export folder is itself a MODEL for raydal predict, and so is a checkpoint of the run
     again = _table(predict(out / "model", run["shards"], tmp_path / "q", executor="local", export=False).parent)
     from raydal.al.state import StateStore
@@ -104,8 +108,8 @@ def test_no_path_escapes_out_dir(run, tmp_path):
     table = _table(out)
     assert sorted(table["id"]) == sorted([*names, "nested"])  # hidden folders are skipped
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    fixed = {"predictions.parquet", "predictions.csv", "model/model.pt2", "model/preprocessing.json",
-             "model/model.pt", "model/model.json", "input-shards/manifest.json"}
+    fixed = {"predictions.parquet", "predictions.csv", "model/model.pt2", "model/model.torchscript.pt",
+             "model/preprocessing.json", "model/model.pt", "model/model.json", "input-shards/manifest.json"}
     assert fixed <= set(files)
     assert all(f in fixed or f.startswith("input-shards/pool/part-") for f in files), files
 

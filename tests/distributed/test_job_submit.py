@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -89,7 +90,12 @@ def test_job_submit_runs_an_al_experiment(ray_head, tiny_shards, tmp_path):
         "--backbone", "smallcnn", "--epochs", "2", "--batch-size", "8", "--b", "5", "--m", "2",
         "--initial-labeled", "10", "--iterations", "1", "--trials", "1", "--num-workers", "2", "--cpus-per-worker", "0.5",
     ]
-    done = subprocess.run(cmd, env=ray_head["env"], capture_output=True, text=True, timeout=900, cwd=ROOT)
+    for attempt in range(12):
+        done = subprocess.run(cmd, env=ray_head["env"], capture_output=True, text=True, timeout=900, cwd=ROOT)
+        # right after `ray start` the head's job agent may not be registered yet; the job was not submitted
+        if "No available agent to submit job" not in done.stdout + done.stderr:
+            break
+        time.sleep(5)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert "succeeded" in done.stdout
     assert "[raydal] iter 1: 15 labeled" in done.stdout  # progress from the driver actor
