@@ -20,7 +20,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> str:
 
     Under ``ray job submit`` (``RAY_ADDRESS`` set) or with ``address`` given, this
     connects to that cluster. Otherwise it starts an embedded local Ray with this
-    machine's CPUs and no dashboard.
+    machine's CPUs, every port of it (dashboard included) on 127.0.0.1.
     """
     import ray
 
