@@ -5,8 +5,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from raydal.constants import ENV_FAULT
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,22 +34,14 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(tiny_shards, tmp_path
     subprocess.run(_job(tiny_shards, ref), check=True, env=env, capture_output=True, timeout=600)
 
     run = tmp_path / "killed"
-    proc = subprocess.Popen(_job(tiny_shards, run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    killed_at = None
-    while time.time() < deadline and proc.poll() is None:
-        s = _state(run)
-        if s and len(s["labeled"]) >= 15 and s["phase"] == "train":  # mid-iteration 1: training
-            time.sleep(0.3)
-            proc.send_signal(signal.SIGKILL)
-            killed_at = s
-            break
-        time.sleep(0.05)
-    proc.wait(timeout=60)
-    assert killed_at is not None, "the job finished before it could be killed"
-    assert proc.returncode == -signal.SIGKILL
+    # SIGKILL of itself after the first epoch of iteration 1's training (the 3rd epoch of the run:
+    # 2 epochs per fit), reached deterministically rather than by timing (raydal.faults)
+    proc = subprocess.run(_job(tiny_shards, run), env={**env, ENV_FAULT: "train:mid@3"},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert _state(run)["phase"] == "train"
     survived = _state(run)
-    assert len(survived["labeled"]) >= 15  # nothing labeled before the kill was lost
+    assert len(survived["labeled"]) == 15  # nothing labeled before the kill was lost
 
     done = subprocess.run(_job(tiny_shards, run), env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
