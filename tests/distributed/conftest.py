@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -18,6 +19,10 @@ def ray_multinode():
     import ray._private.utils
     from ray.cluster_utils import Cluster
 
+    from raydal.distributed.score import release_scoring_actors
+
+    # warm scoring actors of an earlier module's Ray session must not stand in for this cluster's
+    release_scoring_actors()
     if ray.is_initialized():
         ray.shutdown()
     common = dict(num_cpus=1, object_store_memory=100 * 2**20, node_ip_address="127.0.0.1")
@@ -36,6 +41,11 @@ def ray_multinode():
         cluster.add_node(**common)
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, logging_level="WARNING")
+        deadline = time.time() + 60  # both nodes visible with their CPUs before anything is placed
+        while sum(1 for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0) < 2:
+            if time.time() > deadline:
+                pytest.fail("the second node of the test cluster did not come up within 60 s")
+            time.sleep(0.2)
         try:
             yield cluster
         finally:
