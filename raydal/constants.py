@@ -30,6 +30,18 @@ ENV_LS_DOCUMENT_ROOT = "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"
 ENV_FAULT = "RAYDAL_FAULT"
 #: Fault injection (tests): append every fault point reached to this file.
 ENV_FAULT_TRACE = "RAYDAL_FAULT_TRACE"
+#: The standard AWS environment that configures s3:// storage (pyarrow reads it; raydal only
+#: keys its per-process cache of storage filesystems on it).
+STORAGE_ENV = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_PROFILE",
+)
 
 # -- prepared shards (raydal prepare) ----------------------------------------------------
 MANIFEST_NAME = "manifest.json"

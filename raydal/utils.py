@@ -1,16 +1,18 @@
-"""Small shared helpers: devices, seeding, atomic writes."""
+"""Small shared helpers: devices, seeding, atomic writes, storage (local paths and URIs)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from raydal.constants import ENV_CACHE, ENV_DEVICE
+from raydal.constants import ENV_CACHE, ENV_DEVICE, STORAGE_ENV
 
 
 def default_device() -> "torch.device":  # noqa: F821
@@ -82,15 +84,107 @@ def is_uri(path: str | os.PathLike) -> bool:
 
 
 def filesystem(uri: str):
-    """``(pyarrow FileSystem, path inside it)`` for a storage URI."""
+    """``(pyarrow FileSystem, path inside it)`` for a storage URI.
+
+    S3 is configured by the standard AWS environment (``AWS_ENDPOINT_URL``,
+    ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``), which
+    pyarrow reads itself. Bucket stores keep one FileSystem per bucket and
+    environment per process: opening one can cost a request (S3 resolves the
+    bucket's region).
+    """
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(str(uri))
+    if parts.scheme not in _BUCKET_SCHEMES:
+        return _open_filesystem(str(uri))
+    fs, bucket = _bucket_filesystem(f"{parts.scheme}://{parts.netloc}", _storage_env())
+    inner = parts.path.strip("/")
+    return fs, f"{bucket}/{inner}" if inner else bucket
+
+
+_BUCKET_SCHEMES = ("s3", "gs", "gcs")
+
+
+def _storage_env() -> tuple[str | None, ...]:
+    return tuple(os.environ.get(name) for name in STORAGE_ENV)
+
+
+@functools.lru_cache(maxsize=64)
+def _bucket_filesystem(root: str, env: tuple[str | None, ...]):
+    """``(FileSystem, bucket)`` of ``scheme://bucket``, once per bucket and storage environment ``env``."""
+    fs, bucket = _open_filesystem(root)
+    return fs, bucket.rstrip("/")
+
+
+def _open_filesystem(uri: str):
     import pyarrow.fs as pafs
 
     from raydal.exceptions import StateError
 
     try:
-        return pafs.FileSystem.from_uri(str(uri))
+        return pafs.FileSystem.from_uri(uri)
     except Exception as err:  # pyarrow raises ArrowInvalid / OSError variants
         raise StateError(f"Cannot open {uri}: {err}. Check the URI and the storage credentials.") from err
+
+
+def join_location(root: str | os.PathLike, *parts: str) -> str:
+    """``root/part/...`` for a local folder (as a str) or a storage URI (kept a URI)."""
+    if is_uri(root):
+        return "/".join([str(root).rstrip("/"), *(p.strip("/") for p in parts)])
+    return str(Path(root).joinpath(*parts))
+
+
+def file_exists(location: str | os.PathLike) -> bool:
+    """True when ``location`` (a local path or a storage URI) is an existing file."""
+    if not is_uri(location):
+        return os.path.isfile(location)
+    import pyarrow.fs as pafs
+
+    fs, path = filesystem(str(location))
+    return fs.get_file_info(path).type == pafs.FileType.File
+
+
+def open_input_file(location: str | os.PathLike):
+    """A random-access pyarrow file for a local path or a storage URI (close it, or use ``with``)."""
+    if not is_uri(location):
+        import pyarrow as pa
+
+        return pa.OSFile(str(location), "rb")
+    fs, path = filesystem(str(location))
+    return fs.open_input_file(path)
+
+
+def read_bytes(location: str | os.PathLike) -> bytes:
+    """The whole content of a local file or a storage URI."""
+    with open_input_file(location) as f:
+        return f.read()
+
+
+def parquet_file(location: str | os.PathLike) -> "pq.ParquetFile":  # noqa: F821
+    """``pyarrow.parquet.ParquetFile`` of a local path or storage URI.
+
+    Only the footer is read here; ``read_row_group(i, columns=...)`` then fetches
+    just that row group's columns (ranged reads on object storage).
+    """
+    import pyarrow.parquet as pq
+
+    if not is_uri(location):
+        return pq.ParquetFile(str(location))
+    fs, path = filesystem(str(location))
+    return pq.ParquetFile(path, filesystem=fs)
+
+
+def read_parquet(location: str | os.PathLike, columns: Sequence[str] | None = None, **kwargs: Any) -> "pa.Table":  # noqa: F821
+    """``pyarrow.parquet.read_table`` of a local path or storage URI (every Parquet read of raydal).
+
+    columns: read only these columns; kwargs go to ``read_table`` (e.g. ``filters``).
+    """
+    import pyarrow.parquet as pq
+
+    if not is_uri(location):
+        return pq.read_table(str(location), columns=columns, **kwargs)
+    fs, path = filesystem(str(location))
+    return pq.read_table(path, columns=columns, filesystem=fs, **kwargs)
 
 
 def upload_dir(local: str | os.PathLike, uri: str) -> str:
