@@ -6,6 +6,11 @@ Layout of a prepared shard set::
     <out_dir>/<split>/part-NNNNN.parquet    splits "pool", "val", "test"
     <out_dir>/quarantine.csv                with skip_bad: the files and rows left out
 
+``out_dir`` is a local folder or a storage URI (``s3://bucket/shards``, configured
+by the standard AWS environment; see ``raydal.utils.filesystem``). Every Parquet
+read goes through ``raydal.utils.read_parquet`` / ``parquet_file``, so readers on
+any node read the same set.
+
 Parquet schema: ``id: string``, ``image: binary`` (raw uint8, C-order
 [H, W, B]), ``labels: binary`` (raw uint8 [C] multi-hot), ``path: string``,
 ``labeled: bool`` (False: an image without labels yet, all-zero ``labels``;
@@ -17,10 +22,12 @@ rasterio at module level: the readers import rasterio when they open a file.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +44,10 @@ from raydal.constants import MANIFEST_NAME, QUARANTINE_NAME, SHARD_FORMAT_VERSIO
 from raydal.data import get_reader
 from raydal.data.base import BAD_FILE_FIX, ArchiveIndex, ArchiveReader, Problem
 from raydal.exceptions import ConfigError, DatasetError, DatasetNotFoundError
-from raydal.utils import atomic_write_json, rng as make_rng
+from raydal.utils import (
+    atomic_write_json, file_exists, filesystem, is_uri, join_location, parquet_file, read_bytes, read_parquet,
+    rng as make_rng,
+)
 
 SCHEMA = pa.schema(
     [
@@ -59,9 +69,10 @@ TRAIN_VAL_SHARE = 6799 / (6799 + 38531)
 
 @dataclass
 class Manifest:
-    """What a prepared shard set holds; ``root`` is its folder (not stored in the JSON)."""
+    """What a prepared shard set holds; ``root`` is its location (not stored in the JSON):
+    a local folder (``Path``) or a storage URI (``str``, e.g. ``s3://bucket/shards``)."""
 
-    root: Path
+    root: Path | str
     dataset: str
     classes: list[str]  # C
     band_names: list[str]  # B
@@ -89,10 +100,10 @@ class Manifest:
         return (self.image_size, self.image_size, self.bands)
 
     def split_files(self, split: str) -> list[str]:
-        """Absolute paths of ``split``'s Parquet files, in order."""
+        """Locations of ``split``'s Parquet files, in order: absolute paths, or URIs for a URI root."""
         if split not in self.splits:
             raise ConfigError(f"The 'split' parameter must be one of {list(self.splits)}. Got {split!r} instead.")
-        return [str(self.root / f) for f in self.splits[split]["files"]]
+        return [join_location(self.root, f) for f in self.splits[split]["files"]]
 
     def to_json(self) -> dict[str, Any]:
         """The manifest.json content."""
@@ -102,21 +113,29 @@ class Manifest:
 
 
 def load_manifest(directory: str | Path) -> Manifest:
-    """Read ``directory/manifest.json`` (or a manifest.json path) written by ``prepare``.
+    """Read ``directory/manifest.json`` (or a manifest.json location) written by ``prepare``.
 
-    Raises ``DatasetNotFoundError`` when the manifest or a shard file it names is
-    missing, and ``DatasetError`` when it was written by another shard format.
+    directory: a local folder or a storage URI (``s3://bucket/shards``). Raises
+    ``DatasetNotFoundError`` when the manifest or a shard file it names is
+    missing (or the storage cannot be reached), and ``DatasetError`` when it was
+    written by another shard format.
     """
-    path = Path(directory).expanduser()
-    if path.name == MANIFEST_NAME and path.is_file():
-        path = path.parent
+    location = _location(directory)
     fix = "Fix: run `raydal prepare <dataset> <archive> <out_dir>` and point at its out_dir."
-    manifest_path = path / MANIFEST_NAME
-    if not manifest_path.is_file():
-        raise DatasetNotFoundError(f"No prepared shards at {path}: {manifest_path} is missing. {fix}")
     try:
-        data = json.loads(manifest_path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        if _basename(location) == MANIFEST_NAME and file_exists(location):
+            location = _parent(location)
+        manifest_path = join_location(location, MANIFEST_NAME)
+        if not file_exists(manifest_path):
+            raise DatasetNotFoundError(f"No prepared shards at {location}: {manifest_path} is missing. {fix}")
+        raw = read_bytes(manifest_path)
+    except OSError as err:
+        if isinstance(err, DatasetNotFoundError):
+            raise
+        raise DatasetNotFoundError(f"Cannot read the shards at {location}: {err}. {_STORAGE_FIX}") from err
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DatasetError(f"{manifest_path} is not valid JSON ({err}). {fix}") from err
     if data.get("format_version") != SHARD_FORMAT_VERSION:
         raise DatasetError(
@@ -127,16 +146,51 @@ def load_manifest(directory: str | Path) -> Manifest:
         if isinstance(data.get(key), dict):
             data[key] = dict(sorted(data[key].items(), key=lambda kv: _split_rank(kv[0])))
     try:
-        manifest = Manifest(root=path.resolve(), **data)
+        manifest = Manifest(root=location, **data)
     except TypeError as err:
         raise DatasetError(f"{manifest_path} is not a raydal shard manifest ({err}). {fix}") from err
-    missing = [f for split in manifest.splits for f in manifest.split_files(split) if not os.path.isfile(f)]
+    missing = _missing_files(manifest)
     if missing:
         raise DatasetNotFoundError(
-            f"The shard set at {path} is incomplete: {len(missing)} files named in its manifest are "
+            f"The shard set at {location} is incomplete: {len(missing)} files named in its manifest are "
             f"missing, e.g. {missing[0]}. {fix}"
         )
     return manifest
+
+
+_STORAGE_FIX = ("Fix: check the URI, and for s3:// the AWS environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
+                "AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION) on every node.")
+
+
+def _location(directory: str | Path) -> Path | str:
+    """A shard set's location as ``Manifest.root`` keeps it: a resolved local Path, or a URI without a trailing /."""
+    if is_uri(directory):
+        return str(directory).rstrip("/")
+    return Path(directory).expanduser().resolve()
+
+
+def _basename(location: Path | str) -> str:
+    return location.name if isinstance(location, Path) else location.rsplit("/", 1)[-1]
+
+
+def _parent(location: Path | str) -> Path | str:
+    return location.parent if isinstance(location, Path) else location.rsplit("/", 1)[0]
+
+
+def _missing_files(manifest: Manifest) -> list[str]:
+    """The files named in the manifest that are not there (one listing on object storage)."""
+    files = [f for split in manifest.splits for f in manifest.split_files(split)]
+    if not is_uri(manifest.root):
+        return [f for f in files if not os.path.isfile(f)]
+    import pyarrow.fs as pafs
+
+    fs, base = filesystem(str(manifest.root))
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+    except OSError as err:
+        raise DatasetNotFoundError(f"Cannot list the shards at {manifest.root}: {err}. {_STORAGE_FIX}") from err
+    present = {info.path for info in infos if info.type == pafs.FileType.File}
+    return [f for f in files if filesystem(f)[1] not in present]
 
 
 def _split_rank(split: str) -> int:
@@ -169,11 +223,21 @@ def prepare(
     ``out_dir``. workers: threads reading images (default: CPU count, at most 8).
 
     The set is built in a hidden sibling folder and renamed into place when
-    complete, so ``out_dir`` never holds a half-written set.
+    complete, so ``out_dir`` never holds a half-written set. A storage URI
+    ``out_dir`` (``s3://bucket/shards``) is built in a local temp folder
+    (``$TMPDIR``) and then uploaded, manifest.json last.
     """
     for name, value, low in (("shard_size", shard_size, 1), ("size", size, 1), ("workers", workers, 1)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
             raise ConfigError(f"The {name!r} parameter of prepare must be an int >= {low}. Got {value!r} instead.")
+    if is_uri(out_dir):
+        target = _location(out_dir)
+        _check_uri_empty(target, overwrite)
+        with tempfile.TemporaryDirectory(prefix="raydal-prepare-") as tmp:
+            manifest = prepare(dataset, root, Path(tmp) / "shards", size=size, seed=seed, shard_size=shard_size,
+                               skip_bad=skip_bad, workers=workers, **reader_settings)
+            upload_shards(manifest.root, target)
+        return dataclasses.replace(manifest, root=target)
     out_dir = Path(out_dir).expanduser().resolve()
     if out_dir.exists() and not overwrite and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ConfigError(
@@ -231,6 +295,51 @@ def prepare(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return manifest
+
+
+def _check_uri_empty(uri: str, overwrite: bool) -> None:
+    """Refuse a non-empty storage ``out_dir`` unless ``overwrite`` (before any work is done)."""
+    import pyarrow.fs as pafs
+
+    fs, base = filesystem(uri)
+    try:
+        held = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+    except OSError as err:
+        raise DatasetNotFoundError(f"Cannot list {uri}: {err}. {_STORAGE_FIX}") from err
+    if held and not overwrite:
+        raise ConfigError(
+            f"The 'out_dir' of prepare must be empty or absent. {uri} already holds {len(held)} entries "
+            f"(e.g. {held[0].path}): remove them or choose a new location, or pass overwrite=True "
+            "(raydal prepare --overwrite) to replace them."
+        )
+
+
+def upload_shards(local: str | Path, uri: str) -> None:
+    """Copy the shard set in the local folder ``local`` to the storage URI ``uri``, replacing what is there.
+
+    manifest.json is removed first and written last, so at every moment ``uri``
+    either holds no manifest or a complete set (``load_manifest`` checks the files).
+    """
+    import pyarrow.fs as pafs
+
+    local = Path(local)
+    fs, base = filesystem(uri)
+    manifest_path = f"{base}/{MANIFEST_NAME}"
+    try:
+        if fs.get_file_info(manifest_path).type != pafs.FileType.NotFound:
+            fs.delete_file(manifest_path)
+        fs.create_dir(base, recursive=True)
+        fs.delete_dir_contents(base, missing_dir_ok=True)
+        for entry in sorted(local.iterdir()):
+            if entry.name == MANIFEST_NAME:
+                continue
+            pafs.copy_files(str(entry), f"{base}/{entry.name}", source_filesystem=pafs.LocalFileSystem(),
+                            destination_filesystem=fs)
+        with fs.open_output_stream(manifest_path) as f:
+            f.write((local / MANIFEST_NAME).read_bytes())
+    except OSError as err:
+        raise DatasetError(f"Uploading the shards from {local} to {uri} failed: {err}; {uri} holds no "
+                           f"manifest.json (an incomplete set). {_STORAGE_FIX} Then prepare again.") from err
 
 
 def assign_splits(index: ArchiveIndex, seed: int, shares: tuple[float, float] | None = None) -> np.ndarray:
@@ -453,7 +562,7 @@ def iter_batches(
 
     def tables() -> Iterator[pa.Table]:
         for path in manifest.split_files(split):
-            table = pq.read_table(path, columns=["id", "image", "labels"])
+            table = read_parquet(path, columns=["id", "image", "labels"])
             if keep is not None:
                 table = table.filter(pc.is_in(table["id"], value_set=keep))
             if drop is not None:
@@ -486,7 +595,9 @@ def read_ids(manifest: Manifest, split: str, labeled: bool | None = None) -> np.
     """
     chunks = []
     for path in manifest.split_files(split):
-        table = pq.read_table(path, columns=["id", "labeled"] if labeled is not None and _has_labeled(path) else ["id"])
+        file = parquet_file(path)  # one footer read; then only the columns asked for
+        has_labeled = "labeled" in file.schema_arrow.names
+        table = file.read(columns=["id", "labeled"] if labeled is not None and has_labeled else ["id"])
         if labeled is not None and "labeled" in table.column_names:
             table = table.filter(table["labeled"] if labeled else pc.invert(table["labeled"]))
         elif labeled is False:  # written before the column existed: every row is labeled
@@ -495,17 +606,13 @@ def read_ids(manifest: Manifest, split: str, labeled: bool | None = None) -> np.
     return _strings(pa.chunked_array(chunks, pa.string()))
 
 
-def _has_labeled(path: str) -> bool:
-    return "labeled" in pq.read_schema(path).names
-
-
 def read_split(manifest: Manifest, split: str, ids: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """All of ``split`` decoded in one dict (see ``decode_batch``).
 
     ids: only these rows, in the order given; every id must be in the split
     (``DatasetError`` lists the missing ones).
     """
-    tables = [pq.read_table(path, columns=["id", "image", "labels"]) for path in manifest.split_files(split)]
+    tables = [read_parquet(path, columns=["id", "image", "labels"]) for path in manifest.split_files(split)]
     table = pa.concat_tables(tables) if tables else SCHEMA.empty_table().select(["id", "image", "labels"])
     if ids is not None:
         ids = [str(i) for i in ids]
