@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from raydal.exceptions import ConfigError
+from raydal.utils import read_parquet
 
 __all__ = ["PoolPiece", "ScoringProgress", "batches_per_piece", "plan_pieces", "read_piece", "spread_over_nodes"]
 
@@ -74,7 +74,7 @@ def plan_pieces(
         cur_files, cur_rows, cur_count = [], [], 0
 
     for path in files:
-        ids = pq.read_table(path, columns=["id"])["id"]
+        ids = read_parquet(path, columns=["id"])["id"]
         keep = np.arange(len(ids), dtype=np.int32)
         if drop is not None:
             keep = keep[~pc.is_in(ids, value_set=drop).to_numpy(zero_copy_only=False)]
@@ -94,7 +94,7 @@ def plan_pieces(
 
 def read_piece(piece: PoolPiece, batch_size: int, columns: Sequence[str] = ("id", "image", "labels")) -> Iterator[pa.Table]:
     """The piece's rows as Arrow tables of ``batch_size`` rows (the last may be shorter), in plan order."""
-    tables = [pq.read_table(path, columns=list(columns)).take(pa.array(rows)) for path, rows in zip(piece.files, piece.rows)]
+    tables = [read_parquet(path, columns=list(columns)).take(pa.array(rows)) for path, rows in zip(piece.files, piece.rows)]
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     for start in range(0, table.num_rows, batch_size):
         yield table.slice(start, batch_size)
