@@ -181,12 +181,13 @@ def _shard_paths(manifest: Any, split: str, ids: Sequence[str]) -> dict[str, str
     """id -> the original file's path, from the shards' ``path`` column."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+
+    from raydal.utils import read_parquet
 
     wanted = pa.array(list(ids), pa.string())
     out: dict[str, str] = {}
     for file in manifest.split_files(split):
-        table = pq.read_table(file, columns=["id", "path"])
+        table = read_parquet(file, columns=["id", "path"])
         table = table.filter(pc.is_in(table["id"], value_set=wanted))
         out.update(zip(table["id"].to_pylist(), table["path"].to_pylist()))
     return out

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from raydal.exceptions import LabelImportError
+from raydal.utils import is_uri, open_input_file
 
 #: Largest label file read (bytes). A Label Studio export of a whole project
 #: carries every task's inlined thumbnail, ~20-200 kB each.
@@ -101,23 +102,23 @@ class LabelFile:
 
     Refuses (``LabelImportError`` naming the file) a file that is missing, too
     large, binary, an archive, not in an accepted encoding, or neither CSV nor a
-    JSON list.
+    JSON list. ``path``: a local file or a storage URI (``s3://bucket/labels.csv``).
     """
 
     def __init__(self, path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES):
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
             raise LabelImportError(f"The 'max_bytes' parameter must be an int >= 1. Got {max_bytes!r} instead.")
-        self.path = Path(path)
-        self.name = self.path.name
+        self.path: Path | str = str(path) if is_uri(path) else Path(path)
+        self.name = str(path).rstrip("/").rsplit("/", 1)[-1] if is_uri(path) else self.path.name
         self.max_bytes = max_bytes
         self.format = ""
         self._hash = hashlib.sha256()
         self._done = False
         try:
-            size = self.path.stat().st_size
+            size, is_dir = _size(self.path)
         except OSError as err:
             raise LabelImportError(f"cannot read label file {self.path}: {err}") from err
-        if self.path.is_dir():
+        if is_dir:
             raise LabelImportError(f"{self.path} is a folder; pass the label file inside it. {_TEXT_FIX}")
         self._check_size(size)
 
@@ -130,7 +131,7 @@ class LabelFile:
 
     def records(self) -> Iterator[LabelRecord]:
         try:
-            raw = open(self.path, "rb")
+            raw = open_input_file(self.path)
         except OSError as err:
             raise LabelImportError(f"cannot read label file {self.path}: {err}") from err
         with raw:
@@ -178,6 +179,21 @@ class LabelFile:
 
     def error(self, message: str, problems: list[tuple[str, str]] | None = None) -> LabelImportError:
         return LabelImportError(f"{self.path} {message} Nothing was imported.", problems)
+
+
+def _size(path: Path | str) -> tuple[int, bool]:
+    """(bytes, is a folder) of a local path or a storage URI; OSError when it is not there."""
+    if isinstance(path, Path):
+        return path.stat().st_size, path.is_dir()
+    import pyarrow.fs as pafs
+
+    from raydal.utils import filesystem
+
+    fs, inner = filesystem(path)
+    info = fs.get_file_info(inner)
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"no such object: {path}")
+    return (info.size or 0), info.type == pafs.FileType.Directory
 
 
 class _Text:
