@@ -13,6 +13,8 @@
 inside a state dir, or an exported ``model/`` folder with its preprocessing.json).
 ``input`` is a prepared shard set (every split is predicted) or a folder of
 image files, prepared with the run's own uint8 conversion and image size.
+``model`` and shard ``input`` may be storage URIs (``s3://...``); ``out_dir`` is a
+local folder.
 Every file name written is fixed: ids and file names only ever appear as data.
 ``raydal.distributed.predict`` runs the forward passes on Ray Data.
 """
@@ -30,6 +32,7 @@ import numpy as np
 
 from raydal.constants import MANIFEST_NAME, SPLITS
 from raydal.exceptions import ConfigError, ModelError, StateError
+from raydal.utils import file_exists, is_uri, join_location, read_bytes
 
 PREDICTIONS = "predictions"
 EXPORT_DIR = "model"
@@ -83,37 +86,58 @@ def preprocessing_of(manifest) -> dict[str, Any]:
 
 
 def resolve_model(model: str | Path) -> ModelSource:
-    """The checkpoint and preprocessing of ``model``: a state dir, or a checkpoint folder."""
-    from raydal.al.state import STATE_FILE, StateStore
-    from raydal.data.shards import load_manifest
+    """The checkpoint and preprocessing of ``model``: a state dir, or a checkpoint folder
+    (local paths or storage URIs)."""
+    from raydal.al.state import STATE_FILE
     from raydal.models.checkpoint import MODEL_FILE
 
-    path = Path(model).expanduser()
-    if (path / STATE_FILE).is_file():
-        state = StateStore(str(path)).load()
+    location = str(model).rstrip("/") if is_uri(model) else Path(model).expanduser()
+    if file_exists(join_location(location, STATE_FILE)):
+        state = _load_state(location)
         if not state.history:
-            raise StateError(f"The run in {path} has no trained model yet (phase {state.phase!r}). Fix: run it "
+            raise StateError(f"The run in {location} has no trained model yet (phase {state.phase!r}). Fix: run it "
                              "until it has trained once (label the initial batch in human mode), then predict.")
-        return ModelSource(state.history[-1]["checkpoint"], preprocessing_of(load_manifest(state.config["shards_dir"])))
-    if (path / MODEL_FILE).is_file():
-        if (path / PREPROCESSING_FILE).is_file():
-            return ModelSource(str(path), json.loads((path / PREPROCESSING_FILE).read_text()))
-        for parent in path.resolve().parents:  # STATE/checkpoints/iter-NNNN
-            if (parent / STATE_FILE).is_file():
-                state = StateStore(str(parent)).load()
-                return ModelSource(str(path), preprocessing_of(load_manifest(state.config["shards_dir"])))
-        return ModelSource(str(path), None)
-    raise ModelError(f"{path} is neither a run's state dir (no {STATE_FILE}) nor a checkpoint folder (no "
+        return ModelSource(state.history[-1]["checkpoint"], _run_preprocessing(state))
+    if file_exists(join_location(location, MODEL_FILE)):
+        if file_exists(join_location(location, PREPROCESSING_FILE)):
+            return ModelSource(str(location), json.loads(read_bytes(join_location(location, PREPROCESSING_FILE))))
+        for parent in _parents(location):  # STATE/checkpoints/iter-NNNN
+            if file_exists(join_location(parent, STATE_FILE)):
+                return ModelSource(str(location), _run_preprocessing(_load_state(parent)))
+        return ModelSource(str(location), None)
+    raise ModelError(f"{location} is neither a run's state dir (no {STATE_FILE}) nor a checkpoint folder (no "
                      f"{MODEL_FILE}). Fix: pass the --state-dir of a run, or one of its checkpoints/iter-NNNN.")
 
 
+def _load_state(location: Path | str):
+    from raydal.al.state import StateStore
+
+    return StateStore(str(location)).load()
+
+
+def _run_preprocessing(state) -> dict[str, Any]:
+    from raydal.data.shards import load_manifest
+
+    return preprocessing_of(load_manifest(state.config["shards_dir"]))
+
+
+def _parents(location: Path | str) -> list[Path | str]:
+    """The folders above ``location``, nearest first (for a URI: up to its bucket)."""
+    if isinstance(location, Path):
+        return list(location.resolve().parents)
+    scheme, _, rest = location.partition("://")
+    parts = rest.split("/")
+    return [f"{scheme}://{'/'.join(parts[:k])}" for k in range(len(parts) - 1, 0, -1)]
+
+
 def prepare_input(source: ModelSource, input: str | Path, out_dir: Path, skip_bad: bool = False):
-    """The shard ``Manifest`` to predict: ``input`` itself when it is a shard set, else the image
-    folder ``input`` prepared into ``out_dir/input-shards`` with the model's conversion and size."""
+    """The shard ``Manifest`` to predict: ``input`` itself when it is a shard set (a local folder or a
+    storage URI), else the image folder ``input`` prepared into ``out_dir/input-shards`` with the
+    model's conversion and size."""
     from raydal.data.shards import load_manifest, prepare
 
-    input = Path(input).expanduser()
-    if (input / MANIFEST_NAME).is_file():
+    input = str(input).rstrip("/") if is_uri(input) else Path(input).expanduser()
+    if file_exists(join_location(input, MANIFEST_NAME)):
         manifest = load_manifest(input)
         pre = source.preprocessing
         if pre is not None and (manifest.bands != pre["bands"] or manifest.image_size != pre["image_size"]
@@ -125,8 +149,9 @@ def prepare_input(source: ModelSource, input: str | Path, out_dir: Path, skip_ba
                 "image folder itself as INPUT."
             )
         return manifest
-    if not input.is_dir():
-        raise ConfigError(f"INPUT {input} is neither prepared shards (no {MANIFEST_NAME}) nor a folder of images.")
+    if isinstance(input, str) or not input.is_dir():
+        raise ConfigError(f"INPUT {input} is neither prepared shards (no {MANIFEST_NAME}) nor a local folder of "
+                          "images.")
     pre = source.preprocessing
     if pre is None:
         raise ConfigError(f"The checkpoint {source.checkpoint} does not say how its images were prepared. Fix: "
@@ -161,12 +186,10 @@ def predict_arrays_local(checkpoint: str, manifest, batch_size: int = 64) -> tup
     Full float32 precision on every device (no bf16 autocast on CUDA), so the
     numbers equal the exported model's.
     """
-    import pyarrow.parquet as pq
-
     from raydal.data.shards import decode_batch
     from raydal.models import load_checkpoint
     from raydal.query.scoring import score_batch
-    from raydal.utils import default_device
+    from raydal.utils import default_device, read_parquet
 
     device = default_device()
     net = load_checkpoint(checkpoint, device=device)
@@ -175,7 +198,7 @@ def predict_arrays_local(checkpoint: str, manifest, batch_size: int = 64) -> tup
     probs: list[np.ndarray] = []
     for split in manifest.splits:
         for file in manifest.split_files(split):
-            table = pq.read_table(file, columns=["id", "image", "labels", "path"])
+            table = read_parquet(file, columns=["id", "image", "labels", "path"])
             for start in range(0, table.num_rows, batch_size):
                 chunk = table.slice(start, batch_size)
                 batch = decode_batch(chunk, manifest)
@@ -210,6 +233,9 @@ def predict(
     for name, value in (("batch_size", batch_size), ("concurrency", concurrency)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"The '{name}' parameter of predict must be an int >= 1. Got {value!r} instead.")
+    if is_uri(out_dir):
+        raise ConfigError(f"The 'out_dir' parameter of predict must be a local folder. Got {out_dir!r} instead. "
+                          "Fix: predict into a local folder, then copy it (e.g. `aws s3 cp --recursive`).")
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     source = resolve_model(model)
