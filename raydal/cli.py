@@ -12,10 +12,15 @@ from raydal.exceptions import ConfigError, RaydalError
 from raydal.settings import LazyChoices
 
 
+def _location(text: str) -> Path | str:
+    """A path argument: a storage URI (``s3://bucket/key``) stays a str, anything else is a Path."""
+    return text if "://" in text else Path(text)
+
+
 def _cmd_synth(args: argparse.Namespace) -> None:
     from raydal.data.synth import synthesize
 
-    options = {"dtype": args.dtype, "labeled_share": args.labeled_share}
+    options = {"dtype": args.dtype, "labeled_share": args.labeled_share, "version": args.bigearthnet_version}
     options = {k: v for k, v in options.items() if v is not None}
     out = synthesize(args.dataset, args.out_dir, n=args.n, size=args.size, seed=args.seed, **options)
     print(f"wrote a fake {args.dataset} archive to {out}")
@@ -44,6 +49,9 @@ def _reader_settings(args: argparse.Namespace) -> dict:
         "threshold": args.threshold,
         "band_order": args.band_order,
         "reflectance_max": args.reflectance_max,
+        "version": args.bigearthnet_version,
+        "nomenclature": args.nomenclature,
+        "drop_snow_cloud": False if args.keep_snow_cloud else None,
         "labels": args.labels,
         "classes": args.classes,
         "scaling": args.scaling,
@@ -345,7 +353,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from raydal.data import folder
+    from raydal.data import bigearthnet, folder
     from raydal.data.bigearthnet import BigEarthNetReader
 
     parser = argparse.ArgumentParser(prog="raydal", description=__doc__)
@@ -360,12 +368,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("float32", "uint16"), default=None, help="folder: pixel type (default float32)")
     p.add_argument("--labeled-share", type=float, default=None,
                    help="folder: share of images with labels in labels.csv (default 0.5)")
+    p.add_argument("--bigearthnet-version", choices=("v1", "v2"), default=None, help="bigearthnet: layout (default v2)")
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("prepare", help="validate an archive and pack it into Parquet shards")
     p.add_argument("dataset", choices=_datasets(), metavar="DATASET", help="%(choices)s")
     p.add_argument("root", type=Path, help="the archive's folder")
-    p.add_argument("out_dir", type=Path)
+    p.add_argument("out_dir", type=_location, help="a folder, or a storage URI (s3://bucket/shards)")
     p.add_argument("--size", type=int, default=None, help="model input side in pixels (default per dataset)")
     p.add_argument("--seed", type=int, default=0, help="seed of the val/test/pool split")
     p.add_argument("--shard-size", type=int, default=512, help="images per Parquet shard")
@@ -381,6 +390,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TreeSatAI aerial band order: torchgeo (IR,G,B,R; default) or nir-rgb")
     p.add_argument("--reflectance-max", type=int, default=None,
                    help=f"BigEarthNet: digital number mapped to 255 (default {_default(BigEarthNetReader, 'reflectance_max')})")
+    p.add_argument("--bigearthnet-version", choices=bigearthnet.VERSIONS, default=None,
+                   help=f"BigEarthNet layout (default {_default(BigEarthNetReader, 'version')}: v2 when "
+                        "BigEarthNet-S2 and metadata.parquet are there, else v1)")
+    p.add_argument("--nomenclature", type=int, choices=bigearthnet.NOMENCLATURES, default=None,
+                   help="BigEarthNet v1: 19 classes by the published mapping or the 43 CORINE classes "
+                        f"(default {_default(BigEarthNetReader, 'nomenclature')})")
+    p.add_argument("--keep-snow-cloud", action="store_true", default=None,
+                   help="BigEarthNet v1: keep the patches of the published snow and cloud/shadow lists")
     g = p.add_argument_group("folder (your own archive; docs/data.md)")
     g.add_argument("--labels", type=Path, default=None,
                    help="labels CSV: id (or path), labels (class names joined by ';'), optional split; "
@@ -436,8 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
     from raydal.settings import declared_settings, value_type
 
     p = sub.add_parser("export", help="write the pending query batch for annotators (CSV, Label Studio, thumbnails)")
-    p.add_argument("state_dir", type=Path)
-    p.add_argument("--out", type=Path, default=None, help="output folder (default STATE_DIR/export/iter-NNNN)")
+    p.add_argument("state_dir", type=_location)
+    p.add_argument("--out", type=Path, default=None, help="output folder (default STATE_DIR/export/iter-NNNN; "
+                                                          "needed for a state dir on a storage URI)")
     for f in declared_settings(ExportOptions):  # flags derived from the declarations; None: not given
         base, _ = value_type(ExportOptions, f.name)
         default = f" (default: {f.default})" if f.default is not None else ""
@@ -447,8 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("import-labels", help="import annotators' labels (filled batch.csv, or a Label Studio "
                                               "JSON, JSON_MIN or CSV export)")
-    p.add_argument("state_dir", type=Path)
-    p.add_argument("file", type=Path)
+    p.add_argument("state_dir", type=_location)
+    p.add_argument("file", type=_location)
     p.add_argument("--annotator", default="annotator", help="recorded as who labeled these samples")
     p.add_argument("--max-bytes", type=int, default=None,
                    help=f"refuse label files larger than this many bytes (default {DEFAULT_MAX_BYTES})")
@@ -457,8 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
     from raydal import predict as pr
 
     p = sub.add_parser("predict", help="predict images with a trained run's model; export the model")
-    p.add_argument("model", type=Path, help="a run's state dir (its latest model) or a checkpoint folder")
-    p.add_argument("input", type=Path, help="prepared shards, or a folder of images (prepared with the run's settings)")
+    p.add_argument("model", type=_location, help="a run's state dir (its latest model) or a checkpoint folder")
+    p.add_argument("input", type=_location, help="prepared shards, or a folder of images (prepared with the run's settings)")
     p.add_argument("out_dir", type=Path, help="predictions.parquet, predictions.csv, model/ (model.pt2 + preprocessing.json)")
     p.add_argument("--executor", choices=pr.EXECUTORS, default=None,
                    help=f"ray: Ray Data actors; local: this process; auto: Ray when installed (default {_default(pr.predict, 'executor')})")

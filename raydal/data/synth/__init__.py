@@ -43,7 +43,7 @@ def synthesize(
     304, 120; folder 64). difficulty in [0, 1]: 0 paints bold, clean label marks, 1 faint,
     small, noisy ones. options: per-dataset layout choices (treesatai:
     ``layout="aerial/60m"`` or ``"aerial_60m"``; folder: ``dtype="float32"`` or
-    ``"uint16"``, ``labeled_share=0.5``). The same arguments always write
+    ``"uint16"``, ``labeled_share=0.5``; bigearthnet: ``version="v2"`` or ``"v1"``). The same arguments always write
     the same archive.
     """
     if dataset not in _WRITERS:
