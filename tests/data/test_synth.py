@@ -1,6 +1,9 @@
-"""The fake-archive generators: real profiles, determinism, imbalanced labels."""
+"""The fake-archive generators: real profiles, the real UC Merced labels, determinism, imbalanced labels."""
 
 from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,37 +109,100 @@ def test_each_label_paints_its_own_colour():
     assert distances.min() > 30.0
 
 
-# -- the structure of real archives: label counts, near-duplicate groups, graded difficulty ----
-def test_ucmerced_scene_profiles_give_the_published_label_counts():
-    """Per scene exact counts; over the 21 scenes of 100 images, the published per-label counts."""
-    from raydal.data.synth.painter import labels_from_group_counts
-    from raydal.data.synth.ucmerced import REAL_COUNTS, scene_shares
+# -- the structure of real archives: the real UC Merced labels, near-duplicate groups, graded difficulty ----
+PUBLISHED = Path("/work/shared/data/ucmerced/LandUse_Multilabeled.txt")
+needs_published = pytest.mark.skipif(
+    not PUBLISHED.is_file(), reason=f"the published UC Merced annotation is not at {PUBLISHED} (only on the dev box)"
+)
+
+
+def _label_file(path) -> dict[str, np.ndarray]:
+    """A UC Merced label file as {image name: uint8 [17] in UCMercedReader.classes order}, parsed here on its own."""
     from raydal.data.ucmerced import UCMercedReader as R
 
-    scenes = np.arange(2100) % 21
-    labels = labels_from_group_counts(scenes, scene_shares(), np.random.default_rng(5))
-    assert labels.sum(0).tolist() == list(REAL_COUNTS)
-    assert labels.sum(1).min() >= 1 and labels.sum(1).max() <= MAX_LABELS
-    # rare labels belong to their scene: every airplane, dock, tanks, sea image is in that scene
-    for label, scene in (("airplane", "airplane"), ("dock", "harbor"), ("tanks", "storagetanks"), ("sea", "beach")):
-        assert set(scenes[labels[:, R.classes.index(label)] == 1]) == {R.scenes.index(scene)}
-    # co-occurrence follows the scenes: cars go with pavement far more than with sea
-    cars, pavement, sea = (labels[:, R.classes.index(c)] == 1 for c in ("cars", "pavement", "sea"))
-    assert (cars & pavement).sum() > 0.8 * cars.sum() and not (cars & sea).any()
+    header, *rows = [line.split("\t") for line in Path(path).read_text().splitlines()]
+    order = [header.index(c) for c in R.classes]
+    return {row[0]: np.array([int(row[k]) for k in order], np.uint8) for row in rows}
 
 
-def test_ucmerced_archive_label_file_follows_the_scene_profiles(tmp_path):
-    from raydal.data.synth.ucmerced import scene_shares
+@needs_published
+def test_packaged_label_matrix_is_the_published_file():
+    from raydal.data.synth.ucmerced import LABEL_MATRIX
+
+    packaged = resources.files("raydal.data.synth").joinpath(LABEL_MATRIX).read_text()
+    assert packaged.splitlines() == PUBLISHED.read_text().splitlines()
+
+
+@needs_published
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_full_ucmerced_archive_has_the_real_labels(tmp_path):
+    """Through the real reader, every generated image carries the labels of the real image of its name."""
+    from raydal.data import get_reader
+
+    real = _label_file(PUBLISHED)
+    index = get_reader("ucmerced", synthesize("ucmerced", tmp_path / "a", n=2100, size=8, seed=4)).index()
+    assert sorted(index.ids) == sorted(real)
+    np.testing.assert_array_equal(index.labels, np.stack([real[i] for i in index.ids]))
+    # hence the real archive's facts (the annotation's README): counts, labels per image, co-occurrence
+    labels = index.labels.astype(int)
+    assert labels.sum(0).tolist() == [100, 718, 691, 886, 115, 105, 100, 103, 975, 102, 1300, 294, 100, 102, 100, 1009, 203]
+    assert np.bincount(labels.sum(1)).tolist() == [0, 224, 426, 512, 442, 365, 119, 12]
+    truth = np.stack(list(real.values())).astype(int)
+    np.testing.assert_array_equal(labels.T @ labels, truth.T @ truth)
+
+
+def test_small_ucmerced_archives_take_evenly_spaced_real_images(tmp_path):
+    """n < 2100: the same n // 21 (or one more) real images of every scene, whatever the seed."""
+    from raydal.data.synth.ucmerced import real_labels
     from raydal.data.ucmerced import UCMercedReader as R
 
-    root = synthesize("ucmerced", tmp_path / "a", n=210, size=8, seed=4)
-    rows = (root / "LandUse_Multilabeled.txt").read_text().splitlines()[1:]
-    counts = np.zeros((21, 17))
-    for row in rows:
-        name, *values = row.split("\t")
-        counts[R.scenes.index(name.rstrip("0123456789"))] += np.array(values, dtype=int)
-    expected = np.rint(scene_shares() * 10)  # 10 images per scene
-    assert np.abs(counts - expected).max() <= 1  # an image left without labels may take one over
+    names, matrix = real_labels()
+    a = _label_file(synthesize("ucmerced", tmp_path / "a", n=60, size=8, seed=1) / "LandUse_Multilabeled.txt")
+    b = _label_file(synthesize("ucmerced", tmp_path / "b", n=60, size=8, seed=2) / "LandUse_Multilabeled.txt")
+    assert list(a) == list(b)
+    per_scene = {s: sorted(int(n[len(s):]) for n in a if n.rstrip("0123456789") == s) for s in R.scenes}
+    assert all(per_scene[s] == [0, 33, 67] for s in R.scenes[:18])  # 60 = 18 scenes x 3 + 3 scenes x 2
+    assert all(per_scene[s] == [0, 50] for s in R.scenes[18:])
+    for name, row in a.items():
+        np.testing.assert_array_equal(row, matrix[names.index(name)])
+
+
+def _label_count_correlations(fill_grid: bool) -> dict[str, float]:
+    """Spearman correlation of the label count with image statistics over 300 painted UC Merced images."""
+    from scipy.stats import spearmanr
+
+    from raydal.data.synth.painter import sample_grades
+    from raydal.data.synth.ucmerced import real_labels
+
+    rows = np.random.default_rng(0).choice(2100, size=300, replace=False)
+    labels = real_labels()[1][rows]
+    rng = np.random.default_rng(1)
+    grades = sample_grades(labels, rng, 0.3)
+    images = paint(labels, (32, 32), 3, rng, 0.3, rows // 100, grades, 5, fill_grid=fill_grid).astype(float)
+    gradient = (np.diff(images, axis=1) ** 2).mean((1, 2, 3)) + (np.diff(images, axis=2) ** 2).mean((1, 2, 3))
+    stats = {"brightness": images.mean((1, 2, 3)), "pixel std": images.std((1, 2, 3)), "gradient energy": gradient}
+    return {name: spearmanr(labels.sum(1), value).statistic for name, value in stats.items()}
+
+
+def test_ucmerced_texture_does_not_grow_with_the_label_count():
+    """One slot per label makes texture track the label count; sharing the full grid removes most of it."""
+    one_slot_each, shared_grid = _label_count_correlations(False), _label_count_correlations(True)
+    assert one_slot_each["pixel std"] > 0.6 and one_slot_each["gradient energy"] > 0.6
+    assert abs(shared_grid["brightness"]) < 0.2
+    assert abs(shared_grid["gradient energy"]) < 0.3
+    assert shared_grid["pixel std"] < 0.35  # what is left: more labels, more different colours side by side
+
+
+def test_fill_grid_shares_every_slot_among_the_labels():
+    from raydal.data.synth.painter import _place
+
+    preferred = np.array([4, 4, 0, 8, 2])
+    for classes in ([2], [0, 1], [0, 1, 2, 3, 4]):
+        pairs = _place(np.array(classes), preferred, fill_grid=True)
+        assert sorted(slot for _, slot in pairs) == list(range(MAX_LABELS))
+        per_label = np.bincount([c for c, _ in pairs])[classes]
+        assert per_label.max() - per_label.min() <= 1
+    assert _place(np.array([0, 1]), preferred, fill_grid=False) == [(0, 4), (1, 5)]  # a taken slot: the next one
 
 
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")

@@ -3,7 +3,9 @@
 Each class gets a fixed style: a colour (one value per band) and an oriented
 texture (stripes or a checkerboard at its own angle and frequency). An image is
 a noisy background split into a 3x3 grid of slots; every label of the image
-paints its style into a slot of its own, so no label hides another. A model
+paints its style into a slot of its own, so no label hides another (with
+``fill_grid``, the labels share all nine slots, so an image's textured area,
+contrast and texture energy do not grow with its label count). A model
 that detects the colours and textures can therefore recover every label, and
 ``difficulty`` (0 easy .. 1 hard) blends the styles towards the background,
 shrinks the painted regions and adds noise.
@@ -91,37 +93,6 @@ def sample_labels(n: int, priors: np.ndarray, rng: np.random.Generator) -> np.nd
     return labels.astype(np.uint8)
 
 
-def labels_from_group_counts(groups: np.ndarray, shares: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Multi-hot labels uint8 [n, C] with exact per-group label counts.
-
-    groups: int [n], the group (scene) of each image. shares: float [G, C] in
-    [0, 1], the share of group g's images that carry label c. In group g with
-    n_g images, exactly ``round(shares[g, c] * n_g)`` images get label c (so
-    the archive's label counts follow the table), chosen at random; an image
-    left without a label then takes its group's most common label from an
-    image that has several, which keeps the counts.
-    """
-    shares = np.asarray(shares, dtype=np.float64)
-    n = len(groups)
-    labels = np.zeros((n, shares.shape[1]), dtype=bool)
-    for g in np.unique(groups):
-        rows = np.flatnonzero(groups == g)
-        for c in np.flatnonzero(shares[g]):
-            k = int(round(shares[g, c] * rows.size))
-            labels[rng.choice(rows, size=k, replace=False), c] = True
-        top = int(np.argmax(shares[g]))
-        for i in rows[~labels[rows].any(1)]:
-            donors = rows[labels[rows, top] & (labels[rows].sum(1) > 1)]
-            if donors.size:
-                labels[donors[rng.integers(donors.size)], top] = False
-            labels[i, top] = True
-        for i in rows[labels[rows].sum(1) > MAX_LABELS]:
-            keep = rng.choice(np.flatnonzero(labels[i]), MAX_LABELS, replace=False)
-            labels[i] = False
-            labels[i, keep] = True
-    return labels.astype(np.uint8)
-
-
 def sample_grades(labels: np.ndarray, rng: np.random.Generator, difficulty: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
     """Per-image difficulty grades and per-region hardness kinds.
 
@@ -146,6 +117,7 @@ def paint(
     groups: np.ndarray | None = None,
     grades: tuple[np.ndarray, np.ndarray] | None = None,
     group_key: int | None = None,
+    fill_grid: bool = False,
 ) -> np.ndarray:
     """Paint one image per label row.
 
@@ -157,6 +129,9 @@ def paint(
     grades: ``sample_grades`` output for these rows (default: every grade 0).
     group_key: seeds what each group shares, so calls with the same key paint
         a group alike (default: drawn from ``rng``).
+    fill_grid: paint every slot of the grid, shared among the image's labels
+        (``_place``), so each image has the same textured area whatever its
+        label count; by default each label paints one slot.
     Returns uint8 [N, H, W, bands].
     """
     h, w = shape
@@ -187,12 +162,7 @@ def paint(
     slot_h, slot_w = h // GRID, w // GRID
     for i in range(n):
         t = shared[member[i]]
-        taken = np.zeros(MAX_LABELS, dtype=bool)
-        for c in np.flatnonzero(labels[i]):
-            slot = int(t.slots[c])
-            while taken[slot]:
-                slot = (slot + 1) % MAX_LABELS
-            taken[slot] = True
+        for c, slot in _place(np.flatnonzero(labels[i]), t.slots, fill_grid):
             how = HARDNESS_KINDS[kind[i, c]]
             extra = float(grade[i])
             size = cover * (1.0 - 0.6 * extra) if how == "small" else cover
@@ -208,6 +178,29 @@ def paint(
                 mark[:hidden] = 0.0
             images[(i, *region)] += strength * mark
     return np.clip(np.rint(images), 0, 255).astype(np.uint8)
+
+
+def _place(classes: np.ndarray, preferred: np.ndarray, fill_grid: bool) -> list[tuple[int, int]]:
+    """The (class, slot) pairs one image paints.
+
+    classes: int [k], the image's labels. preferred: int [C], each class's slot in
+    its group. Each label takes its preferred slot, or the next free one. With
+    ``fill_grid`` the slots left free are dealt out in turn to the labels in
+    class order, so k labels share all ``MAX_LABELS`` slots (9 // k or one more
+    each) and the painted area does not grow with k.
+    """
+    taken = np.zeros(MAX_LABELS, dtype=bool)
+    pairs = []
+    for c in classes:
+        slot = int(preferred[c])
+        while taken[slot]:
+            slot = (slot + 1) % MAX_LABELS
+        taken[slot] = True
+        pairs.append((int(c), slot))
+    if fill_grid and len(classes):
+        for turn, slot in enumerate(np.flatnonzero(~taken)):
+            pairs.append((int(classes[turn % len(classes)]), int(slot)))
+    return pairs
 
 
 @dataclass(frozen=True)
@@ -256,6 +249,7 @@ def paint_chunks(
     groups: np.ndarray | None = None,
     grades: tuple[np.ndarray, np.ndarray] | None = None,
     group_key: int | None = None,
+    fill_grid: bool = False,
 ):
     """``paint`` in chunks of rows that keep memory under ~``max_bytes``.
 
@@ -272,4 +266,4 @@ def paint_chunks(
     for start in range(0, n, step):
         rows = slice(start, start + step)
         part = (grades[0][rows], grades[1][rows])
-        yield start, paint(labels[rows], shape, bands, rng, difficulty, groups[rows], part, group_key=key)
+        yield start, paint(labels[rows], shape, bands, rng, difficulty, groups[rows], part, key, fill_grid)
