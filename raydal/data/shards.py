@@ -60,6 +60,9 @@ SCHEMA = pa.schema(
 )
 #: Images whose sides differ by more than this ratio are refused: resizing would distort them.
 MAX_ASPECT = 1.25
+#: Bytes of images per Parquet row group (at least one image: real images are 49-330 KB).
+#: Readers fetch only the row groups holding the rows they need (raydal.training.shares).
+ROW_GROUP_BYTES = 1 << 16
 #: UC Merced has no published split: the paper's random 525 / 525 / 1050 of 2100.
 RANDOM_VAL_SHARE = 0.25
 RANDOM_TEST_SHARE = 0.25
@@ -431,7 +434,9 @@ def _write_split(
         )
         split_dir.mkdir(exist_ok=True)
         name = f"{split}/part-{len(files):05d}.parquet"
-        pq.write_table(table, out / name)
+        # Row groups of about one real image (ROW_GROUP_BYTES): a fit reads its labeled rows' groups only.
+        pq.write_table(table, out / name, row_group_size=max(1, ROW_GROUP_BYTES // images[0].nbytes),
+                       write_statistics=False)
         files.append(name)
         kept.extend(good)
     return files, np.array(kept, dtype=np.int64), problems

@@ -22,10 +22,13 @@ a contiguous range of rows, and rank 0 merges the parts (metrics over the
 union, the global top-K candidates). The iteration then pays one worker-group
 start and no scoring-actor start.
 
-The driver builds the initial model (seeded fresh init, ``spec.weights``, or the
-warm-start checkpoint) and ships its weights through the object store, so the
-workers need no access to those files; they need the shard files (a shared
-filesystem or a URI such as ``s3://...``) and ``storage_path``.
+The workers build the initial model (seeded fresh init, ``spec.weights``, or the
+warm-start checkpoint; every rank alike, and DDP starts from rank 0's copy):
+the driver ships the bytes of a local weights file or checkpoint folder through
+the object store, so the workers need no access to the driver's files and the
+driver imports no torch. The workers need the shard files (a shared filesystem
+or a URI such as ``s3://...``) and ``storage_path``. Each worker reads its
+share in a background thread while it builds the model and joins the group.
 """
 
 from __future__ import annotations
@@ -38,16 +41,19 @@ import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from raydal.constants import CHECKPOINT_SUBDIR, ENV_TRAIN_LOG_LEVEL, HISTORY_FILE, TRAIN_STATE_FILE
 from raydal.exceptions import ConfigError, RaydalError
-from raydal.models import ModelSpec
-from raydal.training import TrainConfig, TrainResult, build_initial_model
-from raydal.training.loop import CheckpointPolicy
-from raydal.utils import atomic_write_json
+from raydal.training.config import TrainConfig
+from raydal.training.in_process import TrainResult
+from raydal.training.policy import CheckpointPolicy
+from raydal.utils import atomic_write_json, is_uri
+
+if TYPE_CHECKING:
+    from raydal.models import ModelSpec
 
 __all__ = ["PoolScoring", "train_with_ray"]
 
@@ -86,18 +92,67 @@ def _gather_to_rank0(obj: Any, rank: int, world: int) -> list[Any] | None:
     return out
 
 
+def _shipped(location: str | os.PathLike | None) -> Any:
+    """What the driver sends for a weights file or checkpoint folder: its bytes, or the location itself.
+
+    A local file: ``bytes``; a local folder: ``{file name: bytes}`` (top level);
+    a storage URI (every worker can read it) or None: unchanged.
+    """
+    if location is None or is_uri(location):
+        return location
+    path = Path(location)
+    if path.is_dir():
+        return {f.name: f.read_bytes() for f in sorted(path.iterdir()) if f.is_file()}
+    return path.read_bytes()
+
+
+def _landed(shipped: Any, folder: Path, name: str) -> str | None:
+    """Where ``_shipped``'s output lies on this worker: written under ``folder`` when sent as bytes."""
+    if shipped is None or isinstance(shipped, str):
+        return shipped
+    target = folder / name
+    if isinstance(shipped, bytes):
+        target.write_bytes(shipped)
+    else:
+        target.mkdir()
+        for file_name, data in shipped.items():
+            (target / file_name).write_bytes(data)
+    return str(target)
+
+
+def _initial_model(spec: ModelSpec, cfg: TrainConfig, init: dict[str, Any]):
+    """``build_initial_model`` in a worker, from what the driver shipped (``init``: weights, checkpoint)."""
+    import dataclasses
+    import tempfile
+
+    import ray
+
+    from raydal.training.in_process import build_initial_model
+
+    init = ray.get(init) if isinstance(init, ray.ObjectRef) else init
+    with tempfile.TemporaryDirectory(prefix="raydal-init-") as tmp:
+        weights = _landed(init["weights"], Path(tmp), "weights.pt")
+        checkpoint = _landed(init["checkpoint"], Path(tmp), "checkpoint")
+        model = build_initial_model(dataclasses.replace(spec, weights=weights), cfg, checkpoint)
+    model.spec = spec.to_dict()  # record the user's weights path, not this worker's copy
+    return model
+
+
 def _train_worker(config: dict[str, Any]) -> dict[str, Any]:
     """Per-worker entry of the ``TorchTrainer``; rank 0 returns history, evaluations and pool scores."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import ray
     import ray.train
     import ray.train.torch
     import torch
 
-    from raydal.data.shards import iter_batches, override_labels
+    from raydal.data.shards import override_labels
     from raydal.faults import fault_point
+    from raydal.models import ModelSpec
     from raydal.query.scoring import merge_pool_scores, score_pool
     from raydal.training.loop import EpochProgress, fit
-    from raydal.training.shares import combine_evaluations, evaluation_part, iter_range_batches, read_share
+    from raydal.training.shares import combine_evaluations, evaluation_part, iter_share_batches, read_share
     from raydal.training.sources import array_batches
 
     # This process only trains: its root logger decides what Ray Train's per-report INFO
@@ -111,22 +166,22 @@ def _train_worker(config: dict[str, Any]) -> dict[str, Any]:
     if config["torch_threads"]:
         torch.set_num_threads(config["torch_threads"])
 
-    model = spec.build(weights=False)
-    init_state = config["init_state"]
-    model.load_state_dict(ray.get(init_state) if isinstance(init_state, ray.ObjectRef) else init_state)
-    device = ray.train.torch.get_device()
-    if device.type == "cuda":  # before DDP builds its gradient buckets, so their strides match
-        model.to(memory_format=torch.channels_last)
-    ddp_model = ray.train.torch.prepare_model(model)  # moves to the worker's device; DDP when world > 1
-    net = getattr(ddp_model, "module", ddp_model)
-
-    # This rank's labeled rows, read once for the whole fit and shuffled in memory each epoch.
-    data = override_labels(read_share(manifest, config["shares"][rank]), config["label_overrides"] or {})
+    # This rank's labeled rows, read once for the whole fit (in the background while the
+    # model is built and the group forms) and shuffled in memory each epoch.
+    with ThreadPoolExecutor(1, thread_name_prefix="raydal-share") as pool:
+        share = pool.submit(read_share, manifest, config["shares"][rank])
+        model = _initial_model(spec, cfg, config["init"])
+        device = ray.train.torch.get_device()
+        if device.type == "cuda":  # before DDP builds its gradient buckets, so their strides match
+            model.to(memory_format=torch.channels_last)
+        ddp_model = ray.train.torch.prepare_model(model)  # to the worker's device; DDP (rank 0's weights) when world > 1
+        net = getattr(ddp_model, "module", ddp_model)
+        data = override_labels(share.result(), config["label_overrides"] or {})
     train_batches = array_batches(data, max(2, cfg.batch_size // world), seed=cfg.seed)
     val_batches = None
     if rank == 0 and config["validate"]:
         def val_batches(epoch: int):
-            return iter_batches(manifest, "val", config["eval_batch_size"])
+            return iter_share_batches(manifest, config["validate"], config["eval_batch_size"])
 
     progress = EpochProgress(cfg.epochs, world) if rank == 0 and config["progress"] else None
 
@@ -161,15 +216,15 @@ def _train_worker(config: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     _sync_from_rank0(net)  # evaluate and score the model rank 0 saved
     part: dict[str, Any] = {"evaluations": {}, "scores": None}
-    for split, ranges in config["evaluate"].items():
+    for split, parts in config["evaluate"].items():
         part["evaluations"][split] = evaluation_part(
-            net, iter_range_batches(manifest, ranges[rank], config["eval_batch_size"]), device, amp=cfg.amp)
+            net, iter_share_batches(manifest, parts[rank], config["eval_batch_size"]), device, amp=cfg.amp)
     t1 = time.perf_counter()
     score = config["score"]
     if score is not None:
         prev = score["prev_probs"]
         prev = ray.get(prev) if isinstance(prev, ray.ObjectRef) else prev
-        batches = iter_range_batches(manifest, score["ranges"][rank], score["batch_size"], exclude=config["labeled"])
+        batches = iter_share_batches(manifest, score["rows"][rank], score["batch_size"], exclude=config["labeled"])
         part["scores"] = score_pool(net, batches, score["strategy"], score["k"], prev_probs=prev, device=device,
                                     amp=cfg.amp)
     parts = _gather_to_rank0(part, rank, world)
@@ -180,6 +235,35 @@ def _train_worker(config: dict[str, Any]) -> dict[str, Any]:
             out["scores"] = merge_pool_scores([p["scores"] for p in parts], score["k"])
         out["seconds"].update(evaluate_seconds=t1 - t0, score_seconds=time.perf_counter() - t1)
     return out
+
+
+@dataclass
+class _FitResult:
+    """What the fit task hands back (Ray's ``Result`` minus what would need torch to unpickle)."""
+
+    return_value: Any
+    checkpoint: Any
+    path: str | None
+    error: BaseException | None
+
+
+def _fit_trainer(loop_config: dict[str, Any], scaling, run) -> _FitResult:
+    """``TorchTrainer(_train_worker, ...).fit()``: runs in a Ray task next to the driver (see train_with_ray)."""
+    from ray.train.torch import TorchTrainer
+
+    trainer = TorchTrainer(_train_worker, train_loop_config=loop_config, scaling_config=scaling, run_config=run)
+    try:
+        result = trainer.fit()
+    except Exception as err:  # noqa: BLE001 - Ray Train raises the run's error here; the driver re-raises it
+        return _FitResult(None, None, None, err)
+    return _FitResult(result.return_value, result.checkpoint, str(result.path), result.error)
+
+
+def _train_env_vars() -> dict[str, str]:
+    """The Ray Train settings this process's environment sets (Ray Train propagates them from its driver)."""
+    from ray.train.v2._internal.constants import get_env_vars_to_propagate
+
+    return get_env_vars_to_propagate()
 
 
 def train_with_ray(
@@ -206,6 +290,7 @@ def train_with_ray(
     evaluate_splits: Sequence[str] = (),
     score: PoolScoring | None = None,
     progress: bool = True,
+    eval_max_samples: int | None = None,
 ) -> TrainResult:
     """Train on the pool rows ``labeled_ids`` with ``num_workers`` data-parallel Ray Train workers.
 
@@ -232,18 +317,24 @@ def train_with_ray(
     ``("val", "test")``), into ``TrainResult.evaluations``; ``score``: score the
     unlabeled pool in the workers after training, into ``TrainResult.pool_scores``
     (what ``score_pool_ray`` returns). ``progress``: rank 0 prints progress lines.
+    ``eval_max_samples``: evaluate each split on a fixed seeded subsample of at
+    most this many rows (``raydal.training.shares.evaluation_rows``; the same rows
+    every call; None: every row); the metrics then carry ``split_rows`` and
+    ``subsample_seed`` besides ``n_samples``.
 
     Returns ``TrainResult`` with ``checkpoint_dir = out_dir/checkpoint`` (the
     last epoch's model, readable by ``load_checkpoint``) and rank 0's history.
     """
     import ray
     import ray.train
-    from ray.train.torch import TorchTrainer
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from raydal.data.shards import load_manifest
     from raydal.distributed.session import ensure_ray
     from raydal.query import get_strategy
-    from raydal.training.shares import file_rows, locate_ids, plan_labeled_shares, row_ranges
+    from raydal.training.shares import (
+        evaluation_rows, file_rows, locate_ids, plan_labeled_shares, split_share, subsample_rows,
+    )
 
     if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 1:
         raise ConfigError(f"The 'num_workers' parameter of train_with_ray must be an int >= 1. Got {num_workers!r} instead.")
@@ -273,49 +364,59 @@ def train_with_ray(
         if not isinstance(score.k, int) or score.k < 0 or not isinstance(score.batch_size, int) or score.batch_size < 1:
             raise ConfigError(f"PoolScoring needs k >= 0 and batch_size >= 1. Got k={score.k!r}, "
                               f"batch_size={score.batch_size!r}.")
+    if eval_max_samples is not None and (not isinstance(eval_max_samples, int) or eval_max_samples < 1):
+        raise ConfigError(f"The 'eval_max_samples' parameter of train_with_ray must be an int >= 1 or None. "
+                          f"Got {eval_max_samples!r} instead.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ensure_ray()
 
-    model = build_initial_model(spec, cfg, init_checkpoint)
-    init_state = ray.put({k: v.detach().cpu() for k, v in model.state_dict().items()})
-    del model
-
-    def ranges(split: str) -> list:
-        rows = file_rows(manifest, split)
-        return [row_ranges(rows, r, num_workers) for r in range(num_workers)]
-
+    init = ray.put(dict(weights=_shipped(spec.weights),
+                        checkpoint=_shipped(init_checkpoint) if cfg.warm_start else None))
+    evaluations = {split: evaluation_rows(manifest, split, eval_max_samples) for split in evaluate_splits}
     score_config = None
     if score is not None:
         prev = score.prev_probs
-        score_config = dict(strategy=score.strategy, k=score.k, batch_size=score.batch_size, ranges=ranges("pool"),
+        pool = subsample_rows(file_rows(manifest, "pool"), None, 0)
+        score_config = dict(strategy=score.strategy, k=score.k, batch_size=score.batch_size,
+                            rows=split_share(pool, num_workers),
                             prev_probs=None if prev is None else ray.put((np.asarray(prev[0]), np.asarray(prev[1]))))
     resources = {"CPU": float(cpus_per_worker)}
     if use_gpu:
         resources["GPU"] = 1.0
     name = f"{run_name or 'raydal-train'}-{uuid.uuid4().hex[:8]}"
-    trainer = TorchTrainer(
-        _train_worker,
-        train_loop_config=dict(
-            spec=spec.to_dict(), cfg=cfg.to_dict(), manifest=manifest, init_state=init_state,
-            shares=plan_labeled_shares(locate_ids(manifest, "pool", ids), num_workers), labeled=ids,
-            validate=validate, checkpoint=dict(every_epochs=policy.every_epochs, every_seconds=policy.every_seconds),
-            eval_batch_size=eval_batch_size, torch_threads=torch_threads, progress=progress,
-            label_overrides={str(k): list(v) for k, v in (label_overrides or {}).items()},
-            evaluate={split: ranges(split) for split in evaluate_splits}, score=score_config,
-        ),
-        scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
-                                               resources_per_worker=resources),
-        run_config=ray.train.RunConfig(
-            storage_path=storage_path or str((out_dir / "ray").resolve()),
-            name=name,
-            failure_config=ray.train.FailureConfig(max_failures=max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-            # Ray Train's per-report INFO lines would bury the AL progress in the job log.
-            logging_config=ray.LoggingConfig(log_level=os.environ.get(ENV_TRAIN_LOG_LEVEL, "WARNING")),
-        ),
+    loop_config = dict(
+        spec=spec.to_dict(), cfg=cfg.to_dict(), manifest=manifest, init=init,
+        shares=plan_labeled_shares(locate_ids(manifest, "pool", ids), num_workers), labeled=ids,
+        validate=subsample_rows(file_rows(manifest, "val"), None, 0) if validate else None,
+        checkpoint=dict(every_epochs=policy.every_epochs, every_seconds=policy.every_seconds),
+        eval_batch_size=eval_batch_size, torch_threads=torch_threads, progress=progress,
+        label_overrides={str(k): list(v) for k, v in (label_overrides or {}).items()},
+        evaluate={split: split_share(rows, num_workers) for split, (rows, _) in evaluations.items()},
+        score=score_config,
     )
-    result = trainer.fit()
+    scaling = ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources)
+    run = ray.train.RunConfig(
+        storage_path=storage_path or str((out_dir / "ray").resolve()),
+        name=name,
+        failure_config=ray.train.FailureConfig(max_failures=max_failures),
+        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        # Ray Train's per-report INFO lines would bury the AL progress in the job log.
+        logging_config=ray.LoggingConfig(log_level=os.environ.get(ENV_TRAIN_LOG_LEVEL, "WARNING")),
+    )
+    # Ray's torch backend imports torch wherever a TorchTrainer is built: build and fit it in a
+    # task on this node, so this process (the AL driver) never imports torch.
+    fit_task = ray.remote(_fit_trainer).options(
+        num_cpus=0,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
+        runtime_env={"env_vars": _train_env_vars()} if _train_env_vars() else None,
+    )
+    ref = fit_task.remote(loop_config, scaling, run)
+    try:
+        result = ray.get(ref)
+    except KeyboardInterrupt:
+        ray.cancel(ref)
+        raise
     if result.error is not None:
         raise result.error
     value = result.return_value
@@ -330,4 +431,6 @@ def train_with_ray(
     history = list(value["history"])
     atomic_write_json(out_dir / HISTORY_FILE, history)
     return TrainResult(checkpoint_dir, history, dict(history[-1], **value.get("seconds", {})),
-                       evaluations=value.get("evaluations", {}), pool_scores=value.get("scores"))
+                       evaluations={split: dict(metrics, **evaluations[split][1])
+                                    for split, metrics in value.get("evaluations", {}).items()},
+                       pool_scores=value.get("scores"))

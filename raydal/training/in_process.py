@@ -1,22 +1,26 @@
-"""The in-process launcher: the training loop in this process, on one device."""
+"""The in-process launcher: the training loop in this process, on one device.
+
+Importing this module imports no torch (``TrainResult`` is read by the Ray
+launcher's driver); the functions import it when called.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable
 
 from raydal.constants import CHECKPOINT_SUBDIR, HISTORY_FILE
 from raydal.exceptions import ConfigError
-from raydal.models import ModelSpec, load_weights_into, save_checkpoint
 from raydal.training.config import TrainConfig
-from raydal.training.loop import fit
 from raydal.training.sources import BatchData, as_epoch_source
 from raydal.utils import atomic_write_json, default_device
 
+if TYPE_CHECKING:
+    import torch
+
+    from raydal.models import ModelSpec
 
 
 @dataclass
@@ -41,6 +45,8 @@ class TrainResult:
 def build_initial_model(spec: ModelSpec, cfg: TrainConfig, init_checkpoint: str | os.PathLike | None):
     """Warm start (``cfg.warm_start`` and a checkpoint): the checkpoint's weights;
     otherwise a fresh model seeded by ``cfg.seed`` (with ``spec.weights`` if set)."""
+    from raydal.models import load_weights_into
+
     model = spec.build(seed=cfg.seed)
     if cfg.warm_start and init_checkpoint is not None:
         load_weights_into(model, init_checkpoint)
@@ -71,6 +77,11 @@ def train_in_process(
     """
     if out_dir is None:
         raise ConfigError("The 'out_dir' parameter of train_in_process is required: where the model is saved.")
+    import torch
+
+    from raydal.models import save_checkpoint
+    from raydal.training.loop import fit
+
     out_dir = Path(out_dir)
     device = torch.device(device) if device is not None else default_device()
     train_source = as_epoch_source(train_batches, cfg.batch_size, seed=cfg.seed)

@@ -3,57 +3,80 @@
 Ray Train's workers call these; they are plain functions so they are tested in
 one process.
 
+A ``Share`` names rows of a split: ``[(shard file, row numbers in it), ...]``
+in file order, the row numbers ascending (a ``range`` for a contiguous run).
+Readers fetch only the Parquet row groups holding those rows (``raydal
+prepare`` writes row groups of about one image, so a few labeled rows cost
+about their own bytes, not their files'; older shard sets with one row group
+per file still read, a whole file per group) and decode them in a background
+thread a few chunks ahead of the caller (``prefetch``), so reading overlaps
+the model's compute.
+
 - Training: the labeled rows are located in the shard files (id column only),
   put in (file, row) order and cut into ``world`` contiguous runs of equal
   length (``plan_labeled_shares``); each rank reads its run once per fit
-  (``read_share``) and shuffles it in memory every epoch. A rank reads only the
-  files that hold its rows, never re-reads them, and the split is the same
-  after a worker-group restart (exact resume).
-- Evaluation and scoring: a split's rows are cut into ``world`` contiguous,
-  balanced row ranges by the files' row counts (``row_ranges``); each rank
-  streams its range (``iter_range_batches``), and rank 0 combines the parts
+  (``read_share``, peak memory about the share plus a few bounded chunks) and
+  shuffles it in memory every epoch. The split is the same after a
+  worker-group restart (exact resume).
+- Evaluation and scoring: a split's rows (or a fixed seeded subsample of them,
+  ``subsample_rows``) are cut into ``world`` contiguous, balanced parts
+  (``split_share``, ``row_ranges``); each rank streams its part
+  (``iter_share_batches``, ``iter_range_batches``), and rank 0 combines the parts
   (``combine_evaluations``; pool scores: ``raydal.query.scoring.merge_pool_scores``).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Collection, Iterator, Sequence
-from typing import Any
+import queue
+import threading
+import zlib
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from raydal.data.shards import Manifest, decode_batch, rebatch
 from raydal.exceptions import ConfigError, DatasetError
+from raydal.utils import parquet_file
 
-#: One rank's training rows: [(shard file, ids of that file in row order), ...].
-Share = list[tuple[str, list[str]]]
-#: One rank's evaluation/scoring rows: [(shard file, first row, end row), ...].
+#: Rows of a split: [(shard file, ascending row numbers in that file), ...] in file order.
+Share = list[tuple[str, Sequence[int]]]
+#: Contiguous rows of a split: [(shard file, first row, end row), ...].
 RowRanges = list[tuple[str, int, int]]
 
 _COLUMNS = ["id", "image", "labels"]
+#: At most this many bytes of row groups per read (at least one group): bounds what the
+#: read-ahead holds besides the caller's own data.
+CHUNK_BYTES = 32 << 20
+#: Decoded chunks or batches the background reader keeps ready ahead of the caller.
+READ_AHEAD = 2
+
+T = TypeVar("T")
+
+
+# -- planning ----------------------------------------------------------------------
 
 
 def locate_ids(manifest: Manifest, split: str, ids: Collection[str]) -> Share:
-    """Where ``ids`` live: (file, its wanted ids in row order) for each file holding any, in file order.
+    """Where ``ids`` live: (file, their row numbers, ascending) for each file holding any, in file order.
 
     Reads only the id column. DatasetError lists the ids that are not in ``split``.
     """
-    wanted = {str(i) for i in ids}
+    wanted = pa.array(sorted({str(i) for i in ids}), pa.string())
     located: Share = []
     found = 0
     for path in manifest.split_files(split):
-        file_ids = pq.read_table(path, columns=["id"])["id"].to_pylist()
-        mine = [i for i in file_ids if i in wanted]
-        if mine:
-            located.append((path, mine))
-            found += len(mine)
+        file_ids = parquet_file(path).read(columns=["id"], use_threads=False)["id"]
+        rows = np.flatnonzero(pc.is_in(file_ids, value_set=wanted).to_numpy(zero_copy_only=False))
+        if rows.size:
+            located.append((path, rows.tolist()))
+            found += rows.size
     if found != len(wanted):
-        seen = {i for _, part in located for i in part}
-        missing = sorted(wanted - seen)
+        seen = set(itertools.chain.from_iterable(_ids_at(path, rows) for path, rows in located))
+        missing = sorted(set(wanted.to_pylist()) - seen)
         raise DatasetError(
             f"{len(missing)} labeled ids are not in the {split!r} split of {manifest.root}, e.g. {missing[:3]}. "
             "Fix: train on ids of that split (see its manifest).",
@@ -62,72 +85,257 @@ def locate_ids(manifest: Manifest, split: str, ids: Collection[str]) -> Share:
     return located
 
 
+def _ids_at(path: str, rows: Sequence[int]) -> list[str]:
+    return parquet_file(path).read(columns=["id"]).column("id").take(pa.array(rows, pa.int64())).to_pylist()
+
+
+def split_share(share: Share, world: int, equal: bool = False) -> list[Share]:
+    """Cut ``share`` into ``world`` contiguous parts, in order.
+
+    ``equal``: every part gets ``n // world`` rows and the last ``n % world`` are
+    left out (training: the ranks step together); otherwise part ``r`` gets rows
+    ``[r*n//world, (r+1)*n//world)`` and nothing is left out (evaluation, scoring).
+    """
+    if not isinstance(world, int) or isinstance(world, bool) or world < 1:
+        raise ConfigError(f"The 'world' parameter must be an int >= 1. Got {world!r} instead.")
+    n = sum(len(rows) for _, rows in share)
+    bounds = [r * (n // world) for r in range(world + 1)] if equal else [r * n // world for r in range(world + 1)]
+    parts: list[Share] = []
+    for lo, hi in zip(bounds, bounds[1:]):
+        part: Share = []
+        start = 0
+        for path, rows in share:
+            a, b = max(lo, start), min(hi, start + len(rows))
+            if a < b:
+                part.append((path, rows[a - start:b - start]))
+            start += len(rows)
+        parts.append(part)
+    return parts
+
+
 def plan_labeled_shares(located: Share, world: int) -> list[Share]:
     """Cut the located rows into ``world`` contiguous runs of ``n // world`` rows each.
 
     Equal lengths keep the ranks' batch counts equal (DDP steps together); the
     last ``n % world`` rows are left out, as Ray Data's equal split does.
     """
-    if world < 1:
-        raise ConfigError(f"The 'world' parameter of plan_labeled_shares must be an int >= 1. Got {world!r}.")
-    flat = [(path, i) for path, part in located for i in part]
-    per = len(flat) // world
-    shares: list[Share] = []
-    for rank in range(world):
-        share: Share = []
-        for path, i in flat[rank * per:(rank + 1) * per]:
-            if share and share[-1][0] == path:
-                share[-1][1].append(i)
-            else:
-                share.append((path, [i]))
-        shares.append(share)
-    return shares
-
-
-def read_share(manifest: Manifest, share: Share) -> dict[str, np.ndarray]:
-    """A rank's training rows decoded in one dict (``decode_batch``), in share order."""
-    tables = []
-    for path, ids in share:
-        table = pq.read_table(path, columns=_COLUMNS)
-        tables.append(table.filter(pc.is_in(table["id"], value_set=pa.array(ids, pa.string()))))
-    table = pa.concat_tables(tables) if tables else pa.table(
-        {"id": pa.array([], pa.string()), "image": pa.array([], pa.binary()), "labels": pa.array([], pa.binary())})
-    return decode_batch(table, manifest)
+    return split_share(located, world, equal=True)
 
 
 def file_rows(manifest: Manifest, split: str) -> list[tuple[str, int]]:
     """(file, row count) of every file of ``split``, from the Parquet footers."""
-    return [(path, pq.ParquetFile(path).metadata.num_rows) for path in manifest.split_files(split)]
+    return [(path, parquet_file(path).metadata.num_rows) for path in manifest.split_files(split)]
 
 
 def row_ranges(files: Sequence[tuple[str, int]], rank: int, world: int) -> RowRanges:
     """Rank ``rank``'s contiguous share of the rows of ``files``: rows [rank*N/world, (rank+1)*N/world)."""
+    part = split_share([(path, range(n)) for path, n in files], world)[rank]
+    return [(path, rows.start, rows.stop) for path, rows in part]
+
+
+def subsample_rows(files: Sequence[tuple[str, int]], max_samples: int | None, seed: int) -> Share:
+    """A fixed, seeded subsample of ``max_samples`` rows of ``files`` (every row when None or more).
+
+    The same ``files``, ``max_samples`` and ``seed`` give the same rows (drawn
+    uniformly without replacement), so every AL iteration evaluates the same
+    rows. Returned in file order.
+    """
     total = sum(n for _, n in files)
-    lo, hi = rank * total // world, (rank + 1) * total // world
-    out: RowRanges = []
-    start = 0
-    for path, n in files:
-        a, b = max(lo, start), min(hi, start + n)
-        if a < b:
-            out.append((path, a - start, b - start))
-        start += n
-    return out
+    if max_samples is None or max_samples >= total:
+        return [(path, range(n)) for path, n in files if n]
+    chosen = np.sort(np.random.default_rng(seed).choice(total, size=max_samples, replace=False))
+    starts = np.cumsum([0] + [n for _, n in files])
+    share: Share = []
+    for k, (path, _) in enumerate(files):
+        lo, hi = np.searchsorted(chosen, [starts[k], starts[k + 1]])
+        if hi > lo:
+            share.append((path, (chosen[lo:hi] - starts[k]).tolist()))
+    return share
 
 
-def iter_range_batches(
-    manifest: Manifest, ranges: RowRanges, batch_size: int, exclude: Collection[str] | None = None
+def split_seed(split: str) -> int:
+    """The seed of a split's evaluation subsample: fixed per split name, the same for every trial."""
+    return zlib.crc32(split.encode())
+
+
+def evaluation_rows(manifest: Manifest, split: str, max_samples: int | None) -> tuple[Share, dict[str, int]]:
+    """The rows an evaluation of ``split`` reads, and what the metrics record about them.
+
+    Every row when ``max_samples`` is None or the split is no larger (recorded:
+    nothing); else the fixed subsample ``subsample_rows(..., split_seed(split))``
+    (recorded: ``split_rows``, the split's size, and ``subsample_seed``; the
+    metrics' ``n_samples`` says how many rows were evaluated).
+    """
+    files = file_rows(manifest, split)
+    total = sum(n for _, n in files)
+    if max_samples is None or max_samples >= total:
+        return subsample_rows(files, None, 0), {}
+    seed = split_seed(split)
+    return subsample_rows(files, max_samples, seed), {"split_rows": total, "subsample_seed": seed}
+
+
+# -- reading -----------------------------------------------------------------------
+
+
+def prefetch(items: Iterable[T], depth: int = READ_AHEAD) -> Iterator[T]:
+    """``items`` in their order, produced by a background thread up to ``depth`` items ahead.
+
+    The thread reads and decodes while the caller computes (pyarrow's reads and
+    torch's forward passes release the GIL). An exception in the thread is
+    raised to the caller at that item; closing the iterator early stops the
+    thread after the item it is working on. ``depth`` 0: no thread.
+    """
+    if depth < 1:
+        yield from items
+        return
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        ready.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ready.put((end, None))
+        except BaseException as err:  # noqa: BLE001 - handed to the caller
+            ready.put((end, err))
+
+    thread = threading.Thread(target=produce, name="raydal-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, err = ready.get()
+            if err is not None:
+                raise err
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                ready.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        thread.join()
+
+
+def iter_row_tables(share: Share, columns: Sequence[str] = _COLUMNS,
+                    max_bytes: int = CHUNK_BYTES) -> Iterator[pa.Table]:
+    """The rows of ``share`` as Arrow tables, in share order.
+
+    Each table comes from one read of the row groups holding its rows (at most
+    ``max_bytes`` of them by the footer's sizes, at least one group); rows of
+    those groups that ``share`` does not name are dropped. Only the named row
+    groups are fetched: with one image per group, a row costs about its own bytes.
+    """
+    for path, rows in share:
+        if not len(rows):
+            continue
+        pf = parquet_file(path)
+        meta = pf.metadata
+        starts = np.cumsum([0] + [meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
+        rows = np.asarray(rows, dtype=np.int64)
+        if (np.diff(rows) <= 0).any():
+            raise ConfigError(f"The row numbers of {path} in a Share must be ascending and distinct.")
+        if rows[0] < 0 or rows[-1] >= starts[-1]:
+            raise DatasetError(
+                f"{path} has {starts[-1]} rows but rows up to {rows[-1]} were planned in it: the shard set changed "
+                "since the run located its rows. Fix: restart the run on an unchanged shard set.")
+        group_of = np.searchsorted(starts, rows, side="right") - 1
+        groups, first = np.unique(group_of, return_index=True)
+        sizes = np.array([meta.row_group(int(g)).total_byte_size for g in groups])
+        lo = 0
+        while lo < len(groups):
+            hi = lo + 1
+            total = sizes[lo]
+            while hi < len(groups) and total + sizes[hi] <= max_bytes:
+                total += sizes[hi]
+                hi += 1
+            chunk = groups[lo:hi]
+            table = pf.read_row_groups([int(g) for g in chunk], columns=list(columns))
+            a, b = first[lo], (first[hi] if hi < len(groups) else len(rows))
+            offsets = np.cumsum([0] + [starts[g + 1] - starts[g] for g in chunk[:-1]])
+            local = rows[a:b] - starts[group_of[a:b]] + offsets[np.searchsorted(chunk, group_of[a:b])]
+            if local.size != table.num_rows:
+                table = table.take(pa.array(local))  # (the groups' other rows are freed here)
+            yield table
+            del table
+            lo = hi
+
+
+def iter_share_batches(
+    manifest: Manifest,
+    share: Share,
+    batch_size: int,
+    exclude: Collection[str] | None = None,
+    read_ahead: int = READ_AHEAD,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Decoded batches of ``batch_size`` rows (the last may be smaller) over ``ranges``, minus ``exclude`` ids."""
+    """Decoded batches of ``batch_size`` rows (the last may be smaller) over ``share``, minus ``exclude`` ids.
+
+    Read and decoded ``read_ahead`` batches ahead in a background thread; the
+    batches are the same, in the same order, for any ``read_ahead``.
+    """
     drop = pa.array(sorted(str(i) for i in exclude), pa.string()) if exclude else None
 
     def tables() -> Iterator[pa.Table]:
-        for path, a, b in ranges:
-            table = pq.read_table(path, columns=_COLUMNS).slice(a, b - a)
+        for table in iter_row_tables(share):
             if drop is not None:
                 table = table.filter(pc.invert(pc.is_in(table["id"], value_set=drop)))
             yield table
 
-    yield from rebatch(tables(), batch_size, manifest)
+    return prefetch(rebatch(tables(), batch_size, manifest), read_ahead)
+
+
+def iter_range_batches(
+    manifest: Manifest, ranges: RowRanges, batch_size: int, exclude: Collection[str] | None = None,
+    read_ahead: int = READ_AHEAD,
+) -> Iterator[dict[str, np.ndarray]]:
+    """``iter_share_batches`` over contiguous ``ranges`` (``row_ranges``)."""
+    return iter_share_batches(manifest, [(path, range(a, b)) for path, a, b in ranges], batch_size,
+                              exclude=exclude, read_ahead=read_ahead)
+
+
+def row_nbytes(manifest: Manifest) -> int:
+    """Decoded bytes of one row: its image and its labels."""
+    return int(np.prod(manifest.image_shape)) + manifest.num_classes
+
+
+def read_share(manifest: Manifest, share: Share, read_ahead: int = READ_AHEAD) -> dict[str, np.ndarray]:
+    """A rank's rows decoded in one dict (as ``decode_batch``), in share order.
+
+    The output arrays are allocated once and filled chunk by chunk (each at
+    most a sixteenth of the share, read ``read_ahead`` chunks ahead), so peak
+    memory stays within 1.5x the share once the share spans several row groups
+    (a reader holds a few chunks at a time: the read, its decoded copy, the queue).
+    """
+    n = sum(len(rows) for _, rows in share)
+    images = np.empty((n, *manifest.image_shape), dtype=np.uint8)
+    labels = np.empty((n, manifest.num_classes), dtype=np.uint8)
+    ids: list[np.ndarray] = []
+    chunk_bytes = min(CHUNK_BYTES, max(1, n * row_nbytes(manifest) // 16))
+    decoded = (decode_batch(t, manifest) for t in iter_row_tables(share, max_bytes=chunk_bytes))
+    at = 0
+    for part in prefetch(decoded, read_ahead):
+        k = len(part["id"])
+        images[at:at + k] = part["image"]
+        labels[at:at + k] = part["labels"]
+        ids.append(part["id"])
+        at += k
+    if at != n:
+        raise DatasetError(f"Read {at} rows of a share of {n}: the shard files changed while reading. "
+                           "Fix: restart the run on an unchanged shard set.")
+    return {"id": np.concatenate(ids) if ids else np.array([], dtype=str), "image": images, "labels": labels}
+
+
+# -- combining ---------------------------------------------------------------------
 
 
 def evaluation_part(model, batches, device, amp: str = "auto") -> dict[str, Any]:
