@@ -143,6 +143,10 @@ class ALConfig:
                                flag="--warm-start", off_flag="--cold-start")
     clustering_backend: str = setting("auto", "k-means backend of the diversity step",
                                       choices=_clustering_backends)
+    eval_max_samples: int | None = setting(None, "evaluate val and test each on a fixed seeded subsample of at "
+                                           "most this many rows, the same every iteration (None: every row, the "
+                                           "paper's protocol); the history records n_samples, split_rows and "
+                                           "subsample_seed", Interval(int, 1))
     train: dict[str, Any] = field(default_factory=dict)
     # execution (may change between resumes)
     executor: str = setting("ray", "ray: Ray Train + Ray Data from a driver actor; local: all in this process",

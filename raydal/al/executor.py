@@ -222,19 +222,20 @@ class LocalExecutor(Executor):
                  f"({metrics.get('seconds', 0):.1f}s)")
 
     def evaluate(self, checkpoint, split):
-        from raydal.data.shards import iter_batches
         from raydal.models import load_checkpoint
         from raydal.training import evaluate
+        from raydal.training.shares import evaluation_rows, iter_share_batches
         from raydal.utils import default_device
 
         if not self.manifest.splits.get(split, {}).get("count"):  # e.g. a folder archive without test labels
             from raydal.training.metrics import empty_metrics
 
             return empty_metrics(self.manifest.num_classes)
+        rows, recorded = evaluation_rows(self.manifest, split, self.config.eval_max_samples)  # all, or a subsample
         device = default_device()
         model = load_checkpoint(checkpoint, device=device)
-        return evaluate(model, iter_batches(self.manifest, split, self.config.score_batch_size), device,
-                        amp=self.amp)
+        return dict(evaluate(model, iter_share_batches(self.manifest, rows, self.config.score_batch_size), device,
+                             amp=self.amp), **recorded)
 
     def query(self, checkpoint, unlabeled_ids, labeled_ids, b, prev_probs, seed):
         from raydal.data.shards import iter_batches

@@ -5,7 +5,8 @@ Runs are grouped by strategy and by any setting that differs between the runs
 mean and the spread (min..max band) of each curve, as in the paper's figures.
 Every group is drawn on the same axes; when a random-sampling run is among them,
 each group's area is also given minus random's (paired by seed where the seeds
-match), which is the question active learning has to answer.
+match), which is the question active learning has to answer: with its 95 %
+interval and a verdict by a two-sided paired t-test at 5 % (``raydal.al.stats``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from raydal.al.state import StateStore
+from raydal.al.stats import LEVEL, interval_text, paired_difference, verdict_text
 from raydal.constants import F1_CURVES_PNG, REPORT_JSON, REPORT_MD
 from raydal.exceptions import StateError
 
@@ -117,9 +119,12 @@ def area_differences(
     """Area of curves (x, y [trials, K]) minus the baseline's (x0, y0), in F1 units.
 
     Trials with the same seed (same initial labeled set) are paired: ``mean`` and
-    ``std`` are over the paired differences. Without common seeds, ``mean`` is the
-    difference of the mean areas and ``std`` None. Areas are taken over the label
-    range both curves cover.
+    ``std`` are over the paired differences, and ``ci_low``, ``ci_high``, ``t``,
+    ``p`` and ``verdict`` ("holds": ahead of the baseline, "does not hold":
+    behind it, "inconclusive") come from :func:`raydal.al.stats.paired_difference`
+    (None where there is no interval: one pair). Without common seeds, ``mean``
+    is the difference of the mean areas, ``std`` and the interval None, and the
+    verdict "inconclusive". Areas are taken over the label range both curves cover.
     """
     lo, hi = max(x[0], x0[0]), min(x[-1], x0[-1])
 
@@ -129,10 +134,22 @@ def area_differences(
 
     a, a0 = areas(x, y), areas(x0, y0)
     common = [s for s in seeds if s is not None and s in seeds0]
+    span = [int(lo), int(hi)]
     if common:
         d = np.array([a[seeds.index(s)] - a0[seeds0.index(s)] for s in common])
-        return {"mean": float(d.mean()), "std": float(d.std()), "paired": len(common), "range": [int(lo), int(hi)]}
-    return {"mean": float(a.mean() - a0.mean()), "std": None, "paired": 0, "range": [int(lo), int(hi)]}
+        test = paired_difference(d).as_dict()
+        return {"mean": float(d.mean()), "std": float(d.std()), "paired": len(common), "range": span,
+                "ci_low": test["ci_low"], "ci_high": test["ci_high"], "t": test["t"], "p": test["p"],
+                "verdict": test["verdict"]}
+    return {"mean": float(a.mean() - a0.mean()), "std": None, "paired": 0, "range": span,
+            "ci_low": None, "ci_high": None, "t": None, "p": None, "verdict": "inconclusive"}
+
+
+def difference_text(d: dict[str, Any], baseline: str) -> str:
+    """An ``area_differences`` entry in words, percentage points of F1:
+    ``+1.23 (95% CI -0.40..+2.86, 5 pairs): inconclusive at 5%``."""
+    text = interval_text(d["mean"], d["ci_low"], d["ci_high"], d["paired"])
+    return text if d["paired"] < 2 else f"{text}: {verdict_text(d['verdict'], baseline)}"
 
 
 def plot_curves(ax, groups: dict[str, tuple[np.ndarray, np.ndarray, list]], metric: str,
@@ -233,7 +250,11 @@ def build_report(state_dirs: list[str], out_dir: str | Path, at: list[int] | Non
     compared = [(k, e) for k, e in sorted(summary["strategies"].items())
                 if any("auc_minus_baseline" in e.get(m, {}) for m in METRICS)]
     if compared:
-        lines += [f"## Area minus {baseline}'s (percentage points of F1; mean ± std over trials paired by seed)", "",
+        lines += [f"## Area minus {baseline}'s (percentage points of F1)", "",
+                  f"Trials are paired by seed (same initial labeled set, same first model). Each cell: the mean "
+                  f"difference, its {LEVEL} confidence interval over the pairs, and the verdict of a two-sided "
+                  f"paired t-test at 5% (`raydal.al.stats`): ahead of or behind {baseline} only when the interval "
+                  "excludes 0, else inconclusive. One pair gives no interval.", "",
                   "| strategy | baseline | " + " | ".join(f"{m.replace('_', ' ')} area − {baseline}" for m in METRICS)
                   + " |", "|---|---|" + "---|" * len(METRICS)]
         for strategy, entry in compared:
@@ -244,9 +265,7 @@ def build_report(state_dirs: list[str], out_dir: str | Path, at: list[int] | Non
                     cells.append("–")
                     continue
                 base = d["baseline"]
-                spread = (f" ± {100 * d['std']:.2f}" if d["paired"] > 1
-                          else " (1 trial)" if d["paired"] == 1 else " (unpaired)")
-                cells.append(f"{100 * d['mean']:+.2f}{spread}")
+                cells.append(difference_text(d, base))
             lines.append(f"| {strategy} | {base} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["## Seconds per iteration (mean)", "", "| strategy | " + " | ".join(PHASES) + " |",

@@ -111,6 +111,7 @@ class RayExecutor(LocalExecutor):
             cpus_per_worker=self._cpus_per_worker(),
             validate=False,  # the loop records val and test of the final model
             eval_batch_size=cfg.score_batch_size,
+            eval_max_samples=cfg.eval_max_samples,
             label_overrides=label_overrides or None,
             # splits without labeled rows (a folder archive's test) get LocalExecutor's empty metrics
             evaluate_splits=tuple(s for s in ("val", "test") if self.manifest.splits.get(s, {}).get("count")),
