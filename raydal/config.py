@@ -69,7 +69,7 @@ RUN_OWNED_TRAIN_FIELDS = ("seed", "warm_start")
 #: Fields that do not change results: a resumed run may change them freely.
 _EXECUTION_FIELDS = frozenset(
     {"state_dir", "executor", "num_workers", "use_gpu", "cpus_per_worker",
-     "score_concurrency", "score_batch_size", "storage_path", "iterations",
+     "score_workers", "score_workers_min", "score_concurrency", "score_batch_size", "storage_path", "iterations",
      "label_budget"}
 )
 
@@ -155,7 +155,14 @@ class ALConfig:
     use_gpu: bool = setting(False, "train and score on GPUs", flag="--gpu")
     cpus_per_worker: float | None = setting(None, "CPUs per Ray Train worker (None: 1, or less where that "
                                             "leaves no CPU for Ray Data reads)", Interval(float, 0, None, "neither"))
-    score_concurrency: int = setting(1, "Ray Data scoring actors", Interval(int, 1))
+    score_workers: int = setting(0, "pool scoring apart from training: 0 scores in the Ray Train workers after "
+                                 "training; N streams the pool through N Ray Data actors (CPU, or one GPU each "
+                                 "with --gpu), whatever num_workers is", Interval(int, 0))
+    score_workers_min: int | None = setting(None, "fewest Ray Data scoring actors (None: score_workers, a fixed "
+                                            "pool; fewer: the pool starts there and grows as an autoscaling "
+                                            "cluster adds nodes)", Interval(int, 1))
+    score_concurrency: int = setting(1, "warm scoring actors for a query whose scores the training run did not "
+                                     "make (score_workers 0 only)", Interval(int, 1))
     score_batch_size: int = setting(64, "images per scoring and evaluation batch", Interval(int, 1))
     storage_path: str | None = setting(None, "Ray Train storage: a folder every node mounts, or a URI "
                                        "(default: next to the checkpoints)")
@@ -167,6 +174,10 @@ class ALConfig:
             self.state_dir = f"runs/{self.dataset}"
         if not self.shards_dir:
             self.shards_dir = str(Path(self.state_dir).parent / f"shards-{self.dataset}")
+        if self.score_workers_min is not None:
+            _check(self.score_workers > 0 and self.score_workers_min <= self.score_workers, cls, "score_workers_min",
+                   f"None or an int in [1, score_workers ({self.score_workers})], with score_workers >= 1",
+                   self.score_workers_min)
         if self.label_budget is not None:
             _check(self.label_budget >= self.initial_labeled, cls, "label_budget",
                    f"an int >= initial_labeled ({self.initial_labeled}) or None", self.label_budget)

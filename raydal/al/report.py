@@ -54,7 +54,8 @@ def load_runs(state_dirs: list[str]) -> list[dict[str, Any]]:
 #: Config fields that never distinguish one curve from another (trials differ in seed).
 _NOT_A_SETTING = frozenset({
     "seed", "state_dir", "shards_dir", "executor", "num_workers", "use_gpu", "cpus_per_worker",
-    "score_concurrency", "score_batch_size", "storage_path", "iterations", "label_budget", "train.seed",
+    "score_workers", "score_workers_min", "score_concurrency", "score_batch_size", "storage_path", "iterations",
+    "label_budget", "train.seed",
 })
 
 

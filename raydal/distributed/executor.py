@@ -1,19 +1,30 @@
-"""The Ray executor: one Ray Train run per AL iteration trains, evaluates and scores.
+"""The Ray executor: one Ray Train run per AL iteration trains and evaluates; the pool is scored
+in its workers or on a Ray Data actor pool of its own size.
 
 The driver actor calls it through the same interface as the in-process executor
 (``raydal.al.executor``), so the loop does not know where work runs. Before
 ``train`` the loop tells the executor which query follows (``plan_query``);
 the executor then runs one ``train_with_ray`` that, after training, evaluates
-val and test and scores the unlabeled pool in the same workers, where the model
-already is. ``evaluate`` and ``query`` return those results, so an iteration
-starts one worker group and no scoring actors.
+val and test in the same workers, where the model already is.
 
-The pool scores are also written next to the checkpoint (``POOL_SCORES_FILE``),
-keyed by what they depend on (strategy, k, labeled set, previous
-probabilities): a run killed between training and query resumes with the very
-same scores. Without them (a remote state store, an executor that was not
-told the query, a changed input) ``query`` scores with ``score_pool_ray`` and
-``evaluate`` runs in this process (or in a GPU task), as before.
+Where the pool is scored (``ALConfig.score_workers``):
+
+- ``0``: in the training workers too, after evaluation (``PoolScoring``): an
+  iteration starts one worker group and no scoring actors, and scoring runs on
+  ``num_workers`` processes. The scores are also written next to the checkpoint
+  (``POOL_SCORES_FILE``), keyed by what they depend on (strategy, k, labeled
+  set, previous probabilities): a run killed between training and query
+  resumes with the very same scores. Without them (a remote state store, an
+  executor that was not told the query, a changed input) ``query`` scores on
+  warm actors (``score_pool_ray``, ``score_concurrency`` of them).
+- ``N > 0``: ``query`` streams the pool through N Ray Data actors
+  (``raydal.distributed.score_data.score_pool_data``), sized apart from
+  training: training keeps the paper's batch on ``num_workers`` while scoring
+  uses every GPU (or CPU) the cluster lends. Its results do not depend on N,
+  so a resumed run scores again and gets the same bits.
+
+``evaluate`` falls back to a Ray task (a GPU one with ``use_gpu``) when the
+run did not evaluate; the driver never loads a model, so it imports no torch.
 """
 
 from __future__ import annotations
@@ -27,29 +38,30 @@ from typing import Any
 import numpy as np
 
 from raydal.al.executor import LocalExecutor, QueryResult
+from raydal.al.poolids import pack_ids, prev_probs_digest, unpack_ids
 from raydal.constants import POOL_SCORES_FILE
 
 
-def _evaluate_remote(config: dict, checkpoint: str, split: str) -> dict[str, Any]:
+def _local_call(config: dict, method: str, *args) -> Any:
+    """``LocalExecutor(config).<method>(*args)``, run in a Ray task: the model is loaded there, not in the driver."""
     from raydal.config import ALConfig
 
-    return LocalExecutor(ALConfig.from_dict(config)).evaluate(checkpoint, split)
+    return getattr(LocalExecutor(ALConfig.from_dict(config)), method)(*args)
 
 
 def query_key(strategy: str, k: int, labeled_ids, prev_probs) -> str:
     """A digest of what pool scores depend on besides the model: equal keys, same scores."""
     h = hashlib.sha256(json.dumps([strategy, int(k), sorted(str(i) for i in labeled_ids)]).encode())
     if prev_probs is not None:
-        h.update(np.asarray(prev_probs[0]).astype(str).tobytes())
-        h.update(np.ascontiguousarray(prev_probs[1], dtype=np.float32).tobytes())
+        h.update(prev_probs_digest(prev_probs))
     return h.hexdigest()[:32]
 
 
 def save_pool_scores(path: Path, key: str, scores) -> None:
     """Write ``PoolScores`` and its ``query_key`` to one .npz (atomic rename)."""
     tmp = path.with_suffix(".tmp.npz")
-    arrays = dict(key=np.array(key), ids=scores.ids.astype(str), probs=scores.probs,
-                  cand_ids=scores.cand_ids.astype(str), cand_uncertainty=scores.cand_uncertainty,
+    arrays = dict(key=np.array(key), ids=pack_ids(scores.ids), probs=scores.probs,
+                  cand_ids=pack_ids(scores.cand_ids), cand_uncertainty=scores.cand_uncertainty,
                   cand_embeddings=scores.cand_embeddings, name=np.array(scores.uncertainty_name or ""))
     if scores.uncertainty is not None:
         arrays["uncertainty"] = scores.uncertainty
@@ -66,8 +78,8 @@ def load_pool_scores(path: Path, key: str):
     with np.load(path, allow_pickle=False) as f:
         if str(f["key"]) != key:
             return None
-        return PoolScores(ids=f["ids"], probs=f["probs"], uncertainty_name=str(f["name"]) or None,
-                          uncertainty=f["uncertainty"] if "uncertainty" in f else None, cand_ids=f["cand_ids"],
+        return PoolScores(ids=unpack_ids(f["ids"]), probs=f["probs"], uncertainty_name=str(f["name"]) or None,
+                          uncertainty=f["uncertainty"] if "uncertainty" in f else None, cand_ids=unpack_ids(f["cand_ids"]),
                           cand_uncertainty=f["cand_uncertainty"], cand_embeddings=f["cand_embeddings"])
 
 
@@ -93,7 +105,8 @@ class RayExecutor(LocalExecutor):
         cfg = self.config
         plan, self._planned = self._planned, None
         score, key = None, None
-        if plan is not None and self.strategy.requires_scoring and sorted(plan["labeled"]) == sorted(labeled_ids):
+        if (plan is not None and self.strategy.requires_scoring and cfg.score_workers == 0
+                and sorted(plan["labeled"]) == sorted(labeled_ids)):
             k = self.candidate_count(plan["b"])
             score = PoolScoring(cfg.strategy, k, plan["prev"], cfg.score_batch_size)
             key = query_key(cfg.strategy, k, labeled_ids, plan["prev"])
@@ -136,12 +149,17 @@ class RayExecutor(LocalExecutor):
     def evaluate(self, checkpoint, split):
         if self._round.get("checkpoint") == checkpoint and split in self._round["evaluations"]:
             return self._round["evaluations"][split]
-        if not self.config.use_gpu:
-            return super().evaluate(checkpoint, split)
+        return self._in_task("evaluate", checkpoint, split)
+
+    def _in_task(self, method: str, *args) -> Any:
+        """Run ``LocalExecutor.<method>`` in a Ray task (a GPU one with ``use_gpu``): the driver imports no torch."""
         import ray
 
-        task = ray.remote(num_gpus=1, num_cpus=1)(_evaluate_remote)
-        return ray.get(task.remote(self.config.to_dict(), checkpoint, split))
+        task = ray.remote(num_gpus=1 if self.config.use_gpu else 0, num_cpus=1)(_local_call)
+        return ray.get(task.remote(self.config.to_dict(), method, *args))
+
+    def _predict_missing(self, checkpoint, ids, scores):
+        return None if scores is not None else self._in_task("_predict_missing", checkpoint, list(ids), None)
 
     def _scores_of_this_run(self, checkpoint: str, key: str):
         """The fused run's scores for ``checkpoint`` under ``key`` (memory, then disk), or None."""
@@ -150,31 +168,33 @@ class RayExecutor(LocalExecutor):
         return load_pool_scores(Path(checkpoint).parent / POOL_SCORES_FILE, key)
 
     def query(self, checkpoint, unlabeled_ids, labeled_ids, b, prev_probs, seed):
-        from raydal.distributed.score import score_pool_ray
-
         cfg = self.config
         scores, t_score = None, 0.0
         if self.strategy.requires_scoring:
             k = self.candidate_count(b)
-            scores = self._scores_of_this_run(checkpoint, query_key(cfg.strategy, k, labeled_ids, prev_probs))
+            if cfg.score_workers == 0:
+                scores = self._scores_of_this_run(checkpoint, query_key(cfg.strategy, k, labeled_ids, prev_probs))
             if scores is not None:
                 t_score = self._round.get("score_seconds", 0.0) if self._round.get("scores") is scores else 0.0
             else:
                 t0 = time.perf_counter()
-                scores = score_pool_ray(
-                    checkpoint,
-                    cfg.shards_dir,
-                    exclude_ids=labeled_ids,
-                    strategy=self.strategy,
-                    k=k,
-                    prev_probs=prev_probs,
-                    concurrency=cfg.score_concurrency,
-                    batch_size=cfg.score_batch_size,
-                    num_gpus=1 if cfg.use_gpu else 0,
-                    amp=self.amp,
-                    progress=self.log,
-                )
+                scores = self._score(checkpoint, labeled_ids, k, prev_probs)
                 t_score = time.perf_counter() - t0
         selected, t_select = self._select(scores, unlabeled_ids, b, seed)
         return QueryResult.from_scores(selected, scores, t_score, t_select,
                                        self._predict_missing(checkpoint, selected, scores))
+
+    def _score(self, checkpoint: str, labeled_ids, k: int, prev_probs):
+        """Score the pool outside the training run: on Ray Data (``score_workers`` > 0) or warm actors."""
+        cfg = self.config
+        common = dict(exclude_ids=labeled_ids, strategy=self.strategy, k=k, prev_probs=prev_probs,
+                      batch_size=cfg.score_batch_size, num_gpus=1 if cfg.use_gpu else 0, amp=self.amp,
+                      progress=self.log)
+        if cfg.score_workers > 0:
+            from raydal.distributed.score_data import score_pool_data
+
+            return score_pool_data(checkpoint, self.manifest, workers=cfg.score_workers,
+                                   min_workers=cfg.score_workers_min, **common)
+        from raydal.distributed.score import score_pool_ray
+
+        return score_pool_ray(checkpoint, cfg.shards_dir, concurrency=cfg.score_concurrency, **common)
