@@ -19,16 +19,22 @@ TrialRunner = Callable[[ALConfig, bool], dict[str, Any]]
 
 
 def ensure_shards(dataset: str, shards_dir: str | Path, data_root: str | Path | None, size: int | None,
-                  fake_n: int | None, seed: int, log: Callable[[str], None] = print) -> Path:
-    """Prepared shards in ``shards_dir``: reused if complete, else prepared from ``data_root``,
-    else from a fake archive generated next to them (``<shards_dir>-archive``)."""
+                  fake_n: int | None, seed: int, log: Callable[[str], None] = print) -> Path | str:
+    """Prepared shards in ``shards_dir`` (a folder or a storage URI): reused if complete, else
+    prepared from ``data_root``, else from a fake archive generated next to them
+    (``<shards_dir>-archive``; local folders only)."""
     from raydal.data.shards import prepare
     from raydal.data.synth import synthesize
+    from raydal.exceptions import DatasetNotFoundError
+    from raydal.utils import file_exists, is_uri, join_location
 
-    shards_dir = Path(shards_dir)
-    if (shards_dir / MANIFEST_NAME).exists():
+    shards_dir = str(shards_dir).rstrip("/") if is_uri(shards_dir) else Path(shards_dir)
+    if file_exists(join_location(shards_dir, MANIFEST_NAME)):
         log(f"using prepared shards in {shards_dir}")
         return shards_dir
+    if data_root is None and is_uri(shards_dir):
+        raise DatasetNotFoundError(f"No prepared shards at {shards_dir} (no {MANIFEST_NAME}). Fix: run `raydal "
+                                   f"prepare <dataset> <archive> {shards_dir}` first, or pass --data-root.")
     if data_root is None:
         data_root = Path(f"{shards_dir}-archive")
         if not data_root.exists():

@@ -331,8 +331,11 @@ def upload_shards(local: str | Path, uri: str) -> None:
     try:
         if fs.get_file_info(manifest_path).type != pafs.FileType.NotFound:
             fs.delete_file(manifest_path)
-        fs.create_dir(base, recursive=True)
-        fs.delete_dir_contents(base, missing_dir_ok=True)
+        if fs.get_file_info(base).type == pafs.FileType.Directory:  # an old set (overwrite)
+            if "/" in base.strip("/"):
+                fs.delete_dir(base)
+            else:  # a bucket itself
+                fs.delete_dir_contents(base)
         for entry in sorted(local.iterdir()):
             if entry.name == MANIFEST_NAME:
                 continue
