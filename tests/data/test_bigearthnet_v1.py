@@ -259,3 +259,19 @@ def test_v1_generator_is_deterministic(tmp_path):
     assert len(files) == 6 * 13 + 5 and all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
     with pytest.raises(ConfigError, match="'version'"):
         synthesize("bigearthnet", tmp_path / "c", n=2, size=12, version="v3")
+
+
+def test_a_v1_archive_runs(v1_root, tmp_path):
+    from raydal.al.executor import LocalExecutor
+    from raydal.al.loop import ActiveLearner
+    from raydal.config import ALConfig
+
+    shards = prepare("bigearthnet", v1_root, tmp_path / "shards", size=12, nomenclature=43)
+    cfg = ALConfig(
+        dataset="bigearthnet", shards_dir=str(shards.root), state_dir=str(tmp_path / "state"), mode="simulation",
+        strategy="mge+clustering", b=4, m=2, initial_labeled=8, iterations=1, seed=0, backbone="smallcnn",
+        executor="local", score_batch_size=32, train={"epochs": 1, "batch_size": 8, "lr": 0.05},
+    )  # fmt: skip
+    state = ActiveLearner(cfg, LocalExecutor(cfg), log=lambda s: None).run()
+    assert [h["n_labeled"] for h in state.history] == [8, 12]
+    assert state.history[-1]["test"]["n_samples"] == shards.splits["test"]["count"]
