@@ -106,12 +106,38 @@ def test_report_gives_each_strategy_minus_random_paired_by_seed(tmp_path, capsys
     got = summary["ll+clustering"]["micro_f1"]["auc_minus_baseline"]
     assert got["paired"] == 2 and got["baseline"] == "random" and got["range"] == [10, 20]
     assert got["mean"] == pytest.approx(d.mean()) and got["std"] == pytest.approx(d.std())
-    assert f"| ll+clustering | random | {100 * d.mean():+.2f} ± {100 * d.std():.2f} |" in out
+    half = 12.706 * d.std(ddof=1) / np.sqrt(2)  # t(0.975, 1 df) from a printed table
+    assert (got["ci_low"], got["ci_high"]) == pytest.approx((d.mean() - half, d.mean() + half), abs=1e-4)
+    assert got["verdict"] == "inconclusive"
+    assert (f"| ll+clustering | random | {100 * d.mean():+.2f} (95% CI {100 * got['ci_low']:+.2f}.."
+            f"{100 * got['ci_high']:+.2f}, 2 pairs): inconclusive at 5% |") in out
     unpaired = summary["tpd+clustering"]["micro_f1"]["auc_minus_baseline"]
     mean_random = np.mean([_areas(rnd[s]) for s in (0, 1)])
     assert unpaired["paired"] == 0 and unpaired["mean"] == pytest.approx(_areas([0.3, 0.5, 0.9]) - mean_random)
-    assert "| tpd+clustering | random |" in out and "(unpaired)" in out
+    assert unpaired["ci_low"] is None and unpaired["verdict"] == "inconclusive"
+    assert "| tpd+clustering | random |" in out and "(unpaired: no interval)" in out
     assert "auc_minus_baseline" not in summary["random"]["micro_f1"]
+
+
+def test_report_verdicts_follow_the_paired_t_test(tmp_path):
+    """Five pairs: a steady gain is "ahead of random", a steady loss "behind", a noisy one inconclusive.
+    Paired area differences (micro F1, 10..20 labels): ahead +0.04..+0.06, behind -0.03 +- 0.01, noisy +-0.1."""
+    gains = {"ll": [0.05, 0.04, 0.06, 0.05, 0.05], "tpd": [-0.03, -0.02, -0.04, -0.03, -0.03],
+             "mge": [0.10, -0.10, 0.12, -0.08, 0.02]}
+    dirs = []
+    for seed in range(5):
+        dirs.append(_fake_run(tmp_path / f"random-{seed}", "random", seed, [0.4, 0.5, 0.6]))
+        for strategy, g in gains.items():  # + g at every point: the area moves by g
+            dirs.append(_fake_run(tmp_path / f"{strategy}-{seed}", strategy, seed,
+                                  [0.4 + g[seed], 0.5 + g[seed], 0.6 + g[seed]]))
+    summary = build_report(dirs, tmp_path / "out")["strategies"]
+    verdicts = {s: summary[s]["micro_f1"]["auc_minus_baseline"]["verdict"] for s in gains}
+    assert verdicts == {"ll": "holds", "tpd": "does not hold", "mge": "inconclusive"}
+    tpd = summary["tpd"]["micro_f1"]["auc_minus_baseline"]
+    assert tpd["mean"] == pytest.approx(-0.03) and tpd["p"] < 0.01 and tpd["ci_high"] < 0
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "| ll | random | +5.00 (95% CI +4.12..+5.88, 5 pairs): ahead of random at 5% |" in md
+    assert "-3.00 (95% CI" in md and "behind random at 5%" in md and "inconclusive at 5%" in md
 
 
 def test_no_comparison_without_a_random_run(tmp_path):
