@@ -19,6 +19,7 @@ other. With n = 3 the interval's half-width is 4.30 standard errors, so "mean
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ from raydal.exceptions import ConfigError
 
 #: Two-sided significance level of every verdict; the intervals are 1 - ALPHA.
 ALPHA = 0.05
+LEVEL = f"{1 - ALPHA:.0%}"
 VERDICTS = ("holds", "does not hold", "inconclusive")
 
 
@@ -43,9 +45,9 @@ class PairedDifference:
     p: float  # two-sided
     verdict: str  # one of VERDICTS, for the claim "d > 0"
 
-    def as_dict(self) -> dict[str, float | int | str]:
-        return {"n": self.n, "mean": self.mean, "ci_low": self.ci_low, "ci_high": self.ci_high,
-                "t": self.t, "p": self.p, "verdict": self.verdict}
+    def as_dict(self) -> dict[str, float | int | str | None]:
+        """The fields, with None for nan (JSON has no nan)."""
+        return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in dataclasses.asdict(self).items()}
 
 
 def paired_difference(d: np.ndarray | list[float]) -> PairedDifference:
@@ -75,11 +77,17 @@ def paired_difference(d: np.ndarray | list[float]) -> PairedDifference:
     return PairedDifference(n, mean, low, high, t, p, verdict)
 
 
-def interval_text(r: PairedDifference, scale: float = 100.0, unit: str = "") -> str:
-    """``+1.23 (95% CI -0.40..+2.86)`` in ``scale`` units (100: F1 -> percentage points)."""
-    if r.n == 0:
-        return "–"
-    if r.n < 2:
-        return f"{scale * r.mean:+.2f}{unit} (1 pair: no interval)"
-    level = round(100 * (1 - ALPHA))
-    return f"{scale * r.mean:+.2f}{unit} ({level}% CI {scale * r.ci_low:+.2f}..{scale * r.ci_high:+.2f}{unit})"
+def interval_text(mean: float, low: float | None, high: float | None, n: int, scale: float = 100.0) -> str:
+    """``+1.23 (95% CI -0.40..+2.86, 5 pairs)`` in ``scale`` units (100: F1 -> percentage points)."""
+    if n == 0:
+        return f"{scale * mean:+.2f} (unpaired: no interval)"
+    if n == 1 or low is None or high is None or math.isnan(low):
+        return f"{scale * mean:+.2f} (1 pair: no interval)"
+    return f"{scale * mean:+.2f} ({LEVEL} CI {scale * low:+.2f}..{scale * high:+.2f}, {n} pairs)"
+
+
+def verdict_text(verdict: str, than: str) -> str:
+    """A verdict on "d = A - ``than`` > 0" in words: ``ahead of random at 5%``."""
+    level = f"{ALPHA:.0%}"
+    return {"holds": f"ahead of {than} at {level}", "does not hold": f"behind {than} at {level}"}.get(
+        verdict, f"inconclusive at {level}")

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from raydal.al.stats import interval_text, paired_difference
+from raydal.al.stats import interval_text, paired_difference, verdict_text
 from raydal.exceptions import ConfigError
 
 #: Two-sided 5 % critical values of Student's t from a printed table (df -> t(0.975, df)).
@@ -84,6 +84,12 @@ def test_small_and_degenerate_samples():
         paired_difference([0.1, float("nan")])
 
 
-def test_interval_text():
-    assert interval_text(paired_difference([0.01, 0.02, 0.03])) == "+2.00 (95% CI -0.48..+4.48)"
-    assert interval_text(paired_difference([-0.05])) == "-5.00 (1 pair: no interval)"
+def test_texts():
+    r = paired_difference([0.01, 0.02, 0.03])
+    assert interval_text(r.mean, r.ci_low, r.ci_high, r.n) == "+2.00 (95% CI -0.48..+4.48, 3 pairs)"
+    one = paired_difference([-0.05]).as_dict()
+    assert one["ci_low"] is None and one["verdict"] == "inconclusive"
+    assert interval_text(one["mean"], one["ci_low"], one["ci_high"], one["n"]) == "-5.00 (1 pair: no interval)"
+    assert verdict_text("holds", "random") == "ahead of random at 5%"
+    assert verdict_text("does not hold", "random") == "behind random at 5%"
+    assert verdict_text("inconclusive", "random") == "inconclusive at 5%"
