@@ -31,6 +31,8 @@ from raydal.exceptions import ConfigError
 ALPHA = 0.05
 LEVEL = f"{1 - ALPHA:.0%}"
 VERDICTS = ("holds", "does not hold", "inconclusive")
+#: Paired trials per arm that a study should run before it states a verdict (the fidelity study's default).
+MIN_TRIALS = 5
 
 
 @dataclass(frozen=True)
