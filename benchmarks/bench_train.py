@@ -1,8 +1,27 @@
-"""Training under Ray Train vs in process, and against pool size (same labeled set).
+"""Training reads and training time: bytes read per fit with spread labels; Ray Train vs in process.
 
-Builds a small prepared archive (UCMerced layout, tiny images), then a copy whose
-pool holds ``--big-pool`` rows (the small pool's images repeated under new ids,
-written as 512-row shards like ``raydal prepare``), and times in one run:
+Part 1, reads (no Ray; ``--reads-only`` runs just this part): a pool of
+``--read-pool`` random images of ``--read-size`` px (3 bands) written in two
+layouts, "old" (one 512-row row group per file, as ``raydal prepare`` wrote
+before issue 15) and "new" (``prepare``'s row groups of about one image), and
+``--read-labeled`` labeled ids drawn at random, so they are spread over every
+file as an AL selection's are. Each case runs in a fresh process and reports
+the bytes its reads pulled through ``read()`` (``/proc/self/io`` rchar, page
+cache included), seconds, and ``read_share``'s peak memory (numpy via
+tracemalloc plus Arrow's memory pool) against the share's bytes:
+
+  before     the ``--baseline-ref`` commit's ``locate_ids`` + ``read_share`` (old layout)
+  after      this tree's, new layout
+  after-old  this tree's on the old layout (old shard sets keep working)
+
+and the read-ahead: the new layout's rows streamed by ``iter_range_batches``
+with a stand-in compute per batch (a sleep as long as one batch's read and
+decode: it releases the GIL as a forward pass does), without and with
+read-ahead.
+
+Part 2, fits: a small prepared archive (UCMerced layout, tiny images), then a
+copy whose pool holds ``--big-pool`` rows (the small pool's images repeated
+under new ids, 512-row files), timed in one run:
 
   in-process E1 / E2   ``train_in_process`` on the labeled rows, E1 and E2 epochs
   ray small E1 / E2    ``train_with_ray`` on the same ids, pool of ~1,000 rows
@@ -17,6 +36,7 @@ Only the public API is used (``train_with_ray``'s signature is stable), so the
 same script times an older checkout: ``PYTHONPATH=<old tree> python benchmarks/bench_train.py``.
 
     python benchmarks/bench_train.py [--workers 1] [--e1 2 --e2 8] [--big-pool 20000] [--json out.json]
+    python benchmarks/bench_train.py --reads-only [--read-pool 6144 --read-size 128 --read-labeled 300]
     python benchmarks/bench_train.py --small          # smoke size
 """
 
@@ -73,6 +93,160 @@ def make_shards(workdir: Path, n: int, size: int, big_pool: int) -> tuple[Path, 
     return small, big
 
 
+# -- part 1: bytes read per fit ----------------------------------------------------
+
+#: Run in a fresh process per case (with PYTHONPATH at the code under test): locate the
+#: labeled ids and read the share, as a fit does; prints one JSON line.
+_READ_CASE = r"""
+import json, sys, time, tracemalloc
+import pyarrow as pa
+from raydal.data.shards import load_manifest
+from raydal.training.shares import locate_ids, plan_labeled_shares, read_share
+
+def rchar():
+    return int(next(l for l in open("/proc/self/io") if l.startswith("rchar")).split()[1])
+
+shards, ids_file = sys.argv[1], sys.argv[2]
+manifest = load_manifest(shards)
+ids = json.load(open(ids_file))
+r0, t0 = rchar(), time.perf_counter()
+located = locate_ids(manifest, "pool", ids)
+r1, t1 = rchar(), time.perf_counter()
+share = plan_labeled_shares(located, 1)[0]
+out = read_share(manifest, share)
+r2, t2 = rchar(), time.perf_counter()
+n = len(out["id"])
+share_bytes = out["image"].nbytes + out["labels"].nbytes + out["id"].nbytes
+del out
+arrow = pa.proxy_memory_pool(pa.default_memory_pool())
+pa.set_memory_pool(arrow)
+tracemalloc.start()
+read_share(manifest, share)
+numpy_peak = tracemalloc.get_traced_memory()[1]
+print(json.dumps(dict(rows=n, locate_bytes=r1 - r0, locate_s=t1 - t0, read_bytes=r2 - r1, read_s=t2 - t1,
+                      share_bytes=share_bytes, peak_bytes=numpy_peak + arrow.max_memory(),
+                      files=len(manifest.split_files("pool")), files_holding=len(located))))
+"""
+
+
+def make_read_shards(workdir: Path, template: Path, n: int, size: int) -> dict[str, Path]:
+    """The same random pool of ``n`` images in the old and the new row-group layout."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from raydal.data import shards as shard_module
+
+    row_group_bytes = getattr(shard_module, "ROW_GROUP_BYTES", 1 << 16)  # (an older tree: prepare's rule today)
+    data = json.loads((template / "manifest.json").read_text())
+    bands, classes = data["bands"], len(data["classes"])
+    out = {}
+    for layout, per_group in (("old", 512), ("new", max(1, row_group_bytes // (size * size * bands)))):
+        root = workdir / f"reads-{layout}-{n}-{size}"
+        out[layout] = root
+        if (root / "manifest.json").exists():
+            continue
+        shutil.rmtree(root, ignore_errors=True)
+        rng = np.random.default_rng(0)
+        files = []
+        (root / "pool").mkdir(parents=True)
+        for start in range(0, n, 512):
+            k = min(512, n - start)
+            table = pa.table({
+                "id": [f"S2A_MSIL2A_20170613T101031_{i:07d}_{i % 97:02d}_{i % 89:02d}" for i in range(start, start + k)],
+                "image": [rng.integers(0, 256, size * size * bands, dtype=np.uint8).tobytes() for _ in range(k)],
+                "labels": [rng.integers(0, 2, classes, dtype=np.uint8).tobytes() for _ in range(k)],
+                "path": [f"img/{i}.tif" for i in range(start, start + k)],
+                "labeled": [True] * k,
+            }, schema=shard_module.SCHEMA)
+            name = f"pool/part-{len(files):05d}.parquet"
+            pq.write_table(table, root / name, row_group_size=per_group, write_statistics=False)
+            files.append(name)
+        for split in ("val", "test"):
+            shutil.copytree(template / split, root / split)
+        data.update(image_size=size, splits=dict(data["splits"], pool={"count": n, "files": files}))
+        (root / "manifest.json").write_text(json.dumps(data))
+    return out
+
+
+def baseline_tree(workdir: Path, ref: str) -> Path:
+    """The ``raydal`` package of commit ``ref`` (``git archive``; the repository is not touched)."""
+    import subprocess
+
+    tree = workdir / f"baseline-{ref}"
+    if not (tree / "raydal").is_dir():
+        tree.mkdir(parents=True, exist_ok=True)
+        repo = Path(__file__).resolve().parents[1]
+        archive = subprocess.run(["git", "-C", str(repo), "archive", ref, "raydal"], check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    return tree
+
+
+def _read_case(shards: Path, ids_file: Path, code_root: Path) -> dict[str, Any]:
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=str(code_root))
+    out = subprocess.run([sys.executable, "-c", _READ_CASE, str(shards), str(ids_file)], env=env,
+                         capture_output=True, text=True, cwd=str(code_root))
+    if out.returncode:
+        raise RuntimeError(f"read case failed on {shards} with {code_root}:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def read_ahead_overlap(shards: Path, batch_size: int) -> dict[str, float]:
+    """Rows/s of streaming the pool with a stand-in compute per batch, without and with read-ahead."""
+    from raydal.data.shards import load_manifest
+    from raydal.training.shares import file_rows, iter_range_batches, row_ranges
+
+    manifest = load_manifest(shards)
+    ranges = row_ranges(file_rows(manifest, "pool"), 0, 1)
+    t0 = time.perf_counter()
+    n = sum(len(b["id"]) for b in iter_range_batches(manifest, ranges, batch_size, read_ahead=0))
+    per_batch = (time.perf_counter() - t0) / -(-n // batch_size)
+    out = {"read_only_rows_s": n / (time.perf_counter() - t0), "compute_s_per_batch": per_batch}
+    for depth in (0, 2):
+        t0 = time.perf_counter()
+        for _ in iter_range_batches(manifest, ranges, batch_size, read_ahead=depth):
+            time.sleep(per_batch)  # the model's forward pass: releases the GIL
+        out[f"read_ahead_{depth}_rows_s"] = n / (time.perf_counter() - t0)
+    out["speedup"] = out["read_ahead_2_rows_s"] / out["read_ahead_0_rows_s"]
+    return out
+
+
+def run_reads(args: argparse.Namespace, workdir: Path, template: Path) -> dict[str, Any]:
+    import numpy as np
+
+    layouts = make_read_shards(workdir, template, args.read_pool, args.read_size)
+    ids = [f"S2A_MSIL2A_20170613T101031_{i:07d}_{i % 97:02d}_{i % 89:02d}"
+           for i in sorted(np.random.default_rng(1).choice(args.read_pool, args.read_labeled, replace=False))]
+    ids_file = workdir / "read-ids.json"
+    ids_file.write_text(json.dumps(ids))
+    here = Path(__file__).resolve().parents[1]
+    cases = {"after": (layouts["new"], here), "after-old": (layouts["old"], here)}
+    if args.baseline_ref:
+        cases = {"before": (layouts["old"], baseline_tree(workdir, args.baseline_ref)), **cases}
+    rows = {}
+    for name, (shards, code) in cases.items():
+        r = _read_case(shards, ids_file, code)
+        labeled_bytes = r["rows"] * (r["share_bytes"] // max(1, r["rows"]))
+        r.update(case=name, layout=shards.name.split("-")[1], code=str(code),
+                 read_ratio=r["read_bytes"] / labeled_bytes, peak_ratio=r["peak_bytes"] / r["share_bytes"])
+        rows[name] = r
+        print(f"{name:<10} {r['layout']} layout: {r['files_holding']}/{r['files']} files hold a labeled row | "
+              f"read {r['read_bytes'] / 1e6:8.1f} MB = {r['read_ratio']:6.2f}x the labeled rows "
+              f"({labeled_bytes / 1e6:.1f} MB) in {r['read_s']:.2f} s | locate {r['locate_bytes'] / 1e6:.1f} MB "
+              f"in {r['locate_s']:.2f} s | peak {r['peak_ratio']:.2f}x the share")
+    overlap = read_ahead_overlap(layouts["new"], args.batch_size * 4)
+    print(f"read-ahead: {overlap['read_ahead_0_rows_s']:.0f} rows/s without, {overlap['read_ahead_2_rows_s']:.0f} "
+          f"with ({overlap['speedup']:.2f}x; compute {overlap['compute_s_per_batch'] * 1e3:.1f} ms per batch, "
+          f"the read's own time)")
+    return dict(cases=rows, read_ahead=overlap, labeled=len(ids), pool=args.read_pool, size=args.read_size)
+
+
+# -- part 2: fits ------------------------------------------------------------------
+
+
 def _timed(fn) -> tuple[float, Any]:
     t0 = time.perf_counter()
     out = fn()
@@ -80,18 +254,23 @@ def _timed(fn) -> tuple[float, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    import ray
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="raydal-bench-train-"))
+    small, big = make_shards(workdir, args.n, args.size, args.big_pool)
+    info = dict(machine=platform.node(), cpus=os.cpu_count(), load=os.getloadavg()[0],
+                date=time.strftime("%Y-%m-%d %H:%M"), args=vars(args))
+    reads = run_reads(args, workdir, small)
+    if args.reads_only:
+        return dict(info, reads=reads)
 
-    from raydal.distributed.session import ensure_ray
+    import ray
     import torch
 
     from raydal.data.shards import load_manifest, read_ids, read_split
+    from raydal.distributed.session import ensure_ray
     from raydal.distributed.train import train_with_ray
     from raydal.models import ModelSpec
     from raydal.training import TrainConfig, train_in_process
 
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="raydal-bench-train-"))
-    small, big = make_shards(workdir, args.n, args.size, args.big_pool)
     manifest = load_manifest(small)
     labeled = sorted(read_ids(manifest, "pool").tolist())[: args.labeled]
     spec = ModelSpec(args.model, num_classes=manifest.num_classes, in_channels=manifest.bands)
@@ -154,10 +333,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print(f"per-fit overhead of train_with_ray: {summary['per_fit_overhead_s']:.1f} s")
     print(f"per-epoch overhead of train_with_ray: {summary['per_epoch_overhead_s']:.3f} s between fits, "
           f"{summary['per_epoch_overhead_in_fit_s']:.3f} s inside one fit (target <= 0.3)")
-    return dict(
-        machine=platform.node(), cpus=os.cpu_count(), load=os.getloadavg()[0], date=time.strftime("%Y-%m-%d %H:%M"),
-        args=vars(args), labeled=len(labeled), rows=rows, summary=summary,
-    )
+    return dict(info, labeled=len(labeled), rows=rows, summary=summary, reads=reads)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -175,10 +351,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--e2", type=int, default=8)
     p.add_argument("--workdir", default=None)
     p.add_argument("--json", default=None)
+    p.add_argument("--reads-only", action="store_true", help="part 1 only: bytes read per fit, no Ray")
+    p.add_argument("--read-pool", type=int, default=6144, help="pool rows of the reads part")
+    p.add_argument("--read-size", type=int, default=128, help="image side of the reads part (3 bands)")
+    p.add_argument("--read-labeled", type=int, default=300, help="labeled ids of the reads part, spread at random")
+    p.add_argument("--baseline-ref", default="0a0936a",
+                   help="commit whose reader the reads part runs as 'before' ('' to skip)")
     p.add_argument("--small", action="store_true", help="smoke size")
     args = p.parse_args(argv)
     if args.small:
         args.n, args.big_pool, args.labeled, args.e1, args.e2 = 160, 400, 24, 1, 2
+        args.read_pool, args.read_size, args.read_labeled, args.baseline_ref = 1024, 32, 40, ""
     res = run(args)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))

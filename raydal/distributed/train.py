@@ -169,7 +169,7 @@ def _train_worker(config: dict[str, Any]) -> dict[str, Any]:
     # This rank's labeled rows, read once for the whole fit (in the background while the
     # model is built and the group forms) and shuffled in memory each epoch.
     with ThreadPoolExecutor(1, thread_name_prefix="raydal-share") as pool:
-        share = pool.submit(read_share, manifest, config["shares"][rank])
+        share = pool.submit(read_share, manifest, config["shares"][rank], config["labeled"])
         model = _initial_model(spec, cfg, config["init"])
         device = ray.train.torch.get_device()
         if device.type == "cuda":  # before DDP builds its gradient buckets, so their strides match

@@ -27,6 +27,7 @@ the model's compute.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import queue
 import threading
@@ -60,33 +61,51 @@ T = TypeVar("T")
 # -- planning ----------------------------------------------------------------------
 
 
+def split_index(manifest: Manifest, split: str) -> tuple[pa.ChunkedArray, np.ndarray]:
+    """The ids of ``split`` in shard order and each file's first row (int [F + 1], the last: the row count).
+
+    Read once per process and shard set (the id columns and footers; with one
+    image per row group a footer holds ~500 bytes per row, so re-reading every
+    file each AL iteration would cost the driver seconds at 10^5-10^6 rows).
+    A shard set is never changed in place (``prepare`` writes a new one and
+    renames it), so the manifest identifies it; ``read_share`` still checks
+    the ids it reads against the ones planned.
+    """
+    import json
+
+    return _split_index(split, tuple(manifest.split_files(split)), json.dumps(manifest.to_json(), sort_keys=True,
+                                                                              default=str))
+
+
+@functools.lru_cache(maxsize=6)
+def _split_index(split: str, files: tuple[str, ...], manifest_json: str) -> tuple[pa.ChunkedArray, np.ndarray]:
+    chunks, counts = [], []
+    for path in files:
+        ids = parquet_file(path).read(columns=["id"], use_threads=False)["id"]
+        chunks += ids.chunks
+        counts.append(len(ids))
+    return pa.chunked_array(chunks, pa.string()), np.cumsum([0] + counts)
+
+
 def locate_ids(manifest: Manifest, split: str, ids: Collection[str]) -> Share:
     """Where ``ids`` live: (file, their row numbers, ascending) for each file holding any, in file order.
 
-    Reads only the id column. DatasetError lists the ids that are not in ``split``.
+    Reads only the id columns, once per process (``split_index``). DatasetError
+    lists the ids that are not in ``split``.
     """
     wanted = pa.array(sorted({str(i) for i in ids}), pa.string())
-    located: Share = []
-    found = 0
-    for path in manifest.split_files(split):
-        file_ids = parquet_file(path).read(columns=["id"], use_threads=False)["id"]
-        rows = np.flatnonzero(pc.is_in(file_ids, value_set=wanted).to_numpy(zero_copy_only=False))
-        if rows.size:
-            located.append((path, rows.tolist()))
-            found += rows.size
-    if found != len(wanted):
-        seen = set(itertools.chain.from_iterable(_ids_at(path, rows) for path, rows in located))
-        missing = sorted(set(wanted.to_pylist()) - seen)
+    all_ids, starts = split_index(manifest, split)
+    rows = np.flatnonzero(pc.is_in(all_ids, value_set=wanted).to_numpy(zero_copy_only=False))
+    if rows.size != len(wanted):
+        missing = pc.filter(wanted, pc.invert(pc.is_in(wanted, value_set=all_ids))).to_pylist()
         raise DatasetError(
             f"{len(missing)} labeled ids are not in the {split!r} split of {manifest.root}, e.g. {missing[:3]}. "
             "Fix: train on ids of that split (see its manifest).",
             [(i, f"not in split {split!r}") for i in missing],
         )
-    return located
-
-
-def _ids_at(path: str, rows: Sequence[int]) -> list[str]:
-    return parquet_file(path).read(columns=["id"]).column("id").take(pa.array(rows, pa.int64())).to_pylist()
+    file_of = np.searchsorted(starts, rows, side="right") - 1
+    paths = manifest.split_files(split)
+    return [(paths[k], (rows[file_of == k] - starts[k]).tolist()) for k in np.unique(file_of)]
 
 
 def split_share(share: Share, world: int, equal: bool = False) -> list[Share]:
@@ -123,8 +142,9 @@ def plan_labeled_shares(located: Share, world: int) -> list[Share]:
 
 
 def file_rows(manifest: Manifest, split: str) -> list[tuple[str, int]]:
-    """(file, row count) of every file of ``split``, from the Parquet footers."""
-    return [(path, parquet_file(path).metadata.num_rows) for path in manifest.split_files(split)]
+    """(file, row count) of every file of ``split`` (``split_index``: read once per process)."""
+    starts = split_index(manifest, split)[1]
+    return [(path, int(b - a)) for path, a, b in zip(manifest.split_files(split), starts, starts[1:])]
 
 
 def row_ranges(files: Sequence[tuple[str, int]], rank: int, world: int) -> RowRanges:
@@ -308,8 +328,13 @@ def row_nbytes(manifest: Manifest) -> int:
     return int(np.prod(manifest.image_shape)) + manifest.num_classes
 
 
-def read_share(manifest: Manifest, share: Share, read_ahead: int = READ_AHEAD) -> dict[str, np.ndarray]:
+def read_share(manifest: Manifest, share: Share, expected: Collection[str] | None = None,
+               read_ahead: int = READ_AHEAD) -> dict[str, np.ndarray]:
     """A rank's rows decoded in one dict (as ``decode_batch``), in share order.
+
+    ``expected``: ids every row read must have (the labeled set); a row with
+    another id means the shard files changed since the rows were located
+    (``DatasetError``).
 
     The output arrays are allocated once and filled chunk by chunk (each at
     most a sixteenth of the share, read ``read_ahead`` chunks ahead), so peak
@@ -332,7 +357,15 @@ def read_share(manifest: Manifest, share: Share, read_ahead: int = READ_AHEAD) -
     if at != n:
         raise DatasetError(f"Read {at} rows of a share of {n}: the shard files changed while reading. "
                            "Fix: restart the run on an unchanged shard set.")
-    return {"id": np.concatenate(ids) if ids else np.array([], dtype=str), "image": images, "labels": labels}
+    out_ids = np.concatenate(ids) if ids else np.array([], dtype=str)
+    if expected is not None and n:
+        known = np.isin(out_ids, np.asarray(sorted(str(i) for i in expected)))
+        if not known.all():
+            raise DatasetError(
+                f"Read rows with ids outside the labeled set (e.g. {out_ids[~known][:3].tolist()}): the shard files "
+                f"at {manifest.root} changed since the run located its rows. Fix: restart the run on an unchanged "
+                "shard set.", [(str(i), "not a labeled id") for i in out_ids[~known]])
+    return {"id": out_ids, "image": images, "labels": labels}
 
 
 # -- combining ---------------------------------------------------------------------

@@ -13,6 +13,7 @@ import pytest
 
 import raydal.training.shares as shares
 from raydal.data.shards import ROW_GROUP_BYTES, SCHEMA, iter_batches, load_manifest, read_ids, read_split
+from raydal.exceptions import DatasetError
 from raydal.training.shares import (
     evaluation_rows, file_rows, iter_row_tables, iter_share_batches, locate_ids, plan_labeled_shares, prefetch,
     read_share, row_nbytes, split_share, subsample_rows,
@@ -226,3 +227,17 @@ def test_the_ray_launcher_module_imports_no_torch():
     code = "import sys, raydal.distributed.train; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_driver_reads_a_splits_ids_once_and_workers_check_them(tiny_shards, tmp_path, monkeypatch):
+    m = write_shards(tiny_shards, tmp_path / "s", n=200, size=32, rows_per_group=21)
+    ids = read_ids(m, "pool").tolist()[::9]
+    first = locate_ids(m, "pool", ids)
+    opened = []
+    real = shares.parquet_file
+    monkeypatch.setattr(shares, "parquet_file", lambda path: opened.append(path) or real(path))
+    assert locate_ids(m, "pool", ids) == first and file_rows(m, "pool") and opened == []  # from memory
+    share = plan_labeled_shares(first, 1)[0]
+    assert read_share(m, share, expected=ids)["id"].tolist() == ids
+    with pytest.raises(DatasetError, match="changed since the run located its rows"):
+        read_share(m, share, expected=ids[1:])  # a row whose id the plan did not name
