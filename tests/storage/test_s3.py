@@ -193,3 +193,33 @@ def test_missing_and_incomplete_shards_on_s3_name_the_uri(s3, archive):
                     classes=archive / "classes.txt")
     assert load_manifest(target).splits == again.splits
     assert len(_keys(s3, "partial/")) == 1 + sum(len(s["files"]) for s in again.splits.values())
+
+
+@pytest.mark.ray
+@pytest.mark.slow  # ~75 s on 2 cores (Ray's start, one Ray Train fit, evaluation and scoring in tasks)
+def test_ray_executor_trains_scores_and_selects_from_s3(s3, ray_local, tiny_archive, tmp_path):
+    """Ray Train workers and the scoring read the shards from S3 (no local copy exists); the checkpoint
+    goes to the state dir on S3 and the query is answered from it. Ray starts after the AWS
+    environment is set (module fixtures in that order), so every Ray worker inherits it."""
+    from raydal.al.loop import ActiveLearner
+    from raydal.config import ALConfig
+    from raydal.distributed.executor import RayExecutor
+
+    shards = f"s3://{BUCKET}/ray-shards"
+    prepare("ucmerced", tiny_archive, shards, size=32, seed=0, shard_size=32)
+    state_dir = f"s3://{BUCKET}/ray-run"
+    cfg = ALConfig(dataset="ucmerced", shards_dir=shards, state_dir=state_dir, strategy="mge+clustering", b=5, m=2,
+                   initial_labeled=10, iterations=1, seed=0, backbone="smallcnn", executor="ray", num_workers=1,
+                   cpus_per_worker=0.5, score_batch_size=16, train={"epochs": 1, "batch_size": 8, "lr": 0.05})
+    learner = ActiveLearner(cfg, RayExecutor(cfg), log=lambda s: None)
+    learner.step()  # init
+    learner.step()  # train (+ evaluate, + score the pool) on Ray
+    record = learner.state.history[-1]
+    manifest = load_manifest(shards)
+    assert record["checkpoint"].startswith(state_dir + "/checkpoints/")
+    assert record["test"]["n_samples"] == manifest.splits["test"]["count"]
+    learner.step()  # query
+    state = learner.state
+    assert state.phase == "train" and state.n_labeled == 15
+    assert set(state.labeled) <= set(read_ids(manifest, "pool").tolist())
+    assert "ray-run/state.json" in _keys(s3, "ray-run/")
