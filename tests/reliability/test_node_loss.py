@@ -70,6 +70,41 @@ def test_worker_node_removed_while_scoring(ray_cluster, tiny_shards, tmp_path):
     assert list(selected) == list(expected)
 
 
+def test_worker_node_removed_while_scoring_on_ray_data(ray_cluster, tiny_shards, tmp_path):
+    """``score_workers`` > 0: Ray Data restarts the lost actor and re-runs the lost reads; the scores
+    are still the in-process ones, bit for bit."""
+    from raydal.data.shards import iter_batches, read_split
+    from raydal.distributed.score_data import score_pool_data
+    from raydal.models import load_checkpoint
+    from raydal.query import score_pool
+
+    _ensure_two_workers(ray_cluster)
+    trace = ray_cluster["trace"]
+    (trace.parent / f"{trace.name}.score:batch.once").unlink(missing_ok=True)  # re-arm: the first actor hangs
+    manifest = load_manifest(tiny_shards)
+    pool = list(read_ids(manifest, "pool"))
+    labeled = pool[:20]
+    spec = ModelSpec("smallcnn", num_classes=manifest.num_classes, in_channels=manifest.bands)
+    ckpt = train_in_process(spec, TrainConfig(epochs=1, batch_size=8, seed=0), read_split(manifest, "pool", ids=labeled),
+                            out_dir=tmp_path / "m").checkpoint_dir
+    strategy, b, m = get_strategy("mge+clustering"), 5, 3
+    k = strategy.candidate_count(b, m)
+    thread, out = _in_thread(lambda: score_pool_data(ckpt, tiny_shards, labeled, strategy, k, workers=2,
+                                                     batch_size=4, num_cpus=0.5))
+    pid = wait_for_marker(trace, "score:batch", alive=thread.is_alive)
+    ray_cluster["cluster"].remove_node(node_of(ray_cluster["cluster"], pid))  # an actor is mid-batch there
+    thread.join(timeout=600)
+    assert not thread.is_alive(), "scoring did not finish after the node was removed"
+    assert "error" not in out, out.get("error")
+    got = out["result"]
+    want = score_pool(load_checkpoint(ckpt), iter_batches(manifest, "pool", 4, exclude=labeled), strategy, k)
+    assert list(got.ids) == list(want.ids) == sorted(set(pool) - set(labeled))  # every row once
+    assert (got.probs == want.probs).all() and list(got.cand_ids) == list(want.cand_ids)
+    unlabeled = sorted(set(pool) - set(labeled))
+    assert (strategy.select(b, scores=got, pool_ids=unlabeled, m=m, seed=0)
+            == strategy.select(b, scores=want, pool_ids=unlabeled, m=m, seed=0))
+
+
 def test_worker_node_removed_while_training(ray_cluster, tiny_shards, tmp_path):
     from raydal.distributed.train import train_with_ray
 
