@@ -201,8 +201,12 @@ def upload_dir(local: str | os.PathLike, uri: str) -> str:
 def local_dir(location: str | os.PathLike) -> Path:
     """A local folder for ``location``: itself when local, else a cached download of the URI.
 
-    Downloads land in ``~/.cache/raydal/<hash>`` (``$RAYDAL_CACHE`` overrides) and are
-    renamed into place when complete, so concurrent readers never see half a folder.
+    Downloads land in ``~/.cache/raydal/<hash>`` (``$RAYDAL_CACHE`` overrides), keyed by the
+    URI and the size and modification time of every object under it (one listing), so a
+    folder uploaded again to the same URI (a resumed run retraining an iteration) is
+    downloaded again, never served stale. They are renamed into place when complete, so
+    concurrent readers never see half a folder. A URI with nothing under it is returned as
+    an empty folder (the caller says what it missed).
     """
     if not is_uri(location):
         return Path(location)
@@ -211,21 +215,26 @@ def local_dir(location: str | os.PathLike) -> Path:
 
     import pyarrow.fs as pafs
 
+    fs, path = filesystem(str(location))
+    files = sorted(
+        (info.path, info.size, info.mtime_ns)
+        for info in fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+        if info.type == pafs.FileType.File
+    )
+    stamp = hashlib.sha1(repr((str(location), files)).encode()).hexdigest()[:20]
     cache = Path(os.environ.get(ENV_CACHE, Path.home() / ".cache" / "raydal"))
-    target = cache / hashlib.sha1(str(location).encode()).hexdigest()[:20]
+    target = cache / stamp
     if target.is_dir():
         return target
-    fs, path = filesystem(str(location))
     cache.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".dl-", dir=cache))
     try:
-        pafs.copy_files(path, str(tmp), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        if files:
+            pafs.copy_files(path, str(tmp), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
         os.replace(tmp, target)
     except OSError:
-        if target.is_dir():  # another process finished first
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not target.is_dir():  # else another process finished first
             raise
     return target
 

@@ -25,6 +25,7 @@ from raydal.cli import main
 from raydal.data.shards import load_manifest, prepare, read_ids, read_split
 from raydal.data.synth import synthesize
 from raydal.exceptions import ConfigError, DatasetNotFoundError
+from raydal.utils import local_dir, upload_dir
 
 BUCKET = "raydal-test"
 SHARDS = f"s3://{BUCKET}/shards"
@@ -70,6 +71,7 @@ def s3(tmp_path_factory):
                                 ("AWS_SECRET_ACCESS_KEY", "testing"), ("AWS_DEFAULT_REGION", "us-east-1"),
                                 ("AWS_EC2_METADATA_DISABLED", "true")):
                 mp.setenv(name, value)
+            mp.setenv("RAYDAL_CACHE", str(tmp_path_factory.mktemp("raydal-cache")))  # checkpoint downloads
             client = boto3.client("s3")
             client.create_bucket(Bucket=BUCKET)
             yield client
@@ -193,6 +195,19 @@ def test_missing_and_incomplete_shards_on_s3_name_the_uri(s3, archive):
                     classes=archive / "classes.txt")
     assert load_manifest(target).splits == again.splits
     assert len(_keys(s3, "partial/")) == 1 + sum(len(s["files"]) for s in again.splits.values())
+
+
+def test_a_folder_uploaded_again_is_downloaded_again(s3, tmp_path):
+    """``local_dir`` caches downloads, but never serves an old copy of a URI written again (a resumed
+    run retraining an iteration re-uploads its checkpoint to the same place)."""
+    uri = f"s3://{BUCKET}/cache-test/checkpoint"
+    for k, text in enumerate(["first", "second, longer"]):
+        src = tmp_path / f"v{k}"
+        (src / "sub").mkdir(parents=True)
+        (src / "sub" / "model.json").write_text(text)
+        upload_dir(src, uri)
+        assert (local_dir(uri) / "sub" / "model.json").read_text() == text
+    assert list(local_dir(f"s3://{BUCKET}/cache-test/nothing-here").iterdir()) == []
 
 
 @pytest.mark.ray
