@@ -16,6 +16,7 @@ import numpy as np
 from raydal.al.state import ALState, StateStore
 from raydal.config import ALConfig
 from raydal.exceptions import ConfigError
+from raydal.utils import normal_location
 
 __all__ = ["Learner"]
 
@@ -39,7 +40,7 @@ class Learner:
         self.store = StateStore(str(state_dir))
         if self.store.has_state():
             saved = self.store.load().config
-            if shards_dir is not None and Path(shards_dir).resolve() != Path(saved["shards_dir"]).resolve():
+            if shards_dir is not None and normal_location(shards_dir) != normal_location(saved["shards_dir"]):
                 raise ConfigError(f"The run in {state_dir} uses the shards {saved['shards_dir']}, not {shards_dir}. "
                                   "Fix: leave shards_dir out to reopen it, or use a new state_dir.")
             self.config = ALConfig.from_dict({**saved, **settings})
@@ -51,7 +52,7 @@ class Learner:
 
             manifest = load_manifest(shards_dir)
             fields = {"mode": "human", "executor": "local", **settings}
-            self.config = ALConfig(dataset=manifest.dataset, shards_dir=str(Path(shards_dir).resolve()),
+            self.config = ALConfig(dataset=manifest.dataset, shards_dir=normal_location(shards_dir),
                                    state_dir=str(state_dir), **fields)
         self._fork = fork
         self._log = log or (lambda _: None)

@@ -127,6 +127,14 @@ def _open_filesystem(uri: str):
         raise StateError(f"Cannot open {uri}: {err}. Check the URI and the storage credentials.") from err
 
 
+def normal_location(location: str | os.PathLike) -> str:
+    """``location`` in one spelling, for comparing and storing: a URI without its trailing ``/``,
+    a local path expanded and resolved."""
+    if is_uri(location):
+        return str(location).rstrip("/")
+    return str(Path(location).expanduser().resolve())
+
+
 def join_location(root: str | os.PathLike, *parts: str) -> str:
     """``root/part/...`` for a local folder (as a str) or a storage URI (kept a URI)."""
     if is_uri(root):

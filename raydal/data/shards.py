@@ -45,8 +45,8 @@ from raydal.data import get_reader
 from raydal.data.base import BAD_FILE_FIX, ArchiveIndex, ArchiveReader, Problem
 from raydal.exceptions import ConfigError, DatasetError, DatasetNotFoundError
 from raydal.utils import (
-    atomic_write_json, file_exists, filesystem, is_uri, join_location, parquet_file, read_bytes, read_parquet,
-    rng as make_rng,
+    atomic_write_json, file_exists, filesystem, is_uri, join_location, normal_location, parquet_file, read_bytes,
+    read_parquet, rng as make_rng,
 )
 
 SCHEMA = pa.schema(
@@ -167,9 +167,8 @@ _STORAGE_FIX = ("Fix: check the URI, and for s3:// the AWS environment (AWS_ENDP
 
 def _location(directory: str | Path) -> Path | str:
     """A shard set's location as ``Manifest.root`` keeps it: a resolved local Path, or a URI without a trailing /."""
-    if is_uri(directory):
-        return str(directory).rstrip("/")
-    return Path(directory).expanduser().resolve()
+    location = normal_location(directory)
+    return location if is_uri(location) else Path(location)
 
 
 def _basename(location: Path | str) -> str:
