@@ -214,6 +214,18 @@ def read_ahead_overlap(shards: Path, batch_size: int) -> dict[str, float]:
     return out
 
 
+def scan_rows_s(shards: Path, batch_size: int) -> float:
+    """Rows/s of one whole pass over the pool (scoring's read), no read-ahead."""
+    from raydal.data.shards import load_manifest
+    from raydal.training.shares import file_rows, iter_range_batches, row_ranges
+
+    manifest = load_manifest(shards)
+    t0 = time.perf_counter()
+    n = sum(len(b["id"]) for b in iter_range_batches(manifest, row_ranges(file_rows(manifest, "pool"), 0, 1),
+                                                     batch_size, read_ahead=0))
+    return n / (time.perf_counter() - t0)
+
+
 def run_reads(args: argparse.Namespace, workdir: Path, template: Path) -> dict[str, Any]:
     import numpy as np
 
@@ -237,11 +249,17 @@ def run_reads(args: argparse.Namespace, workdir: Path, template: Path) -> dict[s
               f"read {r['read_bytes'] / 1e6:8.1f} MB = {r['read_ratio']:6.2f}x the labeled rows "
               f"({labeled_bytes / 1e6:.1f} MB) in {r['read_s']:.2f} s | locate {r['locate_bytes'] / 1e6:.1f} MB "
               f"in {r['locate_s']:.2f} s | peak {r['peak_ratio']:.2f}x the share")
+    scan = {}
+    for layout in ("old", "new") * 2:  # the second pass of each counts: both from the page cache
+        scan[layout] = scan_rows_s(layouts[layout], args.batch_size * 4)
+    print(f"whole-pool pass (scoring's read), no read-ahead: old layout {scan['old']:.0f} rows/s, "
+          f"new layout {scan['new']:.0f} rows/s (second pass each)")
     overlap = read_ahead_overlap(layouts["new"], args.batch_size * 4)
     print(f"read-ahead: {overlap['read_ahead_0_rows_s']:.0f} rows/s without, {overlap['read_ahead_2_rows_s']:.0f} "
           f"with ({overlap['speedup']:.2f}x; compute {overlap['compute_s_per_batch'] * 1e3:.1f} ms per batch, "
           f"the read's own time)")
-    return dict(cases=rows, read_ahead=overlap, labeled=len(ids), pool=args.read_pool, size=args.read_size)
+    return dict(cases=rows, scan_rows_s=scan, read_ahead=overlap, labeled=len(ids), pool=args.read_pool,
+                size=args.read_size)
 
 
 # -- part 2: fits ------------------------------------------------------------------
