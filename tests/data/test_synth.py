@@ -193,15 +193,17 @@ def test_ucmerced_texture_does_not_grow_with_the_label_count():
     assert shared_grid["pixel std"] < 0.35  # what is left: more labels, more different colours side by side
 
 
-def test_fill_grid_shares_every_slot_among_the_labels():
+def test_fill_grid_gives_every_slot_to_the_nearest_label():
     from raydal.data.synth.painter import _place
 
     preferred = np.array([4, 4, 0, 8, 2])
     for classes in ([2], [0, 1], [0, 1, 2, 3, 4]):
         pairs = _place(np.array(classes), preferred, fill_grid=True)
-        assert sorted(slot for _, slot in pairs) == list(range(MAX_LABELS))
-        per_label = np.bincount([c for c, _ in pairs])[classes]
-        assert per_label.max() - per_label.min() <= 1
+        assert sorted(slot for _, slot in pairs) == list(range(MAX_LABELS))  # every slot painted once
+        assert {c for c, _ in pairs} == set(classes)
+    # opposite corners: each free slot goes to the nearer corner's label, a tie to the lower class
+    slots = {c: sorted(s for k, s in _place(np.array([2, 3]), preferred, fill_grid=True) if k == c) for c in (2, 3)}
+    assert slots == {2: [0, 1, 2, 3, 4, 6], 3: [5, 7, 8]}
     assert _place(np.array([0, 1]), preferred, fill_grid=False) == [(0, 4), (1, 5)]  # a taken slot: the next one
 
 

@@ -185,9 +185,10 @@ def _place(classes: np.ndarray, preferred: np.ndarray, fill_grid: bool) -> list[
 
     classes: int [k], the image's labels. preferred: int [C], each class's slot in
     its group. Each label takes its preferred slot, or the next free one. With
-    ``fill_grid`` the slots left free are dealt out in turn to the labels in
-    class order, so k labels share all ``MAX_LABELS`` slots (9 // k or one more
-    each) and the painted area does not grow with k.
+    ``fill_grid`` every slot left free goes to the label whose own slot is
+    nearest on the grid (ties: the lower class), so the k labels cover all
+    ``MAX_LABELS`` slots, the painted area does not grow with k, and images of
+    a group whose label sets differ by one label still look alike.
     """
     taken = np.zeros(MAX_LABELS, dtype=bool)
     pairs = []
@@ -197,9 +198,11 @@ def _place(classes: np.ndarray, preferred: np.ndarray, fill_grid: bool) -> list[
             slot = (slot + 1) % MAX_LABELS
         taken[slot] = True
         pairs.append((int(c), slot))
-    if fill_grid and len(classes):
-        for turn, slot in enumerate(np.flatnonzero(~taken)):
-            pairs.append((int(classes[turn % len(classes)]), int(slot)))
+    if fill_grid and pairs:
+        own = np.array([divmod(slot, GRID) for _, slot in pairs])  # [k, 2] grid row, column
+        for slot in np.flatnonzero(~taken):
+            nearest = int(np.argmin(((own - divmod(int(slot), GRID)) ** 2).sum(1)))
+            pairs.append((pairs[nearest][0], int(slot)))
     return pairs
 
 
