@@ -1,0 +1,187 @@
+"""An AL job on an autoscaling cluster: Ray's fake multi-node autoscaler, node types from cluster.yaml.
+
+The head has no CPU, so the job's Ray Train workers can only run on ``worker_gpu``
+nodes, which the autoscaler launches on demand (1 CPU and 1 ``fake_gpu`` each here,
+8 CPUs and 1 GPU in cluster.yaml). ``jobs/al_bigearthnet.py`` is submitted with
+``ray job submit`` (token auth on); while it runs, the worker node whose train worker
+has just reported its last epoch (before that worker evaluates and scores the pool) is
+removed by killing its raylet, and the job must still succeed. After the job, the
+idle worker nodes must go.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from fake_cluster import FAKE_GPU, FakeCluster, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.autoscaling, pytest.mark.ray]
+
+IDLE_TIMEOUT_MINUTES = 0.25
+
+#: The job: 2 fits of 1 epoch (10, then 15 labeled) of a tiny CNN on 16x16 BigEarthNet-shaped rows.
+JOB_ARGS = (
+    "--executor", "ray", "--strategy", "mge", "--backbone", "smallcnn", "--epochs", "1", "--batch-size", "8",
+    "--b", "5", "--m", "2", "--initial-labeled", "10", "--iterations", "1", "--trials", "1",
+    "--num-workers", "1", "--cpus-per-worker", "1", "--no-report",
+)
+
+
+class _NodeWatcher:
+    """Samples the GCS's view of the cluster every ``every`` seconds in a thread."""
+
+    def __init__(self, cluster: FakeCluster, every: float = 1.0):
+        self.cluster, self.every = cluster, every
+        self.samples: list[tuple[float, dict[str, dict]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                self.samples.append((time.time(), {n["node_id"]: n for n in self.cluster.nodes()}))
+            except Exception:  # noqa: BLE001 - a missed sample is fine; the next one counts
+                pass
+            self._stop.wait(self.every)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def worker_nodes_seen(self) -> dict[str, tuple[float, dict]]:
+        """Worker node id -> (when first seen alive, its node record)."""
+        seen: dict[str, tuple[float, dict]] = {}
+        for t, nodes in self.samples:
+            for node_id, node in nodes.items():
+                if node["alive"] and node_id != self.cluster.head_node_id and node_id not in seen:
+                    seen[node_id] = (t, node)
+        return seen
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    pytest.importorskip("ray")
+    if not Path(sys.executable).with_name("ray").exists():
+        pytest.skip("the ray CLI is not installed next to this Python")
+    fake = FakeCluster(ROOT / "cluster.yaml", Path("/tmp") / f"raydal-autoscale-{os.getpid()}",
+                       config_options=dict(worker_cpus=1, max_workers=2, idle_timeout_minutes=IDLE_TIMEOUT_MINUTES))
+    try:
+        fake.start()
+        yield fake
+    finally:
+        fake.stop()  # by PID: never `ray stop`, which would stop every Ray on the machine
+
+
+@pytest.fixture(scope="module")
+def ben_shards(tmp_path_factory) -> Path:
+    """A fake BigEarthNet archive (160 images) prepared at 16x16: the job only reads them."""
+    from raydal.data.shards import prepare
+    from raydal.data.synth import synthesize
+
+    base = tmp_path_factory.mktemp("ben")
+    archive = synthesize("bigearthnet", base / "archive", n=160, size=18, seed=0)
+    prepare("bigearthnet", archive, base / "shards", size=16, seed=0, shard_size=32)
+    return base / "shards"
+
+
+def _submit(cluster: FakeCluster, args: list[str], env_vars: dict[str, str], log: Path) -> subprocess.Popen:
+    """``ray job submit`` (it waits for the job and streams its log into ``log``); submitted again
+    while the head's job agent is not registered yet."""
+    cmd = [str(Path(sys.executable).with_name("ray")), "job", "submit", "--address", cluster.job_address,
+           "--working-dir", str(ROOT), "--runtime-env-json", json.dumps({"env_vars": env_vars}),
+           "--", sys.executable, "jobs/al_bigearthnet.py", *args]
+    for _ in range(12):
+        with log.open("w") as out:
+            proc = subprocess.Popen(cmd, env=cluster.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            return proc  # submitted: the job is running
+        if "No available agent to submit job" not in log.read_text():
+            return proc  # finished (or failed) within 20 s: the caller reads the log
+        time.sleep(5)
+    raise AssertionError(f"the job server never accepted the job:\n{log.read_text()}")
+
+
+def _raylet_of(pid: int) -> int:
+    """The PID of the raylet that started process ``pid`` (a Ray worker's parent)."""
+    from fake_cluster import _psutil
+
+    proc = _psutil().Process(pid)
+    while proc is not None and not proc.name().startswith("raylet"):
+        proc = proc.parent()
+    assert proc is not None, f"process {pid} was not started by a raylet"
+    return proc.pid
+
+
+def test_al_job_scales_out_survives_a_node_loss_and_scales_in(cluster, ben_shards, tmp_path):
+    state_dir, trace, log = tmp_path / "state", tmp_path / "trace.txt", tmp_path / "job.log"
+    assert [n for n in cluster.nodes() if n["alive"]] == [
+        n for n in cluster.nodes() if n["node_id"] == cluster.head_node_id]  # only the head, no CPU
+    # The first train worker that reports its (last) epoch hangs there, before it evaluates and
+    # scores the pool; its node is then removed. Retries and later fits go on (hang-once).
+    env_vars = {"RAYDAL_FAULT": "train:epoch=hang-once", "RAYDAL_FAULT_TRACE": str(trace)}
+    submitted = time.time()
+    with _NodeWatcher(cluster) as watcher:
+        job = _submit(cluster, ["--shards-dir", str(ben_shards), "--state-dir", str(state_dir), *JOB_ARGS],
+                      env_vars, log)
+        marker = trace.with_name(f"{trace.name}.train:epoch.once")
+
+        def hanging_pid():
+            assert job.poll() is None, f"the job ended before any train worker reported:\n{log.read_text()[-6000:]}"
+            return marker.exists() and marker.read_text().strip()
+
+        hung = int(wait_until(hanging_pid, 300, "a train worker to report its epoch", cluster.diagnose))
+        raylet = _raylet_of(hung)
+        victim = next(node_id for node_id, pid in cluster.worker_raylet_pids().items() if pid == raylet)
+        os.kill(raylet, signal.SIGKILL)  # the node is gone: its raylet, and with it its workers
+        killed = time.time()
+        job.wait(timeout=420)
+        finished = time.time()
+        out = log.read_text()
+
+        # --- the job waited for nodes, survived the loss, and finished its run
+        assert job.returncode == 0, out[-6000:]
+        assert "succeeded" in out
+        assert "iter 1: 15 labeled" in out
+        state = json.loads((state_dir / "state.json").read_text())
+        assert state["phase"] == "done"
+        assert [h["n_labeled"] for h in state["history"]] == [10, 15]
+        assert len(state["labeled"]) == 15 and len(state["history"][0]["selected"]) == 5
+
+        # --- worker nodes of cluster.yaml's worker type were launched on demand, after the submit
+        launched = watcher.worker_nodes_seen()
+        assert victim in launched
+        assert len(launched) >= 2, launched  # the first one, and the replacement of the removed one
+        for first_seen, node in launched.values():
+            assert submitted < first_seen
+            assert node["resources"]["CPU"] == 1 and node["resources"][FAKE_GPU] == 1
+        assert any(killed < first_seen < finished for first_seen, _ in launched.values()), \
+            "no worker node came up after the node loss"
+        events = cluster.autoscaler_events()
+        assert sum("Adding 1 node(s) of type worker_gpu" in e for e in events) >= 2, events
+        # the removed node left the provider too (as "lost contact with raylet" or, with nothing
+        # running on it, as idle), so it no longer counts against max_workers
+        assert any(victim in e and "Terminating the node" in e for e in events), events
+
+        # --- idle: every worker node is gone within the idle timeout (plus the autoscaler's lag)
+        wait_until(lambda: not [n for n in cluster.nodes() if n["alive"] and n["node_id"] != cluster.head_node_id],
+                   60 * IDLE_TIMEOUT_MINUTES + 60, "the idle worker nodes to be removed", cluster.diagnose)
+    events = cluster.autoscaler_events()
+    assert any("Removing" in e and "worker_gpu (idle)" in e for e in events), events
+    assert cluster.worker_raylet_pids() == {}
+    print("\n".join(events))
