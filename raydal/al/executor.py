@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from raydal.config import ALConfig
-from raydal.exceptions import ConfigError
+from raydal.exceptions import ConfigError, QueryError
 from raydal.faults import fault_point
 
 
@@ -47,8 +47,13 @@ class QueryResult:
         """The result of a query that selected ``selected`` from ``scores`` (a ``PoolScores``,
         or None for strategies that score nothing; then ``predicted`` holds their probabilities)."""
         if scores is not None:
-            index = {sid: i for i, sid in enumerate(scores.ids)}
-            probs = {sid: scores.probs[index[sid]].round(6).tolist() for sid in selected}
+            from raydal.al.poolids import positions
+
+            rows = positions(scores.ids, selected)  # scores.ids is sorted: a binary search, no dict of the pool
+            if (rows < 0).any():
+                raise QueryError(f"The selection holds ids the scored pool lacks, e.g. "
+                                 f"{selected[int(np.flatnonzero(rows < 0)[0])]!r}: this is a bug.")
+            probs = dict(zip(selected, scores.probs[rows].round(6).tolist()))
             return cls(selected, probs, np.asarray(scores.ids), scores.probs, score_seconds, select_seconds)
         return cls(selected, predicted or {}, None, None, score_seconds, select_seconds)
 
@@ -63,15 +68,17 @@ class Executor(ABC):
         self.config = config
         self.manifest = load_manifest(config.shards_dir)
         self.strategy = get_strategy(config.strategy, backend=config.clustering_backend)
-        self._pool_ids: list[str] | None = None
+        self._pool_ids: np.ndarray | None = None
         #: Progress sink; the loop points it at its own.
         self.log: Callable[[str], None] = print
 
-    def pool_ids(self) -> list[str]:
+    def pool_ids(self) -> np.ndarray:
+        """The pool's ids, str [N] sorted ascending (read once; the loop indexes into it)."""
         if self._pool_ids is None:
+            from raydal.al.poolids import sorted_ids
             from raydal.data.shards import read_ids
 
-            self._pool_ids = list(read_ids(self.manifest, "pool"))
+            self._pool_ids = sorted_ids(read_ids(self.manifest, "pool"), f"the pool of {self.config.shards_dir}")
         return self._pool_ids
 
     def model_spec(self):
@@ -110,10 +117,11 @@ class Executor(ABC):
         """Metrics of ``checkpoint`` on ``split`` (``multilabel_metrics`` keys)."""
 
     @abstractmethod
-    def query(self, checkpoint: str, unlabeled_ids: list[str], labeled_ids: list[str], b: int,
+    def query(self, checkpoint: str, unlabeled_ids: np.ndarray, labeled_ids: list[str], b: int,
               prev_probs: tuple[np.ndarray, np.ndarray] | None, seed: int) -> QueryResult:
         """Score the unlabeled pool (if the strategy needs it) and select ``b`` ids.
 
+        ``unlabeled_ids``: str [N] sorted ascending (random selection draws from it).
         ``prev_probs``: ``(ids [N], probs [N, C])`` of the previous scoring pass (TPD)."""
 
     def plan_query(self, labeled_ids: list[str], b: int, prev_probs: tuple[np.ndarray, np.ndarray] | None) -> None:
@@ -128,7 +136,7 @@ class Executor(ABC):
         """How many top candidates (with embeddings) scoring keeps: b, m*b, or 0."""
         return self.strategy.candidate_count(b, self.config.m)
 
-    def _select(self, scores, unlabeled_ids: list[str], b: int, seed: int) -> tuple[list[str], float]:
+    def _select(self, scores, unlabeled_ids: np.ndarray, b: int, seed: int) -> tuple[list[str], float]:
         t0 = time.perf_counter()
         selected = self.strategy.select(b, scores=scores, pool_ids=unlabeled_ids, m=self.config.m, seed=seed)
         return [str(s) for s in selected], time.perf_counter() - t0

@@ -24,6 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from raydal.al.executor import Executor
+from raydal.al.poolids import member_mask, positions
 from raydal.al.state import ALState, StateStore, storage_errors
 from raydal.config import ALConfig
 from raydal.constants import CHECKPOINT_SUBDIR, CHECKPOINTS_DIR
@@ -54,6 +55,8 @@ class ActiveLearner:
         self.executor = executor
         self.log = log
         self.store = StateStore(config.state_dir, log=log)
+        #: (file, (ids, probs)) of the last scoring pass, kept between the train and query steps.
+        self._prev: tuple[str, tuple[np.ndarray, np.ndarray]] | None = None
         executor.log = log
         with self.store.lock():  # held while this learner writes: open, step, run
             self.state = self._open(fork)
@@ -134,16 +137,16 @@ class ActiveLearner:
 
         fault_point("init:start")
         cfg, state = self.config, self.state
-        pool = np.array(sorted(self.executor.pool_ids()))
-        unlabeled = set(read_ids(self.executor.manifest, "pool", labeled=False).tolist())
-        if cfg.mode == "simulation" and unlabeled:
+        pool = self.executor.pool_ids()  # str [N], sorted
+        unlabeled = np.unique(read_ids(self.executor.manifest, "pool", labeled=False))
+        if cfg.mode == "simulation" and len(unlabeled):
             raise StateError(
                 f"Simulation mode needs archive labels for every pool image, but {len(unlabeled)} of the "
                 f"{len(pool)} pool images of {cfg.shards_dir} have none. Fix: run with --mode human "
                 "(annotators label the queried images), or give every image a label row and prepare again."
             )
-        known = sorted(set(pool.tolist()) - unlabeled) if unlabeled else []
-        candidates = np.array(sorted(unlabeled)) if unlabeled else pool
+        known = pool[~member_mask(pool, unlabeled)].tolist() if len(unlabeled) else []
+        candidates = unlabeled if len(unlabeled) else pool
         n_new = max(0, cfg.initial_labeled - len(known))
         if n_new > len(candidates):
             raise StateError(
@@ -172,8 +175,9 @@ class ActiveLearner:
         prev = state.history[-1]["checkpoint"] if state.history else None
         init = prev if (cfg.warm_start and prev) else None
         if not self._finished():  # a query on this model follows: the executor may score in the same pass
-            _, b, prev_probs = self._query_inputs()
+            b, prev_probs = self._query_inputs(self._labeled_mask())
             self.executor.plan_query(labeled_ids=state.labeled_ids(), b=b, prev_probs=prev_probs)
+            del prev_probs
         t0 = time.perf_counter()
         name = (CHECKPOINTS_DIR, f"iter-{tau:04d}")
         ckpt_dir = tempfile.mkdtemp(prefix="raydal-ckpt-") if self.store.remote else self.store.local_path(*name)
@@ -223,40 +227,58 @@ class ActiveLearner:
             return True
         return state.n_labeled >= len(self.executor.pool_ids())
 
-    def _query_inputs(self) -> tuple[list[str], int, Any]:
-        """(unlabeled ids, b, previous pool probabilities or None) of the next query."""
+    def _labeled_mask(self) -> np.ndarray:
+        """bool [N] over the sorted pool ids: the labeled rows (found by binary search, not by sets)."""
+        return member_mask(self.executor.pool_ids(), list(self.state.labeled))
+
+    def _query_inputs(self, labeled: np.ndarray) -> tuple[int, Any]:
+        """(b, previous pool probabilities or None) of the next query; ``labeled``: ``_labeled_mask()``."""
         cfg, state = self.config, self.state
-        unlabeled = sorted(set(self.executor.pool_ids()) - set(state.labeled))
-        b = min(cfg.b, len(unlabeled))
+        b = min(cfg.b, len(labeled) - int(np.count_nonzero(labeled)))
         if cfg.label_budget is not None:
             b = min(b, cfg.label_budget - state.n_labeled)
-        prev = self.store.load_probs(state.pool_probs_file) if state.pool_probs_file else None
-        return unlabeled, b, prev
+        return b, self._prev_probs()
+
+    def _prev_probs(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The last scoring pass's ``(ids, probs)``, read once per file (train and query both pass it on)."""
+        rel = self.state.pool_probs_file
+        if rel is None:
+            return None
+        if self._prev is None or self._prev[0] != rel:
+            self._prev = None  # free the old arrays before reading the new ones
+            self._prev = (rel, self.store.load_probs(rel))
+        return self._prev[1]
 
     def _query(self) -> None:
         fault_point("score:start")
         cfg, state = self.config, self.state
         tau = state.iteration
         record = state.history[-1]
-        unlabeled, b, prev = self._query_inputs()
+        labeled = self._labeled_mask()
+        b, prev = self._query_inputs(labeled)
+        pool = self.executor.pool_ids()
         t0 = time.perf_counter()
         result = self.executor.query(
             checkpoint=record["checkpoint"],
-            unlabeled_ids=unlabeled,
+            unlabeled_ids=pool[~labeled],
             labeled_ids=state.labeled_ids(),
             b=b,
             prev_probs=prev,
             seed=phase_seed(cfg.seed, tau, "query"),
         )
         fault_point("select:end")
+        del prev
+        selected = list(result.selected)
+        rows = positions(pool, selected)
+        outside = int(np.count_nonzero((rows < 0) | labeled[rows]))
+        distinct = len(np.unique(rows))
+        if len(selected) != b or distinct != b or outside:
+            raise StateError(
+                f"the {cfg.strategy} query returned {len(selected)} ids ({distinct} distinct, "
+                f"{outside} not unlabeled pool ids), expected {b}: this is a bug."
+            )
         if result.pool_ids is not None:
             state.pool_probs_file = self.store.save_probs(f"iter-{tau:04d}.npz", result.pool_ids, result.pool_probs)
-        selected = list(result.selected)
-        if len(selected) != b or len(set(selected)) != b or not set(selected) <= set(unlabeled):
-            raise StateError(
-                f"the {cfg.strategy} query returned {len(selected)} ids ({len(set(selected))} distinct, "
-                f"{len(set(selected) - set(unlabeled))} not unlabeled pool ids), expected {b}: this is a bug."
-            )
         record["selected"] = selected
         record["seconds"].update({"score": round(result.score_seconds, 3), "select": round(result.select_seconds, 3)})
         record["query_seconds"] = round(time.perf_counter() - t0, 3)

@@ -1,6 +1,7 @@
 """Building models: ``ModelSpec`` (what a checkpoint records) and ``create_model``.
 
 Imports flow one way: ``registry`` <- ``backbones`` <- ``net`` <- ``factory``.
+``ModelSpec`` needs no torch (the AL driver builds one); ``create_model`` imports it.
 """
 
 from __future__ import annotations
@@ -9,16 +10,14 @@ import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from raydal.exceptions import ConfigError
-from raydal.models import backbones as _backbones  # noqa: F401  (registers the built-in backbones)
-from raydal.models.net import ALNet
 from raydal.models.registry import get_builder, list_models
-from raydal.models.weights import load_backbone_weights
 from raydal.utils import dataclass_from_dict
+
+if TYPE_CHECKING:
+    from raydal.models.net import ALNet
 
 
 def create_model(
@@ -41,6 +40,11 @@ def create_model(
     ``seed``: initialise the random weights from this seed without touching
     torch's global RNG; ``None`` uses the global RNG.
     """
+    import torch
+
+    from raydal.models.net import ALNet
+    from raydal.models.weights import load_backbone_weights
+
     builder = get_builder(name)
     spec = ModelSpec(name, num_classes, in_channels, weights, bool(ll), ll_hidden,
                      tuple(rgb_bands) if rgb_bands is not None else None)

@@ -52,7 +52,8 @@ def random_ids(pool_ids: Sequence[str] | np.ndarray, b: int, seed: int | np.rand
     """
     b = _check_int("random_ids", "b", b, 1)
     ids = np.asarray(pool_ids, dtype=str)
-    uniq = np.unique(ids)
+    # Sorted, distinct ids (the loop's unlabeled pool) are checked in one pass instead of sorted again.
+    uniq = ids if len(ids) < 2 or bool(np.all(ids[1:] > ids[:-1])) else np.unique(ids)
     if len(uniq) != len(ids):
         vals, counts = np.unique(ids, return_counts=True)
         raise QueryError(

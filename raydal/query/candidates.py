@@ -22,20 +22,26 @@ __all__ = ["PoolScores", "TopKCandidates"]
 class TopKCandidates:
     """Running top-``k`` samples by (uncertainty desc, id asc), with their embeddings.
 
-    Blocks arrive in any order (batches, Ray actors); the kept set is the same.
-    Rows are buffered and pruned to ``k`` once the buffer exceeds ``2k`` rows, so
-    memory stays O(k*D). Embeddings are optional (``embeddings=None`` in every
-    ``add``), which the Ray actors use to track only a threshold.
+    Blocks arrive in any order (batches, Ray actors); the kept set is the same,
+    and it equals the first ``k`` rows of a full sort of everything offered.
+    Once ``k`` rows are kept, the worst of them is a threshold: a new row below
+    it is rejected by one float comparison (and an id comparison only on an
+    exact tie), so the per-block cost does not grow with ``k``. Survivors are
+    buffered and merged with ``np.argpartition`` once the buffer exceeds ``k``
+    rows, so memory stays O(k*D). Embeddings are optional (``embeddings=None``
+    in every ``add``), which the scorers use to track only a threshold.
     """
 
     def __init__(self, k: int):
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
             raise ConfigError(f"The 'k' parameter of TopKCandidates must be an int >= 0. Got {k!r} instead.")
         self.k = int(k)
-        self._ids: list[np.ndarray] = []
+        self._ids: list[np.ndarray] = []  # [0]: the kept rows (unordered), then buffered blocks
         self._unc: list[np.ndarray] = []
         self._emb: list[np.ndarray] = []
         self._rows = 0
+        #: (uncertainty, id) of the worst kept row once k rows are kept; rows worse than it never enter.
+        self._threshold: tuple[float, str] | None = None
 
     def __len__(self) -> int:
         self._prune()
@@ -48,17 +54,24 @@ class TopKCandidates:
         if unc.shape != ids.shape:
             raise QueryError(f"TopKCandidates.add got {len(ids)} ids but uncertainty of shape {unc.shape}.")
         check_finite(unc, "uncertainty", ids)
-        if self.k == 0 or len(ids) == 0:
-            return
         if embeddings is not None:
             embeddings = np.asarray(embeddings, dtype=np.float32)
             if embeddings.ndim != 2 or len(embeddings) != len(ids):
                 raise QueryError(f"TopKCandidates.add got {len(ids)} ids but embeddings of shape {embeddings.shape}.")
-            self._emb.append(embeddings)
-        elif self._emb:
+        if self.k == 0 or len(ids) == 0:
+            return
+        if (embeddings is None) != (not self._emb) and self._ids:
             raise QueryError("TopKCandidates.add: pass embeddings with every block or with none.")
+        keep = self._above_threshold(ids, unc)
+        if keep is not None:
+            ids, unc = ids[keep], unc[keep]
+            embeddings = embeddings[keep] if embeddings is not None else None
+            if not len(ids):
+                return
         self._ids.append(ids)
         self._unc.append(unc)
+        if embeddings is not None:
+            self._emb.append(embeddings)
         self._rows += len(ids)
         if self._rows > 2 * self.k:
             self._prune()
@@ -74,14 +87,18 @@ class TopKCandidates:
         self._prune()
         if self.k == 0:
             return np.zeros(len(ids), dtype=bool)
-        kept_ids = self._ids[0] if self._ids else np.zeros(0, dtype=str)
-        kept_unc = self._unc[0] if self._unc else np.zeros(0)
-        if len(kept_ids) + len(ids) <= self.k:
+        if self._rows + len(ids) <= self.k:
             return np.ones(len(ids), dtype=bool)
-        order = rank_desc(np.concatenate([kept_unc, unc]), np.concatenate([kept_ids, ids]))[: self.k]
+        keep = self._above_threshold(ids, unc)
+        rows = np.arange(len(ids)) if keep is None else np.flatnonzero(keep)
         mask = np.zeros(len(ids), dtype=bool)
-        new_rows = order[order >= len(kept_ids)] - len(kept_ids)
-        mask[new_rows] = True
+        if not len(rows):
+            return mask
+        kept = self._rows
+        all_unc = np.concatenate([self._unc[0], unc[rows]]) if kept else unc[rows]
+        all_ids = np.concatenate([self._ids[0], ids[rows]]) if kept else ids[rows]
+        top = top_k_rows(all_unc, all_ids, self.k)
+        mask[rows[top[top >= kept] - kept]] = True
         return mask
 
     def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -89,18 +106,56 @@ class TopKCandidates:
         self._prune()
         if not self._ids:
             return np.zeros(0, dtype=str), np.zeros(0), None
-        return self._ids[0], self._unc[0], (self._emb[0] if self._emb else None)
+        order = rank_desc(self._unc[0], self._ids[0])
+        return self._ids[0][order], self._unc[0][order], (self._emb[0][order] if self._emb else None)
+
+    def _above_threshold(self, ids: np.ndarray, unc: np.ndarray) -> np.ndarray | None:
+        """bool [n]: rows that rank above the worst kept row; None while fewer than k rows are kept."""
+        if self._threshold is None:
+            return None
+        t_unc, t_id = self._threshold
+        keep = unc > t_unc
+        tie = unc == t_unc
+        if tie.any():
+            keep[tie] = ids[tie] < t_id
+        return keep
 
     def _prune(self) -> None:
-        if not self._ids:
+        """Merge the buffered blocks into the kept rows: the top k of both."""
+        if len(self._ids) <= 1 and (self._rows <= self.k or not self._ids):
             return
-        ids = np.concatenate(self._ids)
-        unc = np.concatenate(self._unc)
-        order = rank_desc(unc, ids)[: self.k]
-        self._ids, self._unc = [ids[order]], [unc[order]]
+        ids = np.concatenate(self._ids) if len(self._ids) > 1 else self._ids[0]
+        unc = np.concatenate(self._unc) if len(self._unc) > 1 else self._unc[0]
+        top = top_k_rows(unc, ids, self.k)
+        self._ids, self._unc = [ids[top]], [unc[top]]
         if self._emb:
-            self._emb = [np.concatenate(self._emb)[order]]
-        self._rows = len(order)
+            emb = np.concatenate(self._emb) if len(self._emb) > 1 else self._emb[0]
+            self._emb = [emb[top]]
+        self._rows = len(top)
+        if self._rows == self.k:
+            kept_unc = self._unc[0]
+            worst = kept_unc.min()
+            self._threshold = (float(worst), str(np.sort(self._ids[0][kept_unc == worst])[-1]))
+
+
+def top_k_rows(uncertainty: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
+    """Indices (unordered) of the ``k`` rows first by (uncertainty desc, id asc): ``rank_desc(...)[:k]`` as a set.
+
+    ``np.argpartition`` finds the k-th largest value; only rows tied with it are
+    ordered, by id. O(n) instead of a full sort of n rows.
+    """
+    n = len(uncertainty)
+    if n <= k:
+        return np.arange(n)
+    if k == 0:
+        return np.zeros(0, dtype=np.intp)
+    kth = uncertainty[np.argpartition(-uncertainty, k - 1)[k - 1]]
+    above = np.flatnonzero(uncertainty > kth)
+    ties = np.flatnonzero(uncertainty == kth)
+    need = k - len(above)
+    if len(ties) > need:
+        ties = ties[np.argsort(ids[ties], kind="stable")[:need]]
+    return np.concatenate([above, ties])
 
 
 # ---------------------------------------------------------------------- the pool
@@ -157,25 +212,36 @@ class PoolScores:
     ) -> "PoolScores":
         """Concatenate per-block outputs, sort by id, attach the top-K: shared by both scoring paths."""
         # Memory: at most one concatenated copy and one sorted copy of each array (a 10^6 pool is scored).
+        # Parts that arrive in id order (the ranks' sorted parts, sorted shards) are not copied again;
+        # otherwise the stable sort merges their sorted runs (timsort) instead of sorting from scratch.
         all_ids = _concat(ids, str) if ids else np.zeros(0, dtype=str)
-        order = np.argsort(all_ids, kind="stable")
-        all_ids = all_ids[order]
-        if len(all_ids) > 1 and np.any(all_ids[1:] == all_ids[:-1]):
-            raise QueryError("The pool holds duplicate sample ids; re-prepare the shards (ids must be unique).")
+        order = None if _strictly_increasing(all_ids) else np.argsort(all_ids, kind="stable")
+        if order is not None:
+            all_ids = all_ids[order]
+            if np.any(all_ids[1:] == all_ids[:-1]):
+                raise QueryError("The pool holds duplicate sample ids; re-prepare the shards (ids must be unique).")
         all_probs = _concat(probs, np.float32) if probs else np.zeros((0, 0), np.float32)
-        unc = _concat(uncertainty, np.float64)[order] if uncertainty is not None and ids else None
+        unc = _concat(uncertainty, np.float64) if uncertainty is not None and ids else None
+        if order is not None:
+            all_probs = all_probs[order]
+            unc = unc[order] if unc is not None else None
         cand_ids, cand_unc, cand_emb = top.result()
         if cand_emb is None:
             cand_emb = np.zeros((0, 0), np.float32)
         return cls(
             ids=all_ids,
-            probs=all_probs[order],
+            probs=all_probs,
             uncertainty_name=uncertainty_name,
             uncertainty=unc,
             cand_ids=cand_ids,
             cand_uncertainty=cand_unc,
             cand_embeddings=cand_emb,
         )
+
+
+def _strictly_increasing(ids: np.ndarray) -> bool:
+    """True when ``ids`` [N] is sorted ascending without repeats (one vectorized pass, no sort)."""
+    return len(ids) < 2 or bool(np.all(ids[1:] > ids[:-1]))
 
 
 def _concat(parts: list[np.ndarray], dtype) -> np.ndarray:

@@ -12,13 +12,15 @@ samples' embeddings into b clusters. Three backends compute the same thing:
   reference implementation, slow at b = 1000 (see benchmarks/RESULTS.md).
 
 ``"auto"`` picks FAISS-GPU, else torch on CUDA, else FAISS on CPU, else torch
-on CPU. Same input + same seed give the same result within a backend and
+on CPU. Deciding imports no torch (CUDA is looked for through the driver
+library), so the AL driver on a CPU node clusters with FAISS and never loads torch. Same input + same seed give the same result within a backend and
 device; different backends give different (equally valid) clusterings.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,6 +62,25 @@ def _faiss():
     return faiss
 
 
+def cuda_available() -> bool:
+    """Whether this process sees a CUDA device, as ``torch.cuda.is_available()`` says, without importing torch.
+
+    Asks torch when it is already imported; otherwise the CUDA driver library
+    (``cuInit`` + ``cuDeviceGetCount``, which honour ``CUDA_VISIBLE_DEVICES``):
+    no driver library, no device.
+    """
+    if "torch" in sys.modules:
+        return bool(sys.modules["torch"].cuda.is_available())
+    import ctypes
+
+    try:
+        lib = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    count = ctypes.c_int(0)
+    return lib.cuInit(0) == 0 and lib.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+
+
 def resolve_backend(backend: str = "auto") -> str:
     """Map ``backend`` ("auto", "faiss", "torch", "sklearn") to a concrete one.
 
@@ -70,12 +91,10 @@ def resolve_backend(backend: str = "auto") -> str:
             f"The 'backend' parameter must be one of {list(BACKENDS)}. Got {backend!r} instead."
         )
     if backend == "auto":
-        import torch
-
         faiss = _faiss()
         if faiss is not None and faiss.get_num_gpus() > 0:
             return "faiss"
-        if torch.cuda.is_available():
+        if cuda_available():
             return "torch"
         return "faiss" if faiss is not None else "torch"
     if backend == "faiss" and _faiss() is None:
