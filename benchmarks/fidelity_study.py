@@ -3,12 +3,12 @@
 One command, resumable (every trial is a raydal state dir; a rerun skips what is
 done and resumes what was interrupted):
 
-    .venv/bin/python benchmarks/fidelity_study.py                 # CPU size, ~30 min on 2 cores
+    .venv/bin/python benchmarks/fidelity_study.py                 # CPU size, 5 trials: ~50 min on 2 cores
     .venv/bin/python benchmarks/fidelity_study.py --size gpu --jobs 6  # larger size, for a GPU box
     .venv/bin/python benchmarks/fidelity_study.py --report-only   # tables and figure from what ran
     .venv/bin/python benchmarks/fidelity_study.py --size small --trials 2 --no-results-md  # smoke test
 
-Arms (each ``--trials`` trials with seeds seed, seed+1, ...; the same seeds for
+Arms (each ``--trials`` trials, default 5, with seeds seed, seed+1, ...; the same seeds for
 every arm, so trial k of every arm starts from the same initial labeled set and
 the same first model):
 
@@ -19,19 +19,24 @@ the same first model):
 
 Trials run trial-major (trial 0 of every arm, then trial 1, ...), so a study
 cut short still has paired trials of every arm. The data is a generated
-UCMerced-layout archive (``raydal.data.synth``: the published label counts,
-21 scene groups of near-duplicates, graded difficulty). Nothing is tuned to
-the paper's result: the settings are the paper's protocol shrunk to fit.
+UCMerced-layout archive (``raydal.data.synth``: the real multi-label
+annotation of the images it holds, 21 scene groups of near-duplicates, graded
+difficulty). Nothing is tuned to the paper's result: the settings are the
+paper's protocol shrunk to fit.
 
 Output in ``--results`` (default ``benchmarks/results/fidelity-<size>``):
 ``fidelity_curves.png`` (F1 vs labels, mean and min..max band over trials),
 ``study.md`` (areas with std, findings table) and ``study.json``; the
 findings section of ``benchmarks/RESULTS.md`` is replaced in place.
 
-Verdict rule per finding: d = the paired (same seed) difference of areas under
-the F1-vs-labels curve, in percentage points, over the trials; SE = std(d,
-ddof=1) / sqrt(trials). holds: mean(d) > 2 SE; does not hold: mean(d) < -2 SE
-(the opposite is seen); otherwise inconclusive (within noise).
+Verdict rule per finding (``raydal.al.stats.paired_difference``, the rule
+``raydal report`` uses too): d = the paired (same seed) difference of areas
+under the F1-vs-labels curve, in percentage points, one per trial; its 95 %
+confidence interval is mean(d) ± t(0.975, n-1) · std(d, ddof=1) / sqrt(n).
+holds: the interval is above 0; does not hold: it is below 0 (the opposite is
+seen); otherwise inconclusive. That is a two-sided paired t-test at 5 %. The
+protocol asks for at least 5 trials per arm (``MIN_TRIALS``); with fewer, the
+tables say so.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ sys.path.insert(0, str(ROOT))
 from raydal.al.experiment import ensure_shards, run_trial_local, trial_configs  # noqa: E402
 from raydal.al.report import area_under_curve, curves, load_runs, plot_curves  # noqa: E402
 from raydal.al.state import StateStore  # noqa: E402
+from raydal.al.stats import LEVEL, MIN_TRIALS, interval_text, paired_difference  # noqa: E402
 from raydal.config import ALConfig  # noqa: E402
 
 #: The paper's UCMerced protocol (b=20, m=3, 40 initial labels, warm start), shrunk.
@@ -105,6 +111,7 @@ def run_study(size_name: str, runs_dir: Path, trials: int, seed: int, jobs: int 
     """Run every unfinished trial, trial-major; ``jobs`` > 1 runs that many trials at once in
     separate processes (a GPU box with many cores)."""
     size = SIZES[size_name]
+    _check_archive(runs_dir / "shards-archive", size["fake_n"])
     shards = ensure_shards("ucmerced", runs_dir / "shards", None, size["image_size"], size["fake_n"], seed=0)
     base = base_config(size, runs_dir, shards, seed)
     plan = {name: trial_configs(dataclasses.replace(base, state_dir=str(runs_dir / _slug(name)), **over), trials)
@@ -125,6 +132,23 @@ def run_study(size_name: str, runs_dir: Path, trials: int, seed: int, jobs: int 
     with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
         for future in [pool.submit(_run_one, *item) for item in todo]:
             future.result()
+
+
+def _check_archive(archive: Path, n: int) -> None:
+    """Refuse a runs dir whose generated archive has other labels than the generator now writes
+    (one from before the archive took the real UC Merced annotation): its finished trials would be
+    reported as if they were new."""
+    from raydal.data.synth.ucmerced import real_labels, real_names
+
+    label_file = archive / "LandUse_Multilabeled.txt"
+    if not label_file.exists():
+        return
+    names, labels = real_labels()
+    expected = {name: labels[names.index(name)].tolist() for name in real_names(n)}
+    rows = [line.split("\t") for line in label_file.read_text().splitlines()[1:] if line.strip()]
+    if {r[0]: [int(v) for v in r[1:]] for r in rows} != expected:
+        raise SystemExit(f"{archive} holds a generated archive whose labels are not the real UC Merced annotation "
+                         f"(made by an older raydal). Fix: delete {archive.parent} or pass --runs NEW_DIR.")
 
 
 def _run_one(label: str, config: dict, torch_threads: int | None) -> None:
@@ -174,17 +198,6 @@ def paired(a: dict, b: dict) -> np.ndarray:
     return np.array([100 * (a["areas"][a["seeds"].index(s)] - b["areas"][b["seeds"].index(s)]) for s in common])
 
 
-def verdict(d: np.ndarray) -> str:
-    if len(d) < 2:
-        return "inconclusive (fewer than 2 paired trials)"
-    se = d.std(ddof=1) / np.sqrt(len(d))
-    if d.mean() > 2 * se:
-        return "holds"
-    if d.mean() < -2 * se:
-        return "does not hold"
-    return "inconclusive (within noise)"
-
-
 def findings(areas: dict, size: dict) -> list[dict]:
     """The paper's claims (UCMerced, warm start) as paired comparisons of arms."""
     small = f"{ABLATION} b={size['small_b']}"
@@ -213,7 +226,26 @@ def findings(areas: dict, size: dict) -> list[dict]:
             out.append({"claim": claim, "a": a, "b": b, "metric": metric, "verdict": "not run", "d": []})
             continue
         d = paired(areas[a][metric], areas[b][metric])
-        out.append({"claim": claim, "a": a, "b": b, "metric": metric, "verdict": verdict(d), "d": d.round(3).tolist()})
+        test = paired_difference(d).as_dict()
+        out.append({"claim": claim, "a": a, "b": b, "metric": metric, "d": d.round(3).tolist()} | test)
+    return out
+
+
+def trial_noise(areas: dict) -> dict[str, dict]:
+    """Per metric, how much a query function's paired area difference to random varies between trials:
+    ``{"sd": points, "comparisons": k, "df": degrees of freedom}``, the within-arm variances pooled
+    over the six query-function arms (not the ablations). A single paired run cannot separate
+    effects below this (``raydal.al.experiment.SINGLE_RUN_NOISE`` quotes it)."""
+    out: dict[str, dict] = {}
+    if "random" not in areas:
+        return out
+    for metric in METRICS:
+        ds = [paired(areas[a][metric], areas["random"][metric]) for a in STRATEGIES[1:] if a in areas]
+        ds = [d for d in ds if len(d) > 1]
+        if ds:
+            df = sum(len(d) - 1 for d in ds)
+            sd = float(np.sqrt(sum((len(d) - 1) * d.var(ddof=1) for d in ds) / df))
+            out[metric] = {"sd": round(sd, 3), "comparisons": len(ds), "df": df}
     return out
 
 
@@ -257,7 +289,9 @@ def write_results(size_name: str, runs_dir: Path, results: Path, command: str) -
     dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
                            capture_output=True, text=True).stdout.strip()
     rows = findings(areas, size)
+    noise = trial_noise(areas)
     n_trials = {n: len(a["micro_f1"]["seeds"]) for n, a in areas.items()}
+    few = min(n_trials.values(), default=0) < MIN_TRIALS
     lines = [f"<!-- fidelity-study:{size_name} -->",
              f"## Fidelity study, {size_name} size (`benchmarks/fidelity_study.py`)", "",
              f"`{command}`, finished {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, "
@@ -281,13 +315,27 @@ def write_results(size_name: str, runs_dir: Path, results: Path, command: str) -
                          f"({a[metric]['x'][-1]})")
         lines.append(f"| {name} | {n_trials[name]} | " + " | ".join(cells) + " |")
     lines += ["", "### Paper finding -> verdict", "",
-              "d: paired (same seed) difference of areas, percentage points, one per trial. holds: mean(d) > 2 SE; "
-              "does not hold: mean(d) < -2 SE; else inconclusive (SE = std(d, ddof=1)/sqrt(trials)).", "",
-              "| paper finding | A − B | d per trial | mean d | verdict |", "|---|---|---|---|---|"]
+              f"d: paired (same seed) difference of areas, percentage points, one per trial; mean d with its {LEVEL} "
+              "confidence interval (t quantile, n - 1 degrees of freedom). holds: the interval is above 0; does not "
+              "hold: below 0 (the opposite is seen); else inconclusive. A two-sided paired t-test at 5% "
+              "(`raydal.al.stats`)."
+              + (f" **Fewer than the {MIN_TRIALS} trials per arm the protocol asks for.**" if few else ""), "",
+              "| paper finding | A − B | d per trial | mean d (95% CI) | t, p | verdict |", "|---|---|---|---|---|---|"]
     for r in rows:
-        mean = f"{np.mean(r['d']):+.2f}" if r["d"] else "–"
-        lines.append(f"| {r['claim']} | {r['a']} − {r['b']} | {', '.join(f'{v:+.2f}' for v in r['d'])} | {mean} "
+        if not r["d"]:
+            lines.append(f"| {r['claim']} | {r['a']} − {r['b']} | – | – | – | **{r['verdict']}** |")
+            continue
+        t = "–" if r["t"] is None else f"t = {r['t']:+.2f}, p = {r['p']:.3f}"
+        lines.append(f"| {r['claim']} | {r['a']} − {r['b']} | {', '.join(f'{v:+.2f}' for v in r['d'])} | "
+                     f"{interval_text(r['mean'], r['ci_low'], r['ci_high'], r['n'], scale=1)} | {t} "
                      f"| **{r['verdict']}** |")
+    if noise:
+        lines += ["", "Trial-to-trial noise: the standard deviation of a query function's paired area difference "
+                  "to random between trials, pooled over the six query functions: "
+                  + "; ".join(f"{m.replace('_', ' ')} {v['sd']:.2f} points ({v['comparisons']} arms, {v['df']} df)"
+                              for m, v in noise.items())
+                  + ". A single paired run cannot separate effects below this (the demo quotes it: "
+                  "`raydal.al.experiment.SINGLE_RUN_NOISE`)."]
     if "random" in areas:
         lines += ["", "Gain over random at the last label count (paired, percentage points; the paper quotes "
                   "MGE+Clustering +2 at 200 labels, +1 at 400):", ""]
@@ -301,6 +349,7 @@ def write_results(size_name: str, runs_dir: Path, results: Path, command: str) -
     (results / "study.md").write_text(text.replace(f"results/{results.name}/", ""))
     (results / "study.json").write_text(json.dumps(
         {"size": size_name, "settings": size, "commit": commit, "command": command, "findings": rows,
+         "trial_noise": noise,
          "areas": {n: {m: {"seeds": a[m]["seeds"], "areas": a[m]["areas"].round(6).tolist(),
                            "labels": a[m]["x"].tolist(), "mean_curve": a[m]["y"].mean(0).round(6).tolist()}
                        for m in METRICS} for n, a in areas.items()}}, indent=1, default=str))
@@ -318,7 +367,8 @@ def update_results_md(text: str, size_name: str, path: Path = ROOT / "benchmarks
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", choices=sorted(SIZES), default="cpu")
-    p.add_argument("--trials", type=int, default=3)
+    p.add_argument("--trials", type=int, default=MIN_TRIALS,
+                   help=f"trials per arm (default {MIN_TRIALS}, the least the verdict protocol asks for)")
     p.add_argument("--seed", type=int, default=0, help="first trial's seed")
     p.add_argument("--runs", type=Path, default=None, help="state dirs (default runs/fidelity-SIZE)")
     p.add_argument("--results", type=Path, default=None, help="default benchmarks/results/fidelity-SIZE")
@@ -329,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     runs_dir = args.runs or ROOT / "runs" / f"fidelity-{args.size}"
     results = args.results or ROOT / "benchmarks" / "results" / f"fidelity-{args.size}"
+    if args.trials < MIN_TRIALS:
+        print(f"note: {args.trials} trials per arm, fewer than the {MIN_TRIALS} the protocol asks for; "
+              "verdicts will mostly be inconclusive", file=sys.stderr)
     if not args.report_only:
         run_study(args.size, runs_dir, args.trials, args.seed, args.jobs)
     command = f"python benchmarks/fidelity_study.py --size {args.size} --trials {args.trials}"

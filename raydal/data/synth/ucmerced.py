@@ -11,8 +11,10 @@ graph-theoretic method", IEEE TGRS 2018, as distributed by TU Berlin's BigEarth
 group in ``multilabels.zip``), copied unchanged. Generated image ``<scene>NN``
 carries exactly the labels of the real ``<scene>NN``, so label counts, labels
 per image and co-occurrence are the real ones at n = 2100. A smaller ``n``
-takes the same share of every scene's images, evenly spaced (``real_names``); the images
-of a scene are near-duplicates (one painter group per scene).
+takes the same share of every scene's images, evenly spaced (``real_names``).
+The images of a scene are near-duplicates (one painter group per scene), and
+an image's labels share the painter's whole grid (``fill_grid``), so its
+textured area does not grow with its label count.
 """
 
 from __future__ import annotations
