@@ -141,7 +141,7 @@ class FakeCluster:
 
     def processes(self) -> list:
         """Every live process of this cluster: each carries ``temp`` in its command line."""
-        psutil = _psutil()
+        psutil = load_psutil()
         mine = []
         for proc in psutil.process_iter(["cmdline"]):
             if any(str(self.temp) in part for part in proc.info["cmdline"] or []):
@@ -150,7 +150,7 @@ class FakeCluster:
 
     def stop(self) -> None:
         """Kill this cluster's processes (and their children) by PID; remove ``temp``."""
-        psutil = _psutil()
+        psutil = load_psutil()
         mine = []
         for proc in self.processes():
             try:
@@ -208,7 +208,7 @@ class FakeCluster:
         return f"GCS nodes:\n{nodes}\nmonitor.log (tail):\n{monitor}"
 
 
-def _psutil():
+def load_psutil():
     import ray  # noqa: F401  (puts Ray's bundled psutil on sys.path)
     import psutil
 
