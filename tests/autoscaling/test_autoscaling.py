@@ -110,23 +110,35 @@ def ben_shards(tmp_path_factory) -> Path:
     return base / "shards"
 
 
-def _submit(cluster: FakeCluster, args: list[str], env_vars: dict[str, str], log: Path) -> subprocess.Popen:
-    """``ray job submit`` (it waits for the job and streams its log into ``log``); submitted again
-    while the head's job agent is not registered yet."""
-    cmd = [str(Path(sys.executable).with_name("ray")), "job", "submit", "--address", cluster.job_address,
-           "--working-dir", str(ROOT), "--runtime-env-json", json.dumps({"env_vars": env_vars}),
-           "--", sys.executable, "jobs/al_bigearthnet.py", *args]
-    for _ in range(12):
-        with log.open("w") as out:
-            proc = subprocess.Popen(cmd, env=cluster.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            return proc  # submitted: the job is running
-        if "No available agent to submit job" not in log.read_text():
-            return proc  # finished (or failed) within 20 s: the caller reads the log
-        time.sleep(5)
-    raise AssertionError(f"the job server never accepted the job:\n{log.read_text()}")
+@pytest.fixture
+def submit(cluster):
+    """``submit(args, env_vars, log)``: ``ray job submit`` of ``jobs/al_bigearthnet.py ARGS`` (it waits
+    for the job and streams its log into ``log``), submitted again while the head's job agent is not
+    registered yet. A client still running at teardown is killed by PID."""
+    started: list[subprocess.Popen] = []
+
+    def run(args: list[str], env_vars: dict[str, str], log: Path) -> subprocess.Popen:
+        cmd = [str(Path(sys.executable).with_name("ray")), "job", "submit", "--address", cluster.job_address,
+               "--working-dir", str(ROOT), "--runtime-env-json", json.dumps({"env_vars": env_vars}),
+               "--", sys.executable, "jobs/al_bigearthnet.py", *args]
+        for _ in range(12):
+            with log.open("w") as out:
+                proc = subprocess.Popen(cmd, env=cluster.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+            started.append(proc)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                return proc  # submitted: the job is running
+            if "No available agent to submit job" not in log.read_text():
+                return proc  # finished (or failed) within 20 s: the caller reads the log
+            time.sleep(5)
+        raise AssertionError(f"the job server never accepted the job:\n{log.read_text()}")
+
+    yield run
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
 
 
 def _raylet_of(pid: int) -> int:
@@ -142,8 +154,8 @@ def _raylet_of(pid: int) -> int:
     (0, "train:epoch", "RayTrainWorker"),  # scoring in the Train workers: removed before it scores
     (1, "score:batch", "MapWorker"),  # scoring on a Ray Data actor: removed mid-scoring
 ], ids=["score-in-train-workers", "score-on-ray-data"])
-def test_al_job_scales_out_survives_a_node_loss_and_scales_in(cluster, ben_shards, tmp_path, score_workers, fault,
-                                                              hung_in):
+def test_al_job_scales_out_survives_a_node_loss_and_scales_in(cluster, ben_shards, submit, tmp_path, score_workers,
+                                                              fault, hung_in):
     state_dir, trace, log = tmp_path / "state", tmp_path / "trace.txt", tmp_path / "job.log"
     assert [n for n in cluster.nodes() if n["alive"]] == [
         n for n in cluster.nodes() if n["node_id"] == cluster.head_node_id]  # only the head, no CPU
@@ -153,8 +165,8 @@ def test_al_job_scales_out_survives_a_node_loss_and_scales_in(cluster, ben_shard
     seen_events = len(cluster.autoscaler_events())
     submitted = time.time()
     with _NodeWatcher(cluster) as watcher:
-        job = _submit(cluster, ["--shards-dir", str(ben_shards), "--state-dir", str(state_dir), *JOB_ARGS,
-                                "--score-workers", str(score_workers)], env_vars, log)
+        job = submit(["--shards-dir", str(ben_shards), "--state-dir", str(state_dir), *JOB_ARGS,
+                      "--score-workers", str(score_workers)], env_vars, log)
         marker = trace.with_name(f"{trace.name}.{fault}.once")
 
         def hanging_pid():
@@ -164,16 +176,19 @@ def test_al_job_scales_out_survives_a_node_loss_and_scales_in(cluster, ben_shard
         hung = int(wait_until(hanging_pid, 300, f"a process to reach {fault}", cluster.diagnose))
         assert hung_in in " ".join(load_psutil().Process(hung).cmdline())
         raylet = _raylet_of(hung)
-        victim = next(node_id for node_id, pid in cluster.worker_raylet_pids().items() if pid == raylet)
+        victim = {pid: node_id for node_id, pid in cluster.worker_raylet_pids().items()}.get(raylet)
+        assert victim is not None, f"process {hung} does not run on a worker node"
         os.kill(raylet, signal.SIGKILL)  # the node is gone: its raylet, and with it its workers
         killed = time.time()
         job.wait(timeout=420)
         finished = time.time()
         out = log.read_text()
 
-        # --- the job waited for nodes, survived the loss, and finished its run
+        # --- the job waited for nodes (submitted to a cluster without a CPU, it got the
+        # autoscaler's launches in its log), survived the loss, and finished its run
         assert job.returncode == 0, out[-6000:]
         assert "succeeded" in out
+        assert "Adding 1 node(s) of type worker_gpu" in out
         assert "iter 1: 15 labeled" in out
         state = json.loads((state_dir / "state.json").read_text())
         assert state["phase"] == "done"
@@ -183,7 +198,7 @@ def test_al_job_scales_out_survives_a_node_loss_and_scales_in(cluster, ben_shard
         # --- worker nodes of cluster.yaml's worker type were launched on demand, after the submit
         launched = watcher.worker_nodes_seen()
         assert victim in launched
-        assert len(launched) >= 2, launched  # the first one, and the replacement of the removed one
+        assert len(launched) >= 2, launched  # the first, and the scoring's or the removed one's replacement
         for first_seen, node in launched.values():
             assert submitted < first_seen
             assert node["resources"]["CPU"] == 1 and node["resources"][FAKE_GPU] == 1
