@@ -1,8 +1,8 @@
 """Ray's fake multi-node autoscaler on this machine, shaped like ``cluster.yaml``.
 
 ``fake_autoscaling_config`` turns ``cluster.yaml`` into a config for Ray's
-``fake_multinode`` provider: the same node type names, CPUs scaled down, GPUs
-replaced by a custom resource. ``FakeCluster`` starts a head with it
+fake multi-node provider (``fake_provider.NamedHeadFakeProvider``): the same node
+type names, CPUs scaled down, GPUs replaced by a custom resource. ``FakeCluster`` starts a head with it
 (``RAY_FAKE_CLUSTER=1 ray start --head --autoscaling-config``) on its own ports
 and temp dir, and stops every process it started by PID: never ``ray stop``, nor
 ``ray.cluster_utils.AutoscalingCluster`` (both stop every Ray on the machine).
