@@ -72,14 +72,21 @@ class Executor(ABC):
         #: Progress sink; the loop points it at its own.
         self.log: Callable[[str], None] = print
 
-    def pool_ids(self) -> np.ndarray:
-        """The pool's ids, str [N] sorted ascending (read once; the loop indexes into it)."""
+    def pool_index(self) -> np.ndarray:
+        """The pool's ids sorted ascending and packed (``raydal.al.poolids.pack_ids``, 1 byte a character),
+        read once: the loop finds ids in it by binary search and keeps positions, never sets of ids."""
         if self._pool_ids is None:
-            from raydal.al.poolids import sorted_ids
+            from raydal.al.poolids import pack_ids, sorted_ids
             from raydal.data.shards import read_ids
 
-            self._pool_ids = sorted_ids(read_ids(self.manifest, "pool"), f"the pool of {self.config.shards_dir}")
+            self._pool_ids = pack_ids(sorted_ids(read_ids(self.manifest, "pool"), f"the pool of {self.config.shards_dir}"))
         return self._pool_ids
+
+    def pool_ids(self) -> np.ndarray:
+        """The pool's ids, str [N] sorted ascending."""
+        from raydal.al.poolids import unpack_ids
+
+        return unpack_ids(self.pool_index())
 
     def model_spec(self):
         """The model every iteration trains: with the LL module only where the strategy
@@ -117,11 +124,12 @@ class Executor(ABC):
         """Metrics of ``checkpoint`` on ``split`` (``multilabel_metrics`` keys)."""
 
     @abstractmethod
-    def query(self, checkpoint: str, unlabeled_ids: np.ndarray, labeled_ids: list[str], b: int,
+    def query(self, checkpoint: str, unlabeled_ids: np.ndarray | None, labeled_ids: list[str], b: int,
               prev_probs: tuple[np.ndarray, np.ndarray] | None, seed: int) -> QueryResult:
         """Score the unlabeled pool (if the strategy needs it) and select ``b`` ids.
 
-        ``unlabeled_ids``: str [N] sorted ascending (random selection draws from it).
+        ``unlabeled_ids``: str [N] sorted ascending, what random selection draws from; None
+        when the strategy ranks by an uncertainty (the scores then hold the unlabeled ids).
         ``prev_probs``: ``(ids [N], probs [N, C])`` of the previous scoring pass (TPD)."""
 
     def plan_query(self, labeled_ids: list[str], b: int, prev_probs: tuple[np.ndarray, np.ndarray] | None) -> None:
@@ -136,7 +144,7 @@ class Executor(ABC):
         """How many top candidates (with embeddings) scoring keeps: b, m*b, or 0."""
         return self.strategy.candidate_count(b, self.config.m)
 
-    def _select(self, scores, unlabeled_ids: np.ndarray, b: int, seed: int) -> tuple[list[str], float]:
+    def _select(self, scores, unlabeled_ids: np.ndarray | None, b: int, seed: int) -> tuple[list[str], float]:
         t0 = time.perf_counter()
         selected = self.strategy.select(b, scores=scores, pool_ids=unlabeled_ids, m=self.config.m, seed=seed)
         return [str(s) for s in selected], time.perf_counter() - t0

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from raydal.al.executor import Executor
-from raydal.al.poolids import member_mask, positions
+from raydal.al.poolids import member_mask, pack_ids, positions, unpack_ids
 from raydal.al.state import ALState, StateStore, storage_errors
 from raydal.config import ALConfig
 from raydal.constants import CHECKPOINT_SUBDIR, CHECKPOINTS_DIR
@@ -137,7 +137,7 @@ class ActiveLearner:
 
         fault_point("init:start")
         cfg, state = self.config, self.state
-        pool = self.executor.pool_ids()  # str [N], sorted
+        pool = self.executor.pool_index()  # [N] sorted, packed ids
         unlabeled = np.unique(read_ids(self.executor.manifest, "pool", labeled=False))
         if cfg.mode == "simulation" and len(unlabeled):
             raise StateError(
@@ -145,8 +145,8 @@ class ActiveLearner:
                 f"{len(pool)} pool images of {cfg.shards_dir} have none. Fix: run with --mode human "
                 "(annotators label the queried images), or give every image a label row and prepare again."
             )
-        known = pool[~member_mask(pool, unlabeled)].tolist() if len(unlabeled) else []
-        candidates = unlabeled if len(unlabeled) else pool
+        known = unpack_ids(pool[~member_mask(pool, unlabeled)]).tolist() if len(unlabeled) else []
+        candidates = pack_ids(unlabeled) if len(unlabeled) else pool
         n_new = max(0, cfg.initial_labeled - len(known))
         if n_new > len(candidates):
             raise StateError(
@@ -154,7 +154,7 @@ class ActiveLearner:
                 "lower --initial-labeled or prepare a bigger archive."
             )
         rng = np.random.default_rng(phase_seed(cfg.seed, 0, "init"))
-        chosen = sorted(rng.choice(candidates, size=n_new, replace=False).tolist())
+        chosen = sorted(unpack_ids(rng.choice(candidates, size=n_new, replace=False)).tolist())
         state.pending = {"iteration": 0, "ids": known + chosen, "probs": {}}
         state.phase = "label"
         if known:
@@ -225,11 +225,11 @@ class ActiveLearner:
             return True
         if cfg.label_budget is not None and state.n_labeled >= cfg.label_budget:
             return True
-        return state.n_labeled >= len(self.executor.pool_ids())
+        return state.n_labeled >= len(self.executor.pool_index())
 
     def _labeled_mask(self) -> np.ndarray:
         """bool [N] over the sorted pool ids: the labeled rows (found by binary search, not by sets)."""
-        return member_mask(self.executor.pool_ids(), list(self.state.labeled))
+        return member_mask(self.executor.pool_index(), list(self.state.labeled))
 
     def _query_inputs(self, labeled: np.ndarray) -> tuple[int, Any]:
         """(b, previous pool probabilities or None) of the next query; ``labeled``: ``_labeled_mask()``."""
@@ -240,13 +240,16 @@ class ActiveLearner:
         return b, self._prev_probs()
 
     def _prev_probs(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """The last scoring pass's ``(ids, probs)``, read once per file (train and query both pass it on)."""
+        """The last scoring pass's ``(ids, probs)``, read once per file (train and query both pass it on).
+
+        The ids stay packed (``pack_ids``: a quarter of str's memory at 10^6 ids); every
+        consumer of ``prev_probs`` (``PrevProbs``) reads them as they are."""
         rel = self.state.pool_probs_file
         if rel is None:
             return None
         if self._prev is None or self._prev[0] != rel:
             self._prev = None  # free the old arrays before reading the new ones
-            self._prev = (rel, self.store.load_probs(rel))
+            self._prev = (rel, self.store.load_probs(rel, packed=True))
         return self._prev[1]
 
     def _query(self) -> None:
@@ -256,11 +259,14 @@ class ActiveLearner:
         record = state.history[-1]
         labeled = self._labeled_mask()
         b, prev = self._query_inputs(labeled)
-        pool = self.executor.pool_ids()
+        pool = self.executor.pool_index()
+        # The unlabeled ids only for a strategy that draws at random now; one that ranks by an
+        # uncertainty reads the scores (their ids are the unlabeled pool): no copy of 10^6 ids.
+        draws = self.executor.strategy.ranks_by(prev is not None) is None
         t0 = time.perf_counter()
         result = self.executor.query(
             checkpoint=record["checkpoint"],
-            unlabeled_ids=pool[~labeled],
+            unlabeled_ids=unpack_ids(pool[~labeled]) if draws else None,
             labeled_ids=state.labeled_ids(),
             b=b,
             prev_probs=prev,

@@ -1,7 +1,7 @@
 """Whole-pool bookkeeping by integer indices (no Ray, no torch, no per-id dicts or sets).
 
-The AL driver holds the pool's ids once, as one sorted NumPy string array; a
-set of ids (the labeled set, a query's picks) is then a vector of positions in
+The AL driver holds the pool's ids once, as one sorted array of packed ids
+(``pack_ids``: one byte a character, the same order as the str ids); a set of ids (the labeled set, a query's picks) is then a vector of positions in
 it, found by binary search, and "the unlabeled pool" a boolean mask. At 10^6
 ids of ~50 characters that costs milliseconds to a second, where Python sets and
 sorted lists of str cost tens of seconds and gigabytes.
@@ -14,6 +14,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from raydal.exceptions import QueryError
+from raydal.query.candidates import pack_ids, unpack_ids
 
 __all__ = ["member_mask", "pack_ids", "positions", "prev_probs_digest", "sorted_ids", "unpack_ids"]
 
@@ -35,8 +36,13 @@ def sorted_ids(ids: Iterable[str] | np.ndarray, what: str = "the pool") -> np.nd
 
 
 def positions(pool: np.ndarray, ids: Iterable[str] | np.ndarray) -> np.ndarray:
-    """int64 [n]: where each of ``ids`` sits in the sorted ``pool`` [N], -1 where it is not in it."""
+    """int64 [n]: where each of ``ids`` sits in the sorted ``pool`` [N], -1 where it is not in it.
+
+    ``pool`` may be str or packed (``pack_ids``: the same order); ``ids`` are str.
+    """
     ids = np.asarray(ids if isinstance(ids, np.ndarray) else list(ids), dtype=str)
+    if pool.dtype.kind == "S":
+        ids = pack_ids(ids)
     if not len(pool) or not len(ids):
         return np.full(len(ids), -1, dtype=np.int64)
     pos = np.searchsorted(pool, ids).astype(np.int64)
@@ -52,28 +58,6 @@ def member_mask(pool: np.ndarray, ids: Iterable[str] | np.ndarray) -> np.ndarray
     pos = positions(pool, ids)
     mask[pos[pos >= 0]] = True
     return mask
-
-
-def pack_ids(ids: np.ndarray) -> np.ndarray:
-    """Compact bytes for a file: ASCII ids as ``S`` (1 byte a character instead of 4), others UTF-8.
-
-    ``unpack_ids`` gives back the very same str array (UTF-8 keeps the code points' order).
-    """
-    ids = np.asarray(ids, dtype=str)
-    try:
-        return ids.astype(np.bytes_)  # ASCII only: fast
-    except UnicodeEncodeError:
-        return np.strings.encode(ids, "utf-8")
-
-
-def unpack_ids(packed: np.ndarray) -> np.ndarray:
-    """The str [N] array packed by :func:`pack_ids` (a str array is returned as is)."""
-    if packed.dtype.kind == "U":
-        return packed
-    try:
-        return packed.astype(str)  # ASCII only: fast
-    except UnicodeDecodeError:
-        return np.strings.decode(packed, "utf-8")
 
 
 _last_digest: tuple | None = None  # (weakref to ids, weakref to probs, digest) of the last call

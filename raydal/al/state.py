@@ -359,19 +359,27 @@ class StateStore:
         """
         from raydal.al.poolids import pack_ids
 
-        buf = io.BytesIO()
-        np.savez(buf, ids=pack_ids(ids), probs=np.asarray(probs, dtype=np.float32))
-        self.write_bytes(buf.getbuffer(), "probs", name)
+        arrays = {"ids": pack_ids(ids), "probs": np.asarray(probs, dtype=np.float32)}
+        if self.remote:
+            buf = io.BytesIO()
+            np.savez(buf, **arrays)
+            self.write_bytes(buf.getbuffer(), "probs", name)
+        else:  # streamed into the temp file: no second copy of the arrays in memory
+            with storage_errors(f"writing {self.uri('probs', name)}"):
+                _atomic_write_with(self.path("probs", name), lambda f: np.savez(f, **arrays))
         return posixpath.join("probs", name)
 
-    def load_probs(self, rel: str) -> tuple[np.ndarray, np.ndarray]:
-        """The ``(ids [N] str, probs [N, C] float32)`` saved by :meth:`save_probs` (older compressed files too)."""
+    def load_probs(self, rel: str, packed: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """The ``(ids [N] str, probs [N, C] float32)`` saved by :meth:`save_probs` (older compressed files too).
+
+        ``packed``: the ids as stored (``pack_ids`` bytes, a quarter of the memory), not decoded.
+        """
         from raydal.al.poolids import unpack_ids
 
         parts = rel.split("/")
         source = io.BytesIO(self.read_bytes(*parts)) if self.remote else self.path(*parts)
         with storage_errors(f"reading {self.uri(*parts)}"), np.load(source, allow_pickle=False) as z:
-            return unpack_ids(z["ids"]), z["probs"]
+            return (z["ids"] if packed else unpack_ids(z["ids"])), z["probs"]
 
 
 @contextlib.contextmanager
@@ -395,6 +403,30 @@ def _arrow_error() -> type:
         return pyarrow.ArrowException
     except ImportError:  # pragma: no cover - pyarrow is a dependency
         return OSError
+
+
+def _atomic_write_with(path: str, write: Callable[[Any], None]) -> None:
+    """Like ``raydal.utils.atomic_write_bytes``, for a writer that streams into the open temp file."""
+    import tempfile
+
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def _checksum(data: dict[str, Any]) -> str:

@@ -318,11 +318,12 @@ def score_pool_ray(
 
 def _prev_arrays(prev_probs: "Mapping[str, Any] | tuple[Any, Any]") -> tuple[np.ndarray, np.ndarray]:
     """(ids [N], probs float32 [N, C]) without the id index ``PrevProbs`` builds (the actors build theirs)."""
+    from raydal.query.candidates import unpack_ids
     from raydal.query.ranking import as_numpy
     from raydal.query.scoring import PrevProbs
 
     if isinstance(prev_probs, tuple) and len(prev_probs) == 2:
-        ids, probs = np.asarray(prev_probs[0], dtype=str), np.asarray(as_numpy(prev_probs[1]), dtype=np.float32)
+        ids, probs = unpack_ids(prev_probs[0]), np.asarray(as_numpy(prev_probs[1]), dtype=np.float32)
         if probs.ndim == 2 and len(probs) == len(ids):
             return ids, probs
     prev = PrevProbs(prev_probs)  # other forms, and the errors

@@ -17,7 +17,7 @@ import numpy as np
 
 from raydal.exceptions import ConfigError, QueryError
 from raydal.query.base import QueryStrategy, get_strategy, list_strategies
-from raydal.query.candidates import PoolScores, TopKCandidates
+from raydal.query.candidates import PoolScores, TopKCandidates, unpack_ids
 from raydal.query.ranking import as_numpy, check_finite
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ class PrevProbs:
             ids = np.asarray(list(prev.keys()), dtype=str)
             probs = np.stack([np.asarray(as_numpy(v), dtype=np.float32) for v in prev.values()]) if len(prev) else np.zeros((0, 0), np.float32)
         elif isinstance(prev, tuple) and len(prev) == 2:
-            ids = np.asarray(prev[0], dtype=str)
+            ids = unpack_ids(prev[0])  # str, or packed (raydal.query.candidates.pack_ids)
             probs = np.asarray(as_numpy(prev[1]), dtype=np.float32)
         else:
             raise ConfigError(
