@@ -21,14 +21,14 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from raydal.exceptions import ConfigError
-from raydal.settings import Interval, check_settings, setting
+from raydal.settings import EXECUTION, IDENTITY, RESULT, Interval, check_settings, field_kind, fields_of_kind, setting
 from raydal.utils import dataclass_from_dict
 
 MODES = ("simulation", "human")
@@ -65,14 +65,6 @@ DEMO_PRESET: dict[str, Any] = dict(
 STOP_KEYS = ("iterations", "label_budget")
 #: TrainConfig fields that follow the run's field of the same name unless set in ``train``.
 RUN_OWNED_TRAIN_FIELDS = ("seed", "warm_start")
-
-#: Fields that do not change results: a resumed run may change them freely.
-_EXECUTION_FIELDS = frozenset(
-    {"state_dir", "executor", "num_workers", "use_gpu", "cpus_per_worker",
-     "score_workers", "score_workers_min", "score_concurrency", "score_batch_size", "storage_path", "iterations",
-     "label_budget"}
-)
-
 
 # Registries own the names; asked on first use so that declaring a field imports nothing.
 def _datasets() -> list[str]:
@@ -119,53 +111,72 @@ class ALConfig:
     configs that train alike compare (and fingerprint) alike.
     """
 
-    dataset: str = setting("ucmerced", "the archive", choices=_datasets, cli=False)
+    # Each field's kind (raydal.settings: RESULT, EXECUTION, IDENTITY) decides the
+    # fingerprint, what a resume may change, the report's curves and the sweep's keys.
+    # -- which data, who labels (identity)
+    dataset: str = setting("ucmerced", "the archive", choices=_datasets, cli=False, kind=IDENTITY)
     shards_dir: str = setting("", "prepared Parquet shards (made there if missing; default: "
-                              "shards-DATASET next to the state dir)")
-    state_dir: str = setting("", "where the run keeps its state, checkpoints and reports (default runs/DATASET)")
+                              "shards-DATASET next to the state dir)", kind=IDENTITY)
     mode: str = setting("simulation", "simulation: the archive's labels answer queries; human: annotators "
-                        "do (raydal export / import-labels)", choices=MODES)
-    strategy: str = setting("mge+clustering", "query function", choices=_strategies)
-    b: int = setting(20, "samples labeled per query round", Interval(int, 1))
-    m: int = setting(3, "candidate multiplier: cluster the m*b most uncertain", Interval(int, 1))
-    initial_labeled: int = setting(40, "size of the random initial labeled set", Interval(int, 1))
-    iterations: int | None = setting(5, "stop after this many query rounds (None: run until label_budget)",
-                                     Interval(int, 0))
-    label_budget: int | None = setting(None, "stop once this many samples are labeled (None: run for "
-                                       "iterations rounds)", Interval(int, 1))
-    seed: int = setting(0, "seed of the initial set, training and k-means++", Interval(int, 0))
-    backbone: str = setting("densenet121", "backbone network", choices=_backbones)
-    weights: str | None = setting(None, "local state-dict file to initialise the backbone from")
+                        "do (raydal export / import-labels)", choices=MODES, kind=IDENTITY)
+    # -- what the run computes (result)
+    strategy: str = setting("mge+clustering", "query function", choices=_strategies, kind=RESULT)
+    b: int = setting(20, "samples labeled per query round", Interval(int, 1), kind=RESULT)
+    m: int = setting(3, "candidate multiplier: cluster the m*b most uncertain", Interval(int, 1), kind=RESULT)
+    initial_labeled: int = setting(40, "size of the random initial labeled set", Interval(int, 1), kind=RESULT)
+    seed: int = setting(0, "seed of the initial set, training and k-means++", Interval(int, 0), kind=RESULT)
+    backbone: str = setting("densenet121", "backbone network", choices=_backbones, kind=RESULT)
+    weights: str | None = setting(None, "local state-dict file to initialise the backbone from", kind=RESULT)
     ll_module: str = setting("auto", "the LL loss-prediction module: auto (built and trained only for "
                              "strategies that rank by it, as in the paper) or on (every strategy: an ablation)",
-                             choices=LL_MODULE_MODES)
+                             choices=LL_MODULE_MODES, kind=RESULT)
     warm_start: bool = setting(True, "start each iteration from the previous model (--cold-start: fresh init)",
-                               flag="--warm-start", off_flag="--cold-start")
+                               flag="--warm-start", off_flag="--cold-start", kind=RESULT)
+    # the backends' k-means differ (and "auto" picks by what is installed)
     clustering_backend: str = setting("auto", "k-means backend of the diversity step",
-                                      choices=_clustering_backends)
+                                      choices=_clustering_backends, kind=RESULT)
     eval_max_samples: int | None = setting(None, "evaluate val and test each on a fixed seeded subsample of at "
                                            "most this many rows, the same every iteration (None: every row, the "
                                            "paper's protocol); the history records n_samples, split_rows and "
-                                           "subsample_seed", Interval(int, 1))
-    train: dict[str, Any] = field(default_factory=dict)
-    # execution (may change between resumes)
-    executor: str = setting("ray", "ray: Ray Train + Ray Data from a driver actor; local: all in this process",
-                            choices=_executors)
-    num_workers: int = setting(1, "Ray Train workers", Interval(int, 1))
-    use_gpu: bool = setting(False, "train and score on GPUs", flag="--gpu")
+                                           "subsample_seed", Interval(int, 1), kind=RESULT)
+    # TrainConfig fields; each declares its own kind there (all but eval_every change results)
+    train: dict[str, Any] = setting(default_factory=dict, help="training settings: TrainConfig fields",
+                                    cli=False, kind=RESULT)
+    # Where the run executes, yet results: the Ray executor trains on num_workers Ray Train
+    # workers, each on batch_size // num_workers rows (the remainder dropped) with its own
+    # shuffle; the local one trains in this process on whole batches. use_gpu puts the
+    # Ray workers on GPUs, where amp "auto" means bf16 autocast. (The local executor uses
+    # CUDA whenever the machine has it, whatever use_gpu says.)
+    executor: str = setting("ray", "ray: Ray Train + Ray Data from a driver actor; local: all in this process "
+                            "(trains on whole batches: results differ from ray's)", choices=_executors, kind=RESULT)
+    num_workers: int = setting(1, "Ray Train workers; each trains on batch_size // num_workers rows of a batch, "
+                               "so a change changes results", Interval(int, 1), kind=RESULT)
+    use_gpu: bool = setting(False, "train and score on GPUs (with amp auto: in bf16, so results differ from "
+                            "CPU's)", flag="--gpu", kind=RESULT)
+    # -- how long, where, how fast (execution: free to change on resume)
+    iterations: int | None = setting(5, "stop after this many query rounds (None: run until label_budget)",
+                                     Interval(int, 0), kind=EXECUTION)
+    label_budget: int | None = setting(None, "stop once this many samples are labeled (None: run for "
+                                       "iterations rounds)", Interval(int, 1), kind=EXECUTION)
+    state_dir: str = setting("", "where the run keeps its state, checkpoints and reports (default runs/DATASET)",
+                             kind=EXECUTION)
     cpus_per_worker: float | None = setting(None, "CPUs per Ray Train worker (None: 1, or less where that "
-                                            "leaves no CPU for Ray Data reads)", Interval(float, 0, None, "neither"))
+                                            "leaves no CPU for Ray Data reads)", Interval(float, 0, None, "neither"),
+                                            kind=EXECUTION)
+    # Scoring on Ray Data actors reproduces in-process scoring bit for bit (same batches).
     score_workers: int = setting(0, "pool scoring apart from training: 0 scores in the Ray Train workers after "
                                  "training; N streams the pool through N Ray Data actors (CPU, or one GPU each "
-                                 "with --gpu), whatever num_workers is", Interval(int, 0))
+                                 "with --gpu), whatever num_workers is", Interval(int, 0), kind=EXECUTION)
     score_workers_min: int | None = setting(None, "fewest Ray Data scoring actors (None: score_workers, a fixed "
                                             "pool; fewer: the pool starts there and grows as an autoscaling "
-                                            "cluster adds nodes)", Interval(int, 1))
+                                            "cluster adds nodes)", Interval(int, 1), kind=EXECUTION)
     score_concurrency: int = setting(1, "warm scoring actors for a query whose scores the training run did not "
-                                     "make (score_workers 0 only)", Interval(int, 1))
-    score_batch_size: int = setting(64, "images per scoring and evaluation batch", Interval(int, 1))
+                                     "make (score_workers 0 only)", Interval(int, 1), kind=EXECUTION)
+    # Scoring and evaluation run the model in eval mode, one row independent of the others;
+    # the batch size changes at most the last bits of a score (as the thread count does).
+    score_batch_size: int = setting(64, "images per scoring and evaluation batch", Interval(int, 1), kind=EXECUTION)
     storage_path: str | None = setting(None, "Ray Train storage: a folder every node mounts, or a URI "
-                                       "(default: next to the checkpoints)")
+                                       "(default: next to the checkpoints)", kind=EXECUTION)
 
     def __post_init__(self) -> None:
         cls = "ALConfig"
@@ -183,7 +194,6 @@ class ALConfig:
                    f"an int >= initial_labeled ({self.initial_labeled}) or None", self.label_budget)
         _check(self.iterations is not None or self.label_budget is not None, cls, "iterations",
                "set when label_budget is None (otherwise the run never ends)", self.iterations)
-        _check(isinstance(self.train, dict), cls, "train", "a mapping of TrainConfig fields", self.train)
         full = self.train_config().to_dict()
         self.train = {k: v for k, v in full.items() if k not in RUN_OWNED_TRAIN_FIELDS or k in self.train}
 
@@ -203,12 +213,22 @@ class ALConfig:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=True))
 
     def result_fields(self) -> dict[str, Any]:
-        """The fields that decide what the run selects (not where or how fast it runs)."""
-        return {k: v for k, v in self.to_dict().items() if k not in _EXECUTION_FIELDS}
+        """The fields that decide what the run computes and on which data (kind result or
+        identity), not where, how fast or how long it runs. ``train`` is the whole mapping
+        (a changed training setting shows as ``train``); :meth:`fingerprint` leaves out its
+        execution-only fields."""
+        data = self.to_dict()
+        return {k: data[k] for k in fields_of_kind(ALConfig, RESULT, IDENTITY)}
 
     def fingerprint(self) -> str:
-        """A short hash of :meth:`result_fields`: equal fingerprints, same experiment."""
-        blob = json.dumps(self.result_fields(), sort_keys=True, default=str).encode()
+        """A short hash of :meth:`result_fields` (of ``train``, its result fields): equal
+        fingerprints, same experiment. A resume under another fingerprint is refused
+        without ``--fork`` (``raydal.al.loop``)."""
+        from raydal.training.config import TrainConfig
+
+        fields = self.result_fields()
+        fields["train"] = {k: v for k, v in self.train.items() if field_kind(TrainConfig, k) == RESULT}
+        blob = json.dumps(fields, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def train_config(self):
@@ -229,14 +249,20 @@ class ExperimentConfig:
     """
 
     run: ALConfig
-    trials: int = setting(1, "repeat the run with seeds seed..seed+trials-1 (the paper: 3)", Interval(int, 1))
-    data_root: str | None = setting(None, "folder of a real archive; without it a fake archive is generated")
+    # more trials, or a comparison run beside them, leave each trial's results as they are
+    trials: int = setting(1, "repeat the run with seeds seed..seed+trials-1 (the paper: 3)", Interval(int, 1),
+                          kind=EXECUTION)
+    # the archive the shards are prepared from (once, into shards_dir: the run's identity)
+    data_root: str | None = setting(None, "folder of a real archive; without it a fake archive is generated",
+                                    kind=IDENTITY)
     image_size: int | None = setting(None, "model input side in pixels when preparing shards (None: the "
-                                     "archive's own)", Interval(int, 1), flag="--size")
-    fake_n: int | None = setting(None, "images in the generated fake archive (None: per dataset)", Interval(int, 1))
+                                     "archive's own)", Interval(int, 1), flag="--size", kind=IDENTITY)
+    fake_n: int | None = setting(None, "images in the generated fake archive (None: per dataset)", Interval(int, 1),
+                                 kind=IDENTITY)
     compare: str | None = setting(None, "also run this strategy (e.g. random) with the same seeds and initial "
                                   "labeled sets into STATE_DIR-NAME, and report both on one plot with the "
-                                  "difference of areas under the micro/macro F1 curves", choices=_strategies)
+                                  "difference of areas under the micro/macro F1 curves", choices=_strategies,
+                                  kind=EXECUTION)
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -280,6 +306,18 @@ class ExperimentConfig:
         if run.label_budget is not None:
             labels = min(labels, run.label_budget)
         return f"stops at {labels} labels ({run.initial_labeled} initial + {n} rounds of {run.b})"
+
+
+def setting_kind(key: str) -> str | None:
+    """The kind (``raydal.settings.RESULT``, ...) of a run setting by its key in a flat
+    config: an ALConfig field (``b``) or ``train.<TrainConfig field>``. None for a key no
+    config declares (a field an older raydal wrote into a state)."""
+    from raydal.training.config import TrainConfig
+
+    cls, name = (TrainConfig, key[len("train."):]) if key.startswith("train.") else (ALConfig, key)
+    if name not in {f.name for f in dataclasses.fields(cls)}:
+        return None
+    return field_kind(cls, name)
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

@@ -2,14 +2,30 @@
 
 A config dataclass declares each field with :func:`setting`::
 
-    b: int = setting(20, "samples labeled per query round", Interval(int, 1))
-    strategy: str = setting("mge+clustering", "query function", choices=_strategies)
+    b: int = setting(20, "samples labeled per query round", Interval(int, 1), kind=RESULT)
+    strategy: str = setting("mge+clustering", "query function", choices=_strategies, kind=RESULT)
 
 and calls :func:`check_settings` in ``__post_init__``. The same declarations give the
 validation messages ("The 'b' parameter of ALConfig must be an int >= 1. Got 0
 instead.") and the command-line flags (``raydal.cli`` turns every declared field into
 ``--b``, ``--strategy`` with these choices and help). A new field is one declaration:
 it is validated and gets a flag without touching the CLI.
+
+Each run setting also declares its **kind**, what changing it does:
+
+- :data:`RESULT`: what the run computes (data seen, batches, precision, method): the
+  run's fingerprint covers it, a resume that changes it is refused without ``--fork``,
+  the report draws runs that differ in it as separate curves, a sweep may vary it.
+- :data:`EXECUTION`: where, how fast or how long the run executes; the models and
+  selections stay the same (at most the last bits of a float change, as they do
+  with the machine's thread count). Not fingerprinted, free to change on resume,
+  never a curve of its own, fixed on a sweep's base config.
+- :data:`IDENTITY`: which data the run is on and who labels it (the dataset, its
+  shards, simulation or human answers). Fingerprinted like a result, a curve of its
+  own in the report, but never swept: a sweep varies settings on one experiment.
+
+The fingerprint (``ALConfig.fingerprint``), the report's grouping and the sweep's
+keys read the kind (:func:`fields_of_kind`); no list elsewhere repeats it.
 """
 
 from __future__ import annotations
@@ -25,9 +41,18 @@ from typing import Any
 
 from raydal.exceptions import ConfigError
 
-__all__ = ["Interval", "LazyChoices", "check_settings", "declared_settings", "setting", "value_type"]
+__all__ = [
+    "EXECUTION", "IDENTITY", "KINDS", "RESULT", "Interval", "LazyChoices", "check_settings", "declared_settings",
+    "field_kind", "fields_of_kind", "setting", "value_type",
+]
 
 _CLOSED = ("both", "left", "right", "neither")
+
+#: Kinds of a run setting (see the module docstring).
+RESULT = "result"
+EXECUTION = "execution"
+IDENTITY = "identity"
+KINDS = (RESULT, EXECUTION, IDENTITY)
 
 
 @dataclass(frozen=True)
@@ -112,6 +137,7 @@ def setting(
     flag: str | None = None,
     off_flag: str | None = None,
     cli: bool = True,
+    kind: str | None = None,
 ) -> Any:
     """A dataclass field with its rules: ``default``, ``help``, numeric ``range``, ``choices``.
 
@@ -120,10 +146,16 @@ def setting(
     flag: the command-line flag (default ``--field-name``); off_flag: for a bool, the
         flag that sets it False (default ``--no-field-name``).
     cli: False keeps the field off the command line (set through ``--config`` only).
+    kind: :data:`RESULT`, :data:`EXECUTION` or :data:`IDENTITY`; every field of a run's
+        config (ALConfig, TrainConfig, ExperimentConfig) declares one. None: not a run
+        setting (options of a command such as ``raydal export``).
     """
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"setting(kind={kind!r}): one of {KINDS}")
     if callable(choices):
         choices = LazyChoices(choices)
-    metadata = {"help": help, "range": range, "choices": choices, "flag": flag, "off_flag": off_flag, "cli": cli}
+    metadata = {"help": help, "range": range, "choices": choices, "flag": flag, "off_flag": off_flag, "cli": cli,
+                "kind": kind}
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
 
@@ -144,6 +176,26 @@ def value_type(cls: type, name: str) -> tuple[type, bool]:
 def declared_settings(cls: type) -> list[dataclasses.Field]:
     """The fields of dataclass ``cls`` declared with :func:`setting`, in declaration order."""
     return [f for f in dataclasses.fields(cls) if "help" in f.metadata]
+
+
+def field_kind(cls: type, name: str) -> str:
+    """The declared kind of field ``name`` of ``cls``.
+
+    Raises:
+        TypeError: the field declares no kind (a programming error: every field of a
+            run's config must, or the fingerprint could not tell what it changes).
+    """
+    kind = next((f.metadata.get("kind") for f in dataclasses.fields(cls) if f.name == name), None)
+    if kind not in KINDS:
+        raise TypeError(f"{cls.__name__}.{name} declares no kind: declare it with setting(..., kind=RESULT, "
+                        "EXECUTION or IDENTITY) (raydal.settings).")
+    return kind
+
+
+def fields_of_kind(cls: type, *kinds: str) -> list[str]:
+    """Names of the fields of ``cls`` whose kind is one of ``kinds``, in declaration order
+    (every field must declare a kind: :func:`field_kind`)."""
+    return [f.name for f in dataclasses.fields(cls) if field_kind(cls, f.name) in kinds]
 
 
 def describe(cls: type, f: dataclasses.Field) -> str:

@@ -12,9 +12,10 @@ from raydal.config import (
     ExperimentConfig,
     merge_layers,
     resolve_config,
+    setting_kind,
 )
 from raydal.exceptions import ConfigError
-from raydal.settings import declared_settings, value_type
+from raydal.settings import EXECUTION, IDENTITY, KINDS, RESULT, declared_settings, field_kind, value_type
 from raydal.training.config import TrainConfig
 
 
@@ -127,11 +128,89 @@ def test_train_is_completed_so_equal_trainings_fingerprint_alike():
     assert short.fingerprint() != ALConfig(shards_dir="s", train={"epochs": 4}).fingerprint()
 
 
-def test_fingerprint_ignores_execution_fields():
-    a = ALConfig(shards_dir="s", executor="ray", num_workers=4)
-    b = ALConfig(shards_dir="s", executor="local", num_workers=1, iterations=9)
-    assert a.fingerprint() == b.fingerprint()
-    assert a.fingerprint() != ALConfig(shards_dir="s", strategy="ll+clustering").fingerprint()
+# -- kinds: what a change of each setting does ---------------------------------------------
+
+def _changed(cls, f):
+    """A valid value of declared field ``f`` other than its default."""
+    base, nullable = value_type(cls, f.name)
+    default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+    meta = f.metadata
+    if f.name == "train":
+        return {"epochs": 3}
+    if f.name == "score_workers_min":
+        return None  # its only valid values need score_workers (checked with it below)
+    if meta["choices"] is not None:
+        return next(c for c in meta["choices"] if c != default)
+    if base is bool:
+        return not default
+    if base in (int, float):
+        rng = meta["range"]
+        low = rng.low if rng.low is not None else 0
+        candidates = [low + 300, low + 301] if rng.high is None else [(low + rng.high) / 2, low + (rng.high - low) / 4]
+        return base(next(c for c in candidates if c != default))
+    return "some/other/path"
+
+
+def _all_fields():
+    for cls in (ALConfig, TrainConfig, ExperimentConfig):
+        for f in dataclasses.fields(cls):
+            if f.name != "run":  # ExperimentConfig.run is the ALConfig, walked itself
+                yield pytest.param(cls, f, id=f"{cls.__name__}.{f.name}")
+
+
+@pytest.mark.parametrize("cls,f", list(_all_fields()))
+def test_every_setting_declares_its_kind_and_the_fingerprint_follows_it(cls, f):
+    """Every field of a run's config says what changing it does; the fingerprint (what a resume
+    may not change without --fork) covers exactly the result and identity settings."""
+    assert f.metadata.get("kind") in KINDS, f"{cls.__name__}.{f.name}: declare setting(..., kind=...)"
+    if cls is ExperimentConfig:
+        return  # settings around the run: trials and comparisons (execution), the archive (identity)
+    base = ALConfig(shards_dir="s")
+    value = _changed(cls, f)
+    if cls is TrainConfig:
+        changed = dataclasses.replace(base, train={**base.train, f.name: value})
+    elif f.name == "score_workers_min":
+        base, changed = dataclasses.replace(base, score_workers=4), dataclasses.replace(base, score_workers=4,
+                                                                                       score_workers_min=2)
+    else:
+        changed = dataclasses.replace(base, **{f.name: value})
+    assert changed != base
+    if f.metadata["kind"] == EXECUTION:
+        assert changed.fingerprint() == base.fingerprint(), f"{f.name} is execution-only yet changes the fingerprint"
+    else:
+        assert changed.fingerprint() != base.fingerprint(), f"{f.name} changes results yet not the fingerprint"
+
+
+def test_settings_that_change_results_are_declared_so():
+    """Workers split each batch (batch_size // W, the rest dropped), the executors batch differently,
+    a GPU trains in bf16 under amp auto: none of them may change on resume without --fork."""
+    for name in ("num_workers", "executor", "use_gpu"):
+        assert field_kind(ALConfig, name) == RESULT, name
+    assert field_kind(TrainConfig, "amp") == RESULT and field_kind(TrainConfig, "batch_size") == RESULT
+    for name in ("iterations", "label_budget", "state_dir", "score_workers", "score_batch_size", "storage_path"):
+        assert field_kind(ALConfig, name) == EXECUTION, name
+    assert field_kind(ALConfig, "dataset") == field_kind(ALConfig, "shards_dir") == IDENTITY
+    assert setting_kind("train.lr") == RESULT and setting_kind("train.eval_every") == EXECUTION
+    assert setting_kind("no_such_field") is None
+
+
+def test_a_resume_that_changes_a_result_setting_is_refused_naming_it(tmp_path):
+    """What the fingerprint covers is what the loop refuses: the message names the setting and --fork."""
+    from raydal.al.loop import ActiveLearner
+    from raydal.al.state import ALState, StateStore
+    from raydal.exceptions import StateError
+
+    cfg = ALConfig(shards_dir="s", state_dir=str(tmp_path / "st"), num_workers=2)
+    StateStore(cfg.state_dir).save(ALState(config=cfg.to_dict(), fingerprint=cfg.fingerprint()))
+
+    class NoWork:  # the refusal comes before the executor is used
+        log = None
+
+    for change in ({"num_workers": 4}, {"use_gpu": True}, {"train": {**cfg.train, "amp": "bf16"}}):
+        with pytest.raises(StateError, match=r"differs in \['" + next(iter(change)) + r"'\].*--fork"):
+            ActiveLearner(dataclasses.replace(cfg, **change), NoWork(), log=lambda s: None)
+    resumed = ActiveLearner(dataclasses.replace(cfg, score_workers=3, iterations=9), NoWork(), log=lambda s: None)
+    assert resumed.state.config["score_workers"] == 3  # execution settings change freely
 
 
 def test_state_and_shards_dir_default_per_dataset():

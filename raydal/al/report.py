@@ -7,6 +7,10 @@ Every group is drawn on the same axes; when a random-sampling run is among them,
 each group's area is also given minus random's (paired by seed where the seeds
 match), which is the question active learning has to answer: with its 95 %
 interval and a verdict by a two-sided paired t-test at 5 % (``raydal.al.stats``).
+
+Areas are compared on one label grid (:func:`common_grid`): the range every curve
+covers, each curve interpolated linearly onto it, so that two curves measured at
+different label counts are never compared over different ranges.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ import numpy as np
 
 from raydal.al.state import StateStore
 from raydal.al.stats import LEVEL, interval_text, paired_difference, verdict_text
+from raydal.config import setting_kind
 from raydal.constants import F1_CURVES_PNG, REPORT_JSON, REPORT_MD
 from raydal.exceptions import StateError
+from raydal.settings import IDENTITY, RESULT
 
 METRICS = ("micro_f1", "macro_f1", "macro_f1_present")
 #: What each metric averages over, said in the report.
@@ -51,12 +57,8 @@ def load_runs(state_dirs: list[str]) -> list[dict[str, Any]]:
     return runs
 
 
-#: Config fields that never distinguish one curve from another (trials differ in seed).
-_NOT_A_SETTING = frozenset({
-    "seed", "state_dir", "shards_dir", "executor", "num_workers", "use_gpu", "cpus_per_worker",
-    "score_workers", "score_workers_min", "score_concurrency", "score_batch_size", "storage_path", "iterations",
-    "label_budget", "train.seed",
-})
+#: What tells the trials of one curve apart: the seed (each trial's initial labeled set).
+TRIAL_KEYS = ("seed", "train.seed")
 
 
 def _flat(config: dict[str, Any]) -> dict[str, Any]:
@@ -71,9 +73,11 @@ def _flat(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _label_groups(runs: list[dict[str, Any]]) -> None:
-    """Name each run's curve: its strategy, plus the settings that differ between the runs
-    (e.g. ``b=20`` vs ``b=40`` in a sweep); runs differing only in seed are trials of one curve."""
-    keys = sorted({k for r in runs for k in r["config"]} - _NOT_A_SETTING - {"strategy"})
+    """Name each run's curve: its strategy, plus the result and identity settings that differ
+    between the runs (e.g. ``b=20`` vs ``b=40`` in a sweep; ``raydal.settings`` kinds); runs
+    differing only in seed are trials of one curve, and execution settings never split one."""
+    keys = sorted(k for k in {k for r in runs for k in r["config"]} - set(TRIAL_KEYS) - {"strategy"}
+                  if setting_kind(k) in (RESULT, IDENTITY))
     varying = [k for k in keys if len({repr(r["config"].get(k)) for r in runs}) > 1]
     for run in runs:
         extra = ", ".join(f"{k}={run['config'].get(k)}" for k in varying)
@@ -114,28 +118,50 @@ def baseline_of(group: str, groups: list[str], baseline: str = "random") -> str 
     return plain[0] if len(plain) == 1 else None
 
 
+def common_grid(xs: list[np.ndarray]) -> np.ndarray | None:
+    """The label counts curves are compared on: every count of every curve inside the range
+    all of them cover, plus that range's ends. Curves of one point (nothing to integrate
+    yet) do not narrow it. None when there is no common range."""
+    spans = [np.asarray(x) for x in xs if len(x) >= 2]
+    if not spans:
+        return None
+    lo, hi = max(x[0] for x in spans), min(x[-1] for x in spans)
+    if lo > hi:
+        return None
+    return np.unique(np.concatenate([[lo, hi], *(x[(x >= lo) & (x <= hi)] for x in spans)]))
+
+
+def areas_on_grid(x: np.ndarray, y: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """[trials] normalised areas (mean F1) of the curves ``y`` [trials, K] at label counts ``x``
+    [K] over ``grid``, each interpolated linearly onto it (``grid`` inside ``x``'s range)."""
+    return np.array([area_under_curve(grid, np.interp(grid, x, row)) for row in np.atleast_2d(y)])
+
+
 def area_differences(
-    x: np.ndarray, y: np.ndarray, seeds: list, x0: np.ndarray, y0: np.ndarray, seeds0: list
+    x: np.ndarray, y: np.ndarray, seeds: list, x0: np.ndarray, y0: np.ndarray, seeds0: list,
+    grid: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Area of curves (x, y [trials, K]) minus the baseline's (x0, y0), in F1 units.
 
+    Both are taken on ``grid`` (default: :func:`common_grid` of the two), each curve
+    interpolated onto it, so both areas cover the same label range (``range``).
     Trials with the same seed (same initial labeled set) are paired: ``mean`` and
     ``std`` are over the paired differences, and ``ci_low``, ``ci_high``, ``t``,
     ``p`` and ``verdict`` ("holds": ahead of the baseline, "does not hold":
     behind it, "inconclusive") come from :func:`raydal.al.stats.paired_difference`
     (None where there is no interval: one pair). Without common seeds, ``mean``
     is the difference of the mean areas, ``std`` and the interval None, and the
-    verdict "inconclusive". Areas are taken over the label range both curves cover.
+    verdict "inconclusive".
+
+    Raises:
+        ValueError: the curves share no label range.
     """
-    lo, hi = max(x[0], x0[0]), min(x[-1], x0[-1])
-
-    def areas(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-        keep = (xs >= lo) & (xs <= hi)
-        return np.array([area_under_curve(xs[keep], row[keep]) for row in ys])
-
-    a, a0 = areas(x, y), areas(x0, y0)
+    grid = common_grid([x, x0]) if grid is None else grid
+    if grid is None:
+        raise ValueError(f"The curves cover no common label range ({x[0]}..{x[-1]} vs {x0[0]}..{x0[-1]}).")
+    a, a0 = areas_on_grid(x, y, grid), areas_on_grid(x0, y0, grid)
     common = [s for s in seeds if s is not None and s in seeds0]
-    span = [int(lo), int(hi)]
+    span = [int(grid[0]), int(grid[-1])]
     if common:
         d = np.array([a[seeds.index(s)] - a0[seeds0.index(s)] for s in common])
         test = paired_difference(d).as_dict()
@@ -180,8 +206,11 @@ def build_report(state_dirs: list[str], out_dir: str | Path, at: list[int] | Non
                  baseline: str = "random") -> dict[str, Any]:
     """Write ``f1_curves.png``, ``report.md`` and ``report.json`` into ``out_dir``.
 
-    When runs of the ``baseline`` strategy are among them, every other group's
-    entry gets ``auc_minus_baseline`` per metric (:func:`area_differences`).
+    Every group's ``auc`` per metric is its mean curve's area on the metric's
+    :func:`common_grid` of all groups (``area_range[metric]``: its label range), None
+    for a one-point curve. When runs of the ``baseline`` strategy are among them, every
+    other group's entry gets ``auc_minus_baseline`` per metric (:func:`area_differences`,
+    on the same grid).
     """
     import matplotlib
 
@@ -191,25 +220,29 @@ def build_report(state_dirs: list[str], out_dir: str | Path, at: list[int] | Non
     runs = load_runs(state_dirs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summary: dict[str, Any] = {"runs": [r["state_dir"] for r in runs], "strategies": {}}
+    summary: dict[str, Any] = {"runs": [r["state_dir"] for r in runs], "strategies": {}, "area_range": {}}
 
     fig, axes = plt.subplots(1, len(METRICS), figsize=(6 * len(METRICS), 4.5))
     for ax, metric in zip(axes, METRICS):
         groups = curves(runs, metric)
         plot_curves(ax, groups, metric, baseline)
+        grid = common_grid([x for x, _, _ in groups.values()])
+        if grid is not None:
+            summary["area_range"][metric] = [int(grid[0]), int(grid[-1])]
         for strategy, (x, y, _) in groups.items():
             mean = y.mean(axis=0)
             entry = summary["strategies"].setdefault(strategy, {"trials": int(len(y))})
+            on_grid = grid is not None and len(x) >= 2
             entry[metric] = {
                 "labels": x.tolist(),
                 "mean": mean.round(6).tolist(),
                 "std": y.std(axis=0).round(6).tolist(),
-                "auc": round(area_under_curve(x, mean), 6),
+                "auc": round(float(areas_on_grid(x, mean, grid)[0]), 6) if on_grid else None,
             }
             base = baseline_of(strategy, list(groups), baseline)
-            if base is not None:
-                entry[metric]["auc_minus_baseline"] = area_differences(*groups[strategy], *groups[base]) | {
-                    "baseline": base}
+            if base is not None and on_grid and len(groups[base][0]) >= 2:
+                entry[metric]["auc_minus_baseline"] = area_differences(
+                    *groups[strategy], *groups[base], grid=grid) | {"baseline": base}
     fig.tight_layout()
     fig.savefig(out / F1_CURVES_PNG, dpi=120)
     plt.close(fig)
@@ -238,16 +271,23 @@ def build_report(state_dirs: list[str], out_dir: str | Path, at: list[int] | Non
         lines += [f"## Test {metric.replace('_', ' ')} (%) by number of labeled samples (mean ± std over trials)", ""]
         if metric in METRIC_NOTES:
             lines += [f"`{metric}`: {METRIC_NOTES[metric]}", ""]
-        lines += ["| strategy | trials | " + " | ".join(str(a) for a in at) + " | area |",
+        span = summary["area_range"].get(metric)
+        area = f"area {span[0]}..{span[1]}" if span else "area"
+        lines += ["| strategy | trials | " + " | ".join(str(a) for a in at) + f" | {area} |",
                   "|---|---|" + "---|" * len(at) + "---|"]
         for strategy, entry in sorted(summary["strategies"].items()):
             if metric not in entry:
                 continue
             m = dict(zip(entry[metric]["labels"], zip(entry[metric]["mean"], entry[metric]["std"])))
             cells = [f"{100 * m[a][0]:.2f} ± {100 * m[a][1]:.2f}" if a in m else "–" for a in at]
+            auc = entry[metric]["auc"]
             lines.append(f"| {strategy} | {entry['trials']} | " + " | ".join(cells)
-                         + f" | {100 * entry[metric]['auc']:.2f} |")
+                         + f" | {'–' if auc is None else f'{100 * auc:.2f}'} |")
         lines.append("")
+        if span:
+            lines += [f"Area: the mean F1 over {span[0]}..{span[1]} labeled samples, the range every curve "
+                      "covers; each curve is interpolated linearly onto the union of the curves' label counts "
+                      "there, so every area is taken over the same labels.", ""]
     compared = [(k, e) for k, e in sorted(summary["strategies"].items())
                 if any("auc_minus_baseline" in e.get(m, {}) for m in METRICS)]
     if compared:

@@ -32,6 +32,7 @@ from raydal.al.report import area_under_curve
 from raydal.config import ALConfig
 from raydal.constants import SWEEP_JSON, SWEEP_LOCK, SWEEP_MD
 from raydal.exceptions import ConfigError, RaydalError
+from raydal.settings import RESULT, fields_of_kind
 from raydal.utils import atomic_write_json, is_uri
 
 __all__ = [
@@ -57,20 +58,27 @@ __all__ = [
 METRICS = ("auc_micro_f1", "auc_macro_f1", "micro_f1", "macro_f1",
            "val_auc_micro_f1", "val_auc_macro_f1", "val_micro_f1", "val_macro_f1")
 SCHEDULERS = ("fifo", "asha")
-#: ALConfig fields that change what a run selects and may vary between trials.
-#: (``dataset``/``shards_dir``/``mode`` define the experiment; execution fields such
-#: as ``iterations`` belong on the base config so every trial runs as long.)
-_SWEEPABLE_FIELDS = ("strategy", "b", "m", "initial_labeled", "seed", "backbone", "weights",
-                     "warm_start", "ll_module", "clustering_backend")
 _TRAIN_PREFIX = "train."
+#: Where every trial runs: in process in its Tune actor, on the device its resources give
+#: it. The Ray executor's own placement settings do not apply there, so none is swept.
+_TRIAL_PLACEMENT = {"executor": "local"}
+_RAY_PLACEMENT = ("num_workers", "use_gpu")
 
 
 def sweepable_keys() -> list[str]:
-    """Valid ``param_space`` keys: the sweepable ALConfig fields and ``train.<TrainConfig field>``."""
-    from raydal.training import TrainConfig
+    """Valid ``param_space`` keys: the settings that change results (``raydal.settings.RESULT``),
+    ALConfig fields and ``train.<TrainConfig field>``, but the trials' placement (``executor``,
+    ``num_workers``, ``use_gpu``: a trial trains in process on its Tune resources).
 
-    fields = [f for f in _SWEEPABLE_FIELDS if f in {x.name for x in dataclasses.fields(ALConfig)}]
-    return fields + [_TRAIN_PREFIX + f.name for f in dataclasses.fields(TrainConfig)]
+    Identity settings (dataset, shards, mode) define the experiment and execution
+    settings (``iterations``, workers, ...) belong on the base config, so every trial
+    runs as long on the same data.
+    """
+    from raydal.training.config import TrainConfig
+
+    placement = {*_TRIAL_PLACEMENT, *_RAY_PLACEMENT}
+    fields = [f for f in fields_of_kind(ALConfig, RESULT) if f != "train" and f not in placement]
+    return fields + [_TRAIN_PREFIX + f for f in fields_of_kind(TrainConfig, RESULT)]
 
 
 def _check_keys(param_space: dict[str, Any]) -> None:
@@ -117,7 +125,7 @@ def trial_config(base: ALConfig, overrides: dict[str, Any], sweep_dir: str | Pat
             train[key[len(_TRAIN_PREFIX):]] = value
         else:
             fields[key] = value
-    fields.update(train=train, executor="local")
+    fields.update(train=train, **_TRIAL_PLACEMENT)
     cfg = ALConfig.from_dict(fields)
     cfg.train_config()  # validates the train.* values now, not inside a trial
     name = f"{_slug(overrides)}-{cfg.fingerprint()[:8]}"
@@ -279,7 +287,7 @@ def plan_sweep(
         )
     sweep_dir = str(Path(sweep_dir).resolve())
     base = dataclasses.replace(base, shards_dir=_absolute(base.shards_dir), weights=_absolute(base.weights),
-                               executor="local", state_dir=sweep_dir)
+                               state_dir=sweep_dir, **_TRIAL_PLACEMENT)
     points = list(grid_points({k: v for k, v in param_space.items() if k not in sampled}))
     for point in points:  # every grid point builds a valid config (ALConfig checks the names too)
         trial_config(base, point, sweep_dir)

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from raydal.al.report import area_differences, area_under_curve, baseline_of, build_report
+from raydal.al.report import area_differences, area_under_curve, baseline_of, build_report, common_grid
 from raydal.al.state import ALState, StateStore
 from raydal.cli import main as cli
 from raydal.exceptions import StateError
@@ -161,3 +161,50 @@ def test_differences_over_the_common_label_range():
     d = area_differences(x, y, [0], x0, y0, [0])
     assert d["range"] == [10, 30]
     assert d["mean"] == pytest.approx(area_under_curve(x[:3], y[0, :3]) - 0.3)
+
+
+def test_differences_interpolate_both_curves_onto_one_grid():
+    """The same F1 curve measured at other label counts: no difference, over the range both cover
+    (each curve's own span would compare 10..30 with 10..35)."""
+    x, y = np.array([10, 20, 30, 40]), np.array([[0.1, 0.5, 0.6, 0.9]])
+    x0 = np.array([10, 20, 30, 35])
+    y0 = np.interp(x0, x, y[0])[None]
+    d = area_differences(x, y, [0], x0, y0, [0])
+    assert d["range"] == [10, 35] and d["mean"] == pytest.approx(0.0, abs=1e-12)
+    assert common_grid([x, x0]).tolist() == [10, 20, 30, 35]
+    assert common_grid([np.array([10, 20]), np.array([30, 40])]) is None
+
+
+def test_report_areas_share_the_grid_of_every_curve(tmp_path):
+    """Curves measured at different label counts get their table areas over the same range."""
+    a = _fake_run(tmp_path / "a", "ll", 0, [0.2, 0.4, 0.6, 0.8])  # labels 10, 15, 20, 25
+    r = _fake_run(tmp_path / "r", "random", 0, [0.2, 0.4, 0.6])  # labels 10, 15, 20
+    one = _fake_run(tmp_path / "t", "tpd", 0, [0.3])  # one point: no area, does not narrow the range
+    summary = build_report([a, r, one], tmp_path / "out")
+    assert summary["area_range"]["micro_f1"] == [10, 20]
+    s = summary["strategies"]
+    assert s["ll"]["micro_f1"]["auc"] == pytest.approx(0.4) and s["random"]["micro_f1"]["auc"] == pytest.approx(0.4)
+    assert s["tpd"]["micro_f1"]["auc"] is None and "auc_minus_baseline" not in s["tpd"]["micro_f1"]
+    assert s["ll"]["micro_f1"]["auc_minus_baseline"]["mean"] == pytest.approx(0.0, abs=1e-12)
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "| area 10..20 |" in md and "Area: the mean F1 over 10..20 labeled samples" in md
+
+
+def test_execution_settings_never_split_a_curve_and_identity_ones_do(tmp_path):
+    dirs = []
+    for seed, extra in ((0, {"num_workers": 2}), (1, {"num_workers": 4}),
+                        (1, {"num_workers": 2, "iterations": 9, "score_batch_size": 8, "state_dir": "elsewhere"})):
+        dirs.append(_fake_run(tmp_path / f"run{len(dirs)}", "ll", seed, [0.4, 0.5]))
+        store = StateStore(dirs[-1])
+        state = store.load()
+        state.config.update(extra, dataset="ucmerced", executor="ray")
+        store.save(state)
+    summary = build_report(dirs, tmp_path / "out")
+    assert sorted(summary["strategies"]) == ["ll (num_workers=2)", "ll (num_workers=4)"]  # iterations etc.: one curve
+    assert summary["strategies"]["ll (num_workers=2)"]["trials"] == 2
+    store = StateStore(dirs[1])
+    state = store.load()
+    state.config.update(num_workers=2, dataset="treesatai")
+    store.save(state)
+    assert sorted(build_report(dirs, tmp_path / "out2")["strategies"]) == [
+        "ll (dataset=treesatai)", "ll (dataset=ucmerced)"]

@@ -1,5 +1,6 @@
 """Planning a sweep and its results table: plain Python, no Ray (raydal.al.sweep)."""
 
+import dataclasses
 import json
 import math
 import os
@@ -26,7 +27,9 @@ from raydal.al.sweep import (
     trial_lock,
     trial_row,
 )
+from raydal.config import ALConfig, setting_kind
 from raydal.exceptions import ConfigError, RaydalError
+from raydal.settings import RESULT
 
 
 @pytest.fixture
@@ -85,6 +88,20 @@ def test_sweepable_keys_include_the_ll_module_ablation():
     keys = sweepable_keys()
     assert {"b", "m", "seed", "ll_module", "train.ll_lambda", "train.amp"} <= set(keys)
     assert "iterations" not in keys and "shards_dir" not in keys
+
+
+def test_sweepable_keys_are_the_result_settings_read_from_their_kinds():
+    """A sweep varies what changes results, on one experiment (identity), each trial in
+    process (the Ray executor's placement does not apply), every trial as long (execution)."""
+    from raydal.training.config import TrainConfig
+
+    keys = set(sweepable_keys())
+    train = [f"train.{f.name}" for f in dataclasses.fields(TrainConfig)]
+    for key in [f.name for f in dataclasses.fields(ALConfig)] + train:
+        placement = key in ("executor", "num_workers", "use_gpu")
+        expected = setting_kind(key) == RESULT and key != "train" and not placement
+        assert (key in keys) == expected, key
+    assert "eval_max_samples" in keys and "train.eval_every" not in keys and "mode" not in keys
 
 
 def test_trial_state_dirs_are_deterministic_from_overrides_and_base(base, tmp_path):
