@@ -166,7 +166,7 @@ def make_read_shards(workdir: Path, template: Path, n: int, size: int) -> dict[s
                 "labeled": [True] * k,
             }, schema=shard_module.SCHEMA)
             name = f"pool/part-{len(files):05d}.parquet"
-            pq.write_table(table, root / name, row_group_size=per_group, write_statistics=False)
+            pq.write_table(table, root / name, row_group_size=per_group, write_statistics=["id"])  # as prepare
             files.append(name)
         for split in ("val", "test"):
             shutil.copytree(template / split, root / split)

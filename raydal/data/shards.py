@@ -437,8 +437,9 @@ def _write_split(
         split_dir.mkdir(exist_ok=True)
         name = f"{split}/part-{len(files):05d}.parquet"
         # Row groups of about one real image (ROW_GROUP_BYTES): a fit reads its labeled rows' groups only.
+        # Statistics of the id column only: with one row per group they hold the ids in the footer.
         pq.write_table(table, out / name, row_group_size=max(1, ROW_GROUP_BYTES // images[0].nbytes),
-                       write_statistics=False)
+                       write_statistics=["id"])
         files.append(name)
         kept.extend(good)
     return files, np.array(kept, dtype=np.int64), problems

@@ -37,7 +37,7 @@ def write_shards(template, out, n: int, size: int, rows_per_group: int, seed: in
             "labeled": [True] * k,
         }, schema=SCHEMA)
         name = f"pool/part-{len(files):05d}.parquet"
-        pq.write_table(table, out / name, row_group_size=rows_per_group, write_statistics=False)
+        pq.write_table(table, out / name, row_group_size=rows_per_group, write_statistics=["id"])
         files.append(name)
     for split in ("val", "test"):  # kept from the template
         (out / split).mkdir()
@@ -49,14 +49,14 @@ def write_shards(template, out, n: int, size: int, rows_per_group: int, seed: in
 
 
 class Recorder:
-    """Wraps ``shares.parquet_file``: which row groups of which file were read, and their bytes."""
+    """Wraps ``shares.open_shard``: which row groups of which file were read, and their bytes."""
 
     def __init__(self, monkeypatch):
         self.groups: dict[str, list[int]] = {}
         self.bytes = 0
-        opened = shares.parquet_file
+        opened = shares.open_shard
 
-        def parquet_file(path):
+        def open_shard(path):
             pf = opened(path)
             read = pf.read_row_groups
 
@@ -72,7 +72,7 @@ class Recorder:
             pf.read_row_groups = read_row_groups
             return pf
 
-        monkeypatch.setattr(shares, "parquet_file", parquet_file)
+        monkeypatch.setattr(shares, "open_shard", open_shard)
 
 
 @pytest.fixture(scope="module")
@@ -234,10 +234,18 @@ def test_the_driver_reads_a_splits_ids_once_and_workers_check_them(tiny_shards, 
     ids = read_ids(m, "pool").tolist()[::9]
     first = locate_ids(m, "pool", ids)
     opened = []
-    real = shares.parquet_file
-    monkeypatch.setattr(shares, "parquet_file", lambda path: opened.append(path) or real(path))
+    real = shares.open_shard
+    monkeypatch.setattr(shares, "open_shard", lambda path: opened.append(path) or real(path))
     assert locate_ids(m, "pool", ids) == first and file_rows(m, "pool") and opened == []  # from memory
     share = plan_labeled_shares(first, 1)[0]
     assert read_share(m, share, expected=ids)["id"].tolist() == ids
     with pytest.raises(DatasetError, match="changed since the run located its rows"):
         read_share(m, share, expected=ids[1:])  # a row whose id the plan did not name
+
+
+@pytest.mark.parametrize("per_group, statistics", [(1, ["id"]), (1, False), (3, ["id"])])
+def test_file_ids_from_the_footer_or_the_column(tmp_path, per_group, statistics):
+    ids = [f"S2A_MSIL2A_{i:07d}" for i in range(40)]
+    pq.write_table(pa.table({"id": ids, "image": [bytes(64)] * 40}), tmp_path / "f.parquet",
+                   row_group_size=per_group, write_statistics=statistics)
+    assert shares.file_ids(pq.ParquetFile(tmp_path / "f.parquet")).to_pylist() == ids
