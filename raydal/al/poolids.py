@@ -77,8 +77,8 @@ def prev_probs_digest(prev_probs: tuple[np.ndarray, np.ndarray]) -> bytes:
     ids, probs = prev_probs
     if _last_digest is not None and _last_digest[0]() is ids and _last_digest[1]() is probs:
         return _last_digest[2]
-    h = hashlib.sha256(pack_ids(np.asarray(ids)).tobytes())
-    h.update(np.ascontiguousarray(probs, dtype=np.float32).tobytes())
+    h = hashlib.sha256(memoryview(np.ascontiguousarray(pack_ids(np.asarray(ids)))).cast("B"))  # no copy
+    h.update(memoryview(np.ascontiguousarray(probs, dtype=np.float32)).cast("B"))
     digest = h.digest()
     try:
         _last_digest = (weakref.ref(ids), weakref.ref(probs), digest)
