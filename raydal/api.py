@@ -7,6 +7,7 @@ It works on the same state dir as the command line: a run started with
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Callable
@@ -14,11 +15,24 @@ from typing import Any, Callable
 import numpy as np
 
 from raydal.al.state import ALState, StateStore
-from raydal.config import ALConfig
+from raydal.config import ALConfig, resolve_config
 from raydal.exceptions import ConfigError
 from raydal.utils import normal_location
 
-__all__ = ["Learner"]
+__all__ = ["LEARNER_DEFAULTS", "Learner"]
+
+#: What a Learner changes from ``raydal run``'s defaults: annotators answer, in this process.
+LEARNER_DEFAULTS = {"mode": "human", "executor": "local"}
+
+
+def _check_fields(settings: Mapping[str, Any]) -> None:
+    """ConfigError for a setting that is not an ``ALConfig`` field (e.g. ``trials``: a Learner is one
+    run) or that the arguments give (the dataset is the shards')."""
+    valid = {f.name for f in dataclasses.fields(ALConfig)} - {"dataset", "shards_dir", "state_dir"}
+    unknown = sorted(set(settings) - valid)
+    if unknown:
+        raise ConfigError(f"Unknown Learner setting(s) {unknown}: a Learner is one run, set by ALConfig fields "
+                          f"{sorted(valid)} (training settings go in train={{...}}).")
 
 
 class Learner:
@@ -30,13 +44,17 @@ class Learner:
         shards_dir: the prepared shards (``raydal prepare``); needed for a new run.
         fork: reopen a run under changed result settings (as ``raydal run --fork``).
         log: progress sink (one line per step); ``None`` for silence.
+        preset: as ``raydal run --preset`` ("demo"); the dataset's paper protocol applies
+            either way.
         settings: ``ALConfig`` fields for a new run (strategy, b, m, initial_labeled,
-            iterations, backbone, train={...}, ...). Defaults: ``mode="human"``,
-            ``executor="local"`` and ``ALConfig``'s own for the rest.
+            iterations, backbone, train={...}, ...). A new run's configuration resolves
+            as ``raydal run``'s does (``raydal.config.resolve_config``): built-in defaults
+            < the shards' dataset's paper protocol < ``preset`` < :data:`LEARNER_DEFAULTS`
+            (``mode="human"``, ``executor="local"``) < ``settings``.
     """
 
     def __init__(self, state_dir: str | Path, shards_dir: str | Path | None = None, *, fork: bool = False,
-                 log: Callable[[str], None] | None = print, **settings: Any):
+                 log: Callable[[str], None] | None = print, preset: str | None = None, **settings: Any):
         self.store = StateStore(str(state_dir))
         if self.store.has_state():
             saved = self.store.load().config
@@ -50,10 +68,11 @@ class Learner:
                                   "`raydal prepare`) to start one.")
             from raydal.data.shards import load_manifest
 
+            _check_fields(settings)
             manifest = load_manifest(shards_dir)
-            fields = {"mode": "human", "executor": "local", **settings}
-            self.config = ALConfig(dataset=manifest.dataset, shards_dir=normal_location(shards_dir),
-                                   state_dir=str(state_dir), **fields)
+            where = {"shards_dir": normal_location(shards_dir), "state_dir": str(state_dir)}
+            self.config = resolve_config(manifest.dataset, preset, overrides={**LEARNER_DEFAULTS, **settings,
+                                                                              **where}).run
         self._fork = fork
         self._log = log or (lambda _: None)
         self._executor = None

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from raydal import Learner
 from raydal.al.state import StateStore
@@ -14,6 +15,7 @@ from raydal.cli import main
 from raydal.data.shards import load_manifest, prepare, read_ids
 from raydal.data.synth import synthesize
 from raydal.exceptions import ConfigError, LabelImportError
+from raydal.utils import normal_location
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "api.md"
 
@@ -96,3 +98,21 @@ def test_teach_validates_like_a_label_file_and_the_cli_takes_over(shards, tmp_pa
         Learner(state_dir, tmp_path)
     with pytest.raises(ConfigError, match="pass shards_dir"):
         Learner(tmp_path / "empty")
+
+
+def test_learner_resolves_its_config_like_raydal_run(tiny_shards, tmp_path, capsys):
+    """On the same shards a Learner and `raydal run --print-config` resolve one configuration:
+    the dataset's paper protocol (b = 20 on UCMerced, up to 400 labels), then the caller's settings."""
+    state = tmp_path / "run"
+    learner = Learner(state, tiny_shards, strategy="random", m=2, train={"epochs": 2}, log=None)
+    argv = ["run", "ucmerced", "--print-config", "--shards-dir", normal_location(tiny_shards), "--state-dir",
+            str(state), "--mode", "human", "--executor", "local", "--strategy", "random", "--m", "2", "--epochs", "2"]
+    assert main(argv) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert learner.config.to_dict() == {k: printed[k] for k in learner.config.to_dict()}
+    cfg = learner.config
+    assert (cfg.dataset, cfg.b, cfg.initial_labeled, cfg.label_budget, cfg.iterations) == ("ucmerced", 20, 40, 400, None)
+    assert (cfg.train["epochs"], cfg.train["batch_size"], cfg.train["lr"], cfg.m) == (2, 10, 0.025, 2)
+    assert (cfg.mode, cfg.executor) == ("human", "local")
+    with pytest.raises(ConfigError, match=r"Unknown Learner setting\(s\) \['trials'\]"):
+        Learner(tmp_path / "other", tiny_shards, trials=3, log=None)

@@ -27,7 +27,7 @@ def test_registry_lists_the_backbones_and_unknown_name_lists_them():
 
 @pytest.mark.parametrize("bands", [3, 4, 12])
 def test_densenet121_shapes(bands):
-    model = create_model("densenet121", num_classes=15, in_channels=bands, seed=0).eval()
+    model = create_model("densenet121", num_classes=15, in_channels=bands, ll=True, seed=0).eval()
     with torch.no_grad():
         out = model(torch.rand(2, bands, 32, 32))
     assert out.logits.shape == (2, 15)
@@ -41,8 +41,9 @@ def test_densenet121_shapes(bands):
 def test_densenet121_parameter_counts_match_the_paper():
     # Table I: 7.33 M trainable parameters with the LL module, 6.97 M without (17 classes, RGB).
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    assert round(count(create_model("densenet121", 17, 3)) / 1e6, 2) == 7.33
+    assert round(count(create_model("densenet121", 17, 3, ll=True)) / 1e6, 2) == 7.33
     assert round(count(create_model("densenet121", 17, 3, ll=False)) / 1e6, 2) == 6.97
+    assert create_model("smallcnn", 17, 3).ll is None and not ModelSpec("smallcnn", 17, 3).ll  # LL only when asked
 
 
 @pytest.mark.parametrize("name,dim,n_maps", [("resnet18", 512, 4), ("resnet50", 2048, 4), ("smallcnn", 64, 3)])
@@ -70,7 +71,7 @@ def test_bad_arguments_raise_config_errors():
 
 
 def test_detach_ll_stops_ll_gradient_into_backbone():
-    model = create_model("smallcnn", 3, 3, seed=0)
+    model = create_model("smallcnn", 3, 3, ll=True, seed=0)
     x = torch.rand(4, 3, 32, 32)
     model(x).pred_loss.sum().backward()
     assert model.backbone.stage1[0].weight.grad.abs().sum() > 0
@@ -165,7 +166,7 @@ def test_preprocess():
 
 
 def test_checkpoint_round_trip(tmp_path):
-    model = create_model("smallcnn", 4, 12, ll_hidden=8, seed=0, rgb_bands=(3, 2, 1))
+    model = create_model("smallcnn", 4, 12, ll=True, ll_hidden=8, seed=0, rgb_bands=(3, 2, 1))
     folder = save_checkpoint(tmp_path / "ckpt", model, extra={"epoch": 3})
     assert sorted(p.name for p in folder.iterdir()) == ["model.json", "model.pt"]
     meta = read_checkpoint_meta(folder)

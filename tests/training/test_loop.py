@@ -19,7 +19,7 @@ from raydal.training import (
 )
 from raydal.training.loop import CheckpointPolicy
 
-SPEC = ModelSpec("smallcnn", num_classes=4, in_channels=3)
+SPEC = ModelSpec("smallcnn", num_classes=4, in_channels=3, ll=True)
 CPU = torch.device("cpu")
 
 
@@ -87,7 +87,7 @@ def test_ll_gradient_stop_in_the_loop(train_split):
 
 
 def test_ll_loss_gives_backbone_gradient_only_before_the_stop_epoch():
-    model = create_model("smallcnn", 4, 3, seed=0)
+    model = create_model("smallcnn", 4, 3, ll=True, seed=0)
     x = torch.rand(8, 3, 32, 32)
     for detach, expect_grad in ((False, True), (True, False)):
         model.zero_grad(set_to_none=True)
@@ -97,7 +97,7 @@ def test_ll_loss_gives_backbone_gradient_only_before_the_stop_epoch():
 
 
 def test_warm_start_loads_previous_weights_cold_start_does_not(train_split, tmp_path):
-    previous = create_model("smallcnn", 4, 3, seed=123)
+    previous = create_model("smallcnn", 4, 3, ll=True, seed=123)
     save_checkpoint(tmp_path / "prev", previous)
     warm = build_initial_model(SPEC, fast_cfg(warm_start=True), tmp_path / "prev")
     cold = build_initial_model(SPEC, fast_cfg(warm_start=False), tmp_path / "prev")
@@ -116,7 +116,7 @@ def test_warm_start_loads_previous_weights_cold_start_does_not(train_split, tmp_
 
 
 def test_warm_start_from_a_mismatched_checkpoint_raises(tmp_path):
-    save_checkpoint(tmp_path / "prev", create_model("smallcnn", 5, 3))
+    save_checkpoint(tmp_path / "prev", create_model("smallcnn", 5, 3, ll=True))
     with pytest.raises(ModelError, match="num_classes"):
         build_initial_model(SPEC, fast_cfg(warm_start=True), tmp_path / "prev")
 
@@ -138,7 +138,7 @@ def test_resume_from_a_checkpoint_matches_an_uninterrupted_run(train_split, val_
     assert [h["checkpointed"] for h in history] == [False, True, False, True]
     assert {"model.pt", "model.json", "train_state.pt"} <= {p.name for p in kept[2].iterdir()}
 
-    resumed = create_model("smallcnn", 4, 3, seed=99)  # weights come from the checkpoint
+    resumed = create_model("smallcnn", 4, 3, ll=True, seed=99)  # weights come from the checkpoint
     reported = []
     history2 = fit(resumed, cfg, source, CPU, lambda m, c: reported.append(m["epoch"]),
                    val_batches=val, resume_dir=kept[2])
