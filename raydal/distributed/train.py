@@ -333,7 +333,7 @@ def train_with_ray(
     from raydal.distributed.session import ensure_ray
     from raydal.query import get_strategy
     from raydal.training.shares import (
-        evaluation_rows, file_rows, locate_ids, plan_labeled_shares, split_share, subsample_rows,
+        evaluation_rows, locate_ids, plan_labeled_shares, split_share, whole_split,
     )
 
     if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 1:
@@ -377,9 +377,8 @@ def train_with_ray(
     score_config = None
     if score is not None:
         prev = score.prev_probs
-        pool = subsample_rows(file_rows(manifest, "pool"), None, 0)
         score_config = dict(strategy=score.strategy, k=score.k, batch_size=score.batch_size,
-                            rows=split_share(pool, num_workers),
+                            rows=split_share(whole_split(manifest, "pool"), num_workers),
                             prev_probs=None if prev is None else ray.put((np.asarray(prev[0]), np.asarray(prev[1]))))
     resources = {"CPU": float(cpus_per_worker)}
     if use_gpu:
@@ -388,7 +387,7 @@ def train_with_ray(
     loop_config = dict(
         spec=spec.to_dict(), cfg=cfg.to_dict(), manifest=manifest, init=init,
         shares=plan_labeled_shares(locate_ids(manifest, "pool", ids), num_workers), labeled=ids,
-        validate=subsample_rows(file_rows(manifest, "val"), None, 0) if validate else None,
+        validate=whole_split(manifest, "val") if validate else None,
         checkpoint=dict(every_epochs=policy.every_epochs, every_seconds=policy.every_seconds),
         eval_batch_size=eval_batch_size, torch_threads=torch_threads, progress=progress,
         label_overrides={str(k): list(v) for k, v in (label_overrides or {}).items()},

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import queue
 import threading
 import zlib
@@ -78,17 +79,16 @@ def open_shard(location: str) -> pq.ParquetFile:
 def split_index(manifest: Manifest, split: str) -> tuple[pa.ChunkedArray, np.ndarray]:
     """The ids of ``split`` in shard order and each file's first row (int [F + 1], the last: the row count).
 
-    Read once per process and shard set (the id columns and footers; with one
-    image per row group a footer holds ~500 bytes per row, so re-reading every
-    file each AL iteration would cost the driver seconds at 10^5-10^6 rows).
+    Read once per process and shard set (every file's footer, and its id
+    column where ``file_ids`` needs it: with one image per row group a footer
+    holds ~550 bytes per row, so re-reading every file each AL iteration would
+    cost the driver seconds at 10^5-10^6 rows).
     A shard set is never changed in place (``prepare`` writes a new one and
     renames it), so the manifest identifies it; ``read_share`` still checks
     the ids it reads against the ones planned.
     """
-    import json
-
-    return _split_index(split, tuple(manifest.split_files(split)), json.dumps(manifest.to_json(), sort_keys=True,
-                                                                              default=str))
+    manifest_json = json.dumps(manifest.to_json(), sort_keys=True, default=str)
+    return _split_index(split, tuple(manifest.split_files(split)), manifest_json)
 
 
 @functools.lru_cache(maxsize=6)
@@ -124,7 +124,7 @@ def file_ids(pf: pq.ParquetFile) -> pa.Array:
 def locate_ids(manifest: Manifest, split: str, ids: Collection[str]) -> Share:
     """Where ``ids`` live: (file, their row numbers, ascending) for each file holding any, in file order.
 
-    Reads only the id columns, once per process (``split_index``). DatasetError
+    Reads the split's ids once per process (``split_index``). DatasetError
     lists the ids that are not in ``split``.
     """
     wanted = pa.array(sorted({str(i) for i in ids}), pa.string())
@@ -205,6 +205,11 @@ def subsample_rows(files: Sequence[tuple[str, int]], max_samples: int | None, se
         if hi > lo:
             share.append((path, (chosen[lo:hi] - starts[k]).tolist()))
     return share
+
+
+def whole_split(manifest: Manifest, split: str) -> Share:
+    """Every row of ``split``, as a ``Share`` (one ``range`` per file)."""
+    return subsample_rows(file_rows(manifest, split), None, 0)
 
 
 def split_seed(split: str) -> int:
