@@ -155,7 +155,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--config", type=Path, default=None,
                    help="YAML file of config fields (as --print-config writes); flags override it")
     g.add_argument("--print-config", action="store_true",
-                   help="print the resolved configuration as YAML (loadable with --config) and exit")
+                   help="print the resolved configuration as YAML (loadable with --config), each value marked "
+                        "with its source (built-in, paper, preset, file, flag), and exit")
     g.add_argument("--fork", action="store_true", help="continue an existing state dir under a changed config")
 
 
@@ -183,14 +184,26 @@ def config_from_args(args: argparse.Namespace):
     return resolve_config(args.dataset, args.preset, args.config, _overrides(args))
 
 
+def _print_config(exp, args: argparse.Namespace, **sources: str) -> None:
+    """``--print-config``: the resolved YAML, each value marked with its source (``sources``: a
+    caller's own, e.g. the sweep's trials)."""
+    from raydal.config import config_sources
+
+    print(exp.to_yaml({**config_sources(args.dataset, args.preset, args.config, _overrides(args)), **sources}),
+          end="")
+
+
 def _cmd_run(args: argparse.Namespace) -> None:
     from raydal.al.executor import executor_needs_ray
-    from raydal.al.experiment import ensure_shards, run_experiment
+    from raydal.al.experiment import ensure_shards, generated_archive_note, run_experiment
 
     exp = config_from_args(args)
     if args.print_config:
-        print(exp.to_yaml(), end="")
+        _print_config(exp, args)
         return
+    note = generated_archive_note(exp, paper=args.preset in (None, "paper"))
+    if note:
+        print(note)
     config = exp.run
     ensure_shards(config.dataset, config.shards_dir, exp.data_root, exp.image_size, exp.fake_n, seed=config.seed)
     if executor_needs_ray(config.executor):
@@ -266,7 +279,7 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
         raise ConfigError("--compare belongs to `raydal run`; a sweep compares its points in sweep.md "
                           "(add random to the sweep with --param strategy=random,mge+clustering).")
     if args.print_config:
-        print(exp.to_yaml(), end="")
+        _print_config(exp, args, trials="sweep (one trial per grid point)")
         return
     config = exp.run
     space = _param_space(args)

@@ -54,6 +54,19 @@ PAPER_PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 
+#: What the paper's protocol needs but the paper does not state (method.md): raydal's choices,
+#: which ``--print-config`` marks as such while they come from the defaults or the paper preset.
+PAPER_UNSTATED: dict[str, str] = {
+    "weights": "null: DenseNet121 trained from scratch, no pretrained weights",
+    "train.momentum": "SGD momentum",
+    "train.weight_decay": "SGD weight decay",
+    "train.amp": "auto: bf16 autocast on CUDA, fp32 on CPU",
+}
+#: What ``--print-config`` says about a dataset's paper preset beyond :data:`PAPER_UNSTATED`.
+PAPER_PRESET_NOTES: dict[str, str] = {
+    "bigearthnet": "BigEarthNet is not in the paper: its paper preset is TreeSatAI's protocol, reused",
+}
+
 #: ``--preset demo``: a small model on a small generated archive, a few minutes on 2 CPU cores.
 DEMO_PRESET: dict[str, Any] = dict(
     backbone="smallcnn", image_size=32, fake_n=840, b=20, m=3, initial_labeled=40, iterations=4,
@@ -287,13 +300,40 @@ class ExperimentConfig:
         outer = {k: data.pop(k) for k in cls.keys() if k in data}
         return cls(run=ALConfig.from_dict(data), **outer)
 
-    def to_yaml(self) -> str:
-        """YAML that ``--config`` loads back to this config, with a summary in comments."""
+    def to_yaml(self, sources: Mapping[str, str] | None = None) -> str:
+        """YAML that ``--config`` loads back to this config, with a summary in comments.
+
+        sources: flat key -> where the value comes from (:func:`config_sources`); each
+        value then ends with it as a comment (keys not in it: "built-in"), and the
+        paper protocol's unstated choices (:data:`PAPER_UNSTATED`) are marked as raydal's.
+        """
         run = self.run
         seeds = f"seed {run.seed}" if self.trials == 1 else f"seeds {run.seed}..{run.seed + self.trials - 1}"
         head = [f"# raydal {run.dataset}: {self.trials} trial(s) ({seeds}); {self.stopping_rule()}",
                 "# resolved configuration: load it back with --config FILE"]
-        return "\n".join(head) + "\n" + yaml.safe_dump(self.to_dict(), sort_keys=False)
+        body = yaml.safe_dump(self.to_dict(), sort_keys=False, width=math.inf)
+        if sources is None:
+            return "\n".join(head) + "\n" + body
+        paper = run.dataset in PAPER_PRESETS
+        head.append("# after each value, its source: built-in (raydal's default, the paper's value wherever the "
+                    f"paper states one), paper (the paper's protocol for {run.dataset}), preset (--preset), "
+                    "file (--config), flag (the command line)")
+        unstated = [k for k in PAPER_UNSTATED if paper and sources.get(k, "built-in") in ("built-in", "paper")]
+        if unstated:
+            head.append("# not stated by the paper, raydal's choices under its protocol: "
+                        + "; ".join(f"{k} ({PAPER_UNSTATED[k]})" for k in unstated))
+        if paper and run.dataset in PAPER_PRESET_NOTES:
+            head.append(f"# paper: {PAPER_PRESET_NOTES[run.dataset]}")
+        lines = []
+        for line in body.splitlines():
+            key, parent = line.split(":", 1)[0].strip(), ("train." if line.startswith("  ") else "")
+            if line.rstrip().endswith(":"):  # a mapping's head (train:)
+                lines.append(line)
+                continue
+            source = sources.get(parent + key, "built-in")
+            note = "; not stated by the paper: raydal's choice" if parent + key in unstated else ""
+            lines.append(f"{line}  # {source}{note}")
+        return "\n".join(head + lines) + "\n"
 
     def stopping_rule(self) -> str:
         """In words: where each trial stops ("stops at 400 labels (40 initial + 18 rounds of 20)"),
@@ -363,6 +403,28 @@ def merge_layers(layers: list[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
+#: Where a resolved value comes from, lowest layer first (``--print-config`` marks each value).
+SOURCES = ("built-in", "paper", "preset", "file", "flag")
+
+
+def config_layers(dataset: str, preset: str | None = None, config_file: str | Path | None = None,
+                  overrides: Mapping[str, Any] | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """The layers :func:`resolve_config` merges, lowest first, each with its source
+    (:data:`SOURCES`; the dataset argument counts as a flag)."""
+    layers = [("flag", {"dataset": dataset}), ("paper", preset_layer("paper", dataset))]
+    if preset is not None and preset != "paper":
+        layers.append(("preset", preset_layer(preset, dataset)))
+    if config_file is not None:
+        data = load_config_file(config_file)
+        if data.get("dataset", dataset) != dataset:
+            raise ConfigError(f"Config file {config_file} is for dataset {data['dataset']!r}, not {dataset!r}: "
+                              f"run `raydal run {data['dataset']} --config {config_file}` or change its 'dataset'.")
+        layers.append(("file", data))
+    if overrides:
+        layers.append(("flag", dict(overrides)))
+    return layers
+
+
 def resolve_config(dataset: str, preset: str | None = None, config_file: str | Path | None = None,
                    overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
     """The experiment from its layers, lowest first:
@@ -370,20 +432,28 @@ def resolve_config(dataset: str, preset: str | None = None, config_file: str | P
     built-in defaults (the dataclasses) < the dataset's protocol (:data:`PAPER_PRESETS`)
     < ``preset`` ("demo"; "paper" adds nothing) < ``config_file`` < ``overrides``
     (explicit flags: only the given ones, ``train`` as a nested mapping).
+    ``raydal run`` and ``raydal.Learner`` both resolve here.
 
     Raises:
         ConfigError: an unknown field, name or preset, a value out of range, or a config
             file written for another dataset; before anything runs.
     """
-    layers = [{"dataset": dataset}, preset_layer("paper", dataset)]
-    if preset is not None and preset != "paper":
-        layers.append(preset_layer(preset, dataset))
-    if config_file is not None:
-        data = load_config_file(config_file)
-        if data.get("dataset", dataset) != dataset:
-            raise ConfigError(f"Config file {config_file} is for dataset {data['dataset']!r}, not {dataset!r}: "
-                              f"run `raydal run {data['dataset']} --config {config_file}` or change its 'dataset'.")
-        layers.append(data)
-    if overrides:
-        layers.append(overrides)
-    return ExperimentConfig.from_dict(merge_layers(layers))
+    layers = config_layers(dataset, preset, config_file, overrides)
+    return ExperimentConfig.from_dict(merge_layers([layer for _, layer in layers]))
+
+
+def config_sources(dataset: str, preset: str | None = None, config_file: str | Path | None = None,
+                   overrides: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """Where each value of :func:`resolve_config` comes from, by flat key (``b``, ``train.lr``):
+    the last layer that sets it, else "built-in". A layer that sets one stopping criterion
+    sets both (:func:`merge_layers`)."""
+    out: dict[str, str] = {}
+    for source, layer in config_layers(dataset, preset, config_file, overrides):
+        if any(k in layer for k in STOP_KEYS):
+            out.update({k: source for k in STOP_KEYS})
+        for key, value in layer.items():
+            if key == "train":
+                out.update({f"train.{k}": source for k in value or {}})
+            else:
+                out[key] = source
+    return out

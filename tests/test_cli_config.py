@@ -137,8 +137,61 @@ def test_print_config_round_trip(argv, tmp_path, capsys, monkeypatch):
     saved = tmp_path / "resolved.yaml"
     saved.write_text(first)
     again = _print_config([argv[0], "--config", str(saved)], capsys)
-    assert again == first
+    assert yaml.safe_load(again) == data  # loaded back unchanged; now every value comes from the file
+    assert resolve_config(argv[0], config_file=saved) == config_from_args(_args(*argv))
+    values = [line for line in again.splitlines() if not line.startswith("#") and not line.endswith(":")]
+    assert values and all(" # file" in line for line in values)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["resolved.yaml"]  # no shards, no state dir
+
+
+def test_print_config_marks_each_values_source(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("b: 7\ntrain:\n  lr: 0.3\n")
+    out = _print_config(["treesatai", "--preset", "demo", "--config", str(path), "--seed", "3", "--epochs", "5"],
+                        capsys)
+    lines = out.splitlines()
+    for expected in ("b: 7  # file", "  lr: 0.3  # file", "seed: 3  # flag", "  epochs: 5  # flag",
+                     "  batch_size: 16  # preset", "trials: 1  # preset", "m: 3  # preset", "warm_start: false  # paper",
+                     "score_batch_size: 64  # built-in", "dataset: treesatai  # flag"):
+        assert expected in lines, expected
+    # a stopping rule given by a layer sets both criteria: the demo's iterations, its label_budget None
+    assert "iterations: 4  # preset" in lines and "label_budget: null  # preset" in lines
+
+
+def test_print_config_says_which_paper_protocol_choices_are_raydals(capsys):
+    """The paper gives no pretraining, momentum, weight decay or precision: those values are raydal's."""
+    lines = _print_config(["ucmerced"], capsys).splitlines()
+    for expected in ("weights: null  # built-in; not stated by the paper: raydal's choice",
+                     "  momentum: 0.9  # built-in; not stated by the paper: raydal's choice",
+                     "  weight_decay: 0.0005  # built-in; not stated by the paper: raydal's choice",
+                     "  amp: auto  # built-in; not stated by the paper: raydal's choice",
+                     "  lr: 0.025  # paper", "b: 20  # paper", "label_budget: 400  # paper"):
+        assert expected in lines, expected
+    assert any(line.startswith("# not stated by the paper") and "DenseNet121 trained from scratch" in line
+               and "bf16 autocast on CUDA" in line for line in lines)
+    lines = _print_config(["ucmerced", "--weights", "w.pt", "--amp", "off"], capsys).splitlines()
+    assert "weights: w.pt  # flag" in lines and "  amp: 'off'  # flag" in lines  # the user's choice now
+    assert any("BigEarthNet is not in the paper" in line for line in _print_config(["bigearthnet"], capsys).splitlines())
+
+
+def test_a_paper_run_without_data_root_says_first_that_its_archive_is_generated(tiny_shards, tmp_path, capsys,
+                                                                               monkeypatch):
+    import raydal.al.experiment
+    from raydal.exceptions import DatasetNotFoundError
+
+    def stop(*a, **k):  # the run stops where it would generate and prepare the archive
+        raise DatasetNotFoundError("stopped by the test")
+
+    monkeypatch.setattr(raydal.al.experiment, "ensure_shards", stop)
+    assert cli(["run", "ucmerced", "--state-dir", str(tmp_path / "st")]) == 2
+    first = capsys.readouterr().out.splitlines()[0]
+    assert "GENERATED ucmerced archive" in first and "not comparable with the paper's" in first
+    assert "--data-root" in first and str(tmp_path / "shards-ucmerced-archive") in first
+    # shards prepared from a real archive, or a --data-root: nothing to say
+    assert cli(["run", "ucmerced", "--shards-dir", str(tiny_shards), "--state-dir", str(tmp_path / "st")]) == 2
+    assert "GENERATED" not in capsys.readouterr().out
+    assert cli(["run", "ucmerced", "--data-root", str(tmp_path), "--state-dir", str(tmp_path / "st")]) == 2
+    assert "GENERATED" not in capsys.readouterr().out
 
 
 def test_print_config_shows_trials_and_budget(capsys):

@@ -12,7 +12,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable
 
-from raydal.config import ALConfig
+from raydal.config import ALConfig, ExperimentConfig
 from raydal.constants import F1_CURVES_PNG, MANIFEST_NAME, REPORT_MD, TRIAL_DIR_PREFIX
 
 TrialRunner = Callable[[ALConfig, bool], dict[str, Any]]
@@ -44,13 +44,42 @@ def ensure_shards(dataset: str, shards_dir: str | Path, data_root: str | Path | 
         raise DatasetNotFoundError(f"No prepared shards at {shards_dir} (no {MANIFEST_NAME}). Fix: run `raydal "
                                    f"prepare <dataset> <archive> {shards_dir}` first, or pass --data-root.")
     if data_root is None:
-        data_root = Path(f"{shards_dir}-archive")
+        data_root = generated_archive_dir(shards_dir)
         if not data_root.exists():
             log(f"no --data-root given: generating a fake {dataset} archive in {data_root}")
             synthesize(dataset, data_root, n=fake_n, size=size, seed=seed)
     log(f"preparing shards from {data_root} into {shards_dir}")
     prepare(dataset, data_root, shards_dir, size=size, seed=seed)
     return shards_dir
+
+
+def generated_archive_dir(shards_dir: str | Path) -> Path:
+    """Where :func:`ensure_shards` generates a fake archive for ``shards_dir`` without a data root."""
+    return Path(f"{str(shards_dir).rstrip('/')}-archive")
+
+
+def generated_archive_note(exp: ExperimentConfig, paper: bool = True) -> str | None:
+    """The first line of a run whose archive is generated (now, or when its shards were
+    prepared): no ``--data-root``. None when its shards come from a real archive.
+    ``paper``: the run follows the paper preset (the line then says it is not the paper's data)."""
+    from raydal.data.shards import load_manifest
+    from raydal.utils import file_exists, is_uri, join_location, normal_location
+
+    config = exp.run
+    if exp.data_root is not None:
+        return None
+    generated = generated_archive_dir(config.shards_dir)
+    if file_exists(join_location(config.shards_dir, MANIFEST_NAME)):
+        source = load_manifest(config.shards_dir).source_root
+        if is_uri(config.shards_dir) or normal_location(source) != normal_location(generated):
+            return None  # prepared from a real archive
+    elif is_uri(config.shards_dir):
+        return None  # ensure_shards refuses: nothing is generated
+    line = (f"raydal: no --data-root: this run uses a GENERATED {config.dataset} archive ({generated}: synthetic "
+            f"images and labels from `raydal synth`), not the real one")
+    if paper:
+        line += "; its F1 is not comparable with the paper's. Pass --data-root FOLDER to run on the real archive"
+    return line + "."
 
 
 def trial_configs(base: ALConfig, trials: int) -> list[ALConfig]:
