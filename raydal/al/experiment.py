@@ -75,8 +75,8 @@ def generated_archive_note(exp: ExperimentConfig, paper: bool = True) -> str | N
             return None  # prepared from a real archive
     elif is_uri(config.shards_dir):
         return None  # ensure_shards refuses: nothing is generated
-    line = (f"raydal: no --data-root: this run uses a GENERATED {config.dataset} archive ({generated}: synthetic "
-            f"images and labels from `raydal synth`), not the real one")
+    line = (f"raydal: no --data-root: this run uses a GENERATED {config.dataset} archive ({generated}: images "
+            f"made by `raydal synth`), not the real one")
     if paper:
         line += "; its F1 is not comparable with the paper's. Pass --data-root FOLDER to run on the real archive"
     return line + "."
