@@ -15,10 +15,11 @@ import numpy as np
 # ---------------------------------------------------------------------- a pool without images
 
 
-def write_pool(out_dir: str | Path, n: int, *, classes: int = 15, bands: int = 4, rows_per_file: int = 10_000) -> Path:
+def write_pool(out_dir: str | Path, n: int, *, classes: int = 15, bands: int = 4, rows_per_file: int = 10_000,
+               id_format: str = "p{:07d}") -> Path:
     """Write a prepared shard set (real Parquet layout and manifest) whose ``pool`` split has ``n`` rows
     and no images: each "image" is 1 x 1 x ``bands`` pixels holding the row number's bytes, so the
-    stand-in's outputs differ per row. Ids are ``p0000000``, ... Returns the folder."""
+    stand-in's outputs differ per row. Ids are ``id_format.format(row)``: ``p0000000``, ... Returns the folder."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -35,7 +36,7 @@ def write_pool(out_dir: str | Path, n: int, *, classes: int = 15, bands: int = 4
         raw = rows.astype("<u4").view(np.uint8).reshape(-1, 4)
         pixels[:, : min(4, bands)] = raw[:, : min(4, bands)]
         table = pa.table({
-            "id": pa.array([f"p{i:07d}" for i in rows], pa.string()),
+            "id": pa.array([id_format.format(i) for i in rows], pa.string()),
             "image": _fixed_binary(pixels),
             "labels": _fixed_binary(np.zeros((len(rows), classes), np.uint8)),
             "path": pa.array([""] * len(rows), pa.string()),

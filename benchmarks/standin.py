@@ -26,7 +26,8 @@ from raydal.models.backbones import Backbone
 LATENCY_ENV = "RAYDAL_STANDIN_MS"
 LATENCY_ROW_ENV = "RAYDAL_STANDIN_MS_PER_ROW"
 NAME = "standin_sleep"
-EMBED = 16
+#: Embedding width D (``RAYDAL_STANDIN_EMBED``, read on import: set it before workers start).
+EMBED = int(os.environ.get("RAYDAL_STANDIN_EMBED", "16"))
 
 
 class SleepBackbone(Backbone):
