@@ -28,7 +28,16 @@ from typing import Any
 import yaml
 
 from raydal.exceptions import ConfigError
-from raydal.settings import EXECUTION, IDENTITY, RESULT, Interval, check_settings, field_kind, fields_of_kind, setting
+from raydal.settings import (
+    EXECUTION,
+    IDENTITY,
+    RESULT,
+    Interval,
+    check_settings,
+    field_kind,
+    fields_of_kind,
+    setting,
+)
 from raydal.utils import dataclass_from_dict
 
 MODES = ("simulation", "human")
@@ -156,12 +165,14 @@ class ALConfig:
     train: dict[str, Any] = setting(default_factory=dict, help="training settings: TrainConfig fields",
                                     cli=False, kind=RESULT)
     # Where the run executes, yet results: the Ray executor trains on num_workers Ray Train
-    # workers, each on batch_size // num_workers rows (the remainder dropped) with its own
-    # shuffle; the local one trains in this process on whole batches. use_gpu puts the
-    # Ray workers on GPUs, where amp "auto" means bf16 autocast. (The local executor uses
-    # CUDA whenever the machine has it, whatever use_gpu says.)
+    # workers, each on batch_size // num_workers rows of a batch (the remainder dropped),
+    # reading its share with its own shuffle; the local one trains in this process on
+    # whole batches of the labeled set held in memory, shuffled another way. use_gpu puts
+    # the Ray workers on GPUs, where amp "auto" means bf16 autocast. (The local executor
+    # uses CUDA whenever the machine has it, whatever use_gpu says.)
     executor: str = setting("ray", "ray: Ray Train + Ray Data from a driver actor; local: all in this process "
-                            "(trains on whole batches: results differ from ray's)", choices=_executors, kind=RESULT)
+                            "(it batches and shuffles its own way: results differ from ray's)", choices=_executors,
+                            kind=RESULT)
     num_workers: int = setting(1, "Ray Train workers; each trains on batch_size // num_workers rows of a batch, "
                                "so a change changes results", Interval(int, 1), kind=RESULT)
     use_gpu: bool = setting(False, "train and score on GPUs (with amp auto: in bf16, so results differ from "
