@@ -66,10 +66,10 @@ PAPER_PRESETS: dict[str, dict[str, Any]] = {
 #: What the paper's protocol needs but the paper does not state (method.md): raydal's choices,
 #: which ``--print-config`` marks as such while they come from the defaults or the paper preset.
 PAPER_UNSTATED: dict[str, str] = {
-    "weights": "null: DenseNet121 trained from scratch, no pretrained weights",
+    "weights": "DenseNet121 trained from scratch, no pretrained weights",
     "train.momentum": "SGD momentum",
     "train.weight_decay": "SGD weight decay",
-    "train.amp": "auto: bf16 autocast on CUDA, fp32 on CPU",
+    "train.amp": "bf16 autocast on CUDA, fp32 on CPU",
 }
 #: What ``--print-config`` says about a dataset's paper preset beyond :data:`PAPER_UNSTATED`.
 PAPER_PRESET_NOTES: dict[str, str] = {
@@ -331,8 +331,9 @@ class ExperimentConfig:
                     "file (--config), flag (the command line)")
         unstated = [k for k in PAPER_UNSTATED if paper and sources.get(k, "built-in") in ("built-in", "paper")]
         if unstated:
+            flat = {**self.to_dict(), **{f"train.{k}": v for k, v in run.train.items()}}
             head.append("# not stated by the paper, raydal's choices under its protocol: "
-                        + "; ".join(f"{k} ({PAPER_UNSTATED[k]})" for k in unstated))
+                        + "; ".join(f"{k} {json.dumps(flat[k])} ({PAPER_UNSTATED[k]})" for k in unstated))
         if paper and run.dataset in PAPER_PRESET_NOTES:
             head.append(f"# paper: {PAPER_PRESET_NOTES[run.dataset]}")
         lines = []
