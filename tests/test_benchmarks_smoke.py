@@ -84,3 +84,22 @@ def test_bench_iteration_small(ray_local, tmp_path):
     res = _load("bench_iteration").main(["--small", "--workdir", str(tmp_path / "work")])
     assert [r["executor"] for r in res["rows"]] == ["local", "ray"]
     assert all(len(r["iteration_seconds"]) == 1 for r in res["rows"]) and "ray_minus_local_s" in res["summary"]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_bench_bigearthnet_small(tmp_path):
+    import ray
+
+    if ray.is_initialized():  # this module's ray_local: the benchmark connects to a cluster of its own
+        ray.shutdown()
+    res = _load("bench_bigearthnet").main(["--small", "--workdir", str(tmp_path), "--json", str(tmp_path / "r.json")])
+    assert (tmp_path / "r.json").exists() and res["selected"] == 100 and res["n_labeled"] == 100
+    assert [s["phase"] for s in res["steps"]] == ["init", "train", "query"]
+    assert all(res["phases_seconds"][p] > 0 for p in ("read", "train", "evaluate", "score", "select", "save"))
+    reads = res["bytes_read"]
+    # the fit reads its labeled rows' row groups, evaluation val and test, scoring the pool
+    assert reads["read"]["pool_data"] >= res["targets"]["labeled_rows_bytes"] * 0.9
+    assert reads["evaluate"]["val_data"] > 0 and reads["evaluate"]["test_data"] > 0
+    assert reads["score"]["pool_data"] > 9_000 * 768
+    assert 0 < res["iteration"]["driver_peak_rss_bytes"] < 4 * 10**9

@@ -1,0 +1,644 @@
+"""One AL iteration at BigEarthNet size, end to end on a simulated multi-node cluster: seconds per
+phase, bytes read, the driver's peak memory.
+
+This process is the AL driver: the real ``ActiveLearner`` with the real
+``RayExecutor``, configured as ``raydal run bigearthnet`` configures it (the
+dataset's protocol from ``resolve_config``: 1,000 initial labels, b = 1,000,
+m = 4, MGE + clustering, batch 100, 100 epochs, cold start; every other setting
+at its default unless a flag says otherwise), runs the ``init``, ``train`` and
+``query`` steps of iteration 0 as the driver actor would (``raydal run`` runs
+the same loop inside a Ray actor; here it runs in the benchmark's process so
+that its phases can be timed and its memory sampled). Everything is real
+except the model's compute:
+
+- shards: ``--pool`` pool rows (550,000), ``--val`` and ``--test`` rows
+  (120,000 each, BigEarthNet's ~240k together), 12 bands, 19 classes, ids shaped
+  like BigEarthNet v2 patch names (51 characters), random pixels (Parquet cannot
+  compress them) of ``--image-size`` (8 x 8 x 12 by default, to fit the disk),
+  random multi-hot labels (~2.9 per image), written with raydal's shard schema in
+  ``prepare``'s layout: 512 images per file and row groups by
+  ``raydal.data.shards.ROW_GROUP_BYTES`` for ``--layout-size`` images (120: one
+  image per group, as prepare writes real BigEarthNet; 0: the rule applied to
+  the small images themselves);
+- the model: the STAND-IN ``standin_sleep`` backbone (``benchmarks/standin.py``)
+  under raydal's real head and LL module: each forward pass sleeps
+  ``--ns-per-value`` ns per pixel-band value (latency grows with pixels; the
+  sleep releases the GIL, like a process waiting on a GPU);
+- the cluster: ``ray.cluster_utils.Cluster`` of ``--nodes`` x ``--cpus`` logical
+  CPUs on 127.0.0.1; every Ray worker registers the stand-in and counts its
+  shard reads (``worker_setup``, Ray's ``worker_process_setup_hook``).
+
+Phases: read (each Ray Train rank reads its labeled share, in the background
+while the worker group forms), train (``fit``), evaluate (val and test in the
+workers), score (the unlabeled pool: in the training workers with
+``score_workers`` 0, else on Ray Data actors), merge (rank 0 merges the workers'
+top-K candidates; on the Ray Data path the driver's ``PoolScores.assemble``),
+select (k-means++ on the m*b candidates, in the driver), save (state.json,
+the pool probabilities, the scores file beside the checkpoint, in the driver).
+Bytes read are counted where Parquet reads the shard files (a file wrapper
+under ``pyarrow.parquet.ParquetFile`` in every process, a counting pyarrow
+filesystem under Ray Data's reads), split into footers and row-group data.
+The driver's resident memory is sampled every 50 ms.
+
+    python benchmarks/bench_bigearthnet.py                       # 550,000 + 2 x 120,000 rows of 8x8x12
+    python benchmarks/bench_bigearthnet.py --score-workers 2     # scoring on 2 Ray Data actors
+    python benchmarks/bench_bigearthnet.py --small               # 20,000 rows: the smoke size
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+#: Where every process appends its read and phase records (one JSON line each), set by the driver.
+LOG_ENV = "RAYDAL_BENCH_IO_DIR"
+#: 10^9 bytes: the issue's "<= 1 GB" driver memory target.
+GB = 10**9
+BANDS = 12
+#: BigEarthNet's image side: prepare writes one image per row group at this size.
+REAL_SIZE = 120
+
+
+# ---------------------------------------------------------------------- the shards
+
+
+def patch_names(n: int) -> list[str]:
+    """``n`` distinct ids shaped like BigEarthNet v2 patch names, 51 characters, in sorted order:
+    ``S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_26_57`` (product, tile, patch row and column)."""
+    names = []
+    for p in range(-(-n // 10_000)):  # 100 x 100 patches per product
+        day = 1 + p % 28
+        product = (f"S2{'AB'[p % 2]}_MSIL2A_2017{6 + p // 28 % 6:02d}{day:02d}T10{p % 60:02d}31_N9999_"
+                   f"R{22 + p % 100:03d}_T{29 + p % 7}U{'PQRS'[p % 4]}{'PQRS'[p // 4 % 4]}")
+        names += [f"{product}_{r:02d}_{c:02d}" for r in range(100) for c in range(100)]
+    return sorted(names[:n])
+
+
+def write_shards(out: Path, pool: int, val: int, test: int, size: int, layout_size: int, seed: int = 0,
+                 shard_size: int = 512) -> dict[str, Any]:
+    """Write a prepared BigEarthNet-shaped shard set (raydal's schema, manifest, prepare's layout) to ``out``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import simulated
+    from raydal.constants import MANIFEST_NAME
+    from raydal.data.bigearthnet import BigEarthNetReader
+    from raydal.data.shards import ROW_GROUP_BYTES, SCHEMA, Manifest
+    from raydal.utils import atomic_write_json
+
+    rng = np.random.default_rng(seed)
+    classes = list(BigEarthNetReader.classes)
+    image_bytes = size * size * BANDS
+    group_rows = max(1, ROW_GROUP_BYTES // ((layout_size or size) ** 2 * BANDS))
+    names = np.array(patch_names(pool + val + test))
+    split_of = rng.permutation(np.repeat(np.array(["pool", "val", "test"]), [pool, val, test]))
+    prior = rng.uniform(0.02, 0.35, len(classes))  # ~2.9 labels per image, as BigEarthNet-19
+    splits, label_counts = {}, {}
+    for split in ("pool", "val", "test"):
+        ids = names[split_of == split]
+        (out / split).mkdir(parents=True, exist_ok=True)
+        files, counts = [], np.zeros(len(classes), np.int64)
+        for f, start in enumerate(range(0, len(ids), shard_size)):
+            chunk = ids[start:start + shard_size]
+            labels = (rng.random((len(chunk), len(classes))) < prior).astype(np.uint8)
+            labels[np.arange(len(chunk)), rng.integers(0, len(classes), len(chunk))] = 1
+            counts += labels.sum(0, dtype=np.int64)
+            table = pa.table({
+                "id": pa.array(chunk.tolist(), pa.string()),
+                "image": simulated._fixed_binary(rng.integers(0, 256, (len(chunk), image_bytes), dtype=np.uint8)),
+                "labels": simulated._fixed_binary(labels),
+                "path": pa.array([""] * len(chunk), pa.string()),
+                "labeled": pa.array(np.ones(len(chunk), bool)),
+            }, schema=SCHEMA)
+            name = f"{split}/part-{f:05d}.parquet"
+            pq.write_table(table, out / name, row_group_size=group_rows, write_statistics=["id"])  # as prepare writes
+            files.append(name)
+        splits[split] = {"count": int(len(ids)), "files": files}
+        label_counts[split] = {c: int(k) for c, k in zip(classes, counts)}
+    manifest = Manifest(root=out, dataset="bigearthnet", classes=classes, band_names=list(BigEarthNetReader.band_names),
+                        bands=BANDS, image_size=size, splits=splits, label_counts=label_counts,
+                        source_root="(benchmark: random pixels, BigEarthNet-shaped ids and labels)", seed=seed,
+                        split_rule="seeded random", unlabeled={s: 0 for s in splits})
+    atomic_write_json(out / MANIFEST_NAME, manifest.to_json())
+    return {"rows_per_group": group_rows, "rows_per_file": shard_size}
+
+
+# ---------------------------------------------------------------------- counting, in every process
+
+#: This process's current phase (set by the wrappers below), and its record file.
+_phase = {"name": ""}
+_log: dict[str, Any] = {"fd": None}
+
+
+def _record(**fields: Any) -> None:
+    if _log["fd"] is None:
+        folder = os.environ.get(LOG_ENV)
+        if not folder:
+            return
+        _log["fd"] = os.open(os.path.join(folder, f"{os.getpid()}.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    os.write(_log["fd"], (json.dumps(dict(fields, t=time.time(), pid=os.getpid())) + "\n").encode())
+
+
+class CountingFile:
+    """A shard file opened for reading whose reads are recorded: bytes of the footer and of row-group data."""
+
+    def __init__(self, path: str):
+        self._f = open(path, "rb", buffering=0)
+        size = os.fstat(self._f.fileno()).st_size
+        tail = os.pread(self._f.fileno(), 8, size - 8) if size >= 8 else b""
+        footer = int.from_bytes(tail[:4], "little") if tail[4:] == b"PAR1" else 0
+        self._footer_start = size - 8 - footer
+        self._split = Path(path).parent.name
+        self.closed = False
+
+    def read(self, n: int = -1) -> bytes:
+        at = self._f.tell()
+        data = self._f.read() if n is None or n < 0 else self._f.read(n)
+        footer = max(0, at + len(data) - max(at, self._footer_start))
+        _record(k="read", phase=_phase["name"], split=self._split, data=len(data) - footer, footer=footer)
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed = True
+        self._f.close()
+
+
+def _counting_parquet_file(location, *a, **kw):
+    import pyarrow.parquet as pq
+
+    from raydal.utils import is_uri
+
+    if is_uri(location):
+        raise ValueError(f"bench_bigearthnet counts reads of local shards only, not {location}")
+    return pq.ParquetFile(CountingFile(str(location)), *a, **kw)
+
+
+def counting_filesystem():
+    """A pyarrow filesystem over the local one whose input files are ``CountingFile`` s (Ray Data's reads)."""
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+
+    class Handler(pafs.FileSystemHandler):
+        def __init__(self):
+            self.local = pafs.LocalFileSystem()
+
+        def __eq__(self, other):
+            return isinstance(other, type(self))
+
+        def __ne__(self, other):
+            return not self == other
+
+        def get_type_name(self):
+            return "counting-local"
+
+        def normalize_path(self, path):
+            return self.local.normalize_path(path)
+
+        def get_file_info(self, paths):
+            return self.local.get_file_info(paths)
+
+        def get_file_info_selector(self, selector):
+            return self.local.get_file_info(selector)
+
+        def open_input_file(self, path):
+            return pa.PythonFile(CountingFile(path), mode="r")
+
+        def open_input_stream(self, path):
+            return pa.PythonFile(CountingFile(path), mode="r")
+
+        def __getattr__(self, name):  # writes, moves, deletes: not used by a read
+            raise NotImplementedError(name)
+
+    return pafs.PyFileSystem(Handler())
+
+
+def _timed_phase(fn, name: str):
+    """``fn`` recording its seconds (and this process's peak RSS) under phase ``name``; reads inside count there."""
+
+    def wrapper(*a, **kw):
+        before, _phase["name"] = _phase["name"], name
+        t0 = time.perf_counter()
+        try:
+            return fn(*a, **kw)
+        finally:
+            _phase["name"] = before
+            _record(k="phase", phase=name, seconds=time.perf_counter() - t0, hwm=_vm("VmHWM:"))
+    wrapper.__wrapped__ = fn
+    return wrapper
+
+
+def _vm(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field))
+
+
+#: (owner, attribute, original) of every patch this process made (``restore`` undoes them).
+_patches: list[tuple[Any, str, Any]] = []
+
+
+def _patch(owner: Any, attr: str, value: Any) -> None:
+    _patches.append((owner, attr, owner.__dict__[attr] if isinstance(owner, type) else getattr(owner, attr)))
+    setattr(owner, attr, value)
+
+
+def restore() -> None:
+    """Undo this process's patches, newest first (the driver's, so that an embedding process is left as it was)."""
+    while _patches:
+        owner, attr, value = _patches.pop()
+        setattr(owner, attr, value)
+    if _log["fd"] is not None:
+        os.close(_log["fd"])
+        _log["fd"] = None
+
+
+def install_counting() -> None:
+    """Count every Parquet read of the shards in this process (``parquet_file`` where raydal imports it)."""
+    import raydal.data.shards
+    import raydal.training.shares
+    import raydal.utils
+
+    for module in (raydal.utils, raydal.data.shards, raydal.training.shares):
+        _patch(module, "parquet_file", _counting_parquet_file)
+
+
+def worker_setup() -> None:
+    """Ray's ``worker_process_setup_hook`` in every worker: the stand-in, read counting, phase timers."""
+    import standin
+
+    standin.register()
+    if not os.environ.get(LOG_ENV):
+        return
+    install_counting()
+    import raydal.query.scoring
+    import raydal.training.loop
+    import raydal.training.shares
+
+    for module, attr, name in ((raydal.training.shares, "read_share", "read"),
+                               (raydal.training.loop, "fit", "train"),
+                               (raydal.training.shares, "evaluation_part", "evaluate"),
+                               (raydal.query.scoring, "score_pool", "score"),
+                               (raydal.query.scoring, "merge_pool_scores", "merge")):
+        _patch(module, attr, _timed_phase(getattr(module, attr), name))
+
+
+# ---------------------------------------------------------------------- the driver
+
+
+class PeakSampler:
+    """The highest resident memory of this process seen by a 50 ms sampling thread (bytes)."""
+
+    def __init__(self):
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _vm("VmRSS:"))
+            time.sleep(0.05)
+
+    def __enter__(self):
+        self.peak = _vm("VmRSS:")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _vm("VmRSS:"))
+
+
+def instrument_driver(waits: list[float], results: dict[str, Any]) -> None:
+    """Time the driver's phases and Ray waits (``_record``), count its reads; keep the Train run's metrics."""
+    import raydal.al.state
+    import raydal.distributed.executor
+    import raydal.distributed.score_data
+    import raydal.distributed.train
+    import raydal.query.base
+    import raydal.query.candidates
+
+    install_counting()
+
+    def waited(fn, name):
+        timed = _timed_phase(fn, name)
+
+        def wrapper(*a, **kw):
+            t0 = time.perf_counter()
+            try:
+                out = timed(*a, **kw)
+                results[name] = out
+                return out
+            finally:
+                waits.append(time.perf_counter() - t0)
+        return wrapper
+
+    train = raydal.distributed.train
+    _patch(train, "train_with_ray", waited(train.train_with_ray, "ray:train_with_ray"))
+    data = raydal.distributed.score_data
+    _patch(data, "score_pool_data", waited(data.score_pool_data, "ray:score_pool_data"))
+
+    def read_parquet(files, columns):  # Ray Data's reads through a counting filesystem
+        import ray
+
+        ctx = ray.data.DataContext.get_current()
+        before, ctx.use_datasource_v2 = ctx.use_datasource_v2, False
+        try:
+            return ray.data.read_parquet(files, columns=columns, filesystem=counting_filesystem())
+        finally:
+            ctx.use_datasource_v2 = before
+    _patch(data, "_read_parquet", read_parquet)
+    base = raydal.query.base.QueryStrategy
+    _patch(base, "select", _timed_phase(base.select, "select"))
+    store = raydal.al.state.StateStore
+    _patch(store, "save", _timed_phase(store.save, "save"))
+    _patch(store, "save_probs", _timed_phase(store.save_probs, "save"))
+    ex = raydal.distributed.executor
+    _patch(ex, "save_pool_scores", _timed_phase(ex.save_pool_scores, "save"))
+    scores = raydal.query.candidates.PoolScores
+    _patch(scores, "assemble", classmethod(_timed_phase(scores.assemble.__func__, "merge")))
+
+
+def run(args) -> dict[str, Any]:
+    import ray
+
+    import simulated
+    from raydal.al.loop import ActiveLearner
+    from raydal.config import resolve_config
+    from raydal.distributed.executor import RayExecutor
+    from raydal.models import registry
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="raydal-bench-ben-"))
+    shards = work / f"shards-{args.pool}-{args.val}-{args.test}-{args.image_size}-{args.layout_size}"
+    t0 = time.perf_counter()
+    if not (shards / "manifest.json").exists():  # a child process writes them: the driver's memory stays its own
+        subprocess.run([sys.executable, __file__, "--write-shards", str(shards), "--pool", str(args.pool),
+                        "--val", str(args.val), "--test", str(args.test), "--image-size", str(args.image_size),
+                        "--layout-size", str(args.layout_size)], check=True)
+    t_write = time.perf_counter() - t0
+    logs = work / f"io-{time.time_ns()}"
+    logs.mkdir()
+    os.environ[LOG_ENV] = str(logs)  # inherited by the cluster's raylets and their workers
+    pixels = args.image_size ** 2 * BANDS
+    os.environ["RAYDAL_STANDIN_MS_PER_ROW"] = str(args.ns_per_value * pixels / 1e6)
+    registry.register_model("standin_sleep", "standin:standin_sleep")  # by import path: no torch here
+    waits: list[float] = []
+    ray_results: dict[str, Any] = {}
+    instrument_driver(waits, ray_results)
+    overrides = dict(shards_dir=str(shards), state_dir=str(work / f"state-{time.time_ns()}"), backbone="standin_sleep",
+                     executor="ray", iterations=1, eval_max_samples=args.eval_max_samples)
+    for name in ("num_workers", "score_workers", "cpus_per_worker", "score_batch_size"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    if args.small:
+        overrides.update(initial_labeled=args.initial, b=args.b)
+    train = {"epochs": args.epochs} if args.epochs is not None else {}
+    if train:
+        overrides["train"] = train
+    cfg = resolve_config("bigearthnet", overrides=overrides).run
+
+    cluster = simulated.start_cluster(args.nodes, args.cpus, f"/tmp/raydal-ben-{os.getpid()}",
+                                      setup_hook="bench_bigearthnet.worker_setup")
+    res: dict[str, Any] = {
+        "benchmark": "bigearthnet_iteration",
+        "pool": args.pool, "val": args.val, "test": args.test, "image": [args.image_size, args.image_size, BANDS],
+        "classes": 19, "id_chars": len(patch_names(1)[0]),
+        "layout": _layout(shards, args), "write_seconds": round(t_write, 1),
+        "stand_in": f"standin_sleep: sleeps {args.ns_per_value:g} ns x {pixels:,} values = "
+                    f"{args.ns_per_value * pixels / 1e3:.2f} us per row per forward pass (GIL released)",
+        "config": {k: v for k, v in cfg.to_dict().items() if k not in ("state_dir", "shards_dir")},
+        "cluster": f"{args.nodes} nodes x {args.cpus} logical CPUs (ray.cluster_utils.Cluster on 127.0.0.1)",
+        "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": "python benchmarks/bench_bigearthnet.py " + " ".join(args.argv),
+        "steps": [],
+    }
+    print(f"# {res['pool']:,} pool + {args.val:,} val + {args.test:,} test rows of {args.image_size}x{args.image_size}"
+          f"x{BANDS} ({res['layout']['gb_on_disk']:.2f} GB); {res['stand_in']}; {res['cluster']}", flush=True)
+    try:
+        learner = ActiveLearner(cfg, RayExecutor(cfg), log=lambda s: print(f"  {s}", flush=True))
+        for _ in range(3):  # init (+ label), train (+ evaluate), query (+ label)
+            tau, phase = learner.state.iteration, learner.state.phase
+            waits.clear()
+            started = time.time()
+            t0, cpu0 = time.perf_counter(), time.process_time()
+            with PeakSampler() as peak:
+                learner.step()
+            wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+            res["steps"].append({"iteration": tau, "phase": phase, "start": started, "end": time.time(),
+                                 "wall_seconds": wall, "ray_wait_seconds": sum(waits),
+                                 "driver_seconds": wall - sum(waits), "driver_cpu_seconds": cpu,
+                                 "peak_rss_bytes": peak.peak})
+            print(f"step {phase}: {wall:.1f} s wall, {wall - sum(waits):.2f} s driver work outside Ray calls, "
+                  f"{cpu:.2f} s driver CPU, peak RSS {peak.peak / 2**20:.0f} MiB", flush=True)
+        record = learner.state.history[0]
+        res["loop_seconds"] = record["seconds"]
+        res["selected"] = len(record["selected"])
+        res["n_labeled"] = record["n_labeled"]
+        train_result = ray_results.get("ray:train_with_ray")
+        res["train_metrics"] = {k: v for k, v in (train_result.metrics if train_result else {}).items()
+                                if k.endswith("_seconds")}
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        restore()
+        os.environ.pop(LOG_ENV, None)
+    res["ru_maxrss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    summarize(res, logs, shards, cfg)
+    return res
+
+
+def _layout(shards: Path, args) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
+    manifest = json.loads((shards / "manifest.json").read_text())
+    first = pq.ParquetFile(shards / manifest["splits"]["pool"]["files"][0]).metadata
+    total = sum(f.stat().st_size for split in ("pool", "val", "test") for f in (shards / split).iterdir())
+    return {"files": sum(len(s["files"]) for s in manifest["splits"].values()), "rows_per_file": first.num_rows,
+            "rows_per_group": first.row_group(0).num_rows, "footer_bytes_per_file": first.serialized_size,
+            "bytes_on_disk": total, "gb_on_disk": total / GB,
+            "rule": (f"prepare's row groups for {args.layout_size}x{args.layout_size}x{BANDS} images" if args.layout_size
+                     else f"prepare's row groups for these {args.image_size}x{args.image_size}x{BANDS} images")}
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    mem = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal"))
+    import ray
+
+    return (f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs ({cpu}), {mem / 2**20:.0f} GiB RAM, "
+            f"ray {ray.__version__}, load avg {os.getloadavg()[0]:.1f}")
+
+
+def summarize(res: dict[str, Any], logs: Path, shards: Path, cfg) -> None:
+    """Phases (seconds, bytes) from every process's records; the targets."""
+    records = [json.loads(line) for f in logs.iterdir() for line in f.read_text().splitlines() if line]
+    driver = os.getpid()
+    train_step = next(s for s in res["steps"] if s["phase"] == "train")
+    query_step = next(s for s in res["steps"] if s["phase"] == "query")
+
+    def step_of(t: float) -> str:
+        return next((s["phase"] for s in res["steps"] if s["start"] <= t <= s["end"]), "outside")
+
+    reads: dict[str, dict[str, int]] = {}
+    for r in (r for r in records if r["k"] == "read"):
+        phase = r["phase"] or ("driver" if r["pid"] == driver else "score" if step_of(r["t"]) == "query" else "other")
+        if phase.startswith("ray:"):
+            phase = "driver"  # the driver's own reads while it plans a Ray call (locating the labeled rows)
+        row = reads.setdefault(phase, {})
+        row[f"{r['split']}_data"] = row.get(f"{r['split']}_data", 0) + r["data"]
+        row["footer"] = row.get("footer", 0) + r["footer"]
+        row["total"] = row.get("total", 0) + r["data"] + r["footer"]
+    seconds: dict[str, dict[str, float]] = {}
+    hwm: dict[str, int] = {}
+    for r in (r for r in records if r["k"] == "phase"):
+        where = "driver" if r["pid"] == driver else "workers"
+        ph = seconds.setdefault(r["phase"], {})
+        ph[where] = max(ph.get(where, 0.0), r["seconds"])  # the slowest rank: phases run side by side
+        if where == "workers":
+            hwm[str(r["pid"])] = max(hwm.get(str(r["pid"]), 0), r["hwm"])
+    m = res["train_metrics"]
+    table = {
+        "read": seconds.get("read", {}).get("workers"),
+        "train": seconds.get("train", {}).get("workers", m.get("fit_seconds")),
+        "evaluate": m.get("evaluate_seconds", seconds.get("evaluate", {}).get("workers")),
+        "score": (m.get("score_seconds") if cfg.score_workers == 0
+                  else seconds.get("ray:score_pool_data", {}).get("driver")),
+        "merge": seconds.get("merge", {}).get("workers" if cfg.score_workers == 0 else "driver"),
+        "select": seconds.get("select", {}).get("driver"),
+        "save": sum(r["seconds"] for r in records if r["k"] == "phase" and r["phase"] == "save"
+                    and train_step["start"] <= r["t"] <= query_step["end"]),
+    }
+    train_wall = seconds.get("ray:train_with_ray", {}).get("driver", 0.0)
+    in_run = sum(m.get(k, 0.0) for k in ("fit_seconds", "evaluate_seconds", "score_seconds"))
+    res["phases_seconds"] = {k: (round(v, 3) if v is not None else None) for k, v in table.items()}
+    res["train_run_seconds"] = {"wall": round(train_wall, 3), "fit+evaluate+score in the workers": round(in_run, 3),
+                                "start, checkpoint copy, teardown": round(train_wall - in_run, 3)}
+    res["bytes_read"] = reads
+    res["worker_peak_rss_bytes"] = max(hwm.values()) if hwm else None
+    iteration = [train_step, query_step]
+    res["iteration"] = {"wall_seconds": round(sum(s["wall_seconds"] for s in iteration), 3),
+                        "driver_seconds": round(sum(s["driver_seconds"] for s in iteration), 3),
+                        "driver_cpu_seconds": round(sum(s["driver_cpu_seconds"] for s in iteration), 3),
+                        "driver_peak_rss_bytes": max(s["peak_rss_bytes"] for s in iteration)}
+    row_bytes = res["image"][0] * res["image"][1] * BANDS + res["classes"] + res["id_chars"]
+    fit_read = reads.get("read", {})
+    labeled_bytes = res["n_labeled"] * row_bytes
+    res["targets"] = {
+        "driver_work_le_5_s": res["iteration"]["driver_seconds"] <= 5.0,
+        "driver_peak_rss_le_1_gb": res["iteration"]["driver_peak_rss_bytes"] <= GB,
+        "labeled_rows_bytes": labeled_bytes,
+        "fit_read_data_bytes": fit_read.get("pool_data", 0),
+        "fit_read_footer_bytes": fit_read.get("footer", 0),
+        "fit_read_data_ratio": fit_read.get("pool_data", 0) / labeled_bytes,
+        "fit_read_ratio_with_footers": fit_read.get("total", 0) / labeled_bytes,
+        "fit_read_le_2x": fit_read.get("total", 0) <= 2 * labeled_bytes,
+    }
+    print_summary(res)
+
+
+def print_summary(res: dict[str, Any]) -> None:
+    it, t = res["iteration"], res["targets"]
+    print(f"# one iteration: {res['n_labeled']:,} labeled, {res['selected']:,} selected; {res['machine']}")
+    print(f"{'phase':<10s} {'seconds':>8s} {'MB read':>9s}")
+    for phase, s in res["phases_seconds"].items():
+        mb = res["bytes_read"].get(phase, {}).get("total", 0) / 1e6
+        print(f"{phase:<10s} {s if s is not None else float('nan'):8.2f} {mb:9.1f}")
+    print(f"Ray Train run: {res['train_run_seconds']}")
+    print(f"driver reads: {res['bytes_read'].get('driver', {}).get('total', 0) / 1e6:.1f} MB")
+    print(f"iteration: {it['wall_seconds']:.1f} s wall, driver work {it['driver_seconds']:.2f} s outside Ray calls "
+          f"(<= 5 s: {t['driver_work_le_5_s']}), driver CPU {it['driver_cpu_seconds']:.2f} s, driver peak RSS {it['driver_peak_rss_bytes'] / 1e6:.0f} MB (<= 1 GB: "
+          f"{t['driver_peak_rss_le_1_gb']})")
+    print(f"fit read {t['fit_read_data_bytes'] / 1e6:.2f} MB of row groups + {t['fit_read_footer_bytes'] / 1e6:.2f} MB "
+          f"of footers for {t['labeled_rows_bytes'] / 1e6:.2f} MB of labeled rows: {t['fit_read_data_ratio']:.2f}x "
+          f"(with footers {t['fit_read_ratio_with_footers']:.2f}x; <= 2x: {t['fit_read_le_2x']})", flush=True)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--pool", type=int, default=550_000)
+    p.add_argument("--val", type=int, default=120_000)
+    p.add_argument("--test", type=int, default=120_000)
+    p.add_argument("--image-size", type=int, default=8, help="image side in pixels (12 bands)")
+    p.add_argument("--layout-size", type=int, default=REAL_SIZE,
+                   help="write row groups as prepare does for images of this side (0: --image-size)")
+    p.add_argument("--ns-per-value", type=float, default=0.75,
+                   help="the stand-in's sleep per pixel-band value and row of a forward pass (0.75: one H200 "
+                        "scoring ~4,000 TreeSatAI images of 288x288x4 a second)")
+    p.add_argument("--num-workers", type=int, help="Ray Train workers (default: ALConfig's)")
+    p.add_argument("--score-workers", type=int, help="Ray Data scoring actors, 0: in the training workers "
+                   "(default: ALConfig's)")
+    p.add_argument("--cpus-per-worker", type=float, help="CPUs per Ray Train worker (default: ALConfig's)")
+    p.add_argument("--score-batch-size", type=int, help="default: ALConfig's")
+    p.add_argument("--eval-max-samples", type=int, help="evaluate val and test on this many rows each (default: all)")
+    p.add_argument("--epochs", type=int, help="default: the bigearthnet protocol's")
+    p.add_argument("--initial", type=int, default=100, help="--small: the initial labeled set")
+    p.add_argument("--b", type=int, default=100, help="--small: b")
+    p.add_argument("--nodes", type=int, default=2)
+    p.add_argument("--cpus", type=int, default=2, help="logical CPUs per node")
+    p.add_argument("--workdir", help="reuses shards already written there")
+    p.add_argument("--json")
+    p.add_argument("--write-shards", help=argparse.SUPPRESS)
+    small = {"pool": 10_000, "val": 1_000, "test": 1_000, "epochs": 2}
+    p.add_argument("--small", action="store_true", help=f"smoke size: {small}, 100 initial + b = 100 unless given")
+    args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.write_shards:
+        write_shards(Path(args.write_shards), args.pool, args.val, args.test, args.image_size, args.layout_size)
+        return {}
+    if args.small:
+        for name, value in small.items():
+            if getattr(args, name) == p.get_default(name):
+                setattr(args, name, value)
+    result = run(args)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _loopback_token() -> None:
+    """Token authentication on, with a token of this run's own (as tests/conftest.py does)."""
+    import secrets
+
+    if "RAY_AUTH_MODE" not in os.environ:
+        token = Path(tempfile.mkdtemp(prefix="raydal-bench-auth-")) / "auth_token"
+        token.write_text(secrets.token_hex(32))
+        token.chmod(0o600)
+        os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    _loopback_token()
+    main()
