@@ -255,6 +255,25 @@ class ALConfig:
         blob = json.dumps(fields, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
+    def changed_result_settings(self, old: Mapping[str, Any]) -> list[str]:
+        """The result settings (``train.*`` one by one) in which the run config ``old``
+        (a state's ``to_dict()``) differs from this one, sorted.
+
+        A setting that ``old`` lacks (it was written before the setting existed) counts
+        as unchanged when this config holds the setting's default.
+        """
+        from raydal.training.config import TrainConfig
+
+        defaults = {f.name: f.default for f in dataclasses.fields(ALConfig)}
+        train_defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+        mine = self.result_fields()
+        changed = [k for k, v in mine.items() if k != "train" and old.get(k, defaults.get(k)) != v]
+        old_train = old.get("train") or {}
+        for k, v in self.train.items():
+            if field_kind(TrainConfig, k) == RESULT and old_train.get(k, train_defaults.get(k)) != v:
+                changed.append(f"train.{k}")
+        return sorted(changed)
+
     def train_config(self):
         """The ``raydal.training.TrainConfig`` of this run (seeded from ``seed``)."""
         from raydal.training.config import TrainConfig

@@ -206,11 +206,38 @@ def test_a_resume_that_changes_a_result_setting_is_refused_naming_it(tmp_path):
     class NoWork:  # the refusal comes before the executor is used
         log = None
 
-    for change in ({"num_workers": 4}, {"use_gpu": True}, {"train": {**cfg.train, "amp": "bf16"}}):
-        with pytest.raises(StateError, match=r"differs in \['" + next(iter(change)) + r"'\].*--fork"):
+    for name, change in (("num_workers", {"num_workers": 4}), ("use_gpu", {"use_gpu": True}),
+                         ("train.amp", {"train": {**cfg.train, "amp": "bf16"}})):
+        with pytest.raises(StateError, match=r"differs in \['" + name + r"'\].*--fork"):
             ActiveLearner(dataclasses.replace(cfg, **change), NoWork(), log=lambda s: None)
     resumed = ActiveLearner(dataclasses.replace(cfg, score_workers=3, iterations=9), NoWork(), log=lambda s: None)
     assert resumed.state.config["score_workers"] == 3  # execution settings change freely
+
+
+def test_a_state_from_an_earlier_raydal_with_the_same_result_settings_resumes(tmp_path):
+    """A fingerprint that differs only because settings were added or reclassified since the
+    state was written is updated, not refused; a real change is still refused, named."""
+    from raydal.al.loop import ActiveLearner
+    from raydal.al.state import ALState, StateStore
+    from raydal.exceptions import StateError
+
+    cfg = ALConfig(shards_dir="s", state_dir=str(tmp_path / "st"))
+    old = cfg.to_dict()
+    del old["eval_max_samples"]  # a setting that did not exist yet; this config keeps its default
+    StateStore(cfg.state_dir).save(ALState(config=old, fingerprint="0123456789abcdef"))
+
+    class NoWork:
+        log = None
+
+    with pytest.raises(StateError, match=r"differs in \['b'\]"):
+        ActiveLearner(dataclasses.replace(cfg, b=cfg.b + 1), NoWork(), log=lambda s: None)
+    lines = []
+    resumed = ActiveLearner(cfg, NoWork(), log=lines.append)
+    assert resumed.state.fingerprint == cfg.fingerprint()
+    assert StateStore(cfg.state_dir).load().fingerprint == cfg.fingerprint()
+    assert any("earlier raydal" in line for line in lines)
+    with pytest.raises(StateError, match=r"differs in \['eval_max_samples'\]"):
+        ActiveLearner(dataclasses.replace(cfg, eval_max_samples=10), NoWork(), log=lambda s: None)
 
 
 def test_state_and_shards_dir_default_per_dataset():

@@ -72,18 +72,21 @@ class ActiveLearner:
         if self.store.has_state():
             state = self.store.load()
             if state.fingerprint != cfg.fingerprint():
-                if not fork:
-                    old = state.config
-                    diff = sorted(
-                        k for k in cfg.result_fields()
-                        if old.get(k) != cfg.result_fields()[k]
-                    )
+                diff = cfg.changed_result_settings(state.config)
+                if not diff:
+                    # same result settings: the state was written by a raydal whose fingerprint
+                    # covered other fields (settings added or reclassified since)
+                    self.log(f"{cfg.state_dir}: written by an earlier raydal with the same result settings; "
+                             "its fingerprint is updated")
+                    state.fingerprint = cfg.fingerprint()
+                elif not fork:
                     raise StateError(
                         f"The state dir {cfg.state_dir} belongs to a run with another config "
                         f"(differs in {diff}). Use a new --state-dir, or pass --fork to continue "
                         "this state under the new config."
                     )
-                self.log(f"forking state in {cfg.state_dir} under a new config")
+                if diff:
+                    self.log(f"forking state in {cfg.state_dir} under a new config (changed: {diff})")
                 state.config = cfg.to_dict()
                 state.fingerprint = cfg.fingerprint()
                 self.store.save(state)
