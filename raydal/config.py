@@ -208,7 +208,7 @@ class ALConfig:
         if not self.state_dir:
             self.state_dir = f"runs/{self.dataset}"
         if not self.shards_dir:
-            self.shards_dir = str(Path(self.state_dir).parent / f"shards-{self.dataset}")
+            self.shards_dir = _sibling(self.state_dir, f"shards-{self.dataset}")
         if self.score_workers_min is not None:
             _check(self.score_workers > 0 and self.score_workers_min <= self.score_workers, cls, "score_workers_min",
                    f"None or an int in [1, score_workers ({self.score_workers})], with score_workers >= 1",
@@ -488,3 +488,15 @@ def config_sources(dataset: str, preset: str | None = None, config_file: str | P
             else:
                 out[key] = source
     return out
+
+
+def _sibling(location: str, name: str) -> str:
+    """``name`` next to ``location``: a local path, or a URI kept a URI (``s3://b/runs/x`` ->
+    ``s3://b/runs/name``; ``Path`` would turn ``s3://`` into ``s3:/``)."""
+    from raydal.utils import is_uri
+
+    if is_uri(location):
+        head, _, _ = location.rstrip("/").rpartition("/")
+        return f"{head}/{name}" if "://" in head else f"{location.rstrip('/')}/{name}"
+    return str(Path(location).parent / name)
+

@@ -244,6 +244,8 @@ def test_state_and_shards_dir_default_per_dataset():
     cfg = ALConfig(dataset="treesatai")
     assert cfg.state_dir == "runs/treesatai" and cfg.shards_dir == "runs/shards-treesatai"
     assert ALConfig(state_dir="x/run1").shards_dir == "x/shards-ucmerced"
+    assert ALConfig(state_dir="s3://bucket/runs/run1/").shards_dir == "s3://bucket/runs/shards-ucmerced"
+    assert ALConfig(state_dir="s3://bucket").shards_dir == "s3://bucket/shards-ucmerced"
 
 
 # -- presets and the precedence of the layers ------------------------------------------------
