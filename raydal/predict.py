@@ -58,9 +58,11 @@ class ModelSource:
     preprocessing: dict[str, Any] | None
 
 
-def preprocessing_of(manifest) -> dict[str, Any]:
-    """What a model trained on ``manifest``'s shards expects, as written to preprocessing.json."""
-    from raydal.al.humanloop import THRESHOLD
+def preprocessing_of(manifest, threshold: float | None = None) -> dict[str, Any]:
+    """What a model trained on ``manifest``'s shards expects, as written to preprocessing.json.
+
+    threshold: the run's ``--f1-threshold`` (None: its default)."""
+    from raydal.training.metrics import default_threshold
 
     return {
         "format": PREPROCESSING_FORMAT,
@@ -71,7 +73,7 @@ def preprocessing_of(manifest) -> dict[str, Any]:
         "image_size": manifest.image_size,
         "scaling": manifest.scaling,
         "reader_settings": manifest.reader_settings,
-        "threshold": THRESHOLD,
+        "threshold": default_threshold() if threshold is None else float(threshold),
         "steps": [
             "read the image as [H, W, B] in the band order band_names",
             "convert to uint8 by 'scaling' (method none: as is; otherwise per band b "
@@ -115,10 +117,18 @@ def _load_state(location: Path | str):
     return StateStore(str(location)).load()
 
 
+def run_threshold(run_config: dict[str, Any]) -> float:
+    """The probability threshold of a run (its ``--f1-threshold``) from its saved config: the one its
+    recorded F1 used, and the default of its predictions and exports."""
+    from raydal.config import ALConfig
+
+    return ALConfig.from_dict(run_config).train_config().threshold
+
+
 def _run_preprocessing(state) -> dict[str, Any]:
     from raydal.data.shards import load_manifest
 
-    return preprocessing_of(load_manifest(state.config["shards_dir"]))
+    return preprocessing_of(load_manifest(state.config["shards_dir"]), run_threshold(state.config))
 
 
 def _parents(location: Path | str) -> list[Path | str]:
@@ -224,7 +234,8 @@ def predict(
 
     executor: ``"ray"`` (Ray Data actors), ``"local"`` (this process), ``"auto"``
     (Ray when it is installed). threshold: a class is predicted when its
-    probability is >= threshold (default: the run's, 0.5). concurrency: Ray Data
+    probability is >= threshold (default: the run's ``--f1-threshold``, as
+    its recorded F1; a checkpoint without its run: that setting's default). concurrency: Ray Data
     actors. export: also write the exported model (``model/model.pt2``) and preprocessing.json.
     Returns the path of predictions.parquet.
     """

@@ -250,8 +250,9 @@ class LocalExecutor(Executor):
         rows, recorded = evaluation_rows(self.manifest, split, self.config.eval_max_samples)  # all, or a subsample
         device = default_device()
         model = load_checkpoint(checkpoint, device=device)
-        return dict(evaluate(model, iter_share_batches(self.manifest, rows, self.config.score_batch_size), device,
-                             amp=self.amp), **recorded)
+        batches = iter_share_batches(self.manifest, rows, self.config.score_batch_size)
+        return dict(evaluate(model, batches, device, threshold=self.config.train_config().threshold, amp=self.amp),
+                    **recorded)
 
     def query(self, checkpoint, unlabeled_ids, labeled_ids, b, prev_probs, seed):
         from raydal.data.shards import iter_batches

@@ -229,7 +229,7 @@ def _train_worker(config: dict[str, Any]) -> dict[str, Any]:
                                     amp=cfg.amp)
     parts = _gather_to_rank0(part, rank, world)
     if rank == 0:
-        out["evaluations"] = {split: combine_evaluations([p["evaluations"][split] for p in parts])
+        out["evaluations"] = {split: combine_evaluations([p["evaluations"][split] for p in parts], cfg.threshold)
                               for split in config["evaluate"]}
         if score is not None:
             out["scores"] = merge_pool_scores([p["scores"] for p in parts], score["k"])

@@ -13,11 +13,19 @@ from raydal.exceptions import ConfigError
 from raydal.training.config import autocast_dtype
 
 
-def multilabel_metrics(y_true: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
+def default_threshold() -> float:
+    """The run's default probability threshold: ``TrainConfig.threshold`` (``--f1-threshold``), declared once."""
+    from raydal.training.config import TrainConfig
+
+    return TrainConfig.__dataclass_fields__["threshold"].default
+
+
+def multilabel_metrics(y_true: np.ndarray, probs: np.ndarray, threshold: float | None = None) -> dict[str, Any]:
     """Scores of sigmoid probabilities against multi-hot labels.
 
     ``y_true``: ``[N, C]`` in {0, 1}; ``probs``: ``[N, C]`` sigmoid probabilities
-    (not softmax). A class is predicted when ``prob >= threshold``.
+    (not softmax). A class is predicted when ``prob >= threshold`` (None: the
+    run's default, :func:`default_threshold`; a run passes its own).
     Returns ``micro_f1``, ``macro_f1``, ``micro_precision``, ``micro_recall``,
     ``macro_precision``, ``macro_recall`` (0 where undefined), ``per_class_f1``
     (list of C), ``macro_f1_present``, ``n_present_classes``, ``mAP`` (mean
@@ -40,7 +48,7 @@ def multilabel_metrics(y_true: np.ndarray, probs: np.ndarray, threshold: float =
     if not np.isfinite(probs).all():
         raise ConfigError("The 'probs' parameter of multilabel_metrics holds NaN or inf: the model diverged.")
     y_true = (y_true > 0).astype(np.int64)
-    y_pred = (probs >= threshold).astype(np.int64)
+    y_pred = (probs >= (default_threshold() if threshold is None else threshold)).astype(np.int64)
     out: dict[str, Any] = {"n_samples": int(y_true.shape[0])}
     for avg in ("micro", "macro"):
         p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average=avg, zero_division=0)
@@ -76,14 +84,14 @@ def evaluate(
     model: torch.nn.Module,
     batches: Iterable[Mapping[str, np.ndarray]],
     device: torch.device | str | None = None,
-    threshold: float = 0.5,
+    threshold: float | None = None,
     amp: str = "auto",
     return_probs: bool = False,
 ) -> dict[str, Any]:
     """Score ``model`` (an ``ALNet``) on decoded batches ``{"image": uint8 [N, H, W, B],
     "labels": uint8 [N, C]}``.
 
-    Returns ``multilabel_metrics`` plus ``loss`` (mean per-sample BCE, eq. 1);
+    Returns ``multilabel_metrics`` (at ``threshold``; None: the default) plus ``loss`` (mean per-sample BCE, eq. 1);
     with ``return_probs`` also ``probs [N, C]`` (float32), ``labels [N, C]`` and,
     when the batches carry them, ``ids [N]``. The model's train/eval mode is restored.
     """

@@ -422,8 +422,9 @@ def evaluation_part(model, batches, device, amp: str = "auto") -> dict[str, Any]
     return {"probs": out["probs"], "labels": out["labels"], "loss_sum": out["loss"] * len(out["probs"])}
 
 
-def combine_evaluations(parts: Sequence[dict[str, Any]], threshold: float = 0.5) -> dict[str, Any]:
-    """``evaluate``'s metrics over the union of the ranks' parts (``evaluation_part``)."""
+def combine_evaluations(parts: Sequence[dict[str, Any]], threshold: float | None = None) -> dict[str, Any]:
+    """``evaluate``'s metrics over the union of the ranks' parts (``evaluation_part``); a class is
+    predicted at ``threshold`` (the run's ``TrainConfig.threshold``; None: its default)."""
     from raydal.training.metrics import multilabel_metrics
 
     parts = [p for p in parts if p["probs"] is not None and len(p["probs"])]
