@@ -22,17 +22,24 @@ changes, naming the file and the fix:
 Formats (detected from the content, not the file name):
 
 - raydal's ``batch.csv``: columns ``id`` and ``labels`` (class names joined by
-  ``;``); an empty ``labels`` cell is a row not labeled yet.
+  ``;``); an empty ``labels`` cell is a row not labeled yet; ``unlabelable`` or
+  ``unlabelable: REASON`` an image that cannot be labeled (``SKIP_LABEL``); an
+  optional ``annotator`` column names who answered.
 - Label Studio **JSON**: a list of tasks ``{"id", "data": {"raydal_id", ...},
-  "annotations": [{"was_cancelled", "result": [{"from_name": "labels",
-  "value": {"choices": [...]}}]}]}``; a task whose annotations are all
-  cancelled was skipped.
+  "annotations": [{"was_cancelled", "completed_by", "updated_at", "result":
+  [{"from_name": "labels", "value": {"choices": [...]}}]}]}``: one record per
+  annotation; a cancelled annotation (the annotator pressed Skip) is ``SKIPPED``.
 - Label Studio **JSON_MIN**: one object per annotation, the task's data keys
   at the top (``raydal_id``), ``id`` the task id, ``labels`` a class name (one
-  choice) or ``{"choices": [...]}`` (several), absent when not annotated.
+  choice) or ``{"choices": [...]}`` (several), absent when not annotated;
+  ``annotator``, ``updated_at``. Label Studio leaves cancelled annotations out:
+  there, the choice ``unlabelable`` marks a skip.
 - Label Studio **CSV**: the JSON_MIN fields as columns (``raydal_id``,
-  ``labels``, ``annotation_id``, ...); several choices are a JSON text
-  ``{"choices": [...]}``.
+  ``labels``, ``annotation_id``, ``annotator``, ...); several choices are a JSON
+  text ``{"choices": [...]}``.
+
+Several records for one id (several annotators, or a whole-project export) are
+resolved by ``raydal.al.humanloop`` (``--on-disagreement``).
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ import csv
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -78,6 +85,9 @@ _TEXT_FIX = "Export the labels as CSV (UTF-8) or as Label Studio JSON / JSON_MIN
 
 #: Record states.
 LABELED, UNANNOTATED, SKIPPED, MALFORMED = "labeled", "unannotated", "skipped", "malformed"
+#: The answer that marks an image as unlabelable (cloudy, no data): a ``labels`` cell
+#: ``unlabelable`` or ``unlabelable: REASON`` in batch.csv, a Label Studio choice ``unlabelable``.
+SKIP_LABEL = "unlabelable"
 
 
 @dataclass(frozen=True)
@@ -87,7 +97,10 @@ class LabelRecord:
     where: the location for messages (``"batch.csv line 3"``, ``"export.json task 12"``);
     sid: the image id, stripped, or None when the row has none; names: the class
     names given (for ``LABELED``); status: ``LABELED``, ``UNANNOTATED`` (no answer
-    yet), ``SKIPPED`` (the annotator skipped it) or ``MALFORMED`` (``detail`` says why).
+    yet), ``SKIPPED`` (the annotator skipped it: ``detail`` is the reason) or
+    ``MALFORMED`` (``detail`` says why); annotator: who answered, as the file names
+    them (Label Studio: a user id or e-mail), None when it does not say; when: the
+    answer's time as written (ISO 8601), "" when unknown.
     """
 
     where: str
@@ -95,6 +108,8 @@ class LabelRecord:
     names: tuple[str, ...] = ()
     status: str = LABELED
     detail: str = ""
+    annotator: str | None = None
+    when: str = ""
 
 
 class LabelFile:
@@ -303,7 +318,8 @@ def _csv_records(text: _Text, first: str, owner: LabelFile) -> Iterator[LabelRec
             f"'raydal_id' (a Label Studio CSV export of a raydal project); its columns are {header[:20]}. "
             "Fill in the batch.csv written by `raydal export`, or export the Label Studio project as CSV."
         )
-    annotation_col = header.index("annotation_id") if "annotation_id" in header else None
+    col = {name: header.index(name) for name in ("annotation_id", "annotator", "updated_at", "created_at",
+                                                 "was_cancelled") if name in header}
     task_col = header.index("id") if owner.format == "label-studio-csv" and "id" in header else None
     while True:
         try:
@@ -325,21 +341,30 @@ def _csv_records(text: _Text, first: str, owner: LabelFile) -> Iterator[LabelRec
             yield LabelRecord(where, None, status=MALFORMED,
                               detail=f"{len(row)} fields where the header has {len(header)}")
             continue
-        yield row_of(where, row, id_col, label_col, annotation_col)
+        cells = {name: row[i].strip() for name, i in col.items()}
+        record = row_of(where, row, id_col, label_col, cells)
+        if record.status != MALFORMED:
+            record = replace(record, annotator=cells.get("annotator") or None,
+                             when=cells.get("updated_at") or cells.get("created_at") or "")
+        yield record
 
 
-def _raydal_csv_row(where: str, row: list[str], id_col: int, label_col: int, _ann: int | None) -> LabelRecord:
+def _raydal_csv_row(where: str, row: list[str], id_col: int, label_col: int, _cells: dict[str, str]) -> LabelRecord:
     sid = row[id_col].strip()
-    names = _split_names(row[label_col])
+    cell = row[label_col].strip()
+    if cell == SKIP_LABEL or cell.startswith(SKIP_LABEL + ":"):
+        return _skip(where, sid, cell[len(SKIP_LABEL) + 1 :].strip() or "marked unlabelable in the label file")
+    names = _split_names(cell)
     return LabelRecord(where, sid, names, LABELED if names else UNANNOTATED)
 
 
-def _ls_csv_row(where: str, row: list[str], id_col: int, label_col: int | None, ann_col: int | None) -> LabelRecord:
+def _ls_csv_row(where: str, row: list[str], id_col: int, label_col: int | None, cells: dict[str, str]) -> LabelRecord:
     sid = row[id_col].strip()
     cell = row[label_col].strip() if label_col is not None else ""
-    annotated = bool(ann_col is not None and row[ann_col].strip())
+    if cells.get("was_cancelled", "").lower() in ("true", "1"):
+        return _skip(where, sid, "skipped in Label Studio")
     if not cell:
-        if annotated:
+        if cells.get("annotation_id"):
             return LabelRecord(where, sid, status=LABELED)  # an annotation with no class: checked later
         return LabelRecord(where, sid, status=UNANNOTATED)
     if cell[0] in "[{":
@@ -348,7 +373,12 @@ def _ls_csv_row(where: str, row: list[str], id_col: int, label_col: int | None, 
         except json.JSONDecodeError:
             return LabelRecord(where, sid, status=MALFORMED, detail=f"the labels cell {cell[:80]!r} is not valid JSON")
         return _ls_min_value(where, sid, value)
-    return LabelRecord(where, sid, (cell,))
+    return _ls_min_value(where, sid, cell)
+
+
+def _skip(where: str, sid: str, reason: str) -> LabelRecord:
+    """An unlabelable image; ``names`` keeps the answer for a project with a class of that name."""
+    return LabelRecord(where, sid, (SKIP_LABEL,), status=SKIPPED, detail=reason)
 
 
 def _split_names(cell: str) -> tuple[str, ...]:
@@ -373,7 +403,7 @@ def _json_records(text: _Text, first: str, owner: LabelFile) -> Iterator[LabelRe
         where = f"{owner.name} task {task}" if isinstance(task, (int, str)) and str(task) else f"{owner.name} item #{n}"
         if isinstance(item.get("data"), dict):
             owner.format = "label-studio-json"
-            yield _ls_json_task(where, item)
+            yield from _ls_json_task(where, item)
         elif "raydal_id" in item:
             owner.format = "label-studio-json-min"
             yield _ls_min_record(where, item)
@@ -447,39 +477,48 @@ def _iter_json_list(text: _Text, owner: LabelFile) -> Iterator[Any]:
         raise fail("text after the closing ']'")
 
 
-def _ls_json_task(where: str, task: dict[str, Any]) -> LabelRecord:
-    """A task of Label Studio's JSON export: the answer of its non-cancelled annotations."""
+def _ls_json_task(where: str, task: dict[str, Any]) -> Iterator[LabelRecord]:
+    """A task of Label Studio's JSON export: one record per annotation (or one saying it has none)."""
     sid = task["data"].get("raydal_id")
     if sid is None:
-        return LabelRecord(where, None, status=MALFORMED, detail="data has no raydal_id")
+        yield LabelRecord(where, None, status=MALFORMED, detail="data has no raydal_id")
+        return
     sid = str(sid).strip()
     annotations = task.get("annotations") or task.get("completions") or []
     if not isinstance(annotations, list):
-        return LabelRecord(where, sid, status=MALFORMED, detail="'annotations' is not a list")
-    done = [a for a in annotations if isinstance(a, dict) and not (a.get("was_cancelled") or a.get("skipped"))]
-    if not done:
-        return LabelRecord(where, sid, status=SKIPPED if annotations else UNANNOTATED)
-    answers: set[tuple[str, ...]] = set()
-    for annotation in done:
+        yield LabelRecord(where, sid, status=MALFORMED, detail="'annotations' is not a list")
+        return
+    annotations = [a for a in annotations if isinstance(a, dict)]
+    if not annotations:
+        yield LabelRecord(where, sid, status=UNANNOTATED)
+    for annotation in annotations:
+        who = annotation.get("completed_by")
+        who = who.get("email", who.get("id")) if isinstance(who, dict) else who
+        meta = {"annotator": None if who is None else str(who),
+                "when": str(annotation.get("updated_at") or annotation.get("created_at") or "")}
+        if annotation.get("was_cancelled") or annotation.get("skipped"):
+            yield replace(_skip(where, sid, "skipped in Label Studio"), **meta)
+            continue
         names: list[str] = []
         for result in annotation.get("result") or []:
             if isinstance(result, dict) and result.get("from_name", LS_FROM_NAME) == LS_FROM_NAME:
                 choices = (result.get("value") or {}).get("choices") or []
                 names += [str(c) for c in choices] if isinstance(choices, list) else [str(choices)]
-        answers.add(tuple(sorted(set(names))))
-    if len(answers) > 1:
-        shown = " vs ".join(str(list(a)) for a in sorted(answers))
-        return LabelRecord(where, sid, status=MALFORMED,
-                           detail=f"its {len(done)} annotations disagree ({shown}); keep one in Label Studio and export again")
-    return LabelRecord(where, sid, answers.pop())
+        yield replace(_ls_names(where, sid, sorted(set(names))), **meta)
 
 
 def _ls_min_record(where: str, item: dict[str, Any]) -> LabelRecord:
     """One record of Label Studio's JSON_MIN export (one per annotation, or per unannotated task)."""
     sid = str(item["raydal_id"]).strip()
+    meta = {"annotator": None if item.get("annotator") is None else str(item["annotator"]),
+            "when": str(item.get("updated_at") or item.get("created_at") or "")}
+    if item.get("was_cancelled"):
+        return replace(_skip(where, sid, "skipped in Label Studio"), **meta)
     if LS_FROM_NAME not in item:
-        return LabelRecord(where, sid, status=LABELED if item.get("annotation_id") is not None else UNANNOTATED)
-    return _ls_min_value(where, sid, item[LS_FROM_NAME])
+        status = LABELED if item.get("annotation_id") is not None else UNANNOTATED
+        return replace(LabelRecord(where, sid, status=status), **meta)
+    record = _ls_min_value(where, sid, item[LS_FROM_NAME])
+    return record if record.status == MALFORMED else replace(record, **meta)
 
 
 def _ls_min_value(where: str, sid: str, value: Any) -> LabelRecord:
@@ -493,4 +532,11 @@ def _ls_min_value(where: str, sid: str, value: Any) -> LabelRecord:
             names += [str(c) for c in v["choices"]]
         else:
             return LabelRecord(where, sid, status=MALFORMED, detail=f"labels value {str(value)[:80]!r} is not a Choices answer")
-    return LabelRecord(where, sid, tuple(n.strip() for n in names))
+    return _ls_names(where, sid, [n.strip() for n in names])
+
+
+def _ls_names(where: str, sid: str, names: list[str]) -> LabelRecord:
+    """A Label Studio answer; the choice ``unlabelable`` (alone) marks a skip."""
+    if names == [SKIP_LABEL]:
+        return _skip(where, sid, "marked unlabelable in Label Studio")
+    return LabelRecord(where, sid, tuple(names))

@@ -25,7 +25,7 @@ import numpy as np
 
 from raydal.al.executor import Executor
 from raydal.al.poolids import member_mask, pack_ids, positions, unpack_ids
-from raydal.al.state import ALState, StateStore, storage_errors
+from raydal.al.state import ALState, StateStore, batch_name, storage_errors
 from raydal.config import ALConfig
 from raydal.constants import CHECKPOINT_SUBDIR, CHECKPOINTS_DIR
 from raydal.exceptions import StateError
@@ -179,7 +179,7 @@ class ActiveLearner:
         init = prev if (cfg.warm_start and prev) else None
         if not self._finished():  # a query on this model follows: the executor may score in the same pass
             b, prev_probs = self._query_inputs(self._labeled_mask())
-            self.executor.plan_query(labeled_ids=state.labeled_ids(), b=b, prev_probs=prev_probs)
+            self.executor.plan_query(labeled_ids=self._excluded_ids(), b=b, prev_probs=prev_probs)
             del prev_probs
         t0 = time.perf_counter()
         name = (CHECKPOINTS_DIR, f"iter-{tau:04d}")
@@ -228,11 +228,16 @@ class ActiveLearner:
             return True
         if cfg.label_budget is not None and state.n_labeled >= cfg.label_budget:
             return True
-        return state.n_labeled >= len(self.executor.pool_index())
+        return state.n_labeled + len(state.unlabelable) >= len(self.executor.pool_index())
+
+    def _excluded_ids(self) -> list[str]:
+        """The pool ids a query never returns: labeled, then unlabelable (skipped by annotators)."""
+        return self.state.labeled_ids() + sorted(self.state.unlabelable)
 
     def _labeled_mask(self) -> np.ndarray:
-        """bool [N] over the sorted pool ids: the labeled rows (found by binary search, not by sets)."""
-        return member_mask(self.executor.pool_index(), list(self.state.labeled))
+        """bool [N] over the sorted pool ids: the rows out of the query (labeled or unlabelable;
+        found by binary search, not by sets)."""
+        return member_mask(self.executor.pool_index(), [*self.state.labeled, *self.state.unlabelable])
 
     def _query_inputs(self, labeled: np.ndarray) -> tuple[int, Any]:
         """(b, previous pool probabilities or None) of the next query; ``labeled``: ``_labeled_mask()``."""
@@ -270,7 +275,7 @@ class ActiveLearner:
         result = self.executor.query(
             checkpoint=record["checkpoint"],
             unlabeled_ids=unpack_ids(pool[~labeled]) if draws else None,
-            labeled_ids=state.labeled_ids(),
+            labeled_ids=self._excluded_ids(),
             b=b,
             prev_probs=prev,
             seed=phase_seed(cfg.seed, tau, "query"),
@@ -295,7 +300,7 @@ class ActiveLearner:
         state.phase = "label"
         self.store.save(state)
         self.log(
-            f"iter {tau}: selected {b} with {cfg.strategy} | score {result.score_seconds:.1f}s "
+            f"iter {tau}: selected {b} with {cfg.strategy} as batch {batch_name(tau + 1)} | score {result.score_seconds:.1f}s "
             f"select {result.select_seconds:.1f}s"
         )
         if cfg.mode == "simulation":

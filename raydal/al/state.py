@@ -61,6 +61,12 @@ class ALState:
         pool_probs_file: the array file holding the pool probabilities of the
             last scoring pass (used by TPD as F_{tau-1}, and by reports).
         imports: sha256 digests of label files already imported.
+        unlabelable: id -> ``{"iteration", "by", "when", "reason"}``: images an annotator
+            could not label (cloudy, no data). They leave the pool: never queried again,
+            never trained on, not counted in ``n_labeled``.
+        corrections: one record per changed label, oldest first: ``{"id", "before",
+            "after", "by", "when", "source"}`` (class indices; ``before`` None when the
+            image was unlabelable). ``human_labels`` holds the current answer.
     """
 
     config: dict[str, Any]
@@ -73,6 +79,8 @@ class ALState:
     history: list[dict[str, Any]] = field(default_factory=list)
     pool_probs_file: str | None = None
     imports: list[str] = field(default_factory=list)
+    unlabelable: dict[str, dict[str, Any]] = field(default_factory=dict)
+    corrections: list[dict[str, Any]] = field(default_factory=list)
     version: int = STATE_VERSION
 
     def state_dict(self) -> dict[str, Any]:
@@ -112,7 +120,39 @@ class ALState:
             self.labeled[sid] = {"iteration": pending["iteration"], "by": by}
             if lab is not None:
                 self.human_labels[sid] = sorted(int(c) for c in lab)
-        remaining = [i for i in pending["ids"] if i not in self.labeled]
+        self._settle_pending()
+
+    def mark_unlabelable(self, reasons: dict[str, str], by: str) -> None:
+        """Take pending or unlabeled pool ids out of the pool for good: ``reasons``: id -> why.
+
+        A pending batch whose other ids are all labeled is complete (the next phase trains).
+        """
+        when = _now()
+        for sid, reason in reasons.items():
+            self.unlabelable[sid] = {"iteration": self.pending["iteration"] if self.pending else self.iteration,
+                                     "by": by, "when": when, "reason": reason}
+        if self.pending is not None:
+            self._settle_pending()
+
+    def correct_labels(self, labels: dict[str, list[int]], by: str, source: str) -> None:
+        """Change annotators' labels (or label unlabelable images), keeping the earlier answer.
+
+        ``labels``: id -> class indices. The next training uses them (``human_labels``).
+        """
+        when = _now()
+        for sid, lab in labels.items():
+            after = sorted(int(c) for c in lab)
+            before = self.human_labels.get(sid)
+            if sid in self.unlabelable:
+                del self.unlabelable[sid]
+                self.labeled[sid] = {"iteration": self.iteration, "by": by}
+            self.human_labels[sid] = after
+            self.corrections.append({"id": sid, "before": before, "after": after, "by": by, "when": when,
+                                     "source": source})
+
+    def _settle_pending(self) -> None:
+        pending = self.pending
+        remaining = [i for i in pending["ids"] if i not in self.labeled and i not in self.unlabelable]
         if remaining:
             pending["ids"] = remaining
         else:
@@ -123,6 +163,21 @@ class ALState:
     def labeled_ids(self) -> list[str]:
         """Labeled ids in a stable order (the order they were labeled, then by id)."""
         return sorted(self.labeled, key=lambda i: (self.labeled[i]["iteration"], i))
+
+
+def batch_name(batch_iteration: int) -> str:
+    """The one name of a query batch in logs, export folders and prediction versions.
+
+    A batch is named after the iteration whose model queried it: ``iter-0000`` is the
+    batch chosen by iteration 0's model (``checkpoints/iter-0000``) and labeled for
+    iteration 1. ``batch_iteration`` is ``pending["iteration"]``, the iteration those
+    labels train; the initial random set (0, no model) is ``initial``.
+    """
+    return "initial" if batch_iteration == 0 else f"iter-{batch_iteration - 1:04d}"
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 class StateStore:

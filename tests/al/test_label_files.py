@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from labeling_state import make_waiting_state, state_files
-from raydal.al.humanloop import export_batch, import_labels, validate_labels
+from raydal.al.humanloop import ExportOptions, export_batch, import_labels, validate_labels
 from raydal.al.labelfiles import LabelFile
 from raydal.al.state import ALState, StateStore
 from raydal.data.shards import SCHEMA, Manifest
@@ -288,7 +288,7 @@ def test_export_writes_only_inside_its_folder(tmp_path):
     out = sandbox / "a" / "export"
     before = {p for p in tmp_path.rglob("*")}
     logged = []
-    export_batch(state_dir, str(out), log=logged.append)
+    export_batch(state_dir, str(out), ExportOptions(predictions="preselect"), log=logged.append)
     written = {p for p in tmp_path.rglob("*")} - before
     assert written and all(p == out or out in p.parents or p in out.parents for p in written)
     thumbs = sorted((out / "thumbs").iterdir())
