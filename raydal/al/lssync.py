@@ -79,22 +79,21 @@ def default_title(state_dir: str) -> str:
 class Link:
     """One state dir linked to one Label Studio project through ``client``.
 
-    title: the project's title (default ``default_title``); predictions: what
-    annotators see of the model's guess (``labelstudio.PREDICTION_MODES``);
-    export: further ``ExportOptions`` fields (``images``, ``max_side``, ...);
+    title: the project's title (default ``default_title``); export:
+    ``ExportOptions`` fields (``predictions``: what annotators see of the
+    model's guess, ``images``, ``max_side``);
     import_options: ``import_labels`` keywords (``allow_changes``,
     ``on_disagreement``); annotator: recorded as who labeled.
     """
 
-    def __init__(self, state_dir: str, client: Any, title: str | None = None, predictions: str = "none",
-                 export: Mapping[str, Any] | None = None, import_options: Mapping[str, Any] | None = None,
+    def __init__(self, state_dir: str, client: Any, title: str | None = None, export: Mapping[str, Any] | None = None, import_options: Mapping[str, Any] | None = None,
                  annotator: str = "label-studio", log: Callable[[str], None] | None = None):
         from raydal.al.humanloop import ExportOptions
 
         self.state_dir = str(state_dir)
         self.client = client
         self.title = title or default_title(self.state_dir)
-        self.export = ExportOptions(predictions=predictions, **dict(export or {}))
+        self.export = ExportOptions(**dict(export or {}))
         self.import_options = dict(import_options or {})
         self.annotator = annotator
         self.log = log or (lambda _: None)

@@ -113,7 +113,7 @@ def test_a_changed_answer_is_refused_like_import_labels(waiting, fake):
 
 
 def test_reuses_the_project_by_title_and_sets_the_predictions_mode(waiting, fake):
-    Link(waiting["state_dir"], connect(fake.url, KEY), title="team A", predictions="hint").sync()
+    Link(waiting["state_dir"], connect(fake.url, KEY), title="team A", export={"predictions": "hint"}).sync()
     (project,) = fake.projects.values()
     assert 'value="$raydal_hint"' in project["label_config"]
     task = next(iter(fake.tasks.values()))
@@ -121,7 +121,7 @@ def test_reuses_the_project_by_title_and_sets_the_predictions_mode(waiting, fake
     top = waiting["classes"][int(np.argmax(probs))]
     assert task["data"]["raydal_hint"].startswith(f"{top} {max(probs):.2f}") and not task["predictions"]
     os.remove(StateStore(waiting["state_dir"]).local_path(RECORD_FILE))  # a lost record: found again by title
-    Link(waiting["state_dir"], connect(fake.url, KEY), title="team A", predictions="preselect").sync()
+    Link(waiting["state_dir"], connect(fake.url, KEY), title="team A", export={"predictions": "preselect"}).sync()
     assert len(fake.projects) == 1 and len(fake.tasks) == 5  # same project, no task pushed twice
     assert project["show_collab_predictions"] is True and "raydal_hint" not in project["label_config"]
 
