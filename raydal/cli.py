@@ -338,17 +338,37 @@ def _cmd_import(args: argparse.Namespace) -> None:
     from raydal.al.humanloop import import_labels
 
     extra = {"max_bytes": args.max_bytes} if args.max_bytes is not None else {}
-    result = import_labels(str(args.state_dir), args.file, annotator=args.annotator, **extra)
+    result = import_labels(str(args.state_dir), args.file, annotator=args.annotator,
+                           allow_changes=args.allow_changes, on_disagreement=args.on_disagreement, **extra)
     if result["already_imported"]:
         print(f"{args.file} was already imported: nothing changed")
         return
-    print(f"imported {result['imported']} labels ({result['format']}); {result['unchanged']} unchanged; "
+    print(f"imported {result['imported']} labels ({result['format']}); {result['changed']} changed; "
+          f"{result['unchanged']} unchanged; {len(result['skipped'])} unlabelable; "
           f"{result['remaining']} still pending; next phase: {result['phase']}")
-    for key, what in (("skipped", "skipped in Label Studio"), ("unannotated", "not annotated yet"),
-                      ("not_in_file", "pending ids not in this file")):
+    for key, what in (("resolved", "disagreements resolved"),
+                      ("skipped", "skipped: marked unlabelable, out of the pool"),
+                      ("unannotated", "not annotated yet (still pending)"),
+                      ("not_in_file", "pending ids not in this file (still pending)")):
         if result[key]:
             shown = ", ".join(result[key][:10]) + (" ..." if len(result[key]) > 10 else "")
-            print(f"{len(result[key])} {what} (still pending): {shown}")
+            print(f"{len(result[key])} {what}: {shown}")
+
+
+def _cmd_relabel(args: argparse.Namespace) -> None:
+    from raydal.al.humanloop import relabel
+
+    result = relabel(str(args.state_dir), {args.id: args.labels}, by=args.by)
+    print(f"{args.id}: {result['changed']} label changed, {result['imported']} new, {result['unchanged']} unchanged; "
+          "the next training uses it (the earlier answer is kept in the state's corrections)")
+
+
+def _cmd_skip(args: argparse.Namespace) -> None:
+    from raydal.al.humanloop import skip_images
+
+    result = skip_images(str(args.state_dir), args.ids, reason=args.reason, by=args.by)
+    print(f"marked {len(result['skipped'])} image(s) unlabelable ({result['unchanged']} were already); "
+          f"{result['remaining']} still pending; next phase: {result['phase']}")
 
 
 def _cmd_label_studio(args: argparse.Namespace) -> None:
@@ -478,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--at", default=None, help="label counts for the table, e.g. 200,400")
     p.set_defaults(func=_cmd_report)
 
-    from raydal.al.humanloop import ExportOptions
+    from raydal.al.humanloop import DISAGREEMENT_POLICIES, ExportOptions
     from raydal.al.labelfiles import DEFAULT_MAX_BYTES
     from raydal.settings import declared_settings, value_type
 
@@ -500,7 +520,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--annotator", default="annotator", help="recorded as who labeled these samples")
     p.add_argument("--max-bytes", type=int, default=None,
                    help=f"refuse label files larger than this many bytes (default {DEFAULT_MAX_BYTES})")
+    p.add_argument("--allow-changes", action="store_true",
+                   help="accept labels that differ from the ones imported before (a reviewer's correction); "
+                        "each change is recorded with who, when and the earlier answer")
+    p.add_argument("--on-disagreement", default="refuse",
+                   metavar="|".join(DISAGREEMENT_POLICIES),
+                   help="several different answers for one image: refuse the import (default), keep the "
+                        "majority answer (a tie is refused), the latest, or the preferred annotator's")
     p.set_defaults(func=_cmd_import)
+
+    p = sub.add_parser("relabel", help="correct one image's label (recorded with who, when and the earlier answer)")
+    p.add_argument("state_dir", type=_location)
+    p.add_argument("id", help="the image id")
+    p.add_argument("--labels", required=True, help="the new class names, joined by ';'")
+    p.add_argument("--by", required=True, help="who corrects it (recorded)")
+    p.set_defaults(func=_cmd_relabel)
+
+    p = sub.add_parser("skip", help="mark images that cannot be labeled (cloudy, no data): they leave the pool")
+    p.add_argument("state_dir", type=_location)
+    p.add_argument("ids", nargs="+", help="image ids")
+    p.add_argument("--reason", required=True, help="why they cannot be labeled (recorded)")
+    p.add_argument("--by", default="annotator", help="who decided (recorded)")
+    p.set_defaults(func=_cmd_skip)
 
     from raydal.al import labelstudio, lssync
 
