@@ -161,3 +161,31 @@ def test_cli_export_options(run, tmp_path, capsys):
     assert task["data"]["image"].startswith("/data/local-files/?d=b/thumbs/")
     assert cli(["export", run["state_dir"], "--images", "local-files", "--document-root", str(root)]) == 2
     assert "must be a parent folder of the export folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", ["none", "hint", "preselect"])
+def test_export_predictions_modes(run, tmp_path, mode):
+    """none: the image only; hint: the probabilities as text, nothing selected; preselect: Label Studio
+    predictions (what an annotator's Submit would record as is)."""
+    assert cli(["export", run["state_dir"], "--out", str(tmp_path / mode), "--predictions", mode]) == 0
+    tasks = json.loads((tmp_path / mode / "label_studio_tasks.json").read_text())
+    config = ET.fromstring((tmp_path / mode / "label_studio_config.xml").read_text())
+    probs = StateStore(run["state_dir"]).load().pending["probs"]
+    texts = [t.get("value") for t in config.iter("Text")]
+    assert texts == (["$raydal_hint"] if mode == "hint" else [])
+    for task in tasks:
+        p = probs[task["data"]["raydal_id"]]
+        assert ("predictions" in task) == (mode == "preselect")
+        assert ("raydal_hint" in task["data"]) == (mode == "hint")
+        if mode == "hint":
+            shown = [part.rsplit(" ", 1) for part in task["data"]["raydal_hint"].split(", ")]
+            assert [float(v) for _, v in shown] == sorted((round(x, 2) for x in p), reverse=True)
+            assert {c for c, _ in shown} == set(run["classes"])
+        if mode == "preselect":
+            (result,) = task["predictions"][0]["result"] or [{"value": {"choices": []}}]
+            assert result["value"]["choices"] == [c for c, x in zip(run["classes"], p) if x >= 0.5]
+
+
+def test_default_export_preselects_nothing(run):
+    """The default protects label quality: no Label Studio prediction, no hint."""
+    assert all(set(t) == {"data"} and set(t["data"]) == {"image", "raydal_id"} for t in run["tasks"])
