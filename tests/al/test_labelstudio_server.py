@@ -9,7 +9,9 @@ LABEL_STUDIO_PASSWORD (generated when unset), logs in with a session (Label
 Studio 1.23 disables legacy API tokens), and drives it through its API: a
 project from raydal's config, raydal's tasks imported, every image checked,
 annotations made, the project exported as JSON, JSON_MIN and CSV, each export
-imported into raydal. The server is stopped by its PID at the end.
+imported into raydal; and the live link (raydal.al.lssync, through
+label_studio_sdk with a personal access token) pushes and pulls a batch once.
+The server is stopped by its PID at the end.
 """
 
 from __future__ import annotations
@@ -230,3 +232,44 @@ def test_label_studio_round_trip(label_studio, waiting, tmp_path):
     assert (result["imported"], result["unchanged"], result["phase"]) == (3, 2, "train")
     human = StateStore(state_dir).load().human_labels
     assert {s: [classes[c] for c in human[s]] for s in sids} == given
+
+
+def test_live_link(label_studio, waiting):
+    """raydal label-studio's link through label_studio_sdk: a project made from raydal's config, the batch
+    pushed once (most uncertain first, hints shown, nothing pre-selected), annotations pulled once."""
+    pytest.importorskip("label_studio_sdk")
+    from raydal.al.labelstudio import confidence
+    from raydal.al.lssync import Link, connect
+
+    ls, _ = label_studio
+    token = ls("POST", "/api/token/").json()["token"]  # a personal access token (JWT refresh token)
+    sids, truth = waiting["pending"], waiting["truth"]
+    link = Link(waiting["state_dir"], connect(ls.base, token), title="raydal live link", export={"predictions": "hint"})
+    first = link.sync()
+    pid = first["project"]
+    project = ls("GET", f"/api/projects/{pid}").json()
+    assert first["pushed"] == 5 and project["show_collab_predictions"] is False
+    assert 'value="$raydal_hint"' in project["label_config"]
+
+    def stored() -> list[dict]:
+        return sorted(ls("GET", "/api/tasks", params={"project": pid, "page_size": 1000, "fields": "all"}).json()["tasks"],
+                      key=lambda t: t["id"])
+
+    tasks = stored()
+    probs = StateStore(waiting["state_dir"]).load().pending["probs"]
+    assert [t["data"]["raydal_id"] for t in tasks] == sorted(sids, key=lambda s: confidence(probs[s]))
+    assert all(t["data"]["raydal_hint"] and not t.get("predictions") for t in tasks)
+    assert link.sync()["pushed"] == 0 and len(stored()) == 5  # run twice: nothing pushed twice
+
+    tid = {t["data"]["raydal_id"]: t["id"] for t in tasks}
+    for sid in sids[:2]:
+        ls.annotate(tid[sid], truth[sid])
+    got = link.sync()
+    assert (got["imported"]["imported"], got["pending"]) == (2, 3)
+    before = state_files(waiting["state_dir"])
+    assert link.sync()["imported"] is None and state_files(waiting["state_dir"]) == before  # nothing imported twice
+    for sid in sids[2:]:
+        ls.annotate(tid[sid], truth[sid])
+    assert link.sync()["phase"] == "train"
+    human = StateStore(waiting["state_dir"]).load().human_labels
+    assert {s: [waiting["classes"][c] for c in human[s]] for s in sids} == {s: truth[s] for s in sids}
