@@ -4,10 +4,15 @@
 
     <out_dir>/predictions.parquet   id, path, split, p_<class> (one sigmoid probability per
     <out_dir>/predictions.csv       class), predicted (class names >= threshold, joined by ';')
-    <out_dir>/model/model.pt2       a torch.export program: uint8 [N, S, S, B] -> probabilities [N, C]
-    <out_dir>/model/model.torchscript.pt   the same model as TorchScript (libtorch, older PyTorch)
-    <out_dir>/model/preprocessing.json     how raw pixels become that uint8 input, the classes
+    <out_dir>/model/model.pt2       for Python: a torch.export program, uint8 [N, S, S, B] -> probabilities [N, C]
+    <out_dir>/model/model.torchscript.pt   for C++ (libtorch) and PyTorch without torch.export: the same, TorchScript
+    <out_dir>/model/model.pt, model.json   for raydal: the checkpoint (``raydal predict`` MODEL, a run's init)
+    <out_dir>/model/preprocessing.json     how raw pixels become that uint8 input, the classes, the threshold
     <out_dir>/input-shards/         only for a folder of images: the images prepared on the fly
+
+``split`` is each image's split in the run's archive (pool, val, test), ``new`` for an
+image outside it, ``unknown`` when MODEL is a checkpoint without its run. Every JSON file
+is strict JSON (no NaN).
 
 ``model`` is a run's state dir (its latest model) or a checkpoint folder (one
 inside a state dir, or an exported ``model/`` folder with its preprocessing.json).
@@ -30,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from raydal.constants import MANIFEST_NAME, SPLITS
+from raydal.constants import MANIFEST_NAME, META_FILE, MODEL_FILE, SPLITS
 from raydal.exceptions import ConfigError, ModelError, StateError
 from raydal.utils import file_exists, is_uri, join_location, read_bytes
 
@@ -40,6 +45,14 @@ EXPORT_FILE = "model.pt2"
 #: The same model as TorchScript (``torch.jit.load``), for libtorch and older PyTorch.
 TORCHSCRIPT_FILE = "model.torchscript.pt"
 PREPROCESSING_FILE = "preprocessing.json"
+#: What each file of an exported model folder is for (written into its preprocessing.json).
+MODEL_FILES = {
+    EXPORT_FILE: "Python with torch alone: torch.export.load(path).module()(images)",
+    TORCHSCRIPT_FILE: "C++ (libtorch) or PyTorch without torch.export: torch.jit.load(path)(images)",
+    MODEL_FILE: "raydal: the checkpoint's weights (with model.json), so this folder is a MODEL for raydal predict",
+    META_FILE: "raydal: the checkpoint's architecture (ModelSpec) and training facts",
+    PREPROCESSING_FILE: "how raw pixels become the uint8 input, the classes and the threshold",
+}
 INPUT_SHARDS = "input-shards"
 EXECUTORS = ("auto", "ray", "local")
 PREPROCESSING_FORMAT = 1
@@ -56,6 +69,8 @@ class ModelSource:
 
     checkpoint: str
     preprocessing: dict[str, Any] | None
+    #: The run's shard set (where each image's split is read), or None when the run is unknown.
+    shards_dir: str | None = None
 
 
 def preprocessing_of(manifest, threshold: float | None = None) -> dict[str, Any]:
@@ -91,7 +106,6 @@ def resolve_model(model: str | Path) -> ModelSource:
     """The checkpoint and preprocessing of ``model``: a state dir, or a checkpoint folder
     (local paths or storage URIs)."""
     from raydal.al.state import STATE_FILE
-    from raydal.models.checkpoint import MODEL_FILE
 
     location = str(model).rstrip("/") if is_uri(model) else Path(model).expanduser()
     if file_exists(join_location(location, STATE_FILE)):
@@ -99,13 +113,14 @@ def resolve_model(model: str | Path) -> ModelSource:
         if not state.history:
             raise StateError(f"The run in {location} has no trained model yet (phase {state.phase!r}). Fix: run it "
                              "until it has trained once (label the initial batch in human mode), then predict.")
-        return ModelSource(state.history[-1]["checkpoint"], _run_preprocessing(state))
+        return ModelSource(state.history[-1]["checkpoint"], _run_preprocessing(state), state.config["shards_dir"])
     if file_exists(join_location(location, MODEL_FILE)):
         if file_exists(join_location(location, PREPROCESSING_FILE)):
             return ModelSource(str(location), json.loads(read_bytes(join_location(location, PREPROCESSING_FILE))))
         for parent in _parents(location):  # STATE/checkpoints/iter-NNNN
             if file_exists(join_location(parent, STATE_FILE)):
-                return ModelSource(str(location), _run_preprocessing(_load_state(parent)))
+                state = _load_state(parent)
+                return ModelSource(str(location), _run_preprocessing(state), state.config["shards_dir"])
         return ModelSource(str(location), None)
     raise ModelError(f"{location} is neither a run's state dir (no {STATE_FILE}) nor a checkpoint folder (no "
                      f"{MODEL_FILE}). Fix: pass the --state-dir of a run, or one of its checkpoints/iter-NNNN.")
@@ -263,7 +278,8 @@ def predict(
                                                concurrency=concurrency)
     else:
         ids, paths, probs = predict_arrays_local(source.checkpoint, manifest, batch_size)
-    result = write_predictions(out, manifest, ids, paths, probs, list(pre["classes"]), threshold)
+    result = write_predictions(out, manifest, ids, paths, probs, list(pre["classes"]), threshold,
+                               splits_of(source, manifest, from_folder=str(manifest.root) == str(out / INPUT_SHARDS)))
     if export:
         export_model(source.checkpoint, {**pre, "threshold": threshold}, out / EXPORT_DIR)
     return result
@@ -279,17 +295,39 @@ def _resolve_executor(executor: str) -> str:
     return "ray"
 
 
+NEW_SPLIT = "new"
+UNKNOWN_SPLIT = "unknown"
+
+
+def splits_of(source: ModelSource, manifest, from_folder: bool) -> dict[str, str]:
+    """id -> split of each image of ``manifest``: the split the input shard set gives it or, for a
+    folder of images prepared on the fly (``from_folder``: all ``pool`` there), its split in the
+    run's archive (``new`` outside it, ``unknown`` without the run)."""
+    from raydal.data.shards import load_manifest, read_ids
+
+    own = {str(i): split for split in manifest.splits for i in read_ids(manifest, split)}
+    if not from_folder:
+        return own
+    if source.shards_dir is None:
+        return dict.fromkeys(own, UNKNOWN_SPLIT)
+    run = load_manifest(source.shards_dir)
+    known = {str(i): split for split in run.splits for i in read_ids(run, split)}
+    return {i: known.get(i, NEW_SPLIT) for i in own}
+
+
 def write_predictions(out: Path, manifest, ids: list[str], paths: list[str], probs: np.ndarray,
-                      classes: list[str], threshold: float) -> Path:
-    """predictions.parquet and predictions.csv, rows ordered by split (pool, val, test) then id."""
+                      classes: list[str], threshold: float, split_of: dict[str, str] | None = None) -> Path:
+    """predictions.parquet and predictions.csv, rows ordered by split (pool, val, test, new, unknown)
+    then id. split_of: id -> split (default: the splits of ``manifest``)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from raydal.data.shards import read_ids
     from raydal.utils import atomic_write_bytes
 
-    split_of = {str(i): split for split in manifest.splits for i in read_ids(manifest, split)}
-    rank = {s: k for k, s in enumerate(SPLITS)}
+    if split_of is None:
+        split_of = {str(i): split for split in manifest.splits for i in read_ids(manifest, split)}
+    rank = {s: k for k, s in enumerate((*SPLITS, NEW_SPLIT, UNKNOWN_SPLIT))}
     order = sorted(range(len(ids)), key=lambda k: (rank.get(split_of[ids[k]], len(rank)), ids[k]))
     probs = np.asarray(probs, dtype=np.float32)[order] if order else np.zeros((0, len(classes)), np.float32)
     ids = [ids[k] for k in order]
@@ -324,20 +362,18 @@ def _csv_text(table) -> str:
 
 
 def export_model(checkpoint: str, preprocessing: dict[str, Any], out_dir: str | Path) -> Path:
-    """Write ``model.pt2`` (uint8 [N, S, S, B] -> probabilities [N, C], any batch size N) and
-    ``preprocessing.json`` into ``out_dir``; also the checkpoint (so the folder is a raydal MODEL).
+    """Write the model in the formats of :data:`MODEL_FILES` and ``preprocessing.json`` into ``out_dir``.
 
     ``model.pt2`` is a ``torch.export`` program (TorchScript's successor; no new
     dependency): ``torch.export.load(path).module()(images)`` runs it with torch
-    alone, no raydal needed.
+    alone, no raydal needed. Each maps uint8 [N, S, S, B] to probabilities [N, C], any N.
     """
     import shutil
 
     import torch
 
     from raydal.models import load_checkpoint
-    from raydal.models.checkpoint import META_FILE, MODEL_FILE
-    from raydal.utils import atomic_write_bytes, atomic_write_json, local_dir
+    from raydal.utils import atomic_write_bytes, atomic_write_strict_json, local_dir
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -352,12 +388,12 @@ def export_model(checkpoint: str, preprocessing: dict[str, Any], out_dir: str | 
     atomic_write_bytes(out / EXPORT_FILE, buf.getvalue())
     atomic_write_bytes(out / TORCHSCRIPT_FILE, _torchscript_bytes(wrapped, example))
     src = local_dir(checkpoint)
-    for name in (MODEL_FILE, META_FILE):
-        shutil.copyfile(src / name, out / name)
-    atomic_write_json(out / PREPROCESSING_FILE, {**preprocessing, "model_file": EXPORT_FILE,
-                                                 "torchscript_file": TORCHSCRIPT_FILE,
-                                                 "input": f"uint8 [N, {size}, {size}, {bands}]",
-                                                 "output": "float32 [N, C] sigmoid probabilities"})
+    shutil.copyfile(src / MODEL_FILE, out / MODEL_FILE)
+    # strict JSON even from a checkpoint written before raydal wrote NaN metrics as null
+    atomic_write_strict_json(out / META_FILE, json.loads((src / META_FILE).read_text()))
+    atomic_write_strict_json(out / PREPROCESSING_FILE, {
+        **preprocessing, "model_file": EXPORT_FILE, "torchscript_file": TORCHSCRIPT_FILE, "files": MODEL_FILES,
+        "input": f"uint8 [N, {size}, {size}, {bands}]", "output": "float32 [N, C] sigmoid probabilities"})
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import tempfile
 from collections.abc import Sequence
@@ -73,6 +74,24 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, fault: str | None =
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """Atomically write ``obj`` as indented JSON."""
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def finite_json(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None, so that it writes as strict JSON
+    (``json.dumps(..., allow_nan=False)``; a bare ``NaN`` is not JSON and other languages' parsers refuse it)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
+
+
+def atomic_write_strict_json(path: str | os.PathLike, obj: Any) -> None:
+    """Atomically write ``obj`` as indented strict JSON: NaN and infinities become null."""
+    text = json.dumps(finite_json(obj), indent=2, sort_keys=True, allow_nan=False)
+    atomic_write_bytes(path, (text + "\n").encode())
 
 
 # -- cluster storage (pyarrow filesystems) -------------------------------------------

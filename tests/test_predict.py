@@ -21,6 +21,18 @@ from raydal.exceptions import ConfigError, StateError
 from raydal.predict import predict
 
 
+#: The run's --f1-threshold, not the default: predictions and the export must use it.
+THRESHOLD = 0.35
+
+
+def _strict_json(path):
+    """``path``'s JSON, refusing NaN and infinities (which are not JSON)."""
+    def refuse(constant):
+        raise ValueError(f"{path} holds {constant}: not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A human-mode run on a folder archive that trained once on the archive's labels (float32 GeoTIFFs)."""
@@ -30,7 +42,7 @@ def run(tmp_path_factory):
                      classes=archive / "classes.txt").root
     cfg = ALConfig(dataset="folder", shards_dir=str(shards), state_dir=str(base / "state"), mode="human",
                    strategy="random", b=3, initial_labeled=4, iterations=1, backbone="smallcnn",
-                   executor="local", train={"epochs": 1, "batch_size": 8, "lr": 0.05})
+                   executor="local", train={"epochs": 1, "batch_size": 8, "lr": 0.05, "threshold": THRESHOLD})
     state = ActiveLearner(cfg, LocalExecutor(cfg), log=lambda s: None).run()
     assert state.history  # trained on the archive's labeled pool images
     return {"archive": archive, "shards": shards, "state": base / "state", "config": cfg}
@@ -53,7 +65,9 @@ def test_predict_shards_and_folder_agree_and_files_are_consistent(run, tmp_path)
     pb = np.array([tb[f"p_{c}"] for c in classes]).T[[by_id[i] for i in ta["id"]]]
     np.testing.assert_allclose(pa, pb, atol=1e-6)
     assert all(p.endswith(".tif") and (run["archive"] / p).exists() for p in ta["path"])
-    assert set(ta["split"]) == {"pool", "val", "test"} and set(tb["split"]) == {"pool"}
+    # the folder's images carry their split in the run's archive, as the shards do
+    assert set(ta["split"]) == {"pool", "val", "test"}
+    assert dict(zip(tb["id"], tb["split"])) == dict(zip(ta["id"], ta["split"]))
     for row, predicted in zip(pa, ta["predicted"]):
         assert predicted == ";".join(c for c, p in zip(classes, row) if p >= 0.4)
     with open(a.parent / "predictions.csv") as f:
@@ -67,7 +81,10 @@ def test_exported_model_gives_the_same_probabilities(run, tmp_path):
     import torch
 
     out = predict(run["state"], run["shards"], tmp_path / "p", executor="local").parent
-    pre = json.loads((out / "model" / "preprocessing.json").read_text())
+    pre = _strict_json(out / "model" / "preprocessing.json")
+    assert _strict_json(out / "model" / "model.json")["model"]["num_classes"] == len(pre["classes"])
+    files = {p.name for p in (out / "model").iterdir()}
+    assert files == set(pre["files"])  # every file of the export says what it is for
     m = load_manifest(run["shards"])
     assert pre["classes"] == m.classes and pre["image_size"] == 16 and pre["scaling"] == m.scaling
     assert pre["scaling"]["method"] == "percentile" and len(pre["scaling"]["lo"]) == 4
@@ -91,6 +108,12 @@ def test_exported_model_gives_the_same_probabilities(run, tmp_path):
     ckpt = _table(predict(checkpoint, run["shards"], tmp_path / "r",
                           executor="local", export=False).parent)
     assert again == table == ckpt
+    # the run's threshold is the default of predict and of the export, as of its recorded F1
+    assert pre["threshold"] == THRESHOLD
+    probs = np.array([table[f"p_{c}"] for c in m.classes]).T
+    assert table["predicted"] == [";".join(c for c, p in zip(m.classes, row) if p >= THRESHOLD) for row in probs]
+    assert (probs >= THRESHOLD).sum() != (probs >= 0.5).sum()  # the threshold matters on this model
+    _strict_json(__import__("pathlib").Path(checkpoint) / "model.json")  # a run's checkpoints too
 
 
 def test_no_path_escapes_out_dir(run, tmp_path):
@@ -107,6 +130,7 @@ def test_no_path_escapes_out_dir(run, tmp_path):
     assert after == before  # nothing written outside OUT_DIR
     table = _table(out)
     assert sorted(table["id"]) == sorted([*names, "nested"])  # hidden folders are skipped
+    assert set(table["split"]) == {"new"}  # images outside the run's archive
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     fixed = {"predictions.parquet", "predictions.csv", "model/model.pt2", "model/model.torchscript.pt",
              "model/preprocessing.json", "model/model.pt", "model/model.json", "input-shards/manifest.json"}
@@ -138,10 +162,15 @@ def test_cli_predict(run, tmp_path, capsys):
     assert (tmp_path / "o" / "predictions.csv").exists() and not (tmp_path / "o" / "model").exists()
 
 
-def test_ray_data_path_gives_the_same_predictions(run, tmp_path, ray_local):
+def test_ray_data_path_gives_the_same_predictions(run, tmp_path, ray_local, capfd):
     local = _table(predict(run["state"], run["shards"], tmp_path / "l", executor="local", export=False).parent)
+    capfd.readouterr()
     on_ray = _table(predict(run["state"], run["shards"], tmp_path / "r", executor="ray", batch_size=8,
                             export=False).parent)
+    logged = capfd.readouterr()
+    # no error-level line from Ray (e.g. ray-project/ray#53727's "constructor arguments in the object store")
+    errors = [ln for ln in (logged.out + logged.err).splitlines() if " E " in ln[:40] or "ERROR" in ln]
+    assert not errors, errors
     assert on_ray["id"] == local["id"] and on_ray["predicted"] == local["predicted"]
     for key in local:
         if key.startswith("p_"):

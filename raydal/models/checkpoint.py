@@ -18,7 +18,7 @@ from torch import nn
 from raydal.constants import META_FILE, MODEL_FILE
 from raydal.exceptions import ModelError
 from raydal.models.factory import ModelSpec
-from raydal.utils import atomic_write_bytes, atomic_write_json, local_dir
+from raydal.utils import atomic_write_bytes, atomic_write_strict_json, local_dir
 
 CHECKPOINT_FORMAT = 1
 
@@ -46,7 +46,7 @@ def save_checkpoint(directory: str | os.PathLike, model: nn.Module, extra: dict[
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
     atomic_write_bytes(directory / MODEL_FILE, buf.getvalue())
-    atomic_write_json(directory / META_FILE, meta)
+    atomic_write_strict_json(directory / META_FILE, meta)  # NaN metrics (none computed) as null
     return directory
 
 
