@@ -85,8 +85,8 @@ def test_import_csv_then_retrain(waiting, tmp_path):
     out = export_batch(waiting.state_dir)
     filled = _fill_csv(out, _truth(waiting, pending), tmp_path / "filled.csv")
     result = import_labels(waiting.state_dir, filled, annotator="alice")
-    assert result == {"imported": 5, "unchanged": 0, "unannotated": [], "skipped": [], "not_in_file": [], "remaining": 0,
-                      "phase": "train", "already_imported": False, "format": "csv"}
+    assert result == {"imported": 5, "changed": 0, "unchanged": 0, "unannotated": [], "skipped": [], "resolved": [],
+                      "not_in_file": [], "remaining": 0, "phase": "train", "already_imported": False, "format": "csv"}
     state = store.load()
     assert all(state.labeled[i] == {"iteration": 1, "by": "alice"} for i in pending)
     before = store.read_bytes("state.json")
