@@ -212,6 +212,8 @@ def run_loop(args) -> dict[str, Any]:
                    "driver_phases_seconds": {k: round(v[0], 3) for k, v in phases.items()},
                    "driver_phases_cpu_seconds": {k: round(v[1], 3) for k, v in phases.items()}}
             res["steps"].append(row)
+            if args.json:  # what is measured so far survives a run cut short
+                Path(args.json).write_text(json.dumps(res, indent=1))
             print(f"iteration {tau} {phase}: {wall:.1f}s wall, {row['driver_seconds']:.2f}s driver work, "
                   f"peak RSS {row['peak_rss_mib']:.0f} MiB", flush=True)
         res["history_seconds"] = [h.get("seconds") for h in learner.state.history]
