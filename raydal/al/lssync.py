@@ -108,22 +108,26 @@ class Link:
         "phase", "pending"}``: ``imported`` is ``import_labels``' result or None."""
         record = self._record()
         project = self._project(record)
-        imported = self._pull(project, record)
-        pushed = self._push(project, record)
+        tasks = self._tasks(project)  # one listing a round: with inline thumbnails, tasks are large
+        imported = self._pull(tasks, record)
+        pushed = self._push(project, tasks, record)
         state = self.store.load()
         return {"project": project, "imported": imported, "pushed": pushed, "phase": state.phase,
                 "pending": len(state.pending["ids"]) if state.pending else 0}
 
     def _record(self) -> dict[str, Any]:
-        if not self.store.exists(RECORD_FILE):
-            return {"url": self._url(), "project": None, "pushed": {}, "seen": []}
-        return json.loads(self.store.read_bytes(RECORD_FILE))
+        """What was linked: the server, its project, the tasks pushed, the annotations seen. A record
+        of another server is started afresh (its project ids mean nothing here)."""
+        url = str(self.client._client_wrapper.get_base_url())
+        record = json.loads(self.store.read_bytes(RECORD_FILE)) if self.store.exists(RECORD_FILE) else {}
+        if record.get("url") != url:
+            if record:
+                self.log(f"{RECORD_FILE} links {record.get('url')}; linking {url} afresh")
+            record = {"url": url, "project": None, "pushed": {}, "seen": []}
+        return record
 
     def _save(self, record: dict[str, Any]) -> None:
         self.store.write_bytes(json.dumps(record, indent=1, sort_keys=True).encode("utf-8"), RECORD_FILE)
-
-    def _url(self) -> str:
-        return str(self.client._client_wrapper.get_base_url()) if hasattr(self.client, "_client_wrapper") else ""
 
     def _project(self, record: dict[str, Any]) -> int:
         from raydal.data.shards import load_manifest
@@ -162,11 +166,11 @@ class Link:
         return out
 
     # -- pull ----------------------------------------------------------------
-    def _pull(self, project: int, record: dict[str, Any]) -> dict[str, Any] | None:
+    def _pull(self, tasks: list[dict[str, Any]], record: dict[str, Any]) -> dict[str, Any] | None:
         from raydal.al.humanloop import import_labels
 
         seen = set(record["seen"])
-        fresh = [t for t in self._tasks(project) if any(_key(a) not in seen for a in t.get("annotations") or [])]
+        fresh = [t for t in tasks if any(_key(a) not in seen for a in t.get("annotations") or [])]
         if not fresh:
             return None
         export = [{"id": t["id"], "data": {labelstudio.ID_KEY: t["data"][labelstudio.ID_KEY]},
@@ -189,19 +193,18 @@ class Link:
         return result
 
     # -- push ----------------------------------------------------------------
-    def _push(self, project: int, record: dict[str, Any]) -> int:
+    def _push(self, project: int, tasks: list[dict[str, Any]], record: dict[str, Any]) -> int:
         from raydal.al.humanloop import export_batch
+        from raydal.constants import LABEL_STUDIO_TASKS
 
         state = self.store.load()
         if state.phase != "label" or state.pending is None:
             return 0
-        present = {t["data"][labelstudio.ID_KEY] for t in self._tasks(project)}
+        present = {t["data"][labelstudio.ID_KEY] for t in tasks}
         missing = [i for i in state.pending["ids"] if i not in present and i not in state.labeled]
         if not missing:
             return 0
         folder = export_batch(self.state_dir, None, self.export, log=self.log)
-        from raydal.constants import LABEL_STUDIO_TASKS
-
         by_id = {t["data"][labelstudio.ID_KEY]: t for t in json.loads((folder / LABEL_STUDIO_TASKS).read_text())}
         order = labelstudio.most_uncertain_first(missing, state.pending.get("probs") or {})
         answer = _call("importing tasks", self.client.projects.import_tasks, id=project,
@@ -230,6 +233,9 @@ class Link:
                 return summary
             if summary["phase"] != "label":
                 train(self.state_dir)
+                if self.store.load().phase == summary["phase"]:
+                    raise StateError(f"{self.state_dir}: training did not move the run on from phase "
+                                     f"{summary['phase']!r}; run `raydal run ... --mode human` to see why.")
                 idle = 0
                 continue
             if not (summary["imported"] or summary["pushed"]):
