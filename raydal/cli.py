@@ -555,8 +555,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", choices=labelstudio.PREDICTION_MODES, default=None,
                    help=f"{predictions.metadata['help']} (default: {predictions.default})")
     p.add_argument("--annotator", default="label-studio", help="recorded as who labeled")
-    p.add_argument("--allow-changes", action="store_true", help="accept changed answers as corrections (import-labels)")
-    p.add_argument("--on-disagreement", default=None, help="as for import-labels")
+    p.add_argument("--allow-changes", action="store_true",
+                   help="accept answers changed in Label Studio as corrections (as import-labels --allow-changes)")
+    p.add_argument("--on-disagreement", default=None, metavar="|".join(DISAGREEMENT_POLICIES),
+                   help="several different answers for one task: as import-labels --on-disagreement (default refuse)")
     p.add_argument("--follow", action="store_true", help="keep going: when a batch is labeled, train, query and push "
                                                          "the next, until the run is done (Ctrl-C stops)")
     p.add_argument("--poll", type=float, default=30.0, help="--follow: seconds between looks at Label Studio")
