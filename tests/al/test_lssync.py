@@ -112,6 +112,21 @@ def test_a_changed_answer_is_refused_like_import_labels(waiting, fake):
         {k: v for k, v in before.items() if not k.startswith(PULL_DIR)}
 
 
+def test_a_reviewers_fix_in_label_studio_becomes_a_correction(waiting, fake):
+    p, truth, classes = waiting["pending"], waiting["truth"], waiting["classes"]
+    _link(waiting, fake).sync()
+    pid = next(iter(fake.projects))
+    aid = fake.annotate(fake.task_of(pid, p[0])["id"], truth[p[0]])
+    _link(waiting, fake).sync()
+    fixed = ["sand"] if truth[p[0]] != ["sand"] else ["ship"]
+    fake.edit(aid, fixed)
+    got = _link(waiting, fake, import_options={"allow_changes": True}).sync()
+    state = StateStore(waiting["state_dir"]).load()
+    assert got["imported"]["changed"] == 1 and _human(waiting["state_dir"], classes)[p[0]] == fixed
+    (correction,) = state.corrections
+    assert correction["id"] == p[0] and [classes[c] for c in correction["before"]] == truth[p[0]]
+
+
 def test_reuses_the_project_by_title_and_sets_the_predictions_mode(waiting, fake):
     Link(waiting["state_dir"], connect(fake.url, KEY), title="team A", export={"predictions": "hint"}).sync()
     (project,) = fake.projects.values()
