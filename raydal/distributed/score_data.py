@@ -144,9 +144,24 @@ def _read_parquet(files: list[str], columns: list[str]):
     ctx = ray.data.DataContext.get_current()
     before, ctx.use_datasource_v2 = ctx.use_datasource_v2, False
     try:
-        return ray.data.read_parquet(files, columns=columns)
+        # one read task per shard file: Ray Data would otherwise split each file into ~200 /
+        # len(files) tiny blocks, each a task output to schedule and budget
+        return ray.data.read_parquet(files, columns=columns, override_num_blocks=len(files))
     finally:
         ctx.use_datasource_v2 = before
+
+
+def _cpu_actor_share(n: int) -> float:
+    """CPUs for each of ``n`` CPU scoring actors so that two cluster CPUs stay free, in [0.25, 1].
+
+    The read tasks and the repartition tasks each need a CPU: with every CPU held by
+    actors (or all but one), the repartition task waited forever behind a read task
+    whose output it was to consume (2 nodes x 4 CPUs, 8 actors).
+    """
+    import ray
+
+    total = float(ray.cluster_resources().get("CPU", 1.0))
+    return max(0.25, min(1.0, (total - 2.0) / n))
 
 
 def actor_pool_sizes(workers: int, min_workers: int | None = None) -> tuple[int, int]:
@@ -192,8 +207,8 @@ def score_pool_data(
     workers, min_workers: the actor pool's largest and smallest size (``actor_pool_sizes``).
     batch_size: rows per forward pass; the batches are the in-process ones.
     num_gpus: GPUs per actor (1 on GPU nodes: the actors run on CUDA).
-    num_cpus: logical CPUs per actor; default 1 with a GPU, else what leaves one CPU of
-        the cluster free for Ray Data's read tasks, in [0.25, 1].
+    num_cpus: logical CPUs per actor; default 1 with a GPU, else what leaves two CPUs of
+        the cluster free for Ray Data's read and repartition tasks, in [0.25, 1].
     torch_threads: forward-pass threads per actor; default max(1, round(num_cpus)).
     amp: precision mode, the training's ``TrainConfig.amp``.
     progress: gets about ten lines "scored n/N rows, rate, time left" and a summary.
@@ -204,7 +219,7 @@ def score_pool_data(
 
     from raydal.data.shards import Manifest, load_manifest
     from raydal.distributed.score import _prev_arrays
-    from raydal.distributed.session import cpu_share_leaving_one_free, ensure_ray
+    from raydal.distributed.session import ensure_ray
     from raydal.training.config import check_amp
 
     low, high = actor_pool_sizes(workers, min_workers)
@@ -219,7 +234,7 @@ def score_pool_data(
     if not ray.is_initialized():
         ensure_ray()
     if num_cpus is None:
-        num_cpus = 1.0 if num_gpus > 0 else cpu_share_leaving_one_free(high)
+        num_cpus = 1.0 if num_gpus > 0 else _cpu_actor_share(high)
     threads = torch_threads if torch_threads is not None else max(1, round(num_cpus))
     uncertainty_name = strategy.ranks_by(prev_probs is not None)
     k = int(k) if uncertainty_name is not None else 0
@@ -234,7 +249,9 @@ def score_pool_data(
     ds.context.execution_options.preserve_order = True
     ds = ds.map_batches(
         PoolScoringActor,
-        compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high),
+        # two batches queued per actor (one running, one waiting), as on the warm-actor path: more
+        # only reserves object-store budget that the reads then lack
+        compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high, max_tasks_in_flight_per_actor=2),
         batch_size=batch_size,
         batch_format="numpy",
         zero_copy_batch=True,
