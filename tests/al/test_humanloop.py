@@ -124,7 +124,7 @@ BAD_EDITS = {
     "unknown id": (lambda rows: rows[:-1] + [{**rows[-1], "id": "no_such_image99"}], "unknown id 'no_such_image99'"),
     "not pending": (None, "not in the pending query batch"),
     "unknown class": (lambda rows: [{**rows[0], "labels": "airplane;spaceship"}] + rows[1:], "class name(s) ['spaceship'] not in the project's classes"),
-    "conflicting duplicate": (lambda rows: rows + [{**rows[0], "labels": _other(rows[0]["labels"])}], "has different classes"),
+    "conflicting duplicate": (lambda rows: rows + [{**rows[0], "labels": _other(rows[0]["labels"])}], "annotations disagree"),
 }
 
 
