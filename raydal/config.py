@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from raydal.exceptions import ConfigError
+from raydal.exceptions import ConfigError, RaydalError
 from raydal.settings import (
     EXECUTION,
     IDENTITY,
@@ -370,13 +370,33 @@ class ExperimentConfig:
         """In words: where each trial stops ("stops at 400 labels (40 initial + 18 rounds of 20)"),
         or earlier if the pool runs out."""
         run = self.run
+        known = _archive_labeled_pool(run) if run.mode == "human" else 0
+        initial = max(run.initial_labeled, known or 0)
         rounds = [r for r in (run.iterations, None if run.label_budget is None else
-                              math.ceil((run.label_budget - run.initial_labeled) / run.b)) if r is not None]
+                              max(0, math.ceil((run.label_budget - initial) / run.b))) if r is not None]
         n = min(rounds)
-        labels = run.initial_labeled + n * run.b
+        labels = initial + n * run.b
         if run.label_budget is not None:
-            labels = min(labels, run.label_budget)
-        return f"stops at {labels} labels ({run.initial_labeled} initial + {n} rounds of {run.b})"
+            labels = max(min(labels, run.label_budget), initial)
+        if known is None:  # shards not prepared yet: the archive's labeled pool images are not known
+            return (f"stops at at least {labels} labels ({run.initial_labeled} initial, or more where the archive "
+                    f"labels more pool images, + {n} rounds of {run.b})")
+        start = (f"{initial} initial: the pool images labeled in the archive" if known > run.initial_labeled
+                 else f"{initial} initial")
+        return f"stops at {labels} labels ({start} + {n} rounds of {run.b})"
+
+
+def _archive_labeled_pool(run: ALConfig) -> int | None:
+    """How many pool images the prepared archive labels already (a human-mode run's initial set
+    holds them all, ``ActiveLearner._init``); None when the shards are not prepared yet."""
+    from raydal.data.shards import load_manifest
+
+    try:
+        manifest = load_manifest(run.shards_dir)
+    except (RaydalError, OSError):
+        return None
+    unlabeled = manifest.unlabeled.get("pool", 0)
+    return manifest.splits["pool"]["count"] - unlabeled if unlabeled else 0
 
 
 def setting_kind(key: str) -> str | None:
