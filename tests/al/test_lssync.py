@@ -166,7 +166,8 @@ def test_cli_label_studio(waiting, fake, monkeypatch, capsys):
 
 
 def test_follow_labels_three_batches_without_a_file(make_config, fake, tiny_shards):
-    """The team's loop: every batch pushed, answered in Label Studio, pulled, trained on, the next queried."""
+    """The team's loop: every batch pushed, answered in Label Studio (a cloudy image skipped), pulled,
+    trained on, the next queried."""
     from raydal.al.experiment import run_trial_local
     from raydal.data.shards import load_manifest, read_split
 
@@ -175,7 +176,13 @@ def test_follow_labels_three_batches_without_a_file(make_config, fake, tiny_shar
     truth = {sid: [manifest.classes[c] for c in np.flatnonzero(row)] for sid, row in zip(data["id"], data["labels"])}
     config = make_config(mode="human", iterations=2)
     run_trial_local(config)  # stops at the first batch
-    fake.auto = lambda task: truth[task["data"]["raydal_id"]]  # an annotator who answers each task as it arrives
+    answered: list[str] = []
+
+    def annotator(task):  # answers each task as it arrives; skips the first of the second batch (a cloudy one)
+        answered.append(task["data"]["raydal_id"])
+        return None if len(answered) == 11 else truth[answered[-1]]
+
+    fake.auto = annotator
     trained = []
 
     def train(state_dir):
@@ -187,5 +194,6 @@ def test_follow_labels_three_batches_without_a_file(make_config, fake, tiny_shar
     assert summary["phase"] == "done" and state.phase == "done"
     assert len(trained) == 3  # three batches labeled in Label Studio, each one trained on
     pushed = {t["data"]["raydal_id"] for t in fake.tasks.values()}
-    assert pushed == set(state.human_labels) and len(pushed) == 10 + 2 * 5
-    assert all(sorted(state.human_labels[s]) == sorted(manifest.classes.index(c) for c in truth[s]) for s in pushed)
+    assert list(state.unlabelable) == [answered[10]]  # skipped in Label Studio: out of the pool, batch complete
+    assert pushed == set(state.human_labels) | {answered[10]} and len(pushed) == 10 + 2 * 5
+    assert all(sorted(state.human_labels[s]) == sorted(manifest.classes.index(c) for c in truth[s]) for s in state.human_labels)
