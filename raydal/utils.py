@@ -76,6 +76,22 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
+@functools.cache
+def import_submodules(package: str) -> None:
+    """Import every module of ``package`` whose name has no leading underscore, once.
+
+    How the light registries find their entries (datasets, generators, strategies): each
+    module registers itself with a decorator, so a new one is its module alone. Registries
+    whose entries import torch or Ray (backbones, executors) list them by ``"module:name"``.
+    """
+    import importlib
+    import pkgutil
+
+    for found in pkgutil.iter_modules(importlib.import_module(package).__path__):
+        if not found.name.startswith("_") and not found.ispkg:
+            importlib.import_module(f"{package}.{found.name}")
+
+
 def finite_json(obj: Any) -> Any:
     """``obj`` with every NaN or infinite float replaced by None, so that it writes as strict JSON
     (``json.dumps(..., allow_nan=False)``; a bare ``NaN`` is not JSON and other languages' parsers refuse it)."""

@@ -1,8 +1,9 @@
 """Archives in: one reader module per dataset behind a registry, fake-archive
 generators (``raydal.data.synth``) and Parquet shards (``raydal.data.shards``).
 
-A new dataset is one module with an ``ArchiveReader`` subclass decorated with
-``@register_dataset``, imported at the bottom of this file.
+A new dataset is one module here with an ``ArchiveReader`` subclass decorated with
+``@register_dataset`` (every module of this package is imported with it) and its
+generator in ``raydal.data.synth`` (``@register_generator``): no list to edit.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any, TypeVar
 
 from raydal.data.base import ArchiveIndex, ArchiveReader
 from raydal.exceptions import ConfigError
+from raydal.utils import import_submodules
 
 _READERS: dict[str, type[ArchiveReader]] = {}
 
@@ -46,8 +48,7 @@ def get_reader(name: str, root: str | Path, **settings: Any) -> ArchiveReader:
     return reader_class(name)(root, **settings)
 
 
-# Imported for their @register_dataset side effect.
-from raydal.data import bigearthnet, folder, treesatai, ucmerced  # noqa: E402,F401
+import_submodules(__name__)  # each reader module's @register_dataset
 
 __all__ = [
     "ArchiveIndex",

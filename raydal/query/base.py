@@ -230,9 +230,18 @@ def register_strategy(name: str, **defaults) -> Callable[[type[QueryStrategy]], 
     return deco
 
 
+def _registry() -> dict[str, Callable[..., "QueryStrategy"]]:
+    """The registered strategies: every module of ``raydal.query`` is imported first, so a new
+    strategy is its module with ``@register_strategy`` alone."""
+    from raydal.utils import import_submodules
+
+    import_submodules("raydal.query")
+    return _REGISTRY
+
+
 def list_strategies() -> list[str]:
     """Names of all registered strategies, sorted."""
-    return sorted(_REGISTRY)
+    return sorted(_registry())
 
 
 def get_strategy(name: "str | QueryStrategy", **kwargs) -> QueryStrategy:
@@ -244,7 +253,7 @@ def get_strategy(name: "str | QueryStrategy", **kwargs) -> QueryStrategy:
     if isinstance(name, QueryStrategy):
         return name
     try:
-        factory = _REGISTRY[name]
+        factory = _registry()[name]
     except (KeyError, TypeError):
         raise ConfigError(
             f"Unknown query strategy {name!r}. Valid names: {', '.join(list_strategies())}."

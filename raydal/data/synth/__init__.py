@@ -2,24 +2,38 @@
 
 ``synthesize(dataset, out_dir, n, size, seed)`` writes a copy that the real
 readers index like the real archive: same folders, file-name patterns, rasterio
-profiles and label schema. One module per dataset holds its ``write_archive``.
+profiles and label schema. One module per dataset holds its generator, a function
+decorated with ``@register_generator("<dataset>")``; every module of this package is
+imported when it is (no list to edit), so a new generator is its module alone.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from raydal.data.synth import bigearthnet, folder, treesatai, ucmerced
 from raydal.exceptions import ConfigError
+from raydal.utils import import_submodules
 from raydal.utils import rng as make_rng
 
-_WRITERS = {
-    "bigearthnet": bigearthnet.write_archive,
-    "folder": folder.write_archive,
-    "treesatai": treesatai.write_archive,
-    "ucmerced": ucmerced.write_archive,
-}
+#: dataset name -> ``write(out_dir, n, size, rng, difficulty, **options)``.
+_WRITERS: dict[str, Callable[..., None]] = {}
+
+W = Callable[..., None]
+
+
+def register_generator(name: str) -> Callable[[W], W]:
+    """Function decorator: ``fn(out_dir, n, size, rng, difficulty, **options)`` writes a fake ``name``
+    archive (``name`` as the reader's ``register_dataset`` names it)."""
+
+    def add(fn: W) -> W:
+        if name in _WRITERS and _WRITERS[name] is not fn:
+            raise ConfigError(f"A generator for {name!r} is already registered ({_WRITERS[name].__module__}).")
+        _WRITERS[name] = fn
+        return fn
+
+    return add
 
 
 def list_generators() -> list[str]:
@@ -60,3 +74,6 @@ def synthesize(
     out_dir.mkdir(parents=True, exist_ok=True)
     _WRITERS[dataset](out_dir, n, size, make_rng(seed), float(difficulty), **options)
     return out_dir
+
+
+import_submodules(__name__)  # each module's @register_generator (helpers such as painter register nothing)

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from raydal.data.bigearthnet import CLASSES_43, NOMENCLATURE_19
 from raydal.data.bigearthnet import BigEarthNetReader as Reader
+from raydal.data.bigearthnet import CLASSES_43, NOMENCLATURE_19
+from raydal.data.synth import register_generator
 from raydal.data.synth._tiff import north_up, write_tif
 from raydal.data.synth.painter import paint_chunks, sample_grades, sample_labels
 from raydal.exceptions import ConfigError
@@ -44,6 +45,7 @@ PATCHES_PER_PRODUCT = 40
 DN_PER_LEVEL = 4000 / 255
 
 
+@register_generator("bigearthnet")
 def write_archive(
     out_dir: Path, n: int | None, size: int | None, rng: np.random.Generator, difficulty: float, version: str = "v2"
 ) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from raydal.data.synth import register_generator
 from raydal.data.synth._tiff import north_up, write_tif
 from raydal.data.synth.painter import paint_chunks, sample_labels
 from raydal.exceptions import ConfigError
@@ -34,6 +35,7 @@ DTYPES = ("float32", "uint16")
 REFLECTANCE_PER_STEP = 0.4 / 255
 
 
+@register_generator("folder")
 def write_archive(
     out_dir: Path,
     n: int | None,

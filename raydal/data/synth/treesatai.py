@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from raydal.data.synth import register_generator
 from raydal.data.synth._tiff import north_up, write_tif
 from raydal.data.synth.painter import paint_chunks, sample_grades, sample_labels
 from raydal.data.treesatai import TreeSatAIReader as Reader
@@ -49,6 +50,7 @@ S2_BANDS = ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12"
 LAYOUTS = ("aerial/60m", "aerial_60m")
 
 
+@register_generator("treesatai")
 def write_archive(
     out_dir: Path,
     n: int | None,

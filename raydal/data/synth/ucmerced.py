@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from raydal.data.synth import register_generator
 from raydal.data.synth._tiff import write_tif
 from raydal.data.synth.painter import paint, paint_chunks, sample_grades
 from raydal.data.ucmerced import UCMercedReader as Reader
@@ -70,6 +71,7 @@ def real_names(n: int) -> list[str]:
     return [f"{Reader.scenes[s]}{k:02d}" for s, k in zip(scenes, numbers)]
 
 
+@register_generator("ucmerced")
 def write_archive(out_dir: Path, n: int | None, size: int | None, rng: np.random.Generator, difficulty: float) -> None:
     """Write a fake archive of ``n`` images of about ``size`` x ``size`` px into ``out_dir``."""
     n = DEFAULT_N if n is None else n
