@@ -68,7 +68,7 @@ def test_export_writes_csv_label_studio_and_thumbnails(waiting):
         assert (out / r["thumbnail"]).is_file()
     tasks = json.loads((out / "label_studio_tasks.json").read_text())
     assert [t["data"]["raydal_id"] for t in tasks] == state.pending["ids"]
-    assert all("predictions" in t for t in tasks)
+    assert not any("predictions" in t for t in tasks)  # --predictions none: the model's guess is not ticked
     assert 'choice="multiple"' in (out / "label_studio_config.xml").read_text()
     for task, row in zip(tasks, rows):  # images inlined: a stock Label Studio shows them as they are
         prefix = "data:image/png;base64,"
