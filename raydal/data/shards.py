@@ -595,18 +595,61 @@ def rebatch(tables: Iterable[pa.Table], batch_size: int, manifest: Manifest) -> 
         yield decode_batch(pa.concat_tables(pending), manifest)
 
 
+def open_shard(location: str) -> pq.ParquetFile:
+    """A shard file for row-group reads: local path or storage URI.
+
+    On object storage the reads are pre-buffered: the column chunks of the row
+    groups asked for in one ``read_row_groups`` call are fetched as coalesced
+    ranges, concurrently, instead of one request per column chunk in turn.
+    """
+    if not is_uri(location):
+        return parquet_file(location)
+    fs, path = filesystem(location)
+    return pq.ParquetFile(path, filesystem=fs, pre_buffer=True)
+
+
+def file_ids(pf: pq.ParquetFile) -> pa.Array:
+    """The ids of a shard file, in row order.
+
+    Where every row group holds one row (``raydal prepare`` at real image
+    sizes) its id column's statistics are that row's id, so the footer alone
+    answers: one request per file on object storage instead of one per row.
+    Otherwise (small images, older shard sets) the id column is read.
+    """
+    meta = pf.metadata
+    column = meta.schema.names.index("id")
+    ids = []
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        stats = group.column(column).statistics
+        if group.num_rows != 1 or stats is None or not stats.has_min_max or stats.min != stats.max:
+            return pa.array(pf.read(columns=["id"], use_threads=False)["id"].combine_chunks(), pa.string())
+        ids.append(stats.min)
+    return pa.array(ids, pa.string())
+
+
 def read_ids(manifest: Manifest, split: str, labeled: bool | None = None) -> np.ndarray:
-    """The ids of ``split`` in shard order, str [N] (reads only the id and labeled columns).
+    """The ids of ``split`` in shard order, str [N].
 
     labeled: None: every row; True: only rows with archive labels; False: only
     images without labels (pool images for annotators).
+    Reads the files' footers where they hold the ids (``file_ids``: one request
+    per file on object storage), and the ``labeled`` column only where the
+    manifest says the split has images without labels.
     """
+    if labeled is not None and manifest.unlabeled.get(split) == 0:  # every row of the split is labeled
+        if labeled is False:
+            return np.array([], dtype=str)
+        labeled = None
     chunks = []
     for path in manifest.split_files(split):
-        file = parquet_file(path)  # one footer read; then only the columns asked for
+        file = open_shard(path)
+        if labeled is None:
+            chunks.append(file_ids(file))
+            continue
         has_labeled = "labeled" in file.schema_arrow.names
-        table = file.read(columns=["id", "labeled"] if labeled is not None and has_labeled else ["id"])
-        if labeled is not None and "labeled" in table.column_names:
+        table = file.read(columns=["id", "labeled"] if has_labeled else ["id"])
+        if has_labeled:
             table = table.filter(table["labeled"] if labeled else pc.invert(table["labeled"]))
         elif labeled is False:  # written before the column existed: every row is labeled
             table = table.slice(0, 0)

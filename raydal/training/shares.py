@@ -39,11 +39,9 @@ from typing import Any, TypeVar
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from raydal.data.shards import Manifest, decode_batch, rebatch
+from raydal.data.shards import Manifest, decode_batch, file_ids, open_shard, rebatch  # noqa: F401 (re-exported)
 from raydal.exceptions import ConfigError, DatasetError
-from raydal.utils import filesystem, is_uri, parquet_file
 
 #: Rows of a split: [(shard file, ascending row numbers in that file), ...] in file order.
 Share = list[tuple[str, Sequence[int]]]
@@ -58,19 +56,6 @@ CHUNK_BYTES = 32 << 20
 READ_AHEAD = 2
 
 T = TypeVar("T")
-
-
-def open_shard(location: str) -> pq.ParquetFile:
-    """A shard file for row-group reads: local path or storage URI.
-
-    On object storage the reads are pre-buffered: the column chunks of the row
-    groups asked for in one ``read_row_groups`` call are fetched as coalesced
-    ranges, concurrently, instead of one request per column chunk in turn.
-    """
-    if not is_uri(location):
-        return parquet_file(location)
-    fs, path = filesystem(location)
-    return pq.ParquetFile(path, filesystem=fs, pre_buffer=True)
 
 
 # -- planning ----------------------------------------------------------------------
@@ -99,26 +84,6 @@ def _split_index(split: str, files: tuple[str, ...], manifest_json: str) -> tupl
         chunks.append(ids)
         counts.append(len(ids))
     return pa.chunked_array(chunks, pa.string()), np.cumsum([0] + counts)
-
-
-def file_ids(pf: pq.ParquetFile) -> pa.Array:
-    """The ids of a shard file, in row order.
-
-    Where every row group holds one row (``raydal prepare`` at real image
-    sizes) its id column's statistics are that row's id, so the footer alone
-    answers: one request per file on object storage instead of one per row.
-    Otherwise (small images, older shard sets) the id column is read.
-    """
-    meta = pf.metadata
-    column = meta.schema.names.index("id")
-    ids = []
-    for g in range(meta.num_row_groups):
-        group = meta.row_group(g)
-        stats = group.column(column).statistics
-        if group.num_rows != 1 or stats is None or not stats.has_min_max or stats.min != stats.max:
-            return pa.array(pf.read(columns=["id"], use_threads=False)["id"].combine_chunks(), pa.string())
-        ids.append(stats.min)
-    return pa.array(ids, pa.string())
 
 
 def locate_ids(manifest: Manifest, split: str, ids: Collection[str]) -> Share:

@@ -173,3 +173,26 @@ def test_existing_out_dir_is_refused_unless_overwrite(ucm_root, tmp_path):
 def test_bad_prepare_arguments(ucm_root, tmp_path, name, value):
     with pytest.raises(ConfigError, match=f"'{name}'"):
         prepare("ucmerced", ucm_root, tmp_path / "out", **{name: value})
+
+
+def test_read_ids_reads_footers_and_skips_the_labeled_column_when_all_are_labeled(ucm_shards, monkeypatch):
+    """read_ids gives the ids in shard order; with every row labeled (the manifest says so) it
+    never reads the 'labeled' column, and asking for the unlabeled ones reads nothing."""
+    m = ucm_shards
+    expected = np.concatenate([pq.read_table(f, columns=["id"])["id"].to_numpy(zero_copy_only=False)
+                               for f in m.split_files("pool")]).astype(str)
+    assert m.unlabeled.get("pool") == 0
+    read_columns = []
+    real_read = pq.ParquetFile.read
+
+    def spy(self, columns=None, **kw):
+        read_columns.append(tuple(columns or ()))
+        return real_read(self, columns=columns, **kw)
+
+    monkeypatch.setattr(pq.ParquetFile, "read", spy)
+    assert read_ids(m, "pool").tolist() == expected.tolist()
+    assert read_ids(m, "pool", labeled=True).tolist() == expected.tolist()
+    assert not any("labeled" in c for c in read_columns)
+    read_columns.clear()
+    assert read_ids(m, "pool", labeled=False).tolist() == []
+    assert read_columns == []
