@@ -86,8 +86,9 @@ class Link:
     ``on_disagreement``); annotator: recorded as who labeled.
     """
 
-    def __init__(self, state_dir: str, client: Any, title: str | None = None, export: Mapping[str, Any] | None = None, import_options: Mapping[str, Any] | None = None,
-                 annotator: str = "label-studio", log: Callable[[str], None] | None = None):
+    def __init__(self, state_dir: str, client: Any, title: str | None = None, export: Mapping[str, Any] | None = None,
+                 import_options: Mapping[str, Any] | None = None, annotator: str = "label-studio",
+                 log: Callable[[str], None] | None = None):
         from raydal.al.humanloop import ExportOptions
 
         self.state_dir = str(state_dir)
