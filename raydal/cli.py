@@ -359,8 +359,11 @@ def _cmd_relabel(args: argparse.Namespace) -> None:
     from raydal.al.humanloop import relabel
 
     result = relabel(str(args.state_dir), {args.id: args.labels}, by=args.by)
-    print(f"{args.id}: {result['changed']} label changed, {result['imported']} new, {result['unchanged']} unchanged; "
-          "the next training uses it (the earlier answer is kept in the state's corrections)")
+    if result["changed"]:
+        print(f"{args.id}: label changed; the next training uses it (the earlier answer is kept in the state's "
+              "corrections)")
+    else:
+        print(f"{args.id}: " + ("labeled (it was pending)" if result["imported"] else "already has these labels: nothing changed"))
 
 
 def _cmd_skip(args: argparse.Namespace) -> None:
@@ -504,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write the pending query batch for annotators (CSV, Label Studio, thumbnails)")
     p.add_argument("state_dir", type=_location)
-    p.add_argument("--out", type=Path, default=None, help="output folder (default STATE_DIR/export/iter-NNNN; "
+    p.add_argument("--out", type=Path, default=None, help="output folder (default STATE_DIR/export/iter-NNNN, NNNN the iteration whose model queried the batch, or export/initial for the initial set; "
                                                           "needed for a state dir on a storage URI)")
     for f in declared_settings(ExportOptions):  # flags derived from the declarations; None: not given
         base, _ = value_type(ExportOptions, f.name)

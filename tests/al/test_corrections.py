@@ -107,7 +107,7 @@ def test_relabel_verb_records_who_and_the_earlier_answer(run, capsys):
     sid, truth = run["labeled"][0], run["truth"]
     fixed = _other(truth[sid])
     assert cli(["relabel", run["state_dir"], sid, "--labels", ";".join(fixed), "--by", "bob"]) == 0
-    assert "1 label changed" in capsys.readouterr().out
+    assert "label changed; the next training uses it" in capsys.readouterr().out
     assert _names(run, sid) == fixed
     (record,) = _state(run).corrections
     assert (record["id"], record["by"], record["source"]) == (sid, "bob", "labels given by bob")
