@@ -321,3 +321,32 @@ def test_tiny_read_chunks_parse_the_same(run, tmp_path, monkeypatch, fmt):
     assert import_labels(run["state_dir"], path)["imported"] == 5
     human = StateStore(run["state_dir"]).load().human_labels
     assert {s: [run["classes"][c] for c in human[s]] for s in p} == {s: truth[s] for s in p}
+
+
+def test_records_carry_annotator_time_and_skips_in_every_format(tmp_path):
+    """Each annotation is one record with who and when; a skip is SKIPPED with its reason."""
+    from labeling_state import ls_csv, ls_json_min, ls_tasks
+    from raydal.al.labelfiles import LABELED, SKIPPED
+
+    tasks = [{"data": {"image": "data:,", "raydal_id": sid}} for sid in ("a", "b", "c")]
+    export = ls_tasks(tasks, {"a": [["sea"], ["ship"]], "b": "skip", "c": ["unlabelable"]})
+    for n, annotation in enumerate(export[0]["annotations"]):
+        annotation.update(completed_by={"id": 7 + n, "email": f"u{n}@x.org"} if n else 7,
+                          updated_at=f"2026-11-28T1{n}:00:00Z")
+    seen = {}
+    for fmt, text in (("json", json.dumps(export)), ("min", json.dumps(ls_json_min(export))), ("csv", ls_csv(export))):
+        path = tmp_path / f"export-{fmt}.{'csv' if fmt == 'csv' else 'json'}"
+        path.write_text(text)
+        seen[fmt] = [(r.sid, r.names, r.status, r.annotator, r.when, r.detail) for r in LabelFile(path).records()]
+    assert seen["json"][:2] == [("a", ("sea",), LABELED, "7", "2026-11-28T10:00:00Z", ""),
+                                ("a", ("ship",), LABELED, "u1@x.org", "2026-11-28T11:00:00Z", "")]
+    assert seen["json"][2][:3] + (seen["json"][2][5],) == ("b", ("unlabelable",), SKIPPED, "skipped in Label Studio")
+    for fmt in seen:  # the 'unlabelable' choice is a skip in every format
+        (c,) = [r for r in seen[fmt] if r[0] == "c"]
+        assert (c[2], c[5]) == (SKIPPED, "marked unlabelable in Label Studio")
+    assert [r[1] for r in seen["min"] if r[0] == "a"] == [r[1] for r in seen["csv"] if r[0] == "a"] == [("sea",), ("ship",)]
+    batch = tmp_path / "batch.csv"
+    batch.write_text('id,labels,annotator\nx,"unlabelable: no data, striping",ana\ny,sea;ship,bo\n')
+    records = list(LabelFile(batch).records())
+    assert [(r.sid, r.status, r.detail, r.annotator) for r in records] == [
+        ("x", SKIPPED, "no data, striping", "ana"), ("y", LABELED, "", "bo")]
