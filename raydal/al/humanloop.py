@@ -228,7 +228,7 @@ class _Answer:
     reason: str = ""
 
     def shown(self, classes: Sequence[str]) -> str:
-        what = f"unlabelable" if self.labels is None else str([classes[i] for i in self.labels])
+        what = "unlabelable" if self.labels is None else str([classes[i] for i in self.labels])
         return f"{what} by {self.annotator or 'an unnamed annotator'} at {self.where}"
 
 
@@ -585,8 +585,8 @@ def skip_images(state_dir: str, ids: Sequence[str], reason: str, by: str) -> dic
             if sid not in pool:
                 problems.append((f"id {sid!r}", "not an image of the archive's pool"))
             elif sid in state.labeled:
-                problems.append((f"id {sid!r}", f"already labeled (by {state.labeled[sid]['by']}); "
-                                                "`raydal relabel` changes a label"))
+                by = state.labeled[sid]["by"]
+                problems.append((f"id {sid!r}", f"already labeled (by {by}); `raydal relabel` changes a label"))
         if problems:
             raise LabelImportError(f"raydal skip: nothing was changed; fix these {len(problems)} problem(s):", problems)
         new = {sid: reason.strip() for sid in dict.fromkeys(ids) if sid not in state.unlabelable}

@@ -352,7 +352,9 @@ def _csv_records(text: _Text, first: str, owner: LabelFile) -> Iterator[LabelRec
 def _raydal_csv_row(where: str, row: list[str], id_col: int, label_col: int, _cells: dict[str, str]) -> LabelRecord:
     sid = row[id_col].strip()
     cell = row[label_col].strip()
-    if cell == SKIP_LABEL or cell.startswith(SKIP_LABEL + ":"):
+    if cell == SKIP_LABEL:
+        return _skip(where, sid, "marked unlabelable in the label file", answered=True)
+    if cell.startswith(SKIP_LABEL + ":"):
         return _skip(where, sid, cell[len(SKIP_LABEL) + 1 :].strip() or "marked unlabelable in the label file")
     names = _split_names(cell)
     return LabelRecord(where, sid, names, LABELED if names else UNANNOTATED)
@@ -376,9 +378,10 @@ def _ls_csv_row(where: str, row: list[str], id_col: int, label_col: int | None, 
     return _ls_min_value(where, sid, cell)
 
 
-def _skip(where: str, sid: str, reason: str) -> LabelRecord:
-    """An unlabelable image; ``names`` keeps the answer for a project with a class of that name."""
-    return LabelRecord(where, sid, (SKIP_LABEL,), status=SKIPPED, detail=reason)
+def _skip(where: str, sid: str, reason: str, answered: bool = False) -> LabelRecord:
+    """An unlabelable image. answered: the answer was the bare name ``SKIP_LABEL``, kept in
+    ``names`` (a project with a class of that name reads it as that class)."""
+    return LabelRecord(where, sid, (SKIP_LABEL,) if answered else (), status=SKIPPED, detail=reason)
 
 
 def _split_names(cell: str) -> tuple[str, ...]:
@@ -538,5 +541,5 @@ def _ls_min_value(where: str, sid: str, value: Any) -> LabelRecord:
 def _ls_names(where: str, sid: str, names: list[str]) -> LabelRecord:
     """A Label Studio answer; the choice ``unlabelable`` (alone) marks a skip."""
     if names == [SKIP_LABEL]:
-        return _skip(where, sid, "marked unlabelable in Label Studio")
+        return _skip(where, sid, "marked unlabelable in Label Studio", answered=True)
     return LabelRecord(where, sid, tuple(names))

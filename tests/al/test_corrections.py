@@ -347,3 +347,19 @@ def _folder_config(shards, tmp_path, **overrides):
                   b=4, iterations=2, seed=0, backbone="smallcnn", executor="local")
     fields.update(overrides)
     return ALConfig(**fields)
+
+
+def test_a_class_named_unlabelable_stays_a_class(run, tmp_path):
+    """Only Label Studio's Skip (or a reason) marks a skip in a project with a class of that name."""
+    from raydal.al.humanloop import LabelCheck
+    from raydal.al.labelfiles import LabelFile
+
+    p = run["pending"]
+    path = tmp_path / "batch.csv"
+    path.write_text(f"id,labels\n{p[0]},unlabelable\n{p[1]},unlabelable: haze\n")
+    state = _state(run)
+    check = LabelCheck(state, [*run["classes"], "unlabelable"], set(run["truth"]))
+    for record in LabelFile(path).records():
+        check.add(record)
+    check.finish()
+    assert check.new == {p[0]: [len(run["classes"])]} and check.skip == {p[1]: "haze"}
