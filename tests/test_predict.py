@@ -113,7 +113,8 @@ def test_exported_model_gives_the_same_probabilities(run, tmp_path):
     probs = np.array([table[f"p_{c}"] for c in m.classes]).T
     assert table["predicted"] == [";".join(c for c, p in zip(m.classes, row) if p >= THRESHOLD) for row in probs]
     assert (probs >= THRESHOLD).sum() != (probs >= 0.5).sum()  # the threshold matters on this model
-    _strict_json(__import__("pathlib").Path(checkpoint) / "model.json")  # a run's checkpoints too
+    for written in __import__("pathlib").Path(checkpoint).parent.rglob("*.json"):  # the run's checkpoints too
+        _strict_json(written)
 
 
 def test_no_path_escapes_out_dir(run, tmp_path):
@@ -131,6 +132,8 @@ def test_no_path_escapes_out_dir(run, tmp_path):
     table = _table(out)
     assert sorted(table["id"]) == sorted([*names, "nested"])  # hidden folders are skipped
     assert set(table["split"]) == {"new"}  # images outside the run's archive
+    for written in out.rglob("*.json"):  # model/, input-shards/: strict JSON everywhere
+        _strict_json(written)
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     fixed = {"predictions.parquet", "predictions.csv", "model/model.pt2", "model/model.torchscript.pt",
              "model/preprocessing.json", "model/model.pt", "model/model.json", "input-shards/manifest.json"}

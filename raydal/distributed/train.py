@@ -50,7 +50,7 @@ from raydal.exceptions import ConfigError, RaydalError
 from raydal.training.config import TrainConfig
 from raydal.training.in_process import TrainResult
 from raydal.training.policy import CheckpointPolicy
-from raydal.utils import atomic_write_json, is_uri
+from raydal.utils import atomic_write_strict_json, is_uri
 
 if TYPE_CHECKING:
     from raydal.models import ModelSpec
@@ -428,7 +428,7 @@ def train_with_ray(
     result.checkpoint.to_directory(str(checkpoint_dir))
     (checkpoint_dir / TRAIN_STATE_FILE).unlink(missing_ok=True)  # resume state stays in storage_path
     history = list(value["history"])
-    atomic_write_json(out_dir / HISTORY_FILE, history)
+    atomic_write_strict_json(out_dir / HISTORY_FILE, history)  # a metric not computed (NaN) as null
     return TrainResult(checkpoint_dir, history, dict(history[-1], **value.get("seconds", {})),
                        evaluations={split: dict(metrics, **evaluations[split][1])
                                     for split, metrics in value.get("evaluations", {}).items()},

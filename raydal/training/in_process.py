@@ -15,7 +15,7 @@ from raydal.constants import CHECKPOINT_SUBDIR, HISTORY_FILE
 from raydal.exceptions import ConfigError
 from raydal.training.config import TrainConfig
 from raydal.training.sources import BatchData, as_epoch_source
-from raydal.utils import atomic_write_json, default_device
+from raydal.utils import atomic_write_strict_json, default_device
 
 if TYPE_CHECKING:
     import torch
@@ -100,5 +100,5 @@ def train_in_process(
         "warm_started_from": str(init_checkpoint) if cfg.warm_start and init_checkpoint else None,
     }
     checkpoint_dir = save_checkpoint(out_dir / CHECKPOINT_SUBDIR, model, extra=extra)
-    atomic_write_json(out_dir / HISTORY_FILE, history)
+    atomic_write_strict_json(out_dir / HISTORY_FILE, history)  # a metric not computed (NaN) as null
     return TrainResult(checkpoint_dir, history, dict(history[-1]))
