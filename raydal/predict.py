@@ -54,6 +54,9 @@ MODEL_FILES = {
     PREPROCESSING_FILE: "how raw pixels become the uint8 input, the classes and the threshold",
 }
 INPUT_SHARDS = "input-shards"
+#: The ``split`` of an image outside the run's archive, and of any image when the run is not known.
+NEW_SPLIT = "new"
+UNKNOWN_SPLIT = "unknown"
 EXECUTORS = ("auto", "ray", "local")
 PREPROCESSING_FORMAT = 1
 
@@ -247,11 +250,11 @@ def predict(
 ) -> Path:
     """Predict every image of ``input`` with ``model``; write predictions (and the export) into ``out_dir``.
 
-    executor: ``"ray"`` (Ray Data actors), ``"local"`` (this process), ``"auto"``
+    executor: ``"ray"`` (Ray Data tasks), ``"local"`` (this process), ``"auto"``
     (Ray when it is installed). threshold: a class is predicted when its
     probability is >= threshold (default: the run's ``--f1-threshold``, as
     its recorded F1; a checkpoint without its run: that setting's default). concurrency: Ray Data
-    actors. export: also write the exported model (``model/model.pt2``) and preprocessing.json.
+    tasks at a time. export: also write the exported model (``model/model.pt2``) and preprocessing.json.
     Returns the path of predictions.parquet.
     """
     if executor not in EXECUTORS:
@@ -293,10 +296,6 @@ def _resolve_executor(executor: str) -> str:
     except ImportError:
         return "local"
     return "ray"
-
-
-NEW_SPLIT = "new"
-UNKNOWN_SPLIT = "unknown"
 
 
 def splits_of(source: ModelSource, manifest, from_folder: bool) -> dict[str, str]:
