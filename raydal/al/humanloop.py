@@ -379,7 +379,7 @@ class LabelCheck:
                 return None
             return self._problem(where, f"id {sid!r} was imported before (iteration {done['iteration']}, by "
                                         f"{done['by']}) as {self._names(known)} and is now {self._names(labels)}: "
-                                        f"labels already imported change only when asked: {flag}; or restore "
+                                        f"labels already imported cannot change unless asked: {flag}; or restore "
                                         "the earlier answer")
         if sid not in self.pending:
             return self._problem(where, f"id {sid!r} is not in the pending query batch")
