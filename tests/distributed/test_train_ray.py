@@ -18,6 +18,8 @@ pytestmark = pytest.mark.ray
 
 
 K = 10  # pool candidates kept by the in-worker scoring
+#: The fit's F1 threshold, not the default: the workers' evaluations must use it.
+THRESHOLD = 0.3
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,7 @@ def ray_run(ray_local, tiny_shards, tmp_path_factory):
     manifest = load_manifest(tiny_shards)
     labeled = list(read_ids(manifest, "pool"))[:40]
     spec = ModelSpec("smallcnn", num_classes=manifest.num_classes, in_channels=manifest.bands)
-    cfg = TrainConfig(epochs=3, batch_size=8, lr=0.025, seed=0)
+    cfg = TrainConfig(epochs=3, batch_size=8, lr=0.025, seed=0, threshold=THRESHOLD)  # not the default
     out = tmp_path_factory.mktemp("ray_train")
     result = train_with_ray(spec, cfg, tiny_shards, labeled, out, num_workers=2, cpus_per_worker=0.5,
                             run_name="test", evaluate_splits=("val", "test"),
@@ -58,7 +60,7 @@ def test_workers_evaluate_and_score_like_one_process_on_the_checkpoint(ray_run):
     manifest, labeled, _, result = ray_run
     model = load_checkpoint(result.checkpoint_dir)
     for split in ("val", "test"):
-        ref = evaluate(model, iter_batches(manifest, split, 16))
+        ref = evaluate(model, iter_batches(manifest, split, 16), threshold=THRESHOLD)  # the run's threshold
         got = result.evaluations[split]
         assert got["n_samples"] == manifest.splits[split]["count"]
         assert got["micro_f1"] == ref["micro_f1"] and got["loss"] == pytest.approx(ref["loss"], rel=1e-5)
