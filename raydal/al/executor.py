@@ -132,6 +132,11 @@ class Executor(ABC):
         when the strategy ranks by an uncertainty (the scores then hold the unlabeled ids).
         ``prev_probs``: ``(ids [N], probs [N, C])`` of the previous scoring pass (TPD)."""
 
+    def checkpoint_stored(self, local: str, stored: str) -> None:
+        """Called by the loop when the checkpoint ``train`` returned (``local``) was uploaded to
+        cluster storage as ``stored`` (a URI) and the local copy removed: later ``evaluate`` and
+        ``query`` calls name ``stored``. The default does nothing."""
+
     def plan_query(self, labeled_ids: list[str], b: int, prev_probs: tuple[np.ndarray, np.ndarray] | None) -> None:
         """Called by the loop before ``train`` when a query on the trained model follows, with its inputs.
 

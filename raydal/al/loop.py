@@ -16,6 +16,7 @@ the same seed and ends with the same labeled set as an uninterrupted run.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -27,7 +28,7 @@ from raydal.al.executor import Executor
 from raydal.al.poolids import member_mask, pack_ids, positions, unpack_ids
 from raydal.al.state import ALState, StateStore, batch_name, storage_errors
 from raydal.config import ALConfig
-from raydal.constants import CHECKPOINT_SUBDIR, CHECKPOINTS_DIR
+from raydal.constants import CHECKPOINT_SUBDIR, CHECKPOINTS_DIR, POOL_SCORES_FILE
 from raydal.exceptions import StateError
 from raydal.faults import fault_point
 
@@ -193,8 +194,14 @@ class ActiveLearner:
                 seed=phase_seed(cfg.seed, tau, "train"),
             )
         if self.store.remote:  # cluster storage: upload, then every node reads it from there
-            checkpoint = self.store.put_dir(checkpoint, *name, CHECKPOINT_SUBDIR)
+            local = checkpoint
+            checkpoint = self.store.put_dir(local, *name, CHECKPOINT_SUBDIR)
+            scores = os.path.join(ckpt_dir, POOL_SCORES_FILE)  # the pool scores of this training, if any:
+            if os.path.isfile(scores):  # a resume between train and query needs them
+                with open(scores, "rb") as f:
+                    self.store.write_bytes(f.read(), *name, POOL_SCORES_FILE)
             shutil.rmtree(ckpt_dir, ignore_errors=True)
+            self.executor.checkpoint_stored(local, checkpoint)
         t_train = time.perf_counter() - t0
         fault_point("train:end")
         t0 = time.perf_counter()

@@ -69,18 +69,31 @@ def save_pool_scores(path: Path, key: str, scores) -> None:
     tmp.replace(path)
 
 
-def load_pool_scores(path: Path, key: str):
-    """The ``PoolScores`` saved at ``path`` under ``key``, or None (no file, another key)."""
-    from raydal.query.scoring import PoolScores
+def load_pool_scores(path: "str | Path", key: str):
+    """The ``PoolScores`` saved at ``path`` (a local path or a storage URI) under ``key``, or
+    None (no file, another key)."""
+    import io
 
-    if not path.is_file():
+    from raydal.query.scoring import PoolScores
+    from raydal.utils import file_exists, read_bytes
+
+    if not file_exists(path):
         return None
-    with np.load(path, allow_pickle=False) as f:
+    with np.load(io.BytesIO(read_bytes(path)), allow_pickle=False) as f:
         if str(f["key"]) != key:
             return None
         return PoolScores(ids=unpack_ids(f["ids"]), probs=f["probs"], uncertainty_name=str(f["name"]) or None,
                           uncertainty=f["uncertainty"] if "uncertainty" in f else None, cand_ids=unpack_ids(f["cand_ids"]),
                           cand_uncertainty=f["cand_uncertainty"], cand_embeddings=f["cand_embeddings"])
+
+
+def _beside(checkpoint: str, name: str) -> str:
+    """``name`` in the folder that holds ``checkpoint`` (a local path or a storage URI)."""
+    from raydal.utils import is_uri
+
+    if is_uri(checkpoint):
+        return f"{str(checkpoint).rstrip('/').rpartition('/')[0]}/{name}"
+    return str(Path(checkpoint).parent / name)
 
 
 class RayExecutor(LocalExecutor):
@@ -146,6 +159,12 @@ class RayExecutor(LocalExecutor):
 
         return cpu_share_leaving_one_free(self.config.num_workers)
 
+    def checkpoint_stored(self, local, stored):
+        """The loop uploaded this run's checkpoint: its evaluations and pool scores are now
+        asked for under ``stored`` (no second evaluation or scoring pass)."""
+        if self._round.get("checkpoint") == local:
+            self._round["checkpoint"] = stored
+
     def evaluate(self, checkpoint, split):
         if self._round.get("checkpoint") == checkpoint and split in self._round["evaluations"]:
             return self._round["evaluations"][split]
@@ -165,7 +184,7 @@ class RayExecutor(LocalExecutor):
         """The fused run's scores for ``checkpoint`` under ``key`` (memory, then disk), or None."""
         if self._round.get("checkpoint") == checkpoint and self._round.get("key") == key:
             return self._round["scores"]
-        return load_pool_scores(Path(checkpoint).parent / POOL_SCORES_FILE, key)
+        return load_pool_scores(_beside(checkpoint, POOL_SCORES_FILE), key)
 
     def query(self, checkpoint, unlabeled_ids, labeled_ids, b, prev_probs, seed):
         cfg = self.config

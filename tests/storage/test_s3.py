@@ -226,9 +226,17 @@ def test_ray_executor_trains_scores_and_selects_from_s3(s3, ray_local, tiny_arch
     cfg = ALConfig(dataset="ucmerced", shards_dir=shards, state_dir=state_dir, strategy="mge+clustering", b=5, m=2,
                    initial_labeled=10, iterations=1, seed=0, backbone="smallcnn", executor="ray", num_workers=1,
                    cpus_per_worker=0.5, score_batch_size=16, train={"epochs": 1, "batch_size": 8, "lr": 0.05})
-    learner = ActiveLearner(cfg, RayExecutor(cfg), log=lambda s: None)
+    executor = RayExecutor(cfg)
+
+    def no_second_pass(*args, **kwargs):
+        raise AssertionError("the fused run's evaluations and scores were not found under the uploaded checkpoint")
+
+    executor._in_task = no_second_pass  # evaluation (or prediction) again, in a Ray task
+    executor._score = no_second_pass  # scoring again, outside the training run
+    learner = ActiveLearner(cfg, executor, log=lambda s: None)
     learner.step()  # init
     learner.step()  # train (+ evaluate, + score the pool) on Ray
+    assert "ray-run/checkpoints/iter-0000/pool_scores.npz" in _keys(s3, "ray-run/")  # a resume finds them
     record = learner.state.history[-1]
     manifest = load_manifest(shards)
     assert record["checkpoint"].startswith(state_dir + "/checkpoints/")
@@ -238,3 +246,28 @@ def test_ray_executor_trains_scores_and_selects_from_s3(s3, ray_local, tiny_arch
     assert state.phase == "train" and state.n_labeled == 15
     assert set(state.labeled) <= set(read_ids(manifest, "pool").tolist())
     assert "ray-run/state.json" in _keys(s3, "ray-run/")
+
+
+def test_pool_scores_saved_beside_a_checkpoint_load_back_from_s3(s3, tmp_path):
+    """The Ray executor's pool scores, uploaded beside the iteration's checkpoint, are found again
+    from the checkpoint's URI (a resume between training and query scores nothing twice)."""
+    import numpy as np
+
+    from raydal.distributed.executor import _beside, load_pool_scores, save_pool_scores
+    from raydal.query.candidates import PoolScores
+    from raydal.utils import upload_dir
+
+    scores = PoolScores(ids=np.array(["a", "b", "c"]), probs=np.arange(6, dtype=np.float32).reshape(3, 2),
+                        uncertainty_name="mge", uncertainty=np.array([0.1, 0.3, 0.2]), cand_ids=np.array(["b"]),
+                        cand_uncertainty=np.array([0.3]), cand_embeddings=np.ones((1, 4), np.float32))
+    folder = tmp_path / "iter-0000"
+    (folder / "checkpoint").mkdir(parents=True)
+    save_pool_scores(folder / "pool_scores.npz", "key-1", scores)
+    uri = upload_dir(folder, f"s3://{BUCKET}/scores-run/checkpoints/iter-0000")
+    checkpoint = f"{uri}/checkpoint"
+    assert _beside(checkpoint, "pool_scores.npz") == f"{uri}/pool_scores.npz"
+    loaded = load_pool_scores(_beside(checkpoint, "pool_scores.npz"), "key-1")
+    assert loaded.ids.tolist() == ["a", "b", "c"] and loaded.cand_ids.tolist() == ["b"]
+    assert np.array_equal(loaded.probs, scores.probs) and np.array_equal(loaded.cand_embeddings, scores.cand_embeddings)
+    assert load_pool_scores(_beside(checkpoint, "pool_scores.npz"), "another-key") is None
+    assert load_pool_scores(f"s3://{BUCKET}/scores-run/nothing/pool_scores.npz", "key-1") is None
