@@ -574,10 +574,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", type=_location, help="prepared shards, or a folder of images (prepared with the run's settings)")
     p.add_argument("out_dir", type=Path, help="predictions.parquet, predictions.csv, model/ (model.pt2 + preprocessing.json)")
     p.add_argument("--executor", choices=pr.EXECUTORS, default=None,
-                   help=f"ray: Ray Data actors; local: this process; auto: Ray when installed (default {_default(pr.predict, 'executor')})")
+                   help=f"ray: Ray Data tasks; local: this process; auto: Ray when installed (default {_default(pr.predict, 'executor')})")
     p.add_argument("--threshold", type=float, default=None, help="predict a class when its probability >= this (default: the run's)")
     p.add_argument("--batch-size", type=int, default=None, help=f"images per forward pass (default {_default(pr.predict, 'batch_size')})")
-    p.add_argument("--concurrency", type=int, default=None, help="Ray Data actors")
+    p.add_argument("--concurrency", type=int, default=None, help="Ray Data tasks predicting at once")
     p.add_argument("--no-export", dest="export", action="store_false", help="skip the model export (model/model.pt2)")
     p.add_argument("--skip-bad", action="store_true", help="a folder INPUT: skip unreadable images (listed in input-shards/quarantine.csv)")
     p.set_defaults(func=_cmd_predict)
