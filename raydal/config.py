@@ -157,6 +157,13 @@ class ALConfig:
     # the backends' k-means differ (and "auto" picks by what is installed)
     clustering_backend: str = setting("auto", "k-means backend of the diversity step",
                                       choices=_clustering_backends, kind=RESULT)
+    # switches beyond the paper (defaults are the paper's), to explain a result: see docs/query.md
+    mge_feature_norm: bool = setting(True, "MGE with the ||h|| factor (the paper; --mge-feature-norm-off: "
+                                     "rank by ||p - y_hat|| alone, beyond the paper)",
+                                     flag="--mge-feature-norm", off_flag="--mge-feature-norm-off", kind=RESULT)
+    cluster_features: str = setting("penultimate", "space the diversity step clusters in: penultimate "
+                                    "(features h, the paper) or normalized (h / ||h||, beyond the paper)",
+                                    choices=("penultimate", "normalized"), kind=RESULT)
     eval_max_samples: int | None = setting(None, "evaluate val and test each on a fixed seeded subsample of at "
                                            "most this many rows, the same every iteration (None: every row, the "
                                            "paper's protocol); the history records n_samples, split_rows and "

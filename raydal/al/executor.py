@@ -67,7 +67,12 @@ class Executor(ABC):
 
         self.config = config
         self.manifest = load_manifest(config.shards_dir)
-        self.strategy = get_strategy(config.strategy, backend=config.clustering_backend)
+        self.strategy = get_strategy(
+            config.strategy,
+            backend=config.clustering_backend,
+            mge_feature_norm=config.mge_feature_norm,
+            cluster_features=config.cluster_features,
+        )
         self._pool_ids: np.ndarray | None = None
         #: Progress sink; the loop points it at its own.
         self.log: Callable[[str], None] = print

@@ -121,7 +121,7 @@ class RayExecutor(LocalExecutor):
         if (plan is not None and self.strategy.requires_scoring and cfg.score_workers == 0
                 and sorted(plan["labeled"]) == sorted(labeled_ids)):
             k = self.candidate_count(plan["b"])
-            score = PoolScoring(cfg.strategy, k, plan["prev"], cfg.score_batch_size)
+            score = PoolScoring(self.strategy, k, plan["prev"], cfg.score_batch_size)
             key = query_key(cfg.strategy, k, labeled_ids, plan["prev"])
         result = train_with_ray(
             self.model_spec(),

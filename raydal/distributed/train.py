@@ -67,7 +67,7 @@ class PoolScoring:
     of the previous scoring pass (TPD) or None; batch_size: rows per forward pass.
     """
 
-    strategy: str
+    strategy: "str | QueryStrategy"  # noqa: F821  (an instance carries its options)
     k: int
     prev_probs: tuple[np.ndarray, np.ndarray] | None = None
     batch_size: int = 64

@@ -26,7 +26,7 @@ import numpy as np
 from raydal.exceptions import ConfigError, QueryError
 from raydal.query.candidates import PoolScores
 from raydal.query.clustering import NITER, resolve_backend
-from raydal.query.diversity import select_diverse
+from raydal.query.diversity import CLUSTER_FEATURES, select_diverse
 from raydal.query.ranking import check_finite, rank_desc
 from raydal.utils import rng as make_rng
 
@@ -75,6 +75,10 @@ class QueryStrategy:
         ablation); True = the two-step query (cluster the m*b most uncertain).
     backend: clustering backend for the diversity step ("auto", "faiss", "torch", "sklearn").
     niter: maximum k-means iterations.
+    mge_feature_norm: beyond the paper (default True, the paper's MGE): False drops the ||h||
+        factor of the MGE uncertainty, leaving ||p - y_hat||.
+    cluster_features: beyond the paper: the space k-means++ clusters the candidates in,
+        "penultimate" (the paper: features h) or "normalized" (h / ||h||).
     """
 
     #: Name of the per-sample uncertainty this strategy ranks by, or None.
@@ -82,7 +86,15 @@ class QueryStrategy:
     #: What ``score`` needs besides ``probs``: a subset of KNOWN_NEEDS.
     uncertainty_needs: ClassVar[frozenset[str]] = frozenset()
 
-    def __init__(self, name: str, clustering: bool = False, backend: str = "auto", niter: int = NITER):
+    def __init__(
+        self,
+        name: str,
+        clustering: bool = False,
+        backend: str = "auto",
+        niter: int = NITER,
+        mge_feature_norm: bool = True,
+        cluster_features: str = "penultimate",
+    ):
         if clustering and self.uncertainty is None:
             raise ConfigError(f"Strategy {name!r} has no uncertainty to cluster candidates by; use clustering=False.")
         if backend != "auto":
@@ -91,6 +103,13 @@ class QueryStrategy:
         self.clustering = bool(clustering)
         self.backend = backend
         self.niter = _check_int(f"strategy {name!r}", "niter", niter, 1)
+        if cluster_features not in CLUSTER_FEATURES:
+            raise ConfigError(
+                f"The 'cluster_features' option of strategy {name!r} must be one of {', '.join(CLUSTER_FEATURES)}. "
+                f"Got {cluster_features!r} instead."
+            )
+        self.mge_feature_norm = bool(mge_feature_norm)
+        self.cluster_features = cluster_features
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, clustering={self.clustering}, backend={self.backend!r})"
@@ -196,6 +215,7 @@ class QueryStrategy:
             seed,
             backend=self.backend,
             niter=self.niter,
+            space=self.cluster_features,
         )
         return ids[picks].tolist()
 

@@ -8,7 +8,37 @@ from raydal.exceptions import ConfigError, QueryError
 from raydal.query.clustering import NITER, kmeans
 from raydal.query.ranking import as_numpy, check_finite, rank_desc
 
-__all__ = ["select_diverse"]
+__all__ = ["CLUSTER_FEATURES", "cluster_space", "gradient_embedding", "select_diverse"]
+
+#: Spaces the diversity step can cluster in; "penultimate" is the paper's. "gradient" needs the
+#: candidates' probabilities, which PoolScores does not carry yet: only ``cluster_space`` offers it.
+CLUSTER_FEATURES = ("penultimate", "normalized")
+
+
+def gradient_embedding(probs: "np.ndarray", features: "np.ndarray") -> np.ndarray:
+    """BADGE's approximated gradient embedding: row i is vec((p_i - y_hat_i) h_i^T), shape [N, C*D]."""
+    p = np.asarray(as_numpy(probs), dtype=np.float64)
+    h = np.asarray(as_numpy(features), dtype=np.float64)
+    if p.ndim != 2 or h.ndim != 2 or p.shape[0] != h.shape[0]:
+        raise QueryError(f"gradient_embedding expects probs [N, C] and features [N, D]. Got {p.shape} and {h.shape}.")
+    g = p - (p >= 0.5)
+    return (g[:, :, None] * h[:, None, :]).reshape(len(h), -1)
+
+
+def cluster_space(features: "np.ndarray", space: str = "penultimate", probs: "np.ndarray | None" = None) -> np.ndarray:
+    """The vectors k-means clusters: features as is, L2-normalised, or the gradient embedding (needs probs)."""
+    feats = as_numpy(features)
+    if space == "penultimate":
+        return feats
+    if space == "normalized":
+        f = np.asarray(feats, dtype=np.float64)
+        norm = np.linalg.norm(f, axis=1, keepdims=True)
+        return f / np.where(norm > 0, norm, 1.0)
+    if space == "gradient":
+        if probs is None:
+            raise QueryError("cluster space 'gradient' needs the candidates' probabilities: pass probs=[N, C].")
+        return gradient_embedding(probs, feats)
+    raise ConfigError(f"Unknown cluster space {space!r}: use penultimate, normalized or gradient.")
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
@@ -28,6 +58,7 @@ def select_diverse(
     *,
     backend: str = "auto",
     niter: int = NITER,
+    space: str = "penultimate",
 ) -> np.ndarray:
     """Pick ``b`` uncertain and mutually diverse samples (the paper's two-step query).
 
@@ -37,6 +68,8 @@ def select_diverse(
     m: candidate multiplier (>= 1): the m*b most uncertain samples are clustered.
     seed: seeds k-means++; the same seed gives the same picks within a backend.
     backend: clustering backend, "auto" | "faiss" | "torch" | "sklearn".
+    space: beyond the paper: "penultimate" (the paper) clusters ``features`` as given,
+        "normalized" clusters them L2-normalised (see ``cluster_space``).
 
     Steps: rank by uncertainty (ties: lower index first), keep the top min(N, m*b),
     cluster their features into b clusters (k-means++ seeding, then k-means) and
@@ -65,7 +98,8 @@ def select_diverse(
         return order[:b].astype(np.int64)
     top = order[: min(n, m * b)]
     check_finite(feats[top], "features")
-    labels = kmeans(feats[top], b, seed=seed, niter=niter, backend=backend).labels
+    cand = feats[top] if space == "penultimate" else cluster_space(feats[top], space)
+    labels = kmeans(cand, b, seed=seed, niter=niter, backend=backend).labels
     # ``top`` is ranked, so the first occurrence of each label is that cluster's most uncertain member.
     _, first = np.unique(labels, return_index=True)
     picked = np.zeros(len(top), dtype=bool)

@@ -28,11 +28,17 @@ def check_probs(probs: np.ndarray, what: str = "probs") -> np.ndarray:
     return p
 
 
-def mge_uncertainty(probs: "np.ndarray | torch.Tensor", features: "np.ndarray | torch.Tensor") -> np.ndarray:  # noqa: F821
+def mge_uncertainty(
+    probs: "np.ndarray | torch.Tensor",  # noqa: F821
+    features: "np.ndarray | torch.Tensor",  # noqa: F821
+    feature_norm: bool = True,
+) -> np.ndarray:
     """Unc_MGE: the L2 norm of the last layer's BCE gradient against pseudo-labels.
 
     probs: [N, C] sigmoid probabilities p.
     features: [N, D] penultimate features h (the embeddings the last layer reads).
+    feature_norm: True (the paper) keeps the ||h|| factor; False (beyond the paper, a
+        diagnostic switch) returns ||p - 1[p >= 0.5]||_2 alone.
     Returns: [N] float64, ||p - 1[p >= 0.5]||_2 * ||h||_2.
 
     With logits z = W h (+ bias), L = BCE(sigmoid(z), y_hat) summed over classes
@@ -47,6 +53,8 @@ def mge_uncertainty(probs: "np.ndarray | torch.Tensor", features: "np.ndarray | 
         raise QueryError(f"features must have shape [N={p.shape[0]}, D]. Got shape {h.shape} instead.")
     check_finite(h, "features")
     y_hat = (p >= 0.5).astype(np.float64)
+    if not feature_norm:
+        return np.linalg.norm(p - y_hat, axis=1)
     return np.linalg.norm(p - y_hat, axis=1) * np.linalg.norm(h, axis=1)
 
 
@@ -59,4 +67,4 @@ class MGE(QueryStrategy):
     uncertainty_needs: ClassVar[frozenset[str]] = frozenset({"embeddings"})
 
     def score(self, scored: Mapping[str, np.ndarray | None], prev_probs: np.ndarray | None = None) -> np.ndarray:
-        return mge_uncertainty(scored["probs"], scored["embeddings"])
+        return mge_uncertainty(scored["probs"], scored["embeddings"], feature_norm=self.mge_feature_norm)
