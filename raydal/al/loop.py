@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from raydal.al import stopping
 from raydal.al.executor import Executor
 from raydal.al.poolids import member_mask, pack_ids, positions, unpack_ids
 from raydal.al.state import ALState, StateStore, batch_name, storage_errors
@@ -235,6 +236,8 @@ class ActiveLearner:
             return True
         if cfg.label_budget is not None and state.n_labeled >= cfg.label_budget:
             return True
+        if cfg.stop_when == "stable" and stopping.is_stable(stopping.kappas(state.history)):
+            return True
         return state.n_labeled + len(state.unlabelable) >= len(self.executor.pool_index())
 
     def _excluded_ids(self) -> list[str]:
@@ -288,6 +291,7 @@ class ActiveLearner:
             seed=phase_seed(cfg.seed, tau, "query"),
         )
         fault_point("select:end")
+        self._record_agreement(record, prev, result)
         del prev
         selected = list(result.selected)
         rows = positions(pool, selected)
@@ -300,9 +304,14 @@ class ActiveLearner:
             )
         if result.pool_ids is not None:
             state.pool_probs_file = self.store.save_probs(f"iter-{tau:04d}.npz", result.pool_ids, result.pool_probs)
-        record["selected"] = selected
         record["seconds"].update({"score": round(result.score_seconds, 3), "select": round(result.select_seconds, 3)})
         record["query_seconds"] = round(time.perf_counter() - t0, 3)
+        if self._finished():  # --stop-when stable, and this model's predictions completed a stable window
+            state.phase = "done"  # its selection is dropped: nobody labels another batch
+            self.store.save(state)
+            self.log(f"iter {tau}: stopping: {stopping.advice(state.history, cfg.stop_when)['text']}")
+            return
+        record["selected"] = selected
         state.pending = {"iteration": tau + 1, "ids": selected, "probs": result.selected_probs}
         state.phase = "label"
         self.store.save(state)
@@ -310,8 +319,20 @@ class ActiveLearner:
             f"iter {tau}: selected {b} with {cfg.strategy} as batch {batch_name(tau + 1)} | score {result.score_seconds:.1f}s "
             f"select {result.select_seconds:.1f}s"
         )
+        if cfg.mode == "human":
+            self.log(f"iter {tau}: when to stop: {stopping.advice(state.history, cfg.stop_when)['text']}")
         if cfg.mode == "simulation":
             self._label()
+
+    def _record_agreement(self, record: dict[str, Any], prev: tuple[np.ndarray, np.ndarray] | None, result) -> None:
+        """Cohen's kappa of this model's and the previous scored model's predictions on the stop set
+        (``raydal.al.stopping``), kept in the history ``record``; nothing when either pass is missing."""
+        if result.pool_ids is None or prev is None or self.state.pool_probs_file.endswith(f"iter-{record['iteration']:04d}.npz"):
+            return  # a strategy that scores nothing, the first scored model, or this model scored again
+        stop_ids = stopping.stop_set(self.executor.pool_index(), self.config.seed)
+        kappa, n = stopping.stop_set_kappa(prev, (result.pool_ids, result.pool_probs), stop_ids,
+                                           self.config.train_config().threshold)
+        record[stopping.HISTORY_KEY] = {"kappa": None if n == 0 else round(kappa, 6), "n": n}
 
     def _label(self) -> None:
         """Simulation: the archive's known labels answer the pending batch."""
