@@ -189,6 +189,10 @@ class ALConfig:
                                      Interval(int, 0), kind=EXECUTION)
     label_budget: int | None = setting(None, "stop once this many samples are labeled (None: run for "
                                        "iterations rounds)", Interval(int, 1), kind=EXECUTION)
+    stop_when: str | None = setting(None, "stable: also stop once the models' predictions on a fixed unlabeled "
+                                    "stop set agree (mean Cohen's kappa of the last 3 consecutive pairs >= 0.99, "
+                                    "Bloodgood & Vijay-Shanker 2009; raydal.al.stopping). None: advice only",
+                                    choices=("stable",), kind=EXECUTION)
     state_dir: str = setting("", "where the run keeps its state, checkpoints and reports (default runs/DATASET)",
                              kind=EXECUTION)
     cpus_per_worker: float | None = setting(None, "CPUs per Ray Train worker (None: 1, or less where that "
