@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from raydal.al import stopping
 from raydal.al.state import StateStore
 from raydal.al.stats import LEVEL, interval_text, paired_difference, verdict_text
 from raydal.config import setting_kind
@@ -202,6 +203,34 @@ def area_under_curve(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.trapezoid(y, x) / (x[-1] - x[0]))
 
 
+def stopping_section(runs: list[dict[str, Any]], summary: dict[str, Any]) -> list[str]:
+    """The report's "When to stop" lines, one row per run (``raydal.al.stopping.advice``);
+    ``summary["stopping"]``: state dir -> kappas, stable, slope (F1 per label, 95% CI)."""
+    lines = ["## When to stop", "",
+             f"Stabilizing predictions (Bloodgood & Vijay-Shanker 2009): Cohen's κ between consecutive models' "
+             f"decisions (class predicted at the run's F1 threshold) on a fixed seeded stop set of up to "
+             f"{stopping.STOP_SET_SIZE} unlabeled pool images, pooled over classes and images; stable when the "
+             f"mean of the last {stopping.WINDOW} κ values is >= {stopping.KAPPA_STABLE}. Slope: least squares "
+             f"of test micro-F1 on labeled images over the last {stopping.WINDOW} rounds, in percentage points "
+             f"per 100 labels, with its {LEVEL} interval. Advice only; `--stop-when stable` makes the rule end a "
+             "run. κ needs the pool probabilities that a scoring strategy saves at each query: a random run "
+             "has none (its slope is the advice).", "",
+             f"| run | strategy | last κ | stable | F1 slope per 100 labels ({LEVEL} CI) |", "|---|---|---|---|---|"]
+    summary["stopping"] = {}
+    for run in runs:
+        adv = stopping.advice(run["history"], run["config"].get("stop_when"))
+        slope = adv["slope"]
+        summary["stopping"][run["state_dir"]] = {
+            "kappas": adv["kappas"], "stable": adv["stable"], "text": adv["text"],
+            "slope": None if slope is None else dict(per_label=slope.per_label, ci_low=slope.ci_low,
+                                                     ci_high=slope.ci_high, labels=list(slope.labels))}
+        ks = ", ".join(f"{k:.3f}" for k in adv["kappas"][-stopping.WINDOW:]) or "–"
+        cell = "–" if slope is None else stopping.slope_text(slope)
+        lines.append(f"| {run['state_dir']} | {run['strategy']} | {ks} | {'yes' if adv['stable'] else 'no'} "
+                     f"| {cell} |")
+    return lines + [""]
+
+
 def build_report(state_dirs: list[str], out_dir: str | Path, at: list[int] | None = None,
                  baseline: str = "random") -> dict[str, Any]:
     """Write ``f1_curves.png``, ``report.md`` and ``report.json`` into ``out_dir``.
@@ -309,6 +338,7 @@ def build_report(state_dirs: list[str], out_dir: str | Path, at: list[int] | Non
                 cells.append(difference_text(d, base))
             lines.append(f"| {strategy} | {base} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += stopping_section(runs, summary)
     lines += ["## Seconds per iteration (mean)", "", "| strategy | " + " | ".join(PHASES) + " |",
               "|---|" + "---|" * len(PHASES)]
     for strategy, entry in sorted(summary["strategies"].items()):

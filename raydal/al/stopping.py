@@ -143,11 +143,11 @@ def f1_slope(n_labeled: list[int] | np.ndarray, f1: list[float] | np.ndarray, ro
     return Slope(float(fit.slope), low, high, (int(x[0]), int(x[-1])), len(x))
 
 
-def slope_text(s: Slope, metric: str = "micro-F1") -> str:
-    """``test micro-F1 +0.40 points per 100 labels over the last 3 rounds (95% CI -1.20..+2.00)``."""
+def slope_text(s: Slope) -> str:
+    """``+0.40 points per 100 labels over the last 3 rounds (340..400 labels; 95% CI -1.20..+2.00)``."""
     per100 = 1e4  # F1 per label -> percentage points per 100 labels
     rounds = s.points - 1
-    text = (f"test {metric} {per100 * s.per_label:+.2f} points per 100 labels over the last {rounds} "
+    text = (f"{per100 * s.per_label:+.2f} points per 100 labels over the last {rounds} "
             f"round{'s' if rounds != 1 else ''} ({s.labels[0]}..{s.labels[1]} labels")
     if s.ci_low is None:
         return text + "; 2 points: no interval)"
@@ -175,7 +175,7 @@ def advice(history: list[dict[str, Any]], stop_when: str | None = None) -> dict[
         parts.append("no κ yet: it needs two consecutive models' pool probabilities (a scoring strategy "
                      "saves them at each query; random scores nothing)")
     if slope is not None:
-        parts.append(slope_text(slope))
+        parts.append(f"test micro-F1 {slope_text(slope)}")
     elif tested:
         parts.append("F1 slope: needs two models with test scores")
     else:

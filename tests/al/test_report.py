@@ -208,3 +208,26 @@ def test_execution_settings_never_split_a_curve_and_identity_ones_do(tmp_path):
     store.save(state)
     assert sorted(build_report(dirs, tmp_path / "out2")["strategies"]) == [
         "ll (dataset=treesatai)", "ll (dataset=ucmerced)"]
+
+
+def test_report_gives_stopping_advice_with_numbers(tmp_path):
+    from raydal.al.stopping import HISTORY_KEY
+
+    run = _fake_run(tmp_path / "h0", "mge+clustering", 0, [0.4, 0.5, 0.55, 0.57, 0.58])
+    store = StateStore(run)
+    state = store.load()
+    for h, k in zip(state.history[1:], (0.9, 0.99, 0.995, 0.998)):
+        h[HISTORY_KEY] = {"kappa": k, "n": 1000}
+    store.save(state)
+    random = _fake_run(tmp_path / "r0", "random", 0, [0.4, 0.5, 0.6])  # scores nothing: no kappa
+    summary = build_report([run, random], tmp_path / "out")
+    advice = summary["stopping"][run]
+    assert advice["kappas"] == [0.9, 0.99, 0.995, 0.998] and advice["stable"]  # mean of the last 3: 0.9943
+    # last 3 rounds: F1 0.5, 0.55, 0.57, 0.58 at 15..30 labels, slope (7.5*0.08 + 2.5*0.02) / 125 = 0.0052 per label
+    assert advice["slope"]["per_label"] == pytest.approx(0.0052)
+    assert advice["slope"]["ci_low"] < 0.0052 < advice["slope"]["ci_high"]
+    assert not summary["stopping"][random]["stable"] and summary["stopping"][random]["kappas"] == []
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## When to stop" in md
+    assert f"| {run} | mge+clustering | 0.990, 0.995, 0.998 | yes | +52.00 points per 100 labels" in md
+    assert f"| {random} | random | – | no | +200.00 points per 100 labels over the last 2 rounds" in md
