@@ -112,3 +112,25 @@ def test_stop_when_stable_ends_the_run_once_predictions_agree(make_config, tmp_p
     plain = make_config(state_dir=str(tmp_path / "plain"), **base)
     full = ActiveLearner(plain, LocalExecutor(plain), log=lambda s: None).run()
     assert len(full.history) == 9 and stopping.kappas(full.history)[:len(ks)] == ks
+
+
+def test_human_loop_logs_the_advice_after_each_query(make_config):
+    from raydal.al.humanloop import import_mapping
+    from raydal.al.state import StateStore
+    from raydal.data.shards import load_manifest, read_split
+
+    cfg = make_config(mode="human", iterations=3)
+    manifest = load_manifest(cfg.shards_dir)
+    lines = []
+    for _ in range(3):  # the initial set, then two query batches
+        ActiveLearner(cfg, LocalExecutor(cfg), log=lines.append).run()
+        pending = StateStore(cfg.state_dir).load().pending["ids"]
+        data = read_split(manifest, "pool", ids=pending)
+        import_mapping(cfg.state_dir, {sid: [manifest.classes[c] for c in row.nonzero()[0]]
+                                       for sid, row in zip(data["id"], data["labels"])})
+    advice = [line for line in lines if ": when to stop: " in line]
+    assert [line.split(":")[0] for line in advice] == ["iter 0", "iter 1"]
+    assert "no κ yet" in advice[0]  # one model: nothing to compare with
+    kappa = StateStore(cfg.state_dir).load().history[1][stopping.HISTORY_KEY]["kappa"]
+    assert f"stop set {kappa:.3f} (mean of the last 3" in advice[1] and "needs 3 values" in advice[1]
+    assert "test micro-F1" in advice[1] and "points per 100 labels over the last 1 round (10..15 labels" in advice[1]
