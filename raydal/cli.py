@@ -63,6 +63,7 @@ def _reader_settings(args: argparse.Namespace) -> dict:
         "val_share": args.val_share,
         "test_share": args.test_share,
         "stats_images": args.stats_images,
+        "rgb_bands": args.rgb_bands.split(",") if args.rgb_bands else None,
     }
     return {k: v for k, v in settings.items() if v is not None}
 
@@ -468,6 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--id-from", choices=folder.ID_FROM, default=None,
                    help="image id: the file name without extension (stem, default) or the relative path")
     g.add_argument("--band-names", default=None, metavar="R,G,B,NIR", help="band names (default: from the files)")
+    g.add_argument("--rgb-bands", default=None, metavar="R,G,B",
+                   help="the bands thumbnails show as red, green, blue: 3 names or 1-based numbers, e.g. 1,2,3 "
+                        "(default: by band name; files that name no bands: 1,2,3 up to 4 bands, else 4,3,2)")
     g.add_argument("--val-share", type=float, default=None, help=f"share of labeled images held out as val (default {_default(folder.FolderReader, 'val_share')})")
     g.add_argument("--test-share", type=float, default=None, help=f"share of labeled images held out as test (default {_default(folder.FolderReader, 'test_share')})")
     p.set_defaults(func=_cmd_prepare)

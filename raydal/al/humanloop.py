@@ -36,7 +36,7 @@ from raydal.al.labelfiles import (
     DEFAULT_MAX_BYTES, LS_FROM_NAME, MALFORMED, SKIP_LABEL, SKIPPED, UNANNOTATED, LabelFile, LabelRecord,
 )
 from raydal.al.state import ALState, StateStore, batch_name
-from raydal.al.thumbnails import DEFAULT_MAX_SIDE, OriginalImages, data_uri, png_bytes, true_colour
+from raydal.al.thumbnails import DEFAULT_MAX_SIDE, Thumbnails, data_uri, png_bytes
 from raydal.constants import (
     BATCH_CSV, ENV_LS_DOCUMENT_ROOT, EXPORT_DIR, LABEL_STUDIO_CONFIG, LABEL_STUDIO_TASKS, THUMBS_DIR,
 )
@@ -64,6 +64,8 @@ class ExportOptions:
                                        "Studio predictions: the guess shown as the selected answer); "
                                        "docs/label-studio.md says why none is the default",
                                choices=labelstudio.PREDICTION_MODES)
+    rgb_bands: str | None = setting(None, "the bands thumbnails show as red, green, blue: 3 names or 1-based "
+                                          "numbers, e.g. 1,2,3 (default: the archive's, see the export's log line)")
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -116,12 +118,14 @@ def export_batch(
     ids = list(pending["ids"])
     shard = read_split(manifest, "pool", ids=ids)
     paths = _shard_paths(manifest, "pool", ids)
-    originals = OriginalImages(manifest)
+    thumbnails = Thumbnails(manifest, options.rgb_bands)
+    originals = thumbnails.originals
+    if log:
+        log(thumbnails.describe())
     names = thumbnail_names(ids)
     images: dict[str, str] = {}
     for sid, small in zip(ids, shard["image"]):
-        native = originals.load(paths.get(sid, ""))
-        png = png_bytes(true_colour(native if native is not None else small, manifest.band_names), options.max_side)
+        png = png_bytes(thumbnails.rgb(paths.get(sid, ""), small), options.max_side)
         target = _inside(out, thumbs / names[sid])
         target.write_bytes(png)
         images[sid] = (data_uri(png) if options.images == "inline"

@@ -67,6 +67,8 @@ class FolderReader(ArchiveReader):
         id_from: ``"stem"`` (file name without extension) or ``"path"`` (relative path without it).
         band_names: names of the B bands (default: the GeoTIFF band descriptions, R, G, B for
             3 bands, else B1..Bn).
+        rgb_bands: the bands thumbnails show as R, G, B (3 names or 1-based numbers); recorded
+            in the manifest (default: ``raydal.al.thumbnails.choose_rgb_bands``'s choice).
         val_share, test_share: the shares of the *labeled* images held out as val and test
             when the labels CSV has no ``split`` column (seeded by ``prepare``'s seed).
         stats_images: at most this many images (evenly spaced) give the percentiles.
@@ -91,6 +93,7 @@ class FolderReader(ArchiveReader):
         val_share: float = 0.25,
         test_share: float = 0.25,
         stats_images: int = 500,
+        rgb_bands: Sequence[str] | None = None,
     ) -> None:
         cls = "FolderReader"
         if scaling is not None and scaling not in SCALINGS:
@@ -122,6 +125,7 @@ class FolderReader(ArchiveReader):
         self.given_band_names = list(band_names) if band_names else None
         self.val_share, self.test_share = float(val_share), float(test_share)
         self.stats_images = stats_images
+        self.rgb_bands = [str(b) for b in rgb_bands] if rgb_bands else None
         self._labels_arg = labels
         self._classes_arg = classes if classes is None or isinstance(classes, (str, Path)) else (list(classes) or None)
         self._lo: np.ndarray | None = None  # float64 [B], once the conversion is known
@@ -434,7 +438,16 @@ class FolderReader(ArchiveReader):
             "band_names": list(self.band_names),
             "val_share": self.val_share,
             "test_share": self.test_share,
+            "rgb_bands": self._checked_rgb_bands(),
         }
+
+    def _checked_rgb_bands(self) -> list[str] | None:
+        """``rgb_bands`` once it is known to name three of the archive's bands (ConfigError otherwise)."""
+        if self.rgb_bands is not None:
+            from raydal.al.thumbnails import choose_rgb_bands
+
+            choose_rgb_bands(self.band_names, self.rgb_bands)
+        return self.rgb_bands
 
     def _recorded_range(self) -> list[list[float]] | None:
         """The range to rebuild this reader with: the given one, or the fitted percentiles."""

@@ -108,7 +108,8 @@ def test_export_thumbnails_are_native_true_colour_with_paths(tmp_path, dataset, 
     logged = []
     out = export_batch(info["state_dir"], log=logged.append)
     rows = list(csv.DictReader(open(out / "batch.csv")))
-    assert [r["id"] for r in rows] == info["pending"] and not logged
+    assert [r["id"] for r in rows] == info["pending"]
+    assert len(logged) == 1 and logged[0].startswith("thumbnails show bands ")  # no fallback to shard images
     reader = get_reader(dataset, tmp_path / "archive")
     bands = rgb_band_indices(manifest.band_names)
     for r in rows:
@@ -132,3 +133,111 @@ def test_every_reader_is_rebuilt_from_its_manifest_settings(tmp_path, dataset):
     synthesize(dataset, tmp_path, n=12, size=36, seed=0)  # 36: BigEarthNet's sizes are multiples of 6
     reader = get_reader(dataset, tmp_path)
     assert get_reader(dataset, tmp_path, **reader.settings()).settings() == reader.settings()
+
+
+# -- R, G, B, NIR uint16 folders: true colour from the source bands --------------------------------
+
+#: Sentinel-2-like surface reflectance x 10^4 of four covers, (R, G, B, NIR).
+_COVERS = {"vegetation": (300, 900, 250, 4000), "water": (250, 400, 600, 80),
+           "soil": (1800, 1500, 1200, 2400), "cloud": (6000, 6000, 6000, 6000)}
+
+
+def _rgbn_folder(root, order=(0, 1, 2, 3), n=6, size=24):
+    """``n`` uint16 GeoTIFFs with no band descriptions, the four covers in quadrants (one cover
+    per image a little brighter, so the archive varies); bands in ``order`` of (R, G, B, NIR)."""
+    from raydal.data.synth._tiff import write_tif
+
+    rng = np.random.default_rng(0)
+    h = size // 2
+    for i in range(n):
+        img = np.zeros((size, size, 4), np.float64)
+        for (rows, cols), cover in zip([(np.s_[:h], np.s_[:h]), (np.s_[:h], np.s_[h:]), (np.s_[h:], np.s_[:h]),
+                                        (np.s_[h:], np.s_[h:])], _COVERS):
+            img[rows, cols] = np.array(_COVERS[cover]) * (1.0 + 0.05 * (i % 3))
+        img += rng.normal(0, 20, img.shape)
+        write_tif(root / f"scene_{i:02d}.tif", np.clip(np.rint(img[..., list(order)]), 0, 65535).astype(np.uint16))
+    (root / "classes.txt").write_text("forest\nwater\n")  # no labels: every image is an unlabeled pool image
+    return root / "classes.txt"
+
+
+def _quadrant_means(rgb):
+    h = rgb.shape[0] // 2
+    return {cover: rgb[rows, cols].reshape(-1, 3).mean(axis=0) for cover, (rows, cols) in zip(
+        _COVERS, [(np.s_[:h], np.s_[:h]), (np.s_[:h], np.s_[h:]), (np.s_[h:], np.s_[:h]), (np.s_[h:], np.s_[h:])])}
+
+
+def _assert_looks_like_the_scene(rgb):
+    m = _quadrant_means(rgb.astype(float))
+    veg, water, soil = m["vegetation"], m["water"], m["soil"]
+    assert veg[1] > veg[0] + 10 and veg[1] > veg[2] + 10, veg  # green, not red (NIR is not shown)
+    assert water[2] > water[0] and water.mean() < soil.mean(), water  # dark and bluish, not cyan-bright
+    assert soil[0] > soil[1] > soil[2], soil  # brown: red over green over blue
+    assert np.ptp(m["cloud"]) < 8 and m["cloud"].mean() > soil.mean(), m["cloud"]  # white stays neutral
+
+
+def test_rgbn_uint16_folder_thumbnails_are_true_colour(tmp_path):
+    """An R, G, B, NIR uint16 folder with no band names: prepare scales each band by its own
+    percentiles, but thumbnails show bands 1-3 from the source pixels under one map, so
+    vegetation is green, and a shard image (original gone) gives the same colours."""
+    from raydal.al.thumbnails import Thumbnails
+    from raydal.data.shards import prepare, read_split
+
+    classes = _rgbn_folder(tmp_path / "archive")
+    manifest = prepare("folder", tmp_path / "archive", tmp_path / "shards", size=24, seed=0, classes=classes)
+    assert manifest.band_names == ["B1", "B2", "B3", "B4"] and manifest.scaling["method"] == "percentile"
+    thumbs = Thumbnails(manifest)
+    assert thumbs.bands == [0, 1, 2] and "bands B1, B2, B3 as R, G, B (the files name no bands" in thumbs.describe()
+    rows = read_split(manifest, "pool")
+    import pyarrow.parquet as pq
+
+    paths = pq.read_table(manifest.split_files("pool")[0], columns=["id", "path"]).to_pydict()
+    path = dict(zip(paths["id"], paths["path"]))[rows["id"][0]]
+    native = thumbs.rgb(path, rows["image"][0])
+    _assert_looks_like_the_scene(native)
+    source = thumbs.originals.load(path, source=True)[..., :3].astype(float)  # one map for R, G, B
+    keep = (native > 0) & (native < 255)
+    a, b = np.polyfit(source[keep], native[keep].astype(float), 1)
+    assert np.abs(a * source[keep] + b - native[keep]).max() <= 1.0
+    shard_only = thumbs.rgb("", rows["image"][0])  # the per-band scaling undone from the shard bytes
+    assert not any(f[0] == path for f in thumbs.originals.failures)
+    _assert_looks_like_the_scene(shard_only)
+    assert np.abs(shard_only.astype(float) - native).mean() < 6
+    # the thumbnail raydal made before: names B4, B3, B2 read as Sentinel-2's, so NIR shown as red
+    from raydal.al.thumbnails import shared_stretch
+
+    before = _quadrant_means(shared_stretch(thumbs.originals.load(path)[..., [3, 2, 1]]).astype(float))
+    assert before["vegetation"][0] > before["vegetation"][1] + 50  # red vegetation: what the checks above refuse
+
+
+def test_rgb_bands_chosen_at_prepare_or_export(tmp_path, capsys):
+    """A B, G, R, NIR file: --rgb-bands 3,2,1 at prepare is kept in the manifest; export can
+    override it and says which bands it shows and why; a bad choice names the bands."""
+    from labeling_state import make_waiting_state
+    from raydal.al.humanloop import ExportOptions, export_batch
+    from raydal.al.thumbnails import Thumbnails
+    from raydal.cli import main as cli
+    from raydal.data.shards import prepare
+    from raydal.exceptions import ConfigError
+
+    classes = _rgbn_folder(tmp_path / "archive", order=(2, 1, 0, 3))
+    with pytest.raises(ConfigError, match=r"'rgb_bands'.*\['B1', 'B2', 'B3', 'B4'\].*Got '3,2,9'"):
+        prepare("folder", tmp_path / "archive", tmp_path / "bad", size=24, seed=0, classes=classes,
+                rgb_bands=["3", "2", "9"])
+    cli(["prepare", "folder", str(tmp_path / "archive"), str(tmp_path / "shards"), "--size", "24",
+         "--classes", str(classes), "--rgb-bands", "3,2,1"])
+    manifest = load_manifest(tmp_path / "shards")
+    assert manifest.reader_settings["rgb_bands"] == ["3", "2", "1"]
+    assert Thumbnails(manifest).bands == [2, 1, 0]
+    info = make_waiting_state(tmp_path / "shards", tmp_path / "state", n_labeled=1, n_pending=2)
+    logged = []
+    out = export_batch(info["state_dir"], log=logged.append)
+    assert logged == ["thumbnails show bands B3, B2, B1 as R, G, B (chosen with --rgb-bands at prepare); source "
+                      "pixel values, one linear map and one stretch for the three bands (the per-band scaling of "
+                      "the shards is not used)"]
+    thumb = np.asarray(Image.open(next((out / "thumbs").iterdir())).convert("RGB"))
+    _assert_looks_like_the_scene(thumb)
+    logged.clear()
+    export_batch(info["state_dir"], tmp_path / "nir", ExportOptions(rgb_bands="B4,B2,B1"), log=logged.append)
+    assert "bands B4, B2, B1 as R, G, B (chosen with --rgb-bands)" in logged[0]  # false colour, on request
+    cli(["export", info["state_dir"], "--out", str(tmp_path / "cli"), "--rgb-bands", "3,2,1"])
+    assert "thumbnails show bands B3, B2, B1 as R, G, B (chosen with --rgb-bands)" in capsys.readouterr().out

@@ -67,7 +67,8 @@ def test_human_run_starts_from_archive_labels_and_sends_the_rest_to_annotators(f
     assert len(state.pending["ids"]) == 8 - len(known) and set(state.pending["ids"]) <= unlabeled
     logged: list[str] = []
     out = export_batch(cfg.state_dir, log=logged.append)
-    assert logged == []  # thumbnails from the original GeoTIFFs: the manifest rebuilds the folder reader
+    # thumbnails from the original GeoTIFFs (the manifest rebuilds the folder reader): one line, no fallback
+    assert len(logged) == 1 and logged[0].startswith("thumbnails show bands R, G, B as R, G, B (by band name)")
     with open(out / "batch.csv") as f:
         assert all(r["path"].endswith(".tif") for r in csv.DictReader(f))
     _fill(out, m.classes)
