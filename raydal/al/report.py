@@ -207,14 +207,14 @@ def stopping_section(runs: list[dict[str, Any]], summary: dict[str, Any]) -> lis
     """The report's "When to stop" lines, one row per run (``raydal.al.stopping.advice``);
     ``summary["stopping"]``: state dir -> kappas, stable, slope (F1 per label, 95% CI)."""
     lines = ["## When to stop", "",
-             f"Stabilizing predictions (Bloodgood & Vijay-Shanker 2009): Cohen's κ between consecutive models' "
+             (f"Stabilizing predictions (Bloodgood & Vijay-Shanker 2009): Cohen's κ between consecutive models' "
              f"decisions (class predicted at the run's F1 threshold) on a fixed seeded stop set of up to "
              f"{stopping.STOP_SET_SIZE} unlabeled pool images, pooled over classes and images; stable when the "
              f"mean of the last {stopping.WINDOW} κ values is >= {stopping.KAPPA_STABLE}. Slope: least squares "
              f"of test micro-F1 on labeled images over the last {stopping.WINDOW} rounds, in percentage points "
              f"per 100 labels, with its {LEVEL} interval. Advice only; `--stop-when stable` makes the rule end a "
              "run. κ needs the pool probabilities that a scoring strategy saves at each query: a random run "
-             "has none (its slope is the advice).", "",
+             "has none (its slope is the advice)."), "",
              f"| run | strategy | last κ | stable | F1 slope per 100 labels ({LEVEL} CI) |", "|---|---|---|---|---|"]
     summary["stopping"] = {}
     for run in runs:
@@ -222,8 +222,8 @@ def stopping_section(runs: list[dict[str, Any]], summary: dict[str, Any]) -> lis
         slope = adv["slope"]
         summary["stopping"][run["state_dir"]] = {
             "kappas": adv["kappas"], "stable": adv["stable"], "text": adv["text"],
-            "slope": None if slope is None else dict(per_label=slope.per_label, ci_low=slope.ci_low,
-                                                     ci_high=slope.ci_high, labels=list(slope.labels))}
+            "slope": None if slope is None else {"per_label": slope.per_label, "ci_low": slope.ci_low,
+                                                 "ci_high": slope.ci_high, "labels": list(slope.labels)}}
         ks = ", ".join(f"{k:.3f}" for k in adv["kappas"][-stopping.WINDOW:]) or "–"
         cell = "–" if slope is None else stopping.slope_text(slope)
         lines.append(f"| {run['state_dir']} | {run['strategy']} | {ks} | {'yes' if adv['stable'] else 'no'} "

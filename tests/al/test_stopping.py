@@ -96,7 +96,7 @@ def test_stop_when_stable_ends_the_run_once_predictions_agree(make_config, tmp_p
     that first completes a stable window. A tiny model on a tiny archive never agrees to 0.99
     within a few rounds, so the level is lowered to 0.9 (B&VS's rule is otherwise unchanged)."""
     monkeypatch.setattr(stopping, "KAPPA_STABLE", 0.9)
-    base = dict(iterations=8, train={"epochs": 1, "batch_size": 8, "lr": 1e-4})
+    base = {"iterations": 8, "train": {"epochs": 1, "batch_size": 8, "lr": 1e-4}}
     cfg = make_config(state_dir=str(tmp_path / "stable"), stop_when="stable", **base)
     lines = []
     state = ActiveLearner(cfg, LocalExecutor(cfg), log=lines.append).run()

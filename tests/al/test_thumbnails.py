@@ -179,7 +179,9 @@ def test_rgbn_uint16_folder_thumbnails_are_true_colour(tmp_path):
     """An R, G, B, NIR uint16 folder with no band names: prepare scales each band by its own
     percentiles, but thumbnails show bands 1-3 from the source pixels under one map, so
     vegetation is green, and a shard image (original gone) gives the same colours."""
-    from raydal.al.thumbnails import Thumbnails
+    import pyarrow.parquet as pq
+
+    from raydal.al.thumbnails import Thumbnails, shared_stretch
     from raydal.data.shards import prepare, read_split
 
     classes = _rgbn_folder(tmp_path / "archive")
@@ -188,8 +190,6 @@ def test_rgbn_uint16_folder_thumbnails_are_true_colour(tmp_path):
     thumbs = Thumbnails(manifest)
     assert thumbs.bands == [0, 1, 2] and "bands B1, B2, B3 as R, G, B (the files name no bands" in thumbs.describe()
     rows = read_split(manifest, "pool")
-    import pyarrow.parquet as pq
-
     paths = pq.read_table(manifest.split_files("pool")[0], columns=["id", "path"]).to_pydict()
     path = dict(zip(paths["id"], paths["path"]))[rows["id"][0]]
     native = thumbs.rgb(path, rows["image"][0])
@@ -203,8 +203,6 @@ def test_rgbn_uint16_folder_thumbnails_are_true_colour(tmp_path):
     _assert_looks_like_the_scene(shard_only)
     assert np.abs(shard_only.astype(float) - native).mean() < 6
     # the thumbnail raydal made before: names B4, B3, B2 read as Sentinel-2's, so NIR shown as red
-    from raydal.al.thumbnails import shared_stretch
-
     before = _quadrant_means(shared_stretch(thumbs.originals.load(path)[..., [3, 2, 1]]).astype(float))
     assert before["vegetation"][0] > before["vegetation"][1] + 50  # red vegetation: what the checks above refuse
 
@@ -231,9 +229,9 @@ def test_rgb_bands_chosen_at_prepare_or_export(tmp_path, capsys):
     info = make_waiting_state(tmp_path / "shards", tmp_path / "state", n_labeled=1, n_pending=2)
     logged = []
     out = export_batch(info["state_dir"], log=logged.append)
-    assert logged == ["thumbnails show bands B3, B2, B1 as R, G, B (chosen with --rgb-bands at prepare); source "
-                      "pixel values, one linear map and one stretch for the three bands (the per-band scaling of "
-                      "the shards is not used)"]
+    assert logged == [("thumbnails show bands B3, B2, B1 as R, G, B (chosen with --rgb-bands at prepare); source "
+                       "pixel values, one linear map and one stretch for the three bands (the per-band scaling of "
+                       "the shards is not used)")]
     thumb = np.asarray(Image.open(next((out / "thumbs").iterdir())).convert("RGB"))
     _assert_looks_like_the_scene(thumb)
     logged.clear()
