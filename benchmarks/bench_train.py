@@ -170,7 +170,8 @@ def make_read_shards(workdir: Path, template: Path, n: int, size: int) -> dict[s
             files.append(name)
         for split in ("val", "test"):
             shutil.copytree(template / split, root / split)
-        data.update(image_size=size, splits=dict(data["splits"], pool={"count": n, "files": files}))
+        kept = {k: {"count": v["count"], "files": v["files"]} for k, v in data["splits"].items()}  # no id index
+        data.update(image_size=size, splits=dict(kept, pool={"count": n, "files": files}))
         (root / "manifest.json").write_text(json.dumps(data))
     return out
 

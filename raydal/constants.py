@@ -45,6 +45,9 @@ STORAGE_ENV = (
 
 # -- prepared shards (raydal prepare) ----------------------------------------------------
 MANIFEST_NAME = "manifest.json"
+#: A shard set's id index per split (``id``, ``labeled`` in shard order), beside the manifest:
+#: ``ids-<split>.parquet`` (outside the split folders, so reading a split's folder never picks it up).
+IDS_FILE = "ids-{split}.parquet"
 QUARANTINE_NAME = "quarantine.csv"
 SHARD_FORMAT_VERSION = 1
 #: Canonical split names in prepared shards.

@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from raydal.constants import MANIFEST_NAME, QUARANTINE_NAME, SHARD_FORMAT_VERSION, SPLITS
+from raydal.constants import IDS_FILE, MANIFEST_NAME, QUARANTINE_NAME, SHARD_FORMAT_VERSION, SPLITS
 from raydal.data import get_reader
 from raydal.data.base import BAD_FILE_FIX, ArchiveIndex, ArchiveReader, Problem
 from raydal.exceptions import ConfigError, DatasetError, DatasetNotFoundError
@@ -107,6 +107,17 @@ class Manifest:
         if split not in self.splits:
             raise ConfigError(f"The 'split' parameter must be one of {list(self.splits)}. Got {split!r} instead.")
         return [join_location(self.root, f) for f in self.splits[split]["files"]]
+
+    def ids_file(self, split: str) -> str | None:
+        """Location of ``split``'s id index (``id``, ``labeled`` of every row, in shard order; one small
+        Parquet file written by ``prepare``), or None for shard sets written before it existed."""
+        name = self.splits.get(split, {}).get("ids")
+        return join_location(self.root, name) if name else None
+
+    def file_rows(self, split: str) -> list[int] | None:
+        """Rows of each of ``split``'s files (as ``split_files``), or None where the manifest predates it."""
+        rows = self.splits.get(split, {}).get("rows")
+        return list(rows) if rows is not None else None
 
     def to_json(self) -> dict[str, Any]:
         """The manifest.json content."""
@@ -182,6 +193,7 @@ def _parent(location: Path | str) -> Path | str:
 def _missing_files(manifest: Manifest) -> list[str]:
     """The files named in the manifest that are not there (one listing on object storage)."""
     files = [f for split in manifest.splits for f in manifest.split_files(split)]
+    files += [f for split in manifest.splits if (f := manifest.ids_file(split))]
     if not is_uri(manifest.root):
         return [f for f in files if not os.path.isfile(f)]
     import pyarrow.fs as pafs
@@ -261,9 +273,14 @@ def prepare(
         with ThreadPoolExecutor(workers) as pool:
             for split in SPLITS:
                 rows = np.flatnonzero(splits == split)
-                files, kept, bad = _write_split(reader, index, rows, split, size, shard_size, tmp, pool)
+                files, kept, bad, file_rows = _write_split(reader, index, rows, split, size, shard_size, tmp, pool)
                 problems += bad
-                split_info[split] = {"count": int(kept.size), "files": files}
+                split_info[split] = {"count": int(kept.size), "files": files, "rows": file_rows}
+                if files:  # the id index: the driver reads one small file instead of every footer
+                    split_info[split]["ids"] = IDS_FILE.format(split=split)
+                    pq.write_table(pa.table({"id": pa.array([index.ids[i] for i in kept], pa.string()),
+                                             "labeled": pa.array(index.labeled[kept], pa.bool_())}),
+                                   tmp / IDS_FILE.format(split=split))
                 counts = index.labels[kept].sum(0) if kept.size else np.zeros(len(index.classes), int)
                 label_counts[split] = {c: int(k) for c, k in zip(index.classes, counts)}
                 unlabeled[split] = int((~index.labeled[kept]).sum()) if kept.size else 0
@@ -402,13 +419,14 @@ def _write_split(
     shard_size: int,
     out: Path,
     pool: ThreadPoolExecutor,
-) -> tuple[list[str], np.ndarray, list[Problem]]:
+) -> tuple[list[str], np.ndarray, list[Problem], list[int]]:
     """Write ``index`` rows ``rows`` as ``out/split/part-NNNNN.parquet``.
 
-    Returns the relative file names, the index rows written (int [K]) and the
-    problems of the images that could not be read.
+    Returns the relative file names, the index rows written (int [K]), the
+    problems of the images that could not be read and each file's row count.
     """
     files: list[str] = []
+    file_rows: list[int] = []
     kept: list[int] = []
     problems: list[Problem] = []
     split_dir = out / split
@@ -441,8 +459,9 @@ def _write_split(
         pq.write_table(table, out / name, row_group_size=max(1, ROW_GROUP_BYTES // images[0].nbytes),
                        write_statistics=["id"])
         files.append(name)
+        file_rows.append(len(good))
         kept.extend(good)
-    return files, np.array(kept, dtype=np.int64), problems
+    return files, np.array(kept, dtype=np.int64), problems, file_rows
 
 
 def _load_resized(reader: ArchiveReader, path: str, size: int) -> tuple[np.ndarray | None, Problem | None]:
@@ -641,6 +660,12 @@ def read_ids(manifest: Manifest, split: str, labeled: bool | None = None) -> np.
         if labeled is False:
             return np.array([], dtype=str)
         labeled = None
+    index = manifest.ids_file(split)
+    if index is not None:  # one small file (prepare's id index)
+        table = read_parquet(index, columns=["id"] if labeled is None else ["id", "labeled"])
+        if labeled is not None:
+            table = table.filter(table["labeled"] if labeled else pc.invert(table["labeled"]))
+        return _strings(table["id"])
     chunks = []
     for path in manifest.split_files(split):
         file = open_shard(path)

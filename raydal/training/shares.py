@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 
 from raydal.data.shards import Manifest, decode_batch, file_ids, open_shard, rebatch  # noqa: F401 (re-exported)
 from raydal.exceptions import ConfigError, DatasetError
+from raydal.utils import read_parquet
 
 #: Rows of a split: [(shard file, ascending row numbers in that file), ...] in file order.
 Share = list[tuple[str, Sequence[int]]]
@@ -73,7 +74,19 @@ def split_index(manifest: Manifest, split: str) -> tuple[pa.ChunkedArray, np.nda
     the ids it reads against the ones planned.
     """
     manifest_json = json.dumps(manifest.to_json(), sort_keys=True, default=str)
+    index, rows = manifest.ids_file(split), manifest.file_rows(split)
+    if index is not None and rows is not None:  # prepare's id index: one small file, no footers
+        return _split_index_from_file(index, tuple(rows), manifest_json)
     return _split_index(split, tuple(manifest.split_files(split)), manifest_json)
+
+
+@functools.lru_cache(maxsize=6)
+def _split_index_from_file(index: str, rows: tuple[int, ...], manifest_json: str) -> tuple[pa.ChunkedArray, np.ndarray]:
+    ids = read_parquet(index, columns=["id"])["id"]
+    if len(ids) != sum(rows):
+        raise DatasetError(f"The id index {index} holds {len(ids)} ids but the manifest counts {sum(rows)} rows. "
+                           "Fix: prepare the shards again.")
+    return pa.chunked_array(ids.chunks, pa.string()), np.cumsum([0, *rows])
 
 
 @functools.lru_cache(maxsize=6)

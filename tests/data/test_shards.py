@@ -196,3 +196,26 @@ def test_read_ids_reads_footers_and_skips_the_labeled_column_when_all_are_labele
     read_columns.clear()
     assert read_ids(m, "pool", labeled=False).tolist() == []
     assert read_columns == []
+
+
+def test_prepare_writes_an_id_index_that_the_driver_reads_instead_of_the_footers(ucm_shards, monkeypatch):
+    """ids-<split>.parquet holds every row's id (and labeled flag) in shard order; read_ids and the
+    training planner's split_index use it and open no shard file; the manifest counts rows per file."""
+    from raydal.training import shares
+
+    m = ucm_shards
+    for split in SPLITS:
+        from_files = np.concatenate([pq.read_table(f, columns=["id"])["id"].to_numpy(zero_copy_only=False)
+                                     for f in m.split_files(split)]).astype(str)
+        assert m.file_rows(split) == [pq.ParquetFile(f).metadata.num_rows for f in m.split_files(split)]
+        assert pq.read_table(m.ids_file(split))["id"].to_pylist() == from_files.tolist()
+
+        def no_shard_file(*args, **kwargs):
+            raise AssertionError("a shard file was opened")
+
+        monkeypatch.setattr(shares, "open_shard", no_shard_file)
+        monkeypatch.setattr("raydal.data.shards.open_shard", no_shard_file)
+        assert read_ids(m, split).tolist() == from_files.tolist()
+        ids, starts = shares.split_index(m, split)
+        assert ids.to_pylist() == from_files.tolist() and starts.tolist() == np.cumsum([0, *m.file_rows(split)]).tolist()
+        monkeypatch.undo()

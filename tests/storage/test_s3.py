@@ -123,6 +123,7 @@ def test_prepare_run_export_import_predict_on_s3(s3, archive, tmp_path, monkeypa
     manifest = load_manifest(SHARDS)
     assert manifest.root == SHARDS and manifest.splits == local.splits
     files = [f for split in manifest.splits for f in manifest.split_files(split)]
+    files += [manifest.ids_file(split) for split in manifest.splits]  # the id index beside the manifest
     assert all(f.startswith(SHARDS + "/") for f in files)
     assert _keys(s3, "shards/") == sorted(["shards/manifest.json"] + [f[len(f"s3://{BUCKET}/"):] for f in files])
     for split in manifest.splits:
@@ -194,7 +195,7 @@ def test_missing_and_incomplete_shards_on_s3_name_the_uri(s3, archive):
     again = prepare("folder", archive, target, shard_size=12, overwrite=True, labels=archive / "labels.csv",
                     classes=archive / "classes.txt")
     assert load_manifest(target).splits == again.splits
-    assert len(_keys(s3, "partial/")) == 1 + sum(len(s["files"]) for s in again.splits.values())
+    assert len(_keys(s3, "partial/")) == 1 + sum(len(s["files"]) + 1 for s in again.splits.values())  # + id index
 
 
 def test_a_folder_uploaded_again_is_downloaded_again(s3, tmp_path):

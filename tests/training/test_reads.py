@@ -43,7 +43,8 @@ def write_shards(template, out, n: int, size: int, rows_per_group: int, seed: in
         (out / split).mkdir()
         for f in data["splits"][split]["files"]:
             (out / f).write_bytes((template / f).read_bytes())
-    data.update(image_size=size, splits=dict(data["splits"], pool={"count": n, "files": files}))
+    kept = {k: {"count": v["count"], "files": v["files"]} for k, v in data["splits"].items()}  # no id index
+    data.update(image_size=size, splits=dict(kept, pool={"count": n, "files": files}))
     (out / "manifest.json").write_text(json.dumps(data))
     return load_manifest(out)
 
