@@ -21,9 +21,8 @@ def _config(shards, state_dir) -> ALConfig:
 
 
 def test_one_worker_group_start_per_iteration_and_exact_resume(ray_local, tiny_shards, tmp_path, monkeypatch):
-    import ray.train.torch
-
     import raydal.distributed.score as score_module
+    import raydal.distributed.train as train_module
     from raydal.al.executor import LocalExecutor
     from raydal.al.loop import ActiveLearner
     from raydal.distributed.executor import POOL_SCORES_FILE, RayExecutor
@@ -36,7 +35,8 @@ def test_one_worker_group_start_per_iteration_and_exact_resume(ray_local, tiny_s
             return fn(*args, **kwargs)
         return wrapper
 
-    monkeypatch.setattr(ray.train.torch.TorchTrainer, "fit", counted("fit", ray.train.torch.TorchTrainer.fit))
+    # One train_with_ray = one TorchTrainer.fit (in a Ray task since the driver imports no torch).
+    monkeypatch.setattr(train_module, "train_with_ray", counted("fit", train_module.train_with_ray))
     monkeypatch.setattr(score_module, "score_pool_ray", counted("score_pool_ray", score_module.score_pool_ray))
     monkeypatch.setattr(LocalExecutor, "evaluate", counted("evaluate_in_driver", LocalExecutor.evaluate))
 

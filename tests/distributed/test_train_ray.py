@@ -123,8 +123,9 @@ def test_ray_checkpoint_scores_like_rank0_validation_in_process(ray_run):
     assert read_checkpoint_meta(result.checkpoint_dir)["extra"]["epoch"] == 3
     assert not (result.checkpoint_dir / "train_state.pt").exists()
     model = load_checkpoint(result.checkpoint_dir)
-    first = evaluate(model, iter_batches(manifest, "val", 16), return_probs=True)
-    second = evaluate(load_checkpoint(result.checkpoint_dir), iter_batches(manifest, "val", 16), return_probs=True)
+    first = evaluate(model, iter_batches(manifest, "val", 16), threshold=THRESHOLD, return_probs=True)
+    second = evaluate(load_checkpoint(result.checkpoint_dir), iter_batches(manifest, "val", 16), threshold=THRESHOLD,
+                      return_probs=True)
     np.testing.assert_array_equal(first["probs"], second["probs"])
     assert first["micro_f1"] == pytest.approx(result.metrics["val_micro_f1"])
     assert first["loss"] == pytest.approx(result.metrics["val_loss"], rel=1e-5)
