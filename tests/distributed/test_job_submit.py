@@ -33,7 +33,7 @@ def ray_head(tmp_path_factory):
         ray.shutdown()
     port, dash, agent = _free_port(), _free_port(), _free_port()
     temp = Path("/tmp") / f"raydal-head-{os.getpid()}"
-    # Token authentication on, as the README's `ray start --head` gets it: RAY_AUTH_MODE=token and
+    # Token authentication on, as docs/security.md's `ray start --head` gets it: RAY_AUTH_MODE=token and
     # the suite's token (tests/conftest.py) for the head and for the clients below.
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
     start = subprocess.run(
@@ -72,7 +72,7 @@ def _stop_head(temp: Path) -> None:
 
 
 def test_job_server_refuses_a_client_without_the_token(ray_head, tmp_path):
-    """What a user sees who skips the README's `export RAY_AUTH_MODE=token`: refused."""
+    """What a user sees who skips docs/security.md's `export RAY_AUTH_MODE=token`: refused."""
     env = {k: v for k, v in ray_head["env"].items() if not k.startswith("RAY_AUTH")}
     env["HOME"] = str(tmp_path)  # no ~/.ray/auth_token either
     done = subprocess.run([ray_head["ray"], "job", "list", "--address", ray_head["address"]],
