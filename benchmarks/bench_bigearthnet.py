@@ -53,6 +53,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -102,7 +103,7 @@ def write_shards(out: Path, pool: int, val: int, test: int, size: int, layout_si
     import simulated
     from raydal.constants import MANIFEST_NAME
     from raydal.data.bigearthnet import BigEarthNetReader
-    from raydal.data.shards import ROW_GROUP_BYTES, SCHEMA, Manifest
+    from raydal.data.shards import ROW_GROUP_BYTES, SCHEMA, Manifest, write_id_index
     from raydal.utils import atomic_write_json
 
     rng = np.random.default_rng(seed)
@@ -116,7 +117,7 @@ def write_shards(out: Path, pool: int, val: int, test: int, size: int, layout_si
     for split in ("pool", "val", "test"):
         ids = names[split_of == split]
         (out / split).mkdir(parents=True, exist_ok=True)
-        files, counts = [], np.zeros(len(classes), np.int64)
+        files, rows, counts = [], [], np.zeros(len(classes), np.int64)
         for f, start in enumerate(range(0, len(ids), shard_size)):
             chunk = ids[start:start + shard_size]
             labels = (rng.random((len(chunk), len(classes))) < prior).astype(np.uint8)
@@ -132,14 +133,31 @@ def write_shards(out: Path, pool: int, val: int, test: int, size: int, layout_si
             name = f"{split}/part-{f:05d}.parquet"
             pq.write_table(table, out / name, row_group_size=group_rows, write_statistics=["id"])  # as prepare writes
             files.append(name)
-        splits[split] = {"count": int(len(ids)), "files": files}
+            rows.append(len(chunk))
+        splits[split] = {"count": int(len(ids)), "files": files, "rows": rows,
+                         "ids": write_id_index(out, split, ids.tolist(), np.ones(len(ids), bool))}  # as prepare
         label_counts[split] = {c: int(k) for c, k in zip(classes, counts)}
     manifest = Manifest(root=out, dataset="bigearthnet", classes=classes, band_names=list(BigEarthNetReader.band_names),
                         bands=BANDS, image_size=size, splits=splits, label_counts=label_counts,
                         source_root="(benchmark: random pixels, BigEarthNet-shaped ids and labels)", seed=seed,
                         split_rule="seeded random", unlabeled={s: 0 for s in splits})
     atomic_write_json(out / MANIFEST_NAME, manifest.to_json())
+    # The same shards as a set written before prepare's id index (--no-id-index: the driver reads footers).
+    without = {k: {"count": v["count"], "files": v["files"]} for k, v in manifest.splits.items()}
+    atomic_write_json(out / NO_INDEX_MANIFEST, dict(manifest.to_json(), splits=without))
     return {"rows_per_group": group_rows, "rows_per_file": shard_size}
+
+
+#: write_shards' second manifest: the same shards without the id index (``--no-id-index`` runs on it).
+NO_INDEX_MANIFEST = "manifest-no-id-index.json"
+
+
+def use_id_index(shards: Path, on: bool) -> None:
+    """Point ``shards/manifest.json`` at the id index (prepare's layout) or not (the footer path)."""
+    with_index = shards / "manifest-with-id-index.json"
+    if not with_index.exists():
+        shutil.copyfile(shards / "manifest.json", with_index)
+    shutil.copyfile(with_index if on else shards / NO_INDEX_MANIFEST, shards / "manifest.json")
 
 
 # ---------------------------------------------------------------------- counting, in every process
@@ -469,6 +487,7 @@ def run(args) -> dict[str, Any]:
                         "--val", str(args.val), "--test", str(args.test), "--image-size", str(args.image_size),
                         "--layout-size", str(args.layout_size)], check=True)
     t_write = time.perf_counter() - t0
+    use_id_index(shards, not args.no_id_index)
     logs = work / f"io-{time.time_ns()}"
     logs.mkdir()
     os.environ[LOG_ENV] = str(logs)  # inherited by the cluster's raylets and their workers
@@ -496,7 +515,7 @@ def run(args) -> dict[str, Any]:
         "benchmark": "bigearthnet_iteration",
         "pool": args.pool, "val": args.val, "test": args.test, "image": [args.image_size, args.image_size, BANDS],
         "classes": 19, "id_chars": len(patch_names(1)[0]),
-        "layout": _layout(shards, args), "write_seconds": round(t_write, 1), "bytes_counted": not args.no_count_bytes,
+        "id_index": not args.no_id_index, "layout": _layout(shards, args), "write_seconds": round(t_write, 1), "bytes_counted": not args.no_count_bytes,
         "stand_in": f"standin_sleep: sleeps {args.ns_per_value:g} ns x {pixels:,} values = "
                     f"{args.ns_per_value * pixels / 1e3:.2f} us per row per forward pass (GIL released)",
         "config": {k: v for k, v in cfg.to_dict().items() if k not in ("state_dir", "shards_dir")},
@@ -687,6 +706,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--no-count-bytes", action="store_true", help="time the phases without counting bytes read "
                    "(counting passes every read through Python: slower reads)")
     p.add_argument("--workdir", help="reuses shards already written there")
+    p.add_argument("--no-id-index", action="store_true", help="run on the same shards as a set written before "
+                   "prepare's id index (ids-<split>.parquet): the driver and workers read every file's footer for ids")
     p.add_argument("--json")
     p.add_argument("--write-shards", help=argparse.SUPPRESS)
     small = {"pool": 10_000, "val": 1_000, "test": 1_000, "epochs": 2}

@@ -277,10 +277,8 @@ def prepare(
                 problems += bad
                 split_info[split] = {"count": int(kept.size), "files": files, "rows": file_rows}
                 if files:  # the id index: the driver reads one small file instead of every footer
-                    split_info[split]["ids"] = IDS_FILE.format(split=split)
-                    pq.write_table(pa.table({"id": pa.array([index.ids[i] for i in kept], pa.string()),
-                                             "labeled": pa.array(index.labeled[kept], pa.bool_())}),
-                                   tmp / IDS_FILE.format(split=split))
+                    split_info[split]["ids"] = write_id_index(tmp, split, [index.ids[i] for i in kept],
+                                                              index.labeled[kept])
                 counts = index.labels[kept].sum(0) if kept.size else np.zeros(len(index.classes), int)
                 label_counts[split] = {c: int(k) for c, k in zip(index.classes, counts)}
                 unlabeled[split] = int((~index.labeled[kept]).sum()) if kept.size else 0
@@ -408,6 +406,15 @@ def _split_rule(index: ArchiveIndex, shares: tuple[float, float] | None = None) 
         return f"published: train -> pool, val -> val, test -> test{unlabeled}"
     share = TRAIN_VAL_SHARE if val_share is None else val_share
     return f"published test -> test; val a seeded random {share:.4f} of train; pool the rest{unlabeled}"
+
+
+def write_id_index(root: Path, split: str, ids: Sequence[str], labeled: np.ndarray) -> str:
+    """Write ``split``'s id index under ``root``: ``id`` (string [N]) and ``labeled`` (bool [N]) of every
+    row in shard order. Returns its name relative to ``root`` (the manifest's ``splits[split]["ids"]``)."""
+    name = IDS_FILE.format(split=split)
+    pq.write_table(pa.table({"id": pa.array(list(ids), pa.string()), "labeled": pa.array(labeled, pa.bool_())}),
+                   root / name)
+    return name
 
 
 def _write_split(
