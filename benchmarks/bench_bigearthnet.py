@@ -88,19 +88,22 @@ def patch_names(n: int) -> list[str]:
     names = []
     for p in range(-(-n // 10_000)):  # 100 x 100 patches per product
         day = 1 + p % 28
-        product = (f"S2{'AB'[p % 2]}_MSIL2A_2017{6 + p // 28 % 6:02d}{day:02d}T10{p % 60:02d}31_N9999_"
-                   f"R{22 + p % 100:03d}_T{29 + p % 7}U{'PQRS'[p % 4]}{'PQRS'[p // 4 % 4]}")
+        product = (
+            f"S2{'AB'[p % 2]}_MSIL2A_2017{6 + p // 28 % 6:02d}{day:02d}T10{p % 60:02d}31_N9999_"
+            f"R{22 + p % 100:03d}_T{29 + p % 7}U{'PQRS'[p % 4]}{'PQRS'[p // 4 % 4]}"
+        )
         names += [f"{product}_{r:02d}_{c:02d}" for r in range(100) for c in range(100)]
     return sorted(names[:n])
 
 
-def write_shards(out: Path, pool: int, val: int, test: int, size: int, layout_size: int, seed: int = 0,
-                 shard_size: int = 512) -> dict[str, Any]:
+def write_shards(
+    out: Path, pool: int, val: int, test: int, size: int, layout_size: int, seed: int = 0, shard_size: int = 512
+) -> dict[str, Any]:
     """Write a prepared BigEarthNet-shaped shard set (raydal's schema, manifest, prepare's layout) to ``out``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-
     import simulated
+
     from raydal.constants import MANIFEST_NAME
     from raydal.data.bigearthnet import BigEarthNetReader
     from raydal.data.shards import ROW_GROUP_BYTES, SCHEMA, Manifest, write_id_index
@@ -119,28 +122,45 @@ def write_shards(out: Path, pool: int, val: int, test: int, size: int, layout_si
         (out / split).mkdir(parents=True, exist_ok=True)
         files, rows, counts = [], [], np.zeros(len(classes), np.int64)
         for f, start in enumerate(range(0, len(ids), shard_size)):
-            chunk = ids[start:start + shard_size]
+            chunk = ids[start : start + shard_size]
             labels = (rng.random((len(chunk), len(classes))) < prior).astype(np.uint8)
             labels[np.arange(len(chunk)), rng.integers(0, len(classes), len(chunk))] = 1
             counts += labels.sum(0, dtype=np.int64)
-            table = pa.table({
-                "id": pa.array(chunk.tolist(), pa.string()),
-                "image": simulated._fixed_binary(rng.integers(0, 256, (len(chunk), image_bytes), dtype=np.uint8)),
-                "labels": simulated._fixed_binary(labels),
-                "path": pa.array([""] * len(chunk), pa.string()),
-                "labeled": pa.array(np.ones(len(chunk), bool)),
-            }, schema=SCHEMA)
+            table = pa.table(
+                {
+                    "id": pa.array(chunk.tolist(), pa.string()),
+                    "image": simulated._fixed_binary(rng.integers(0, 256, (len(chunk), image_bytes), dtype=np.uint8)),
+                    "labels": simulated._fixed_binary(labels),
+                    "path": pa.array([""] * len(chunk), pa.string()),
+                    "labeled": pa.array(np.ones(len(chunk), bool)),
+                },
+                schema=SCHEMA,
+            )
             name = f"{split}/part-{f:05d}.parquet"
             pq.write_table(table, out / name, row_group_size=group_rows, write_statistics=["id"])  # as prepare writes
             files.append(name)
             rows.append(len(chunk))
-        splits[split] = {"count": int(len(ids)), "files": files, "rows": rows,
-                         "ids": write_id_index(out, split, ids.tolist(), np.ones(len(ids), bool))}  # as prepare
+        splits[split] = {
+            "count": int(len(ids)),
+            "files": files,
+            "rows": rows,
+            "ids": write_id_index(out, split, ids.tolist(), np.ones(len(ids), bool)),
+        }  # as prepare
         label_counts[split] = {c: int(k) for c, k in zip(classes, counts)}
-    manifest = Manifest(root=out, dataset="bigearthnet", classes=classes, band_names=list(BigEarthNetReader.band_names),
-                        bands=BANDS, image_size=size, splits=splits, label_counts=label_counts,
-                        source_root="(benchmark: random pixels, BigEarthNet-shaped ids and labels)", seed=seed,
-                        split_rule="seeded random", unlabeled={s: 0 for s in splits})
+    manifest = Manifest(
+        root=out,
+        dataset="bigearthnet",
+        classes=classes,
+        band_names=list(BigEarthNetReader.band_names),
+        bands=BANDS,
+        image_size=size,
+        splits=splits,
+        label_counts=label_counts,
+        source_root="(benchmark: random pixels, BigEarthNet-shaped ids and labels)",
+        seed=seed,
+        split_rule="seeded random",
+        unlabeled={s: 0 for s in splits},
+    )
     atomic_write_json(out / MANIFEST_NAME, manifest.to_json())
     # The same shards as a set written before prepare's id index (--no-id-index: the driver reads footers).
     without = {k: {"count": v["count"], "files": v["files"]} for k, v in manifest.splits.items()}
@@ -232,9 +252,8 @@ def counting_filesystem():
     """A pyarrow filesystem over the local one whose input files are ``CountingFile`` s (Ray Data's reads).
 
     Its handler is this module's ``CountingHandler`` under the name Ray's workers import it by."""
-    import pyarrow.fs as pafs
-
     import bench_bigearthnet
+    import pyarrow.fs as pafs
 
     return pafs.PyFileSystem(bench_bigearthnet.CountingHandler())
 
@@ -293,6 +312,7 @@ def _timed_phase(fn, name: str):
         finally:
             _phase["name"] = before
             _record(k="phase", phase=name, seconds=time.perf_counter() - t0, hwm=_vm("VmHWM:"))
+
     wrapper.__wrapped__ = fn
     return wrapper
 
@@ -362,6 +382,7 @@ def install_counting(phases: dict[str, list[tuple[str, str]]]) -> None:
             def exec_module(module, _attrs=waiting.pop(name)):
                 run(module)
                 _patch_module(module, _attrs)
+
             spec.loader.exec_module = exec_module
             return spec
 
@@ -440,6 +461,7 @@ def instrument_driver(waits: list[float]) -> None:
                 return timed(*a, **kw)
             finally:
                 waits.append(time.perf_counter() - t0)
+
         return wrapper
 
     train = raydal.distributed.train
@@ -458,6 +480,7 @@ def instrument_driver(waits: list[float]) -> None:
             return ray.data.read_parquet(files, columns=columns, filesystem=counting_filesystem())
         finally:
             ctx.use_datasource_v2 = before
+
     _patch(data, "_read_parquet", read_parquet)
     base = raydal.query.base.QueryStrategy
     _patch(base, "select", _timed_phase(base.select, "select"))
@@ -472,8 +495,8 @@ def instrument_driver(waits: list[float]) -> None:
 
 def run(args) -> dict[str, Any]:
     import ray
-
     import simulated
+
     from raydal.al.loop import ActiveLearner
     from raydal.config import resolve_config
     from raydal.distributed.executor import RayExecutor
@@ -483,22 +506,44 @@ def run(args) -> dict[str, Any]:
     shards = work / f"shards-{args.pool}-{args.val}-{args.test}-{args.image_size}-{args.layout_size}"
     t0 = time.perf_counter()
     if not (shards / "manifest.json").exists():  # a child process writes them: the driver's memory stays its own
-        subprocess.run([sys.executable, __file__, "--write-shards", str(shards), "--pool", str(args.pool),
-                        "--val", str(args.val), "--test", str(args.test), "--image-size", str(args.image_size),
-                        "--layout-size", str(args.layout_size)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--write-shards",
+                str(shards),
+                "--pool",
+                str(args.pool),
+                "--val",
+                str(args.val),
+                "--test",
+                str(args.test),
+                "--image-size",
+                str(args.image_size),
+                "--layout-size",
+                str(args.layout_size),
+            ],
+            check=True,
+        )
     t_write = time.perf_counter() - t0
     use_id_index(shards, not args.no_id_index)
     logs = work / f"io-{time.time_ns()}"
     logs.mkdir()
     os.environ[LOG_ENV] = str(logs)  # inherited by the cluster's raylets and their workers
     os.environ[COUNT_ENV] = "0" if args.no_count_bytes else "1"
-    pixels = args.image_size ** 2 * BANDS
+    pixels = args.image_size**2 * BANDS
     os.environ["RAYDAL_STANDIN_MS_PER_ROW"] = str(args.ns_per_value * pixels / 1e6)
     registry.register_model("standin_sleep", "standin:standin_sleep")  # by import path: no torch here
     waits: list[float] = []
     instrument_driver(waits)
-    overrides = dict(shards_dir=str(shards), state_dir=str(work / f"state-{time.time_ns()}"), backbone="standin_sleep",
-                     executor="ray", iterations=args.iterations, eval_max_samples=args.eval_max_samples)
+    overrides = dict(
+        shards_dir=str(shards),
+        state_dir=str(work / f"state-{time.time_ns()}"),
+        backbone="standin_sleep",
+        executor="ray",
+        iterations=args.iterations,
+        eval_max_samples=args.eval_max_samples,
+    )
     for name in ("num_workers", "score_workers", "cpus_per_worker", "score_batch_size"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
@@ -509,23 +554,35 @@ def run(args) -> dict[str, Any]:
         overrides["train"] = train
     cfg = resolve_config("bigearthnet", overrides=overrides).run
 
-    cluster = simulated.start_cluster(args.nodes, args.cpus, f"/tmp/raydal-ben-{os.getpid()}",
-                                      setup_hook="bench_bigearthnet.worker_setup")
+    cluster = simulated.start_cluster(
+        args.nodes, args.cpus, f"/tmp/raydal-ben-{os.getpid()}", setup_hook="bench_bigearthnet.worker_setup"
+    )
     res: dict[str, Any] = {
         "benchmark": "bigearthnet_iteration",
-        "pool": args.pool, "val": args.val, "test": args.test, "image": [args.image_size, args.image_size, BANDS],
-        "classes": 19, "id_chars": len(patch_names(1)[0]),
-        "id_index": not args.no_id_index, "layout": _layout(shards, args), "write_seconds": round(t_write, 1), "bytes_counted": not args.no_count_bytes,
+        "pool": args.pool,
+        "val": args.val,
+        "test": args.test,
+        "image": [args.image_size, args.image_size, BANDS],
+        "classes": 19,
+        "id_chars": len(patch_names(1)[0]),
+        "id_index": not args.no_id_index,
+        "layout": _layout(shards, args),
+        "write_seconds": round(t_write, 1),
+        "bytes_counted": not args.no_count_bytes,
         "stand_in": f"standin_sleep: sleeps {args.ns_per_value:g} ns x {pixels:,} values = "
-                    f"{args.ns_per_value * pixels / 1e3:.2f} us per row per forward pass (GIL released)",
+        f"{args.ns_per_value * pixels / 1e3:.2f} us per row per forward pass (GIL released)",
         "config": {k: v for k, v in cfg.to_dict().items() if k not in ("state_dir", "shards_dir")},
         "cluster": f"{args.nodes} nodes x {args.cpus} logical CPUs (ray.cluster_utils.Cluster on 127.0.0.1)",
-        "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": "python benchmarks/bench_bigearthnet.py " + " ".join(args.argv),
         "steps": [],
     }
-    print(f"# {res['pool']:,} pool + {args.val:,} val + {args.test:,} test rows of {args.image_size}x{args.image_size}"
-          f"x{BANDS} ({res['layout']['gb_on_disk']:.2f} GB); {res['stand_in']}; {res['cluster']}", flush=True)
+    print(
+        f"# {res['pool']:,} pool + {args.val:,} val + {args.test:,} test rows of {args.image_size}x{args.image_size}"
+        f"x{BANDS} ({res['layout']['gb_on_disk']:.2f} GB); {res['stand_in']}; {res['cluster']}",
+        flush=True,
+    )
     try:
         learner = ActiveLearner(cfg, RayExecutor(cfg), log=lambda s: print(f"  {s}", flush=True))
         for _ in range(1 + 2 * args.iterations):  # init (+ label), then train (+ evaluate), query (+ label)
@@ -536,14 +593,28 @@ def run(args) -> dict[str, Any]:
             with PeakSampler() as peak:
                 learner.step()
             wall, cpu, main = time.perf_counter() - t0, time.process_time() - cpu0, time.thread_time() - main0
-            res["steps"].append({"iteration": tau, "phase": phase, "start": started, "end": time.time(),
-                                 "wall_seconds": wall, "ray_wait_seconds": sum(waits),
-                                 "driver_seconds": wall - sum(waits), "driver_cpu_seconds": cpu,
-                                 "driver_main_thread_cpu_seconds": main, "peak_rss_bytes": peak.peak,
-                                 "peak_anon_bytes": peak.peaks.get("anon"), "peak_shmem_bytes": peak.peaks.get("shmem")})
-            print(f"step {phase}: {wall:.1f} s wall, {wall - sum(waits):.2f} s driver work outside Ray calls, "
-                  f"{cpu:.2f} s driver CPU ({main:.2f} s its main thread), peak RSS {peak.peak / 2**20:.0f} MiB (heap "
-                  f"{peak.peaks.get('anon', 0) / 2**20:.0f}, object store {peak.peaks.get('shmem', 0) / 2**20:.0f})", flush=True)
+            res["steps"].append(
+                {
+                    "iteration": tau,
+                    "phase": phase,
+                    "start": started,
+                    "end": time.time(),
+                    "wall_seconds": wall,
+                    "ray_wait_seconds": sum(waits),
+                    "driver_seconds": wall - sum(waits),
+                    "driver_cpu_seconds": cpu,
+                    "driver_main_thread_cpu_seconds": main,
+                    "peak_rss_bytes": peak.peak,
+                    "peak_anon_bytes": peak.peaks.get("anon"),
+                    "peak_shmem_bytes": peak.peaks.get("shmem"),
+                }
+            )
+            print(
+                f"step {phase}: {wall:.1f} s wall, {wall - sum(waits):.2f} s driver work outside Ray calls, "
+                f"{cpu:.2f} s driver CPU ({main:.2f} s its main thread), peak RSS {peak.peak / 2**20:.0f} MiB (heap "
+                f"{peak.peaks.get('anon', 0) / 2**20:.0f}, object store {peak.peaks.get('shmem', 0) / 2**20:.0f})",
+                flush=True,
+            )
         res["history"] = [{k: h.get(k) for k in ("n_labeled", "selected", "seconds")} for h in learner.state.history]
     finally:
         ray.shutdown()
@@ -561,11 +632,19 @@ def _layout(shards: Path, args) -> dict[str, Any]:
     manifest = json.loads((shards / "manifest.json").read_text())
     first = pq.ParquetFile(shards / manifest["splits"]["pool"]["files"][0]).metadata
     total = sum(f.stat().st_size for split in ("pool", "val", "test") for f in (shards / split).iterdir())
-    return {"files": sum(len(s["files"]) for s in manifest["splits"].values()), "rows_per_file": first.num_rows,
-            "rows_per_group": first.row_group(0).num_rows, "footer_bytes_per_file": first.serialized_size,
-            "bytes_on_disk": total, "gb_on_disk": total / GB,
-            "rule": (f"prepare's row groups for {args.layout_size}x{args.layout_size}x{BANDS} images" if args.layout_size
-                     else f"prepare's row groups for these {args.image_size}x{args.image_size}x{BANDS} images")}
+    return {
+        "files": sum(len(s["files"]) for s in manifest["splits"].values()),
+        "rows_per_file": first.num_rows,
+        "rows_per_group": first.row_group(0).num_rows,
+        "footer_bytes_per_file": first.serialized_size,
+        "bytes_on_disk": total,
+        "gb_on_disk": total / GB,
+        "rule": (
+            f"prepare's row groups for {args.layout_size}x{args.layout_size}x{BANDS} images"
+            if args.layout_size
+            else f"prepare's row groups for these {args.image_size}x{args.image_size}x{BANDS} images"
+        ),
+    }
 
 
 def machine() -> str:
@@ -573,8 +652,10 @@ def machine() -> str:
     mem = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal"))
     import ray
 
-    return (f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs ({cpu}), {mem / 2**20:.0f} GiB RAM, "
-            f"ray {ray.__version__}, load avg {os.getloadavg()[0]:.1f}")
+    return (
+        f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs ({cpu}), {mem / 2**20:.0f} GiB RAM, "
+        f"ray {ray.__version__}, load avg {os.getloadavg()[0]:.1f}"
+    )
 
 
 def summarize(res: dict[str, Any], logs: Path, cfg) -> None:
@@ -582,22 +663,32 @@ def summarize(res: dict[str, Any], logs: Path, cfg) -> None:
     The first iteration's figures are also at the top level."""
     records = [json.loads(line) for f in logs.iterdir() for line in f.read_text().splitlines() if line]
     steps = res["steps"]
-    res["per_iteration"] = [iteration_summary(res, records, steps[i], steps[i + 1], cfg, history)
-                            for i, history in zip(range(1, len(steps) - 1, 2), res["history"])]
+    res["per_iteration"] = [
+        iteration_summary(res, records, steps[i], steps[i + 1], cfg, history)
+        for i, history in zip(range(1, len(steps) - 1, 2), res["history"])
+    ]
     res.update(res["per_iteration"][0])
     hwm = [r["hwm"] for r in records if r["k"] == "phase" and r["pid"] != os.getpid()]
     res["worker_peak_rss_bytes"] = max(hwm) if hwm else None
     print_summary(res)
 
 
-def iteration_summary(res: dict[str, Any], records: list[dict[str, Any]], train_step: dict[str, Any],
-                      query_step: dict[str, Any], cfg, history: dict[str, Any]) -> dict[str, Any]:
+def iteration_summary(
+    res: dict[str, Any],
+    records: list[dict[str, Any]],
+    train_step: dict[str, Any],
+    query_step: dict[str, Any],
+    cfg,
+    history: dict[str, Any],
+) -> dict[str, Any]:
     """One iteration's figures from the records between the start of its train step and the end of its query step."""
     driver = os.getpid()
     window = [r for r in records if train_step["start"] <= r["t"] <= query_step["end"]]
     reads: dict[str, dict[str, int]] = {}
     for r in (r for r in window if r["k"] == "read"):
-        phase = r["phase"] or ("driver" if r["pid"] == driver else "score" if r["t"] >= query_step["start"] else "other")
+        phase = r["phase"] or (
+            "driver" if r["pid"] == driver else "score" if r["t"] >= query_step["start"] else "other"
+        )
         if phase.startswith("ray:"):
             phase = "driver"  # the driver's own reads while it plans a Ray call (locating the labeled rows)
         row = reads.setdefault(phase, {})
@@ -615,28 +706,38 @@ def iteration_summary(res: dict[str, Any], records: list[dict[str, Any]], train_
         return max(found.values()) if found else None
 
     data_path = cfg.score_workers > 0
-    table = {"read": secs("read", "workers"), "train": secs("train", "workers"),
-             "evaluate": secs("evaluate", "workers"),
-             "score": secs("ray:score_pool_data", "driver") if data_path else secs("score", "workers"),
-             "merge": secs("merge", "driver" if data_path else "workers"), "select": secs("select", "driver"),
-             "save": secs("save", "driver")}
+    table = {
+        "read": secs("read", "workers"),
+        "train": secs("train", "workers"),
+        "evaluate": secs("evaluate", "workers"),
+        "score": secs("ray:score_pool_data", "driver") if data_path else secs("score", "workers"),
+        "merge": secs("merge", "driver" if data_path else "workers"),
+        "select": secs("select", "driver"),
+        "save": secs("save", "driver"),
+    }
     train_wall = secs("ray:train_with_ray", "driver") or 0.0
     in_run = sum(table[k] or 0.0 for k in ("train", "evaluate") + (() if data_path else ("score", "merge")))
     steps = [train_step, query_step]
     out: dict[str, Any] = {
-        "iteration_index": train_step["iteration"], "n_labeled": history["n_labeled"],
+        "iteration_index": train_step["iteration"],
+        "n_labeled": history["n_labeled"],
         "selected": len(history.get("selected") or []),
         "phases_seconds": {k: (round(v, 3) if v is not None else None) for k, v in table.items()},
-        "train_run_seconds": {"wall": round(train_wall, 3), "train+evaluate(+score) in the workers": round(in_run, 3),
-                              "start, waits, checkpoint copy, teardown": round(train_wall - in_run, 3)},
+        "train_run_seconds": {
+            "wall": round(train_wall, 3),
+            "train+evaluate(+score) in the workers": round(in_run, 3),
+            "start, waits, checkpoint copy, teardown": round(train_wall - in_run, 3),
+        },
         "bytes_read": reads,
-        "iteration": {"wall_seconds": round(sum(s["wall_seconds"] for s in steps), 3),
-                      "driver_seconds": round(sum(s["driver_seconds"] for s in steps), 3),
-                      "driver_cpu_seconds": round(sum(s["driver_cpu_seconds"] for s in steps), 3),
-                      "driver_main_thread_cpu_seconds": round(sum(s["driver_main_thread_cpu_seconds"] for s in steps), 3),
-                      "driver_peak_anon_bytes": max(s["peak_anon_bytes"] or 0 for s in steps),
-                      "driver_peak_shmem_bytes": max(s["peak_shmem_bytes"] or 0 for s in steps),
-                      "driver_peak_rss_bytes": max(s["peak_rss_bytes"] for s in steps)},
+        "iteration": {
+            "wall_seconds": round(sum(s["wall_seconds"] for s in steps), 3),
+            "driver_seconds": round(sum(s["driver_seconds"] for s in steps), 3),
+            "driver_cpu_seconds": round(sum(s["driver_cpu_seconds"] for s in steps), 3),
+            "driver_main_thread_cpu_seconds": round(sum(s["driver_main_thread_cpu_seconds"] for s in steps), 3),
+            "driver_peak_anon_bytes": max(s["peak_anon_bytes"] or 0 for s in steps),
+            "driver_peak_shmem_bytes": max(s["peak_shmem_bytes"] or 0 for s in steps),
+            "driver_peak_rss_bytes": max(s["peak_rss_bytes"] for s in steps),
+        },
     }
     row_bytes = res["image"][0] * res["image"][1] * BANDS + res["classes"] + res["id_chars"]
     fit_read = reads.get("read", {})
@@ -660,23 +761,29 @@ def print_summary(res: dict[str, Any]) -> None:
     print(f"# {res['machine']}")
     for it_res in res["per_iteration"]:
         it, t = it_res["iteration"], it_res["targets"]
-        print(f"# iteration {it_res['iteration_index']}: {it_res['n_labeled']:,} labeled, {it_res['selected']:,} selected")
+        print(
+            f"# iteration {it_res['iteration_index']}: {it_res['n_labeled']:,} labeled, {it_res['selected']:,} selected"
+        )
         print(f"{'phase':<10s} {'seconds':>8s} {'MB read':>9s}")
         for phase, sec in it_res["phases_seconds"].items():
             mb = it_res["bytes_read"].get(phase, {}).get("total", 0) / 1e6
             print(f"{phase:<10s} {sec if sec is not None else float('nan'):8.2f} {mb:9.1f}")
         print(f"Ray Train run: {it_res['train_run_seconds']}")
         print(f"driver reads: {it_res['bytes_read'].get('driver', {}).get('total', 0) / 1e6:.1f} MB")
-        print(f"iteration: {it['wall_seconds']:.1f} s wall, driver work {it['driver_seconds']:.2f} s outside Ray calls, "
-              f"driver CPU {it['driver_cpu_seconds']:.2f} s (main thread {it['driver_main_thread_cpu_seconds']:.2f} s; "
-              f"<= 5 s: {t['driver_work_le_5_s']}), driver peak RSS {it['driver_peak_rss_bytes'] / 1e6:.0f} MB "
-              f"(<= 1 GB: {t['driver_peak_rss_le_1_gb']}; heap {it['driver_peak_anon_bytes'] / 1e6:.0f} MB, object "
-              f"store {it['driver_peak_shmem_bytes'] / 1e6:.0f} MB)")
+        print(
+            f"iteration: {it['wall_seconds']:.1f} s wall, driver work {it['driver_seconds']:.2f} s outside Ray calls, "
+            f"driver CPU {it['driver_cpu_seconds']:.2f} s (main thread {it['driver_main_thread_cpu_seconds']:.2f} s; "
+            f"<= 5 s: {t['driver_work_le_5_s']}), driver peak RSS {it['driver_peak_rss_bytes'] / 1e6:.0f} MB "
+            f"(<= 1 GB: {t['driver_peak_rss_le_1_gb']}; heap {it['driver_peak_anon_bytes'] / 1e6:.0f} MB, object "
+            f"store {it['driver_peak_shmem_bytes'] / 1e6:.0f} MB)"
+        )
         if res["bytes_counted"]:
-            print(f"fit read {t['fit_read_data_bytes'] / 1e6:.2f} MB of row groups + {t['fit_read_footer_bytes'] / 1e6:.2f} "
-                  f"MB of footers for {t['labeled_rows_bytes'] / 1e6:.2f} MB of labeled rows: "
-                  f"{t['fit_read_data_ratio']:.2f}x (with footers {t['fit_read_ratio_with_footers']:.2f}x; <= 2x: "
-                  f"{t['fit_read_le_2x']})")
+            print(
+                f"fit read {t['fit_read_data_bytes'] / 1e6:.2f} MB of row groups + {t['fit_read_footer_bytes'] / 1e6:.2f} "
+                f"MB of footers for {t['labeled_rows_bytes'] / 1e6:.2f} MB of labeled rows: "
+                f"{t['fit_read_data_ratio']:.2f}x (with footers {t['fit_read_ratio_with_footers']:.2f}x; <= 2x: "
+                f"{t['fit_read_le_2x']})"
+            )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -685,29 +792,49 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--val", type=int, default=120_000)
     p.add_argument("--test", type=int, default=120_000)
     p.add_argument("--image-size", type=int, default=8, help="image side in pixels (12 bands)")
-    p.add_argument("--layout-size", type=int, default=REAL_SIZE,
-                   help="write row groups as prepare does for images of this side (0: --image-size)")
-    p.add_argument("--ns-per-value", type=float, default=0.75,
-                   help="the stand-in's sleep per pixel-band value and row of a forward pass (0.75: one H200 "
-                        "scoring ~4,000 TreeSatAI images of 288x288x4 a second)")
+    p.add_argument(
+        "--layout-size",
+        type=int,
+        default=REAL_SIZE,
+        help="write row groups as prepare does for images of this side (0: --image-size)",
+    )
+    p.add_argument(
+        "--ns-per-value",
+        type=float,
+        default=0.75,
+        help="the stand-in's sleep per pixel-band value and row of a forward pass (0.75: one H200 "
+        "scoring ~4,000 TreeSatAI images of 288x288x4 a second)",
+    )
     p.add_argument("--num-workers", type=int, help="Ray Train workers (default: ALConfig's)")
-    p.add_argument("--score-workers", type=int, help="Ray Data scoring actors, 0: in the training workers "
-                   "(default: ALConfig's)")
+    p.add_argument(
+        "--score-workers", type=int, help="Ray Data scoring actors, 0: in the training workers (default: ALConfig's)"
+    )
     p.add_argument("--cpus-per-worker", type=float, help="CPUs per Ray Train worker (default: ALConfig's)")
     p.add_argument("--score-batch-size", type=int, help="default: ALConfig's")
     p.add_argument("--eval-max-samples", type=int, help="evaluate val and test on this many rows each (default: all)")
     p.add_argument("--epochs", type=int, help="default: the bigearthnet protocol's")
-    p.add_argument("--iterations", type=int, default=1, help="AL iterations to run (the first reads every "
-                   "file's footer in the driver; later ones use its cache)")
+    p.add_argument(
+        "--iterations",
+        type=int,
+        default=1,
+        help="AL iterations to run (the first reads every file's footer in the driver; later ones use its cache)",
+    )
     p.add_argument("--initial", type=int, default=100, help="--small: the initial labeled set")
     p.add_argument("--b", type=int, default=100, help="--small: b")
     p.add_argument("--nodes", type=int, default=2)
     p.add_argument("--cpus", type=int, default=2, help="logical CPUs per node")
-    p.add_argument("--no-count-bytes", action="store_true", help="time the phases without counting bytes read "
-                   "(counting passes every read through Python: slower reads)")
+    p.add_argument(
+        "--no-count-bytes",
+        action="store_true",
+        help="time the phases without counting bytes read (counting passes every read through Python: slower reads)",
+    )
     p.add_argument("--workdir", help="reuses shards already written there")
-    p.add_argument("--no-id-index", action="store_true", help="run on the same shards as a set written before "
-                   "prepare's id index (ids-<split>.parquet): the driver and workers read every file's footer for ids")
+    p.add_argument(
+        "--no-id-index",
+        action="store_true",
+        help="run on the same shards as a set written before "
+        "prepare's id index (ids-<split>.parquet): the driver and workers read every file's footer for ids",
+    )
     p.add_argument("--json")
     p.add_argument("--write-shards", help=argparse.SUPPRESS)
     small = {"pool": 10_000, "val": 1_000, "test": 1_000, "epochs": 2}

@@ -50,27 +50,36 @@ def run(n: int, d: int, k: int, seed: int, backends: list[str], niter: int) -> d
     kmeans(x[: min(n, 10 * 8)], 8, seed=seed, backend="torch")  # warm-up: torch kernels, thread pools
     t_ref, ref = _timed(lambda: KMeans(n_clusters=k, init="k-means++", n_init=1, random_state=seed).fit(x))
     rows: list[dict[str, Any]] = [
-        {"method": "sklearn KMeans(k-means++, n_init=1)", "seconds": t_ref, "inertia": float(ref.inertia_),
-         "iterations": int(ref.n_iter_)}
+        {
+            "method": "sklearn KMeans(k-means++, n_init=1)",
+            "seconds": t_ref,
+            "inertia": float(ref.inertia_),
+            "iterations": int(ref.n_iter_),
+        }
     ]
     for backend in backends:
         t_km, res = _timed(lambda: kmeans(x, k, seed=seed, niter=niter, backend=backend))
         t_sel, picks = _timed(lambda: select_diverse(unc, x, b=k, m=n // k, seed=seed, backend=backend, niter=niter))
-        rows.append({
-            "method": f"raydal kmeans backend={backend} ({res.backend}, niter={niter})",
-            "seconds": t_km,
-            "inertia": res.inertia,
-            "select_diverse_seconds": t_sel,
-            "distinct_picks": int(len(set(picks.tolist()))),
-        })
+        rows.append(
+            {
+                "method": f"raydal kmeans backend={backend} ({res.backend}, niter={niter})",
+                "seconds": t_km,
+                "inertia": res.inertia,
+                "select_diverse_seconds": t_sel,
+                "distinct_picks": int(len(set(picks.tolist()))),
+            }
+        )
     for row in rows:
         row["time_vs_sklearn"] = row["seconds"] / t_ref
         row["inertia_vs_sklearn"] = row["inertia"] / float(ref.inertia_)
     return {
         "benchmark": "clustering",
-        "n": n, "d": d, "k": k, "seed": seed,
+        "n": n,
+        "d": d,
+        "k": k,
+        "seed": seed,
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-                   f"cuda={torch.cuda.is_available()}, load avg {os.getloadavg()[0]:.1f}",
+        f"cuda={torch.cuda.is_available()}, load avg {os.getloadavg()[0]:.1f}",
         "torch_threads": torch.get_num_threads(),
         "rows": rows,
     }
@@ -78,11 +87,15 @@ def run(n: int, d: int, k: int, seed: int, backends: list[str], niter: int) -> d
 
 def print_table(result: dict[str, Any]) -> None:
     print(f"# {result['n']} x {result['d']} -> {result['k']} clusters on {result['machine']}")
-    print(f"{'method':58s} {'seconds':>9s} {'x sklearn':>9s} {'inertia':>12s} {'/ sklearn':>9s} {'select_diverse s':>16s}")
+    print(
+        f"{'method':58s} {'seconds':>9s} {'x sklearn':>9s} {'inertia':>12s} {'/ sklearn':>9s} {'select_diverse s':>16s}"
+    )
     for r in result["rows"]:
         sel = f"{r['select_diverse_seconds']:.2f}" if "select_diverse_seconds" in r else "-"
-        print(f"{r['method']:58s} {r['seconds']:9.2f} {r['time_vs_sklearn']:9.3f} {r['inertia']:12.5g} "
-              f"{r['inertia_vs_sklearn']:9.4f} {sel:>16s}")
+        print(
+            f"{r['method']:58s} {r['seconds']:9.2f} {r['time_vs_sklearn']:9.3f} {r['inertia']:12.5g} "
+            f"{r['inertia_vs_sklearn']:9.4f} {sel:>16s}"
+        )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

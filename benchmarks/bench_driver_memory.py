@@ -168,6 +168,7 @@ def run_loop(args) -> dict[str, Any]:
                 return fn(*a, **kw)
             finally:
                 waits.append((time.perf_counter() - t0, time.process_time() - c0))
+
         return wrapper
 
     train_module.train_with_ray = timed(train_module.train_with_ray)
@@ -175,22 +176,39 @@ def run_loop(args) -> dict[str, Any]:
     phases = time_driver_phases()
     cluster = simulated.start_cluster(args.nodes, args.cpus, f"/tmp/raydal-mem-{os.getpid()}")
     res: dict[str, Any] = {
-        "benchmark": "driver_loop", "pool": args.pool, "id_chars": len(ID_FORMAT.format(0)), "embed_dim": args.embed,
-        "b": args.b, "m": args.m, "initial_labeled": args.labeled, "iterations": args.iterations,
-        "eval_rows": args.eval_rows, "standin_registered": registered,
+        "benchmark": "driver_loop",
+        "pool": args.pool,
+        "id_chars": len(ID_FORMAT.format(0)),
+        "embed_dim": args.embed,
+        "b": args.b,
+        "m": args.m,
+        "initial_labeled": args.labeled,
+        "iterations": args.iterations,
+        "eval_rows": args.eval_rows,
+        "standin_registered": registered,
         "cluster": f"{args.nodes} nodes x {args.cpus} logical CPUs (ray.cluster_utils.Cluster on 127.0.0.1), "
-                   f"{args.workers} Ray Train workers x {args.worker_cpus} CPU",
+        f"{args.workers} Ray Train workers x {args.worker_cpus} CPU",
         "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, ray {ray.__version__}, "
-                   f"load avg {os.getloadavg()[0]:.1f}",
+        f"load avg {os.getloadavg()[0]:.1f}",
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "steps": [],
     }
     try:
         cfg = ALConfig(
-            dataset="bigearthnet", shards_dir=str(shards), state_dir=str(work / f"state-{time.time_ns()}"),
-            strategy=args.strategy, b=args.b, m=args.m, initial_labeled=args.labeled, iterations=args.iterations,
-            backbone="standin_sleep", train=dict(epochs=1, batch_size=100), executor="ray",
-            num_workers=args.workers, cpus_per_worker=args.worker_cpus, score_batch_size=args.batch,
+            dataset="bigearthnet",
+            shards_dir=str(shards),
+            state_dir=str(work / f"state-{time.time_ns()}"),
+            strategy=args.strategy,
+            b=args.b,
+            m=args.m,
+            initial_labeled=args.labeled,
+            iterations=args.iterations,
+            backbone="standin_sleep",
+            train=dict(epochs=1, batch_size=100),
+            executor="ray",
+            num_workers=args.workers,
+            cpus_per_worker=args.worker_cpus,
+            score_batch_size=args.batch,
         )
         learner = ActiveLearner(cfg, ray_executor_module.RayExecutor(cfg), log=lambda s: print(f"  {s}", flush=True))
         while True:
@@ -204,18 +222,27 @@ def run_loop(args) -> dict[str, Any]:
                 break
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             wait = sum(w for w, _ in waits)
-            row = {"iteration": tau, "phase": phase, "wall_seconds": round(wall, 3),
-                   "ray_wait_seconds": round(wait, 3), "driver_seconds": round(wall - wait, 3),
-                   "driver_cpu_seconds": round(cpu - sum(c for _, c in waits), 3),
-                   "peak_rss_mib": round(peak.peak / 2**20, 1), "peak_anon_mib": round(peak.peaks.get("anon", 0) / 2**20, 1),
-                   "torch_imported": "torch" in sys.modules,
-                   "driver_phases_seconds": {k: round(v[0], 3) for k, v in phases.items()},
-                   "driver_phases_cpu_seconds": {k: round(v[1], 3) for k, v in phases.items()}}
+            row = {
+                "iteration": tau,
+                "phase": phase,
+                "wall_seconds": round(wall, 3),
+                "ray_wait_seconds": round(wait, 3),
+                "driver_seconds": round(wall - wait, 3),
+                "driver_cpu_seconds": round(cpu - sum(c for _, c in waits), 3),
+                "peak_rss_mib": round(peak.peak / 2**20, 1),
+                "peak_anon_mib": round(peak.peaks.get("anon", 0) / 2**20, 1),
+                "torch_imported": "torch" in sys.modules,
+                "driver_phases_seconds": {k: round(v[0], 3) for k, v in phases.items()},
+                "driver_phases_cpu_seconds": {k: round(v[1], 3) for k, v in phases.items()},
+            }
             res["steps"].append(row)
             if args.json:  # what is measured so far survives a run cut short
                 Path(args.json).write_text(json.dumps(res, indent=1))
-            print(f"iteration {tau} {phase}: {wall:.1f}s wall, {row['driver_seconds']:.2f}s driver work, "
-                  f"peak RSS {row['peak_rss_mib']:.0f} MiB", flush=True)
+            print(
+                f"iteration {tau} {phase}: {wall:.1f}s wall, {row['driver_seconds']:.2f}s driver work, "
+                f"peak RSS {row['peak_rss_mib']:.0f} MiB",
+                flush=True,
+            )
         res["history_seconds"] = [h.get("seconds") for h in learner.state.history]
         res["selected_digest"] = _digest([h.get("selected") for h in learner.state.history])
     finally:
@@ -224,8 +251,10 @@ def run_loop(args) -> dict[str, Any]:
     per_iter: dict[int, dict[str, float]] = {}
     for row in res["steps"]:
         if row["phase"] in ("train", "query"):
-            it = per_iter.setdefault(row["iteration"], {"driver_seconds": 0.0, "driver_cpu_seconds": 0.0,
-                                                        "wall_seconds": 0.0, "select_seconds": 0.0})
+            it = per_iter.setdefault(
+                row["iteration"],
+                {"driver_seconds": 0.0, "driver_cpu_seconds": 0.0, "wall_seconds": 0.0, "select_seconds": 0.0},
+            )
             it["driver_seconds"] += row["driver_seconds"]
             it["driver_cpu_seconds"] += row["driver_cpu_seconds"]
             it["wall_seconds"] += row["wall_seconds"]
@@ -234,16 +263,19 @@ def run_loop(args) -> dict[str, Any]:
     res["per_iteration"] = {str(k): {a: round(v, 3) for a, v in d.items()} for k, d in sorted(per_iter.items())}
     res["max_driver_seconds_per_iteration"] = max(d["driver_seconds"] for d in per_iter.values())
     res["max_driver_seconds_per_iteration_without_select"] = max(
-        d["driver_seconds"] - d["select_seconds"] for d in per_iter.values())
+        d["driver_seconds"] - d["select_seconds"] for d in per_iter.values()
+    )
     res["peak_rss_mib"] = max(r["peak_rss_mib"] for r in res["steps"])
     res["ru_maxrss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     res["torch_imported_by_driver"] = "torch" in sys.modules
     res["within_5_s"] = res["max_driver_seconds_per_iteration"] <= 5.0
     res["within_1_gb"] = res["peak_rss_mib"] * 2**20 <= 10**9
-    print(f"driver: <= {res['max_driver_seconds_per_iteration']:.1f} s of work per iteration "
-          f"({res['max_driver_seconds_per_iteration_without_select']:.1f} s besides k-means), peak RSS "
-          f"{res['peak_rss_mib']:.0f} MiB (ru_maxrss {res['ru_maxrss_mib']:.0f}), torch imported: "
-          f"{res['torch_imported_by_driver']}; {res['machine']}")
+    print(
+        f"driver: <= {res['max_driver_seconds_per_iteration']:.1f} s of work per iteration "
+        f"({res['max_driver_seconds_per_iteration_without_select']:.1f} s besides k-means), peak RSS "
+        f"{res['peak_rss_mib']:.0f} MiB (ru_maxrss {res['ru_maxrss_mib']:.0f}), torch imported: "
+        f"{res['torch_imported_by_driver']}; {res['machine']}"
+    )
     return res
 
 
@@ -251,8 +283,10 @@ SELECT = "select (k-means++ on the m*b candidates)"
 #: What the driver does per AL step, timed by wrapping these (owner module, class or None, attribute) where
 #: they exist (an older checkout has some of them): phase name -> target. Nested calls count in both.
 PHASE_TARGETS = {
-    "labeled set over the pool": [("raydal.al.loop", "ActiveLearner", "_labeled_mask"),
-                                  ("raydal.al.loop", "ActiveLearner", "_query_inputs")],
+    "labeled set over the pool": [
+        ("raydal.al.loop", "ActiveLearner", "_labeled_mask"),
+        ("raydal.al.loop", "ActiveLearner", "_query_inputs"),
+    ],
     "read previous probabilities": [("raydal.al.state", "StateStore", "load_probs")],
     "scores cache key": [("raydal.distributed.executor", None, "query_key")],
     "write scores beside the checkpoint": [("raydal.distributed.executor", None, "save_pool_scores")],
@@ -303,10 +337,12 @@ def run_actors(args) -> dict[str, Any]:
     shards = work / "shards"
     ckpt = work / "checkpoint"
     if not (shards / "manifest.json").exists():  # written by a child process, which also imports torch
-        code = (f"import sys; sys.path.insert(0, {str(HERE)!r}); import simulated, standin; "
-                f"simulated.write_pool({str(shards)!r}, {args.pool}, rows_per_file={args.rows_per_file}); "
-                "standin.register(); from raydal.models import create_model, save_checkpoint; "
-                f"save_checkpoint({str(ckpt)!r}, create_model(standin.NAME, 15, 4, ll=True, seed=0))")
+        code = (
+            f"import sys; sys.path.insert(0, {str(HERE)!r}); import simulated, standin; "
+            f"simulated.write_pool({str(shards)!r}, {args.pool}, rows_per_file={args.rows_per_file}); "
+            "standin.register(); from raydal.models import create_model, save_checkpoint; "
+            f"save_checkpoint({str(ckpt)!r}, create_model(standin.NAME, 15, 4, ll=True, seed=0))"
+        )
         subprocess.run([sys.executable, "-c", code], check=True)
 
     from raydal.distributed.score import release_scoring_actors, score_pool_ray
@@ -318,11 +354,16 @@ def run_actors(args) -> dict[str, Any]:
     cluster = simulated.start_cluster(args.nodes, args.cpus, f"/tmp/raydal-mem-{os.getpid()}")
     labeled = {f"p{i:07d}" for i in range(0, args.pool, max(1, args.pool // args.labeled))}
     res: dict[str, Any] = {
-        "benchmark": "driver_memory", "pool": args.pool, "labeled": len(labeled), "b": args.b, "m": args.m,
-        "actors": args.actors, "batch": args.batch,
+        "benchmark": "driver_memory",
+        "pool": args.pool,
+        "labeled": len(labeled),
+        "b": args.b,
+        "m": args.m,
+        "actors": args.actors,
+        "batch": args.batch,
         "cluster": f"{args.nodes} nodes x {args.cpus} logical CPUs (ray.cluster_utils.Cluster on 127.0.0.1)",
         "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, ray {ray.__version__}, "
-                   f"load avg {os.getloadavg()[0]:.1f}",
+        f"load avg {os.getloadavg()[0]:.1f}",
         "queries": [],
     }
     try:
@@ -334,21 +375,40 @@ def run_actors(args) -> dict[str, Any]:
             lines: list[str] = []
             t0 = time.perf_counter()
             with PeakSampler() as peak:
-                scores = score_pool_ray(ckpt, shards, labeled, strategy, k, prev, concurrency=args.actors,
-                                        batch_size=args.batch, progress=lines.append)
+                scores = score_pool_ray(
+                    ckpt,
+                    shards,
+                    labeled,
+                    strategy,
+                    k,
+                    prev,
+                    concurrency=args.actors,
+                    batch_size=args.batch,
+                    progress=lines.append,
+                )
                 t_score = time.perf_counter() - t0
                 picks = strategy.select(args.b, scores=scores, m=args.m, seed=0)
             assert len(set(picks)) == args.b and not set(picks) & labeled
-            row = {"strategy": name, "rows_scored": int(len(scores.ids)), "candidates": int(len(scores.cand_ids)),
-                   "score_seconds": t_score, "total_seconds": time.perf_counter() - t0,
-                   "rss_before_mib": before / 2**20, "peak_rss_mib": peak.peak / 2**20,
-                   "peak_anon_mib": peak.peaks.get("anon", 0) / 2**20, "peak_shmem_mib": peak.peaks.get("shmem", 0) / 2**20,
-                   "ru_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            row = {
+                "strategy": name,
+                "rows_scored": int(len(scores.ids)),
+                "candidates": int(len(scores.cand_ids)),
+                "score_seconds": t_score,
+                "total_seconds": time.perf_counter() - t0,
+                "rss_before_mib": before / 2**20,
+                "peak_rss_mib": peak.peak / 2**20,
+                "peak_anon_mib": peak.peaks.get("anon", 0) / 2**20,
+                "peak_shmem_mib": peak.peaks.get("shmem", 0) / 2**20,
+                "ru_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
             res["queries"].append(row)
-            print(f"{name}: scored {row['rows_scored']:,} rows in {t_score:.1f}s, selected {args.b} of "
-                  f"{row['candidates']} candidates; driver RSS {row['rss_before_mib']:.0f} MiB before, "
-                  f"peak {row['peak_rss_mib']:.0f} MiB (heap {row['peak_anon_mib']:.0f}, object-store pages "
-                  f"{row['peak_shmem_mib']:.0f}; ru_maxrss {row['ru_maxrss_mib']:.0f} MiB)", flush=True)
+            print(
+                f"{name}: scored {row['rows_scored']:,} rows in {t_score:.1f}s, selected {args.b} of "
+                f"{row['candidates']} candidates; driver RSS {row['rss_before_mib']:.0f} MiB before, "
+                f"peak {row['peak_rss_mib']:.0f} MiB (heap {row['peak_anon_mib']:.0f}, object-store pages "
+                f"{row['peak_shmem_mib']:.0f}; ru_maxrss {row['ru_maxrss_mib']:.0f} MiB)",
+                flush=True,
+            )
             prev = scores.prev_probs  # what the loop keeps for TPD's next round
             del scores
         release_scoring_actors()
@@ -358,15 +418,21 @@ def run_actors(args) -> dict[str, Any]:
     res["peak_rss_mib"] = max(q["peak_rss_mib"] for q in res["queries"])
     res["torch_imported_by_driver"] = "torch" in sys.modules
     res["within_1_gib"] = res["peak_rss_mib"] * 2**20 <= LIMIT_BYTES
-    print(f"driver peak RSS {res['peak_rss_mib']:.0f} MiB for a {args.pool:,}-sample pool: "
-          f"{'<=' if res['within_1_gib'] else '>'} 1 GiB; {res['machine']}")
+    print(
+        f"driver peak RSS {res['peak_rss_mib']:.0f} MiB for a {args.pool:,}-sample pool: "
+        f"{'<=' if res['within_1_gib'] else '>'} 1 GiB; {res['machine']}"
+    )
     return res
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--path", choices=("loop", "actors"), default="loop",
-                   help="loop: the AL driver with the Ray executor (default path); actors: warm scoring actors")
+    p.add_argument(
+        "--path",
+        choices=("loop", "actors"),
+        default="loop",
+        help="loop: the AL driver with the Ray executor (default path); actors: warm scoring actors",
+    )
     p.add_argument("--pool", type=int, default=1_000_000)
     p.add_argument("--rows-per-file", type=int, default=50_000)
     p.add_argument("--labeled", type=int, default=1000, help="labeled ids (loop: the initial labeled set)")
@@ -383,7 +449,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--nodes", type=int, default=2)
     p.add_argument("--cpus", type=int, default=2, help="logical CPUs per node")
     p.add_argument("--workdir", help="reuses a pool already written there")
-    p.add_argument("--import-torch", action="store_true", help="import torch in the driver first (the AL driver actor does)")
+    p.add_argument(
+        "--import-torch", action="store_true", help="import torch in the driver first (the AL driver actor does)"
+    )
     small = {"pool": 20_000, "rows_per_file": 5_000, "b": 100, "actors": 2, "labeled": 100, "eval_rows": 200}
     p.add_argument("--small", action="store_true", help=f"smoke size: {small} unless given")
     p.add_argument("--json")

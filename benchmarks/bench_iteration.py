@@ -29,10 +29,10 @@ from typing import Any
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import ray
 
-    from raydal.distributed.session import ensure_ray
-
     from raydal.al.executor import LocalExecutor
     from raydal.al.loop import ActiveLearner
+    from raydal.distributed.session import ensure_ray
+
     try:
         from raydal.config import DEMO_PRESET
     except ImportError:  # before the one-source configuration (issue 8)
@@ -56,11 +56,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     for name in args.executors.split(","):
         cfg = ALConfig(
-            dataset="ucmerced", shards_dir=str(shards), state_dir=str(workdir / f"state-{name}-{time.time_ns()}"),
-            strategy="mge+clustering", b=demo["b"], m=demo["m"], initial_labeled=demo["initial_labeled"],
-            iterations=args.iterations, backbone=demo["backbone"], warm_start=True,
+            dataset="ucmerced",
+            shards_dir=str(shards),
+            state_dir=str(workdir / f"state-{name}-{time.time_ns()}"),
+            strategy="mge+clustering",
+            b=demo["b"],
+            m=demo["m"],
+            initial_labeled=demo["initial_labeled"],
+            iterations=args.iterations,
+            backbone=demo["backbone"],
+            warm_start=True,
             train=dict(epochs=args.epochs or demo["epochs"], batch_size=demo["batch_size"], lr=demo["lr"]),
-            executor=name, num_workers=demo["num_workers"], cpus_per_worker=demo["cpus_per_worker"],
+            executor=name,
+            num_workers=demo["num_workers"],
+            cpus_per_worker=demo["cpus_per_worker"],
             score_concurrency=demo["score_concurrency"],
         )
         executor = {"local": LocalExecutor, "ray": RayExecutor}[name](cfg)
@@ -76,18 +85,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 per_iter[tau] = per_iter.get(tau, 0.0) + time.perf_counter() - t0
         total = time.perf_counter() - t_run
         full = [per_iter[t] for t in range(args.iterations)]  # iterations with train + query
-        rows.append(dict(executor=name, iteration_seconds=[round(s, 2) for s in full],
-                         mean_iteration_s=sum(full) / len(full), total_s=total,
-                         selected=[h.get("selected") for h in learner.state.history]))
-        print(f"{name:<6} per iteration {', '.join(f'{s:.1f}' for s in full)} s "
-              f"(mean {rows[-1]['mean_iteration_s']:.1f} s), run {total:.1f} s")
+        rows.append(
+            dict(
+                executor=name,
+                iteration_seconds=[round(s, 2) for s in full],
+                mean_iteration_s=sum(full) / len(full),
+                total_s=total,
+                selected=[h.get("selected") for h in learner.state.history],
+            )
+        )
+        print(
+            f"{name:<6} per iteration {', '.join(f'{s:.1f}' for s in full)} s "
+            f"(mean {rows[-1]['mean_iteration_s']:.1f} s), run {total:.1f} s"
+        )
     summary = {}
     by = {r["executor"]: r for r in rows}
     if "ray" in by and "local" in by:
         summary["ray_minus_local_s"] = by["ray"]["mean_iteration_s"] - by["local"]["mean_iteration_s"]
         print(f"ray - local per iteration: {summary['ray_minus_local_s']:+.1f} s (target <= +20 s)")
-    return dict(machine=platform.node(), cpus=os.cpu_count(), load=os.getloadavg()[0],
-                date=time.strftime("%Y-%m-%d %H:%M"), args=vars(args), rows=rows, summary=summary)
+    return dict(
+        machine=platform.node(),
+        cpus=os.cpu_count(),
+        load=os.getloadavg()[0],
+        date=time.strftime("%Y-%m-%d %H:%M"),
+        args=vars(args),
+        rows=rows,
+        summary=summary,
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

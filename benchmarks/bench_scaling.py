@@ -89,22 +89,37 @@ def bench_scoring_data(args, shards: Path, ckpt: Path) -> dict[str, Any]:
     strategy, k = _strategy_and_k(args)
     exclude = _score_labeled(args)
     # The cluster's first Ray Data call also starts its read-task workers: reported apart.
-    t_cold, _ = _timed(lambda: score_pool_data(ckpt, shards, exclude, strategy, k, workers=max(args.actors),
-                                               batch_size=args.batch))
+    t_cold, _ = _timed(
+        lambda: score_pool_data(ckpt, shards, exclude, strategy, k, workers=max(args.actors), batch_size=args.batch)
+    )
     rows, base, base_rate, ref = [], None, None, None
     for n in args.actors:
         marks: list[tuple[float, int]] = []
         t0 = time.perf_counter()
-        got = score_pool_data(ckpt, shards, exclude, strategy, k, workers=n, batch_size=args.batch,
-                              progress=lambda line: marks.append((time.perf_counter() - t0, _rows_in(line))))
+        got = score_pool_data(
+            ckpt,
+            shards,
+            exclude,
+            strategy,
+            k,
+            workers=n,
+            batch_size=args.batch,
+            progress=lambda line: marks.append((time.perf_counter() - t0, _rows_in(line))),
+        )
         t = time.perf_counter() - t0
         rate = _steady_rate(marks)
         ref = got if ref is None else ref
         base = t if base is None else base
         base_rate = rate if base_rate is None else base_rate
-        rows.append(dict(_row(args, n, t, base, got, ref), steady_rows_per_s=rate,
-                         steady_speedup=rate / base_rate, steady_efficiency=rate / base_rate / n,
-                         first_tenth_seconds=next((s for s, r in marks if r and r >= len(got.ids) / 10), None)))
+        rows.append(
+            dict(
+                _row(args, n, t, base, got, ref),
+                steady_rows_per_s=rate,
+                steady_speedup=rate / base_rate,
+                steady_efficiency=rate / base_rate / n,
+                first_tenth_seconds=next((s for s, r in marks if r and r >= len(got.ids) / 10), None),
+            )
+        )
     return {"cold_first_call_seconds": t_cold, "k": k, "rows": rows}
 
 
@@ -119,17 +134,28 @@ def bench_scoring_in_training(args, shards: Path, work: Path) -> dict[str, Any]:
     cfg = TrainConfig(epochs=1, batch_size=max(2 * max(args.actors), 8), augment=False, seed=0)
     rows, base, ref = [], None, None
     for n in args.actors:
-        result = train_with_ray(spec, cfg, shards, labeled, work / f"score-train-{n}", num_workers=n,
-                                cpus_per_worker=max(0.25, min(1.0, (args.nodes * args.cpus - 1) / n)),
-                                validate=False, run_name=f"score-train-{n}", eval_batch_size=args.batch,
-                                score=PoolScoring(strategy.name, k, None, args.batch), progress=False)
+        result = train_with_ray(
+            spec,
+            cfg,
+            shards,
+            labeled,
+            work / f"score-train-{n}",
+            num_workers=n,
+            cpus_per_worker=max(0.25, min(1.0, (args.nodes * args.cpus - 1) / n)),
+            validate=False,
+            run_name=f"score-train-{n}",
+            eval_batch_size=args.batch,
+            score=PoolScoring(strategy.name, k, None, args.batch),
+            progress=False,
+        )
         t = result.metrics["score_seconds"]
         got = result.pool_scores
         ref = got if ref is None else ref
         base = t if base is None else base
         # each run trains its own model first (N-way DDP): candidates are not comparable across N
-        rows.append(dict(_row(args, n, t, base, got, ref), same_candidates=None,
-                         fit_seconds=result.metrics.get("fit_seconds")))
+        rows.append(
+            dict(_row(args, n, t, base, got, ref), same_candidates=None, fit_seconds=result.metrics.get("fit_seconds"))
+        )
     return {"k": k, "rows": rows}
 
 
@@ -140,9 +166,16 @@ def _score_labeled(args) -> set[str]:
 
 def _row(args, n: int, t: float, base: float, got, ref) -> dict[str, Any]:
     scored = len(got.ids)
-    return {"workers": n, "seconds": t, "rows_per_s": scored / t, "speedup": base / t, "efficiency": base / t / n,
-            "ideal_seconds": scored * args.ms_per_row / 1000.0 / n, "rows": scored,
-            "same_candidates": bool(np.array_equal(got.cand_ids, ref.cand_ids))}
+    return {
+        "workers": n,
+        "seconds": t,
+        "rows_per_s": scored / t,
+        "speedup": base / t,
+        "efficiency": base / t / n,
+        "ideal_seconds": scored * args.ms_per_row / 1000.0 / n,
+        "rows": scored,
+        "same_candidates": bool(np.array_equal(got.cand_ids, ref.cand_ids)),
+    }
 
 
 def _rows_in(line: str) -> int | None:
@@ -181,20 +214,31 @@ def write_image_pool(out_dir: Path, n: int, size: int, bands: int, rows_per_file
     for f, start in enumerate(range(0, n, rows_per_file)):
         rows = np.arange(start, min(n, start + rows_per_file))
         pixels = rng.integers(0, 256, (len(rows), size * size * bands), dtype=np.uint8)
-        table = pa.table({
-            "id": pa.array([f"p{i:07d}" for i in rows], pa.string()),
-            "image": simulated._fixed_binary(pixels),
-            "labels": simulated._fixed_binary(np.zeros((len(rows), classes), np.uint8)),
-            "path": pa.array([""] * len(rows), pa.string()),
-            "labeled": pa.array(np.ones(len(rows), bool)),
-        }, schema=SCHEMA)
+        table = pa.table(
+            {
+                "id": pa.array([f"p{i:07d}" for i in rows], pa.string()),
+                "image": simulated._fixed_binary(pixels),
+                "labels": simulated._fixed_binary(np.zeros((len(rows), classes), np.uint8)),
+                "path": pa.array([""] * len(rows), pa.string()),
+                "labeled": pa.array(np.ones(len(rows), bool)),
+            },
+            schema=SCHEMA,
+        )
         name = f"pool/part-{f:05d}.parquet"
         pq.write_table(table, out_dir / name)
         files.append(name)
-    manifest = Manifest(root=out_dir, dataset="standin", classes=[f"c{i}" for i in range(classes)],
-                        band_names=[f"b{i}" for i in range(bands)], bands=bands, image_size=size,
-                        splits={"pool": {"count": n, "files": files}}, label_counts={"pool": {}},
-                        source_root="(stand-in: random pixels)", seed=0)
+    manifest = Manifest(
+        root=out_dir,
+        dataset="standin",
+        classes=[f"c{i}" for i in range(classes)],
+        band_names=[f"b{i}" for i in range(bands)],
+        bands=bands,
+        image_size=size,
+        splits={"pool": {"count": n, "files": files}},
+        label_counts={"pool": {}},
+        source_root="(stand-in: random pixels)",
+        seed=0,
+    )
     atomic_write_json(out_dir / MANIFEST_NAME, manifest.to_json())
     return out_dir
 
@@ -208,16 +252,34 @@ def bench_training(args, shards: Path, work: Path) -> dict[str, Any]:
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch, augment=False, seed=0)
     rows, base = [], None
     for n in args.workers:
-        t_fit, result = _timed(lambda: train_with_ray(
-            spec, cfg, shards, labeled, work / f"train-{n}", num_workers=n, cpus_per_worker=1,
-            validate=False, run_name=f"scaling-{n}",
-        ))
+        t_fit, result = _timed(
+            lambda: train_with_ray(
+                spec,
+                cfg,
+                shards,
+                labeled,
+                work / f"train-{n}",
+                num_workers=n,
+                cpus_per_worker=1,
+                validate=False,
+                run_name=f"scaling-{n}",
+            )
+        )
         epochs = [h["seconds"] for h in result.history]
         epoch = statistics.median(epochs[1:]) if len(epochs) > 1 else epochs[0]
         base = epoch if base is None else base
         ideal = args.labeled * args.ms_per_row / 1000.0 / n
-        rows.append({"workers": n, "epoch_seconds": epoch, "first_epoch_seconds": epochs[0], "fit_seconds": t_fit,
-                     "speedup": base / epoch, "efficiency": base / epoch / n, "ideal_epoch_seconds": ideal})
+        rows.append(
+            {
+                "workers": n,
+                "epoch_seconds": epoch,
+                "first_epoch_seconds": epochs[0],
+                "fit_seconds": t_fit,
+                "speedup": base / epoch,
+                "efficiency": base / epoch / n,
+                "ideal_epoch_seconds": ideal,
+            }
+        )
     return {"epochs": args.epochs, "rows": rows}
 
 
@@ -229,30 +291,37 @@ def run(args) -> dict[str, Any]:
 
     os.environ[standin.LATENCY_ROW_ENV] = str(args.ms_per_row)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="raydal-bench-scaling-"))
-    t_write, shards = _timed(lambda: write_image_pool(work / "shards", args.pool, args.image_size, args.bands,
-                                                      args.rows_per_file))
+    t_write, shards = _timed(
+        lambda: write_image_pool(work / "shards", args.pool, args.image_size, args.bands, args.rows_per_file)
+    )
     standin.register()
     ckpt = save_checkpoint(work / "checkpoint", create_model(standin.NAME, 15, args.bands, ll=True, seed=0))
     cluster = simulated.start_cluster(args.nodes, args.cpus, f"/tmp/raydal-scaling-{os.getpid()}")
     pixels = args.image_size * args.image_size * args.bands
     try:
         res: dict[str, Any] = {
-            "benchmark": "scaling", "stand_in": f"{standin.NAME}: sleeps {args.ms_per_row:g} ms per row per forward "
-                                                f"pass" + (f" ({args.ns_per_value:g} ns x {pixels:,} values)"
-                                                           if args.ns_per_value else ""),
+            "benchmark": "scaling",
+            "stand_in": f"{standin.NAME}: sleeps {args.ms_per_row:g} ms per row per forward "
+            f"pass" + (f" ({args.ns_per_value:g} ns x {pixels:,} values)" if args.ns_per_value else ""),
             "cluster": f"{args.nodes} nodes x {args.cpus} logical CPUs (ray.cluster_utils.Cluster on 127.0.0.1)",
-            "pool": args.pool, "image": [args.image_size, args.image_size, args.bands],
+            "pool": args.pool,
+            "image": [args.image_size, args.image_size, args.bands],
             "pool_bytes": sum(f.stat().st_size for f in (shards / "pool").iterdir()),
-            "rows_per_file": args.rows_per_file, "write_seconds": t_write,
-            "batch": args.batch, "labeled": args.labeled, "score_labeled": len(_score_labeled(args)),
+            "rows_per_file": args.rows_per_file,
+            "write_seconds": t_write,
+            "batch": args.batch,
+            "labeled": args.labeled,
+            "score_labeled": len(_score_labeled(args)),
             "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-                       f"ray {ray.__version__}, load avg {os.getloadavg()[0]:.1f}",
+            f"ray {ray.__version__}, load avg {os.getloadavg()[0]:.1f}",
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "command": "python benchmarks/bench_scaling.py " + " ".join(sys.argv[1:]),
         }
-        paths = {"data": lambda: bench_scoring_data(args, shards, ckpt),
-                 "warm": lambda: bench_scoring(args, shards, ckpt),
-                 "train": lambda: bench_scoring_in_training(args, shards, work)}
+        paths = {
+            "data": lambda: bench_scoring_data(args, shards, ckpt),
+            "warm": lambda: bench_scoring(args, shards, ckpt),
+            "train": lambda: bench_scoring_in_training(args, shards, work),
+        }
         for path in args.scoring if args.actors else []:
             res[f"scoring_{path}"] = paths[path]()
             print_scoring(res, path)
@@ -266,9 +335,11 @@ def run(args) -> dict[str, Any]:
     return res
 
 
-PATH_TITLES = {"data": "Ray Data actors (score_pool_data; each call starts its pool)",
-               "warm": "warm actors (score_pool_ray)",
-               "train": "the training workers (train_with_ray + PoolScoring; scoring seconds only)"}
+PATH_TITLES = {
+    "data": "Ray Data actors (score_pool_data; each call starts its pool)",
+    "warm": "warm actors (score_pool_ray)",
+    "train": "the training workers (train_with_ray + PoolScoring; scoring seconds only)",
+}
 
 
 def _yes(flag: bool | None) -> str:
@@ -277,27 +348,40 @@ def _yes(flag: bool | None) -> str:
 
 def print_scoring(res, path: str):
     s = res[f"scoring_{path}"]
-    print(f"# scoring on {PATH_TITLES[path]}: {res['pool']} rows of {'x'.join(map(str, res['image']))} "
-          f"({res['pool_bytes'] / 2**20:,.0f} MiB), {res['score_labeled']} labeled left out, batch {res['batch']}, "
-          f"{res['stand_in']}; {res['cluster']}; {res['machine']}")
+    print(
+        f"# scoring on {PATH_TITLES[path]}: {res['pool']} rows of {'x'.join(map(str, res['image']))} "
+        f"({res['pool_bytes'] / 2**20:,.0f} MiB), {res['score_labeled']} labeled left out, batch {res['batch']}, "
+        f"{res['stand_in']}; {res['cluster']}; {res['machine']}"
+    )
     if "cold_first_call_seconds" in s:
         print(f"first (cold) call with {s['rows'][-1]['workers']} actors: {s['cold_first_call_seconds']:.1f} s")
-    print(f"{'N':>3s} {'seconds':>8s} {'ideal s':>8s} {'rows/s':>8s} {'speedup':>8s} {'/ N':>6s} "
-          f"{'steady/s':>9s} {'st.spd':>7s} {'/ N':>6s}  same candidates")
+    print(
+        f"{'N':>3s} {'seconds':>8s} {'ideal s':>8s} {'rows/s':>8s} {'speedup':>8s} {'/ N':>6s} "
+        f"{'steady/s':>9s} {'st.spd':>7s} {'/ N':>6s}  same candidates"
+    )
     for r in s["rows"]:
-        steady = (f"{r['steady_rows_per_s']:9.1f} {r['steady_speedup']:7.2f} {r['steady_efficiency']:6.2f}"
-                  if "steady_rows_per_s" in r else f"{'-':>9s} {'-':>7s} {'-':>6s}")
-        print(f"{r['workers']:3d} {r['seconds']:8.2f} {r['ideal_seconds']:8.2f} {r['rows_per_s']:8.1f} "
-              f"{r['speedup']:8.2f} {r['efficiency']:6.2f} {steady}  {_yes(r['same_candidates'])}")
+        steady = (
+            f"{r['steady_rows_per_s']:9.1f} {r['steady_speedup']:7.2f} {r['steady_efficiency']:6.2f}"
+            if "steady_rows_per_s" in r
+            else f"{'-':>9s} {'-':>7s} {'-':>6s}"
+        )
+        print(
+            f"{r['workers']:3d} {r['seconds']:8.2f} {r['ideal_seconds']:8.2f} {r['rows_per_s']:8.1f} "
+            f"{r['speedup']:8.2f} {r['efficiency']:6.2f} {steady}  {_yes(r['same_candidates'])}"
+        )
 
 
 def print_training(res):
     t = res["training"]
-    print(f"# training {res['labeled']} labeled rows, global batch {res['batch']}, {t['epochs']} epochs, {res['stand_in']}")
+    print(
+        f"# training {res['labeled']} labeled rows, global batch {res['batch']}, {t['epochs']} epochs, {res['stand_in']}"
+    )
     print(f"{'workers':>7s} {'epoch s':>8s} {'ideal s':>8s} {'1st ep s':>8s} {'fit s':>7s} {'speedup':>8s} {'/ N':>6s}")
     for r in t["rows"]:
-        print(f"{r['workers']:7d} {r['epoch_seconds']:8.2f} {r['ideal_epoch_seconds']:8.2f} {r['first_epoch_seconds']:8.2f} "
-              f"{r['fit_seconds']:7.1f} {r['speedup']:8.2f} {r['efficiency']:6.2f}")
+        print(
+            f"{r['workers']:7d} {r['epoch_seconds']:8.2f} {r['ideal_epoch_seconds']:8.2f} {r['first_epoch_seconds']:8.2f} "
+            f"{r['fit_seconds']:7.1f} {r['speedup']:8.2f} {r['efficiency']:6.2f}"
+        )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -310,8 +394,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--bands", type=int, default=4, help="bands per pixel (BigEarthNet: 12)")
     p.add_argument("--batch", type=int, default=32, help="scoring batch and global training batch")
     p.add_argument("--ms-per-row", type=float, default=2.0, help="the stand-in's sleep per row of a forward pass")
-    p.add_argument("--ns-per-value", type=float, help="instead: the sleep per row grows with the image, "
-                   "this many ns per pixel-band value")
+    p.add_argument(
+        "--ns-per-value",
+        type=float,
+        help="instead: the sleep per row grows with the image, this many ns per pixel-band value",
+    )
     p.add_argument("--scoring", default="warm", help="scoring paths, of data, warm, train ('' to skip)")
     p.add_argument("--actors", default="1,2,4,8", help="scoring actor (or worker) counts ('' to skip)")
     p.add_argument("--score-labeled", type=int, default=16, help="pool rows every scoring path leaves out")
@@ -328,7 +415,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if getattr(args, name) == p.get_default(name):
                 setattr(args, name, value)
     if args.ns_per_value:
-        args.ms_per_row = args.ns_per_value * args.image_size ** 2 * args.bands / 1e6
+        args.ms_per_row = args.ns_per_value * args.image_size**2 * args.bands / 1e6
     args.actors = [int(c) for c in str(args.actors).split(",") if c]
     args.workers = [int(c) for c in str(args.workers).split(",") if c]
     args.scoring = [c for c in str(args.scoring).split(",") if c]

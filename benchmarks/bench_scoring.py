@@ -121,10 +121,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         {"path": "raydal score_pool (in-process)", "seconds": t_local},
     ]
     if not ray.is_initialized():
-        t_init, _ = _timed(lambda: ray.init(
-            num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR",
-            _temp_dir=str(Path(tempfile.gettempdir()) / f"raydal-bench-{os.getpid()}"),
-        ))
+        t_init, _ = _timed(
+            lambda: ray.init(
+                num_cpus=os.cpu_count(),
+                include_dashboard=False,
+                logging_level="ERROR",
+                _temp_dir=str(Path(tempfile.gettempdir()) / f"raydal-bench-{os.getpid()}"),
+            )
+        )
     else:
         t_init = 0.0
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -134,19 +138,41 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ckpt_next = save_checkpoint(work / "checkpoint-next", model)  # the next iteration's model (same weights)
     for c in args.concurrency:
         for label, folder in (("first call: starts the actors", ckpt), ("warm: the next iteration's call", ckpt_next)):
-            t_ray, got = _timed(lambda: score_pool_ray(
-                folder, manifest.root, None, strategy, k, concurrency=c, batch_size=args.batch_size,
-            ))
+            t_ray, got = _timed(
+                lambda: score_pool_ray(
+                    folder,
+                    manifest.root,
+                    None,
+                    strategy,
+                    k,
+                    concurrency=c,
+                    batch_size=args.batch_size,
+                )
+            )
             same = bool(np.array_equal(got.cand_ids, local.cand_ids))
-            results.append({"path": f"raydal score_pool_ray, {c} actor(s), {label}", "seconds": t_ray,
-                            "same_candidates": same})
+            results.append(
+                {"path": f"raydal score_pool_ray, {c} actor(s), {label}", "seconds": t_ray, "same_candidates": same}
+            )
         if baseline is not None:
-            t_ray, got = _timed(lambda: baseline.score_pool_ray(
-                ckpt, manifest.root, None, strategy, k, concurrency=c, batch_size=args.batch_size,
-            ))
+            t_ray, got = _timed(
+                lambda: baseline.score_pool_ray(
+                    ckpt,
+                    manifest.root,
+                    None,
+                    strategy,
+                    k,
+                    concurrency=c,
+                    batch_size=args.batch_size,
+                )
+            )
             same = bool(np.array_equal(got.cand_ids, local.cand_ids))
-            results.append({"path": f"before ({args.baseline_ref}: Ray Data map_batches), {c} actor(s)",
-                            "seconds": t_ray, "same_candidates": same})
+            results.append(
+                {
+                    "path": f"before ({args.baseline_ref}: Ray Data map_batches), {c} actor(s)",
+                    "seconds": t_ray,
+                    "same_candidates": same,
+                }
+            )
     from raydal.distributed.score import release_scoring_actors
 
     release_scoring_actors()
@@ -155,12 +181,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         r["x_plain"] = r["seconds"] / t_plain
     return {
         "benchmark": "scoring",
-        "model": args.model, "dataset": args.dataset, "image": list(manifest.image_shape), "pool": pool,
-        "batch_size": args.batch_size, "repeat": args.repeat, "strategy": args.strategy, "k": k,
+        "model": args.model,
+        "dataset": args.dataset,
+        "image": list(manifest.image_shape),
+        "pool": pool,
+        "batch_size": args.batch_size,
+        "repeat": args.repeat,
+        "strategy": args.strategy,
+        "k": k,
         "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
-                   f"cuda={torch.cuda.is_available()}, torch threads {torch.get_num_threads()}, "
-                   f"load avg {os.getloadavg()[0]:.1f}",
-        "prepare_seconds": t_prep, "ray_init_seconds": t_init,
+        f"cuda={torch.cuda.is_available()}, torch threads {torch.get_num_threads()}, "
+        f"load avg {os.getloadavg()[0]:.1f}",
+        "prepare_seconds": t_prep,
+        "ray_init_seconds": t_init,
         "results": results,
         "paper_table1_a100_s": PAPER_TABLE_I_S.get(args.strategy),
         "plain_extrapolated_to_paper_pool_s": t_plain / rows * PAPER_POOL,
@@ -168,14 +201,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def print_table(res: dict[str, Any]) -> None:
-    print(f"# {res['model']} on {res['pool']} x {res['image']} ({res['dataset']}), batch {res['batch_size']}, "
-          f"{res['strategy']} k={res['k']}; {res['machine']}; ray.init {res['ray_init_seconds']:.1f} s")
+    print(
+        f"# {res['model']} on {res['pool']} x {res['image']} ({res['dataset']}), batch {res['batch_size']}, "
+        f"{res['strategy']} k={res['k']}; {res['machine']}; ray.init {res['ray_init_seconds']:.1f} s"
+    )
     print(f"{'path':62s} {'seconds':>8s} {'img/s':>8s} {'x plain':>8s}  same candidates")
     for r in res["results"]:
         same = {True: "yes", False: "NO"}.get(r.get("same_candidates"), "-")
         print(f"{r['path']:62s} {r['seconds']:8.2f} {r['images_per_s']:8.1f} {r['x_plain']:8.2f}  {same}")
-    print(f"plain loop extrapolated to the paper's {PAPER_POOL} pool: {res['plain_extrapolated_to_paper_pool_s']:.0f} s "
-          f"(paper, one A100, {res['strategy']}: {res['paper_table1_a100_s']} s)")
+    print(
+        f"plain loop extrapolated to the paper's {PAPER_POOL} pool: {res['plain_extrapolated_to_paper_pool_s']:.0f} s "
+        f"(paper, one A100, {res['strategy']}: {res['paper_table1_a100_s']} s)"
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -158,13 +158,18 @@ def make_read_shards(workdir: Path, template: Path, n: int, size: int) -> dict[s
         (root / "pool").mkdir(parents=True)
         for start in range(0, n, 512):
             k = min(512, n - start)
-            table = pa.table({
-                "id": [f"S2A_MSIL2A_20170613T101031_{i:07d}_{i % 97:02d}_{i % 89:02d}" for i in range(start, start + k)],
-                "image": [rng.integers(0, 256, size * size * bands, dtype=np.uint8).tobytes() for _ in range(k)],
-                "labels": [rng.integers(0, 2, classes, dtype=np.uint8).tobytes() for _ in range(k)],
-                "path": [f"img/{i}.tif" for i in range(start, start + k)],
-                "labeled": [True] * k,
-            }, schema=shard_module.SCHEMA)
+            table = pa.table(
+                {
+                    "id": [
+                        f"S2A_MSIL2A_20170613T101031_{i:07d}_{i % 97:02d}_{i % 89:02d}" for i in range(start, start + k)
+                    ],
+                    "image": [rng.integers(0, 256, size * size * bands, dtype=np.uint8).tobytes() for _ in range(k)],
+                    "labels": [rng.integers(0, 2, classes, dtype=np.uint8).tobytes() for _ in range(k)],
+                    "path": [f"img/{i}.tif" for i in range(start, start + k)],
+                    "labeled": [True] * k,
+                },
+                schema=shard_module.SCHEMA,
+            )
             name = f"pool/part-{len(files):05d}.parquet"
             pq.write_table(table, root / name, row_group_size=per_group, write_statistics=["id"])  # as prepare
             files.append(name)
@@ -194,8 +199,13 @@ def _read_case(shards: Path, ids_file: Path, code_root: Path) -> dict[str, Any]:
     import sys
 
     env = dict(os.environ, PYTHONPATH=str(code_root))
-    out = subprocess.run([sys.executable, "-c", _READ_CASE, str(shards), str(ids_file)], env=env,
-                         capture_output=True, text=True, cwd=str(code_root))
+    out = subprocess.run(
+        [sys.executable, "-c", _READ_CASE, str(shards), str(ids_file)],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=str(code_root),
+    )
     if out.returncode:
         raise RuntimeError(f"read case failed on {shards} with {code_root}:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -234,8 +244,10 @@ def scan_cpu_us_per_row(shards: Path, batch_size: int) -> float:
 
     manifest = load_manifest(shards)
     c0 = time.process_time()
-    n = sum(len(b["id"]) for b in iter_range_batches(manifest, row_ranges(file_rows(manifest, "pool"), 0, 1),
-                                                     batch_size, read_ahead=0))
+    n = sum(
+        len(b["id"])
+        for b in iter_range_batches(manifest, row_ranges(file_rows(manifest, "pool"), 0, 1), batch_size, read_ahead=0)
+    )
     return (time.process_time() - c0) / n * 1e6
 
 
@@ -243,8 +255,10 @@ def run_reads(args: argparse.Namespace, workdir: Path, template: Path) -> dict[s
     import numpy as np
 
     layouts = make_read_shards(workdir, template, args.read_pool, args.read_size)
-    ids = [f"S2A_MSIL2A_20170613T101031_{i:07d}_{i % 97:02d}_{i % 89:02d}"
-           for i in sorted(np.random.default_rng(1).choice(args.read_pool, args.read_labeled, replace=False))]
+    ids = [
+        f"S2A_MSIL2A_20170613T101031_{i:07d}_{i % 97:02d}_{i % 89:02d}"
+        for i in sorted(np.random.default_rng(1).choice(args.read_pool, args.read_labeled, replace=False))
+    ]
     ids_file = workdir / "read-ids.json"
     ids_file.write_text(json.dumps(ids))
     here = Path(__file__).resolve().parents[1]
@@ -255,25 +269,42 @@ def run_reads(args: argparse.Namespace, workdir: Path, template: Path) -> dict[s
     for name, (shards, code) in cases.items():
         r = _read_case(shards, ids_file, code)
         labeled_bytes = r["rows"] * (r["share_bytes"] // max(1, r["rows"]))
-        r.update(case=name, layout=shards.name.split("-")[1], code=str(code),
-                 read_ratio=r["read_bytes"] / labeled_bytes, peak_ratio=r["peak_bytes"] / r["share_bytes"])
+        r.update(
+            case=name,
+            layout=shards.name.split("-")[1],
+            code=str(code),
+            read_ratio=r["read_bytes"] / labeled_bytes,
+            peak_ratio=r["peak_bytes"] / r["share_bytes"],
+        )
         rows[name] = r
-        print(f"{name:<10} {r['layout']} layout: {r['files_holding']}/{r['files']} files hold a labeled row | "
-              f"read {r['read_bytes'] / 1e6:8.1f} MB = {r['read_ratio']:6.2f}x the labeled rows "
-              f"({labeled_bytes / 1e6:.1f} MB) in {r['read_s']:.2f} s | locate {r['locate_bytes'] / 1e6:.1f} MB "
-              f"in {r['locate_s']:.2f} s | peak {r['peak_ratio']:.2f}x the share")
+        print(
+            f"{name:<10} {r['layout']} layout: {r['files_holding']}/{r['files']} files hold a labeled row | "
+            f"read {r['read_bytes'] / 1e6:8.1f} MB = {r['read_ratio']:6.2f}x the labeled rows "
+            f"({labeled_bytes / 1e6:.1f} MB) in {r['read_s']:.2f} s | locate {r['locate_bytes'] / 1e6:.1f} MB "
+            f"in {r['locate_s']:.2f} s | peak {r['peak_ratio']:.2f}x the share"
+        )
     passes: dict[str, list[float]] = {"old": [], "new": []}
     for layout in ("old", "new") * 5:  # alternated, from the page cache; the median counts
         passes[layout].append(scan_cpu_us_per_row(layouts[layout], args.batch_size * 4))
     scan = {layout: sorted(v)[len(v) // 2] for layout, v in passes.items()}
-    print(f"whole-pool pass (scoring's read), no read-ahead: old layout {scan['old']:.0f} CPU us/row, "
-          f"new layout {scan['new']:.0f} CPU us/row (medians of 5)")
+    print(
+        f"whole-pool pass (scoring's read), no read-ahead: old layout {scan['old']:.0f} CPU us/row, "
+        f"new layout {scan['new']:.0f} CPU us/row (medians of 5)"
+    )
     overlap = read_ahead_overlap(layouts["new"], args.batch_size * 4)
-    print(f"read-ahead: {overlap['read_ahead_0_rows_s']:.0f} rows/s without, {overlap['read_ahead_2_rows_s']:.0f} "
-          f"with ({overlap['speedup']:.2f}x; compute {overlap['compute_s_per_batch'] * 1e3:.1f} ms per batch, "
-          f"the read's own time)")
-    return dict(cases=rows, scan_cpu_us_per_row=scan, read_ahead=overlap, labeled=len(ids), pool=args.read_pool,
-                size=args.read_size)
+    print(
+        f"read-ahead: {overlap['read_ahead_0_rows_s']:.0f} rows/s without, {overlap['read_ahead_2_rows_s']:.0f} "
+        f"with ({overlap['speedup']:.2f}x; compute {overlap['compute_s_per_batch'] * 1e3:.1f} ms per batch, "
+        f"the read's own time)"
+    )
+    return dict(
+        cases=rows,
+        scan_cpu_us_per_row=scan,
+        read_ahead=overlap,
+        labeled=len(ids),
+        pool=args.read_pool,
+        size=args.read_size,
+    )
 
 
 # -- part 2: fits ------------------------------------------------------------------
@@ -288,8 +319,13 @@ def _timed(fn) -> tuple[float, Any]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="raydal-bench-train-"))
     small, big = make_shards(workdir, args.n, args.size, args.big_pool)
-    info = dict(machine=platform.node(), cpus=os.cpu_count(), load=os.getloadavg()[0],
-                date=time.strftime("%Y-%m-%d %H:%M"), args=vars(args))
+    info = dict(
+        machine=platform.node(),
+        cpus=os.cpu_count(),
+        load=os.getloadavg()[0],
+        date=time.strftime("%Y-%m-%d %H:%M"),
+        args=vars(args),
+    )
     reads = run_reads(args, workdir, small)
     if args.reads_only:
         return dict(info, reads=reads)
@@ -319,20 +355,46 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         def go():
             data = read_split(manifest, "pool", ids=labeled)  # reading is part of a fit
             return train_in_process(spec, cfg(epochs), data, out_dir=workdir / f"inproc-{epochs}")
+
         seconds, res = _timed(go)
-        rows.append(dict(path="train_in_process", pool=manifest.splits["pool"]["count"], epochs=epochs,
-                         seconds=seconds, epoch_seconds=[round(h["seconds"], 3) for h in res.history]))
+        rows.append(
+            dict(
+                path="train_in_process",
+                pool=manifest.splits["pool"]["count"],
+                epochs=epochs,
+                seconds=seconds,
+                epoch_seconds=[round(h["seconds"], 3) for h in res.history],
+            )
+        )
 
     def on_ray(shards: Path, epochs: int, tag: str) -> None:
         pool = load_manifest(shards).splits["pool"]["count"]
         out = workdir / f"ray-{tag}-{epochs}"
         shutil.rmtree(out, ignore_errors=True)
-        seconds, res = _timed(lambda: train_with_ray(
-            spec, cfg(epochs), shards, labeled, out, num_workers=args.workers, cpus_per_worker=args.cpus,
-            validate=False, torch_threads=args.threads, run_name=f"bench-{tag}"))
-        rows.append(dict(path=f"train_with_ray x{args.workers}", pool=pool, epochs=epochs, seconds=seconds,
-                         epoch_seconds=[round(h["seconds"], 3) for h in res.history],
-                         fit_loop_seconds=res.metrics.get("fit_seconds")))
+        seconds, res = _timed(
+            lambda: train_with_ray(
+                spec,
+                cfg(epochs),
+                shards,
+                labeled,
+                out,
+                num_workers=args.workers,
+                cpus_per_worker=args.cpus,
+                validate=False,
+                torch_threads=args.threads,
+                run_name=f"bench-{tag}",
+            )
+        )
+        rows.append(
+            dict(
+                path=f"train_with_ray x{args.workers}",
+                pool=pool,
+                epochs=epochs,
+                seconds=seconds,
+                epoch_seconds=[round(h["seconds"], 3) for h in res.history],
+                fit_loop_seconds=res.metrics.get("fit_seconds"),
+            )
+        )
 
     in_process(args.e1)
     in_process(args.e2)
@@ -355,16 +417,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # Inside one fit, free of start-up noise: the worker's training-loop wall time per epoch
     # (compute, data, reports, checkpoints) against the in-process epoch. Older code does not
     # return the loop's wall time: there the mean epoch time (data + compute) is a lower bound.
-    ray_rows = [r for r in rows if r["path"].startswith("train_with_ray") and r["pool"] == n_small
-                and r["epochs"] == args.e2]
+    ray_rows = [
+        r for r in rows if r["path"].startswith("train_with_ray") and r["pool"] == n_small and r["epochs"] == args.e2
+    ]
     in_rows = [r for r in rows if r["path"] == "train_in_process" and r["epochs"] == args.e2]
     in_epoch = sum(in_rows[0]["epoch_seconds"]) / args.e2
     loop = ray_rows[0]["fit_loop_seconds"] or sum(ray_rows[0]["epoch_seconds"])
     summary["per_epoch_overhead_in_fit_s"] = loop / args.e2 - in_epoch
     print(f"fit time pool {n_big} / pool {n_small}: {summary['pool_ratio']:.3f} (target <= 1.1)")
     print(f"per-fit overhead of train_with_ray: {summary['per_fit_overhead_s']:.1f} s")
-    print(f"per-epoch overhead of train_with_ray: {summary['per_epoch_overhead_s']:.3f} s between fits, "
-          f"{summary['per_epoch_overhead_in_fit_s']:.3f} s inside one fit (target <= 0.3)")
+    print(
+        f"per-epoch overhead of train_with_ray: {summary['per_epoch_overhead_s']:.3f} s between fits, "
+        f"{summary['per_epoch_overhead_in_fit_s']:.3f} s inside one fit (target <= 0.3)"
+    )
     return dict(info, labeled=len(labeled), rows=rows, summary=summary, reads=reads)
 
 
@@ -387,8 +452,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--read-pool", type=int, default=6144, help="pool rows of the reads part")
     p.add_argument("--read-size", type=int, default=128, help="image side of the reads part (3 bands)")
     p.add_argument("--read-labeled", type=int, default=300, help="labeled ids of the reads part, spread at random")
-    p.add_argument("--baseline-ref", default="0a0936a",
-                   help="commit whose reader the reads part runs as 'before' ('' to skip)")
+    p.add_argument(
+        "--baseline-ref", default="0a0936a", help="commit whose reader the reads part runs as 'before' ('' to skip)"
+    )
     p.add_argument("--small", action="store_true", help="smoke size")
     args = p.parse_args(argv)
     if args.small:

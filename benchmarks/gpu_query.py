@@ -69,13 +69,18 @@ def write_shards(out: Path, n: int, size: int, workers: int, seed: int = 0) -> P
         images = blocks[r.integers(0, len(blocks), len(rows))]
         labels = (r.random((len(rows), CLASSES)) < 0.15).astype(np.uint8)
         offsets = np.arange(len(rows) + 1, dtype=np.int64) * width
-        table = pa.table({
-            "id": pa.array([f"t{i:07d}" for i in rows], pa.string()),
-            "image": pa.Array.from_buffers(pa.large_binary(), len(rows), [None, pa.py_buffer(offsets), pa.py_buffer(images)]).cast(pa.binary()),
-            "labels": pa.array([row.tobytes() for row in labels], pa.binary()),
-            "path": pa.array([""] * len(rows), pa.string()),
-            "labeled": pa.array(np.ones(len(rows), bool)),
-        }, schema=SCHEMA)
+        table = pa.table(
+            {
+                "id": pa.array([f"t{i:07d}" for i in rows], pa.string()),
+                "image": pa.Array.from_buffers(
+                    pa.large_binary(), len(rows), [None, pa.py_buffer(offsets), pa.py_buffer(images)]
+                ).cast(pa.binary()),
+                "labels": pa.array([row.tobytes() for row in labels], pa.binary()),
+                "path": pa.array([""] * len(rows), pa.string()),
+                "labeled": pa.array(np.ones(len(rows), bool)),
+            },
+            schema=SCHEMA,
+        )
         name = f"pool/part-{f:05d}.parquet"
         pq.write_table(table, out / name)
         return name
@@ -83,10 +88,16 @@ def write_shards(out: Path, n: int, size: int, workers: int, seed: int = 0) -> P
     with ThreadPoolExecutor(workers) as pool:
         files = list(pool.map(write, range((n + SHARD_SIZE - 1) // SHARD_SIZE)))
     manifest = Manifest(
-        root=out, dataset="treesatai-size", classes=[f"c{i}" for i in range(CLASSES)],
-        band_names=["r", "g", "b", "nir"], bands=BANDS, image_size=size,
-        splits={"pool": {"count": n, "files": files}}, label_counts={"pool": {}},
-        source_root="(synthetic pixels)", seed=seed,
+        root=out,
+        dataset="treesatai-size",
+        classes=[f"c{i}" for i in range(CLASSES)],
+        band_names=["r", "g", "b", "nir"],
+        bands=BANDS,
+        image_size=size,
+        splits={"pool": {"count": n, "files": files}},
+        label_counts={"pool": {}},
+        source_root="(synthetic pixels)",
+        seed=seed,
     )
     atomic_write_json(out / MANIFEST_NAME, manifest.to_json())
     return out
@@ -139,8 +150,15 @@ def run(args) -> dict[str, Any]:
     torch.backends.cudnn.benchmark = True
     res: dict[str, Any] = {
         "device": torch.cuda.get_device_name(0) if device.type == "cuda" else (platform.processor() or "cpu"),
-        "torch": torch.__version__, "cpus": os.cpu_count(), "pool": args.pool, "size": args.size,
-        "model": args.model, "batch": args.batch, "readers": args.readers, "b": args.b, "m": args.m,
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+        "pool": args.pool,
+        "size": args.size,
+        "model": args.model,
+        "batch": args.batch,
+        "readers": args.readers,
+        "b": args.b,
+        "m": args.m,
     }
     print(json.dumps(res), flush=True)
     t0 = time.perf_counter()
@@ -169,17 +187,31 @@ def run(args) -> dict[str, Any]:
         k = strategy.candidate_count(args.b, args.m)
         sync()
         t0 = time.perf_counter()
-        scores = score_pool(model, read_ahead(manifest, args.batch, args.readers), strategy, k,
-                            prev_probs=prev if name.startswith("tpd") else None, device=device)
+        scores = score_pool(
+            model,
+            read_ahead(manifest, args.batch, args.readers),
+            strategy,
+            k,
+            prev_probs=prev if name.startswith("tpd") else None,
+            device=device,
+        )
         sync()
         t_score = time.perf_counter() - t0
         picks = strategy.select(args.b, scores=scores, m=args.m, seed=0)
         sync()
         total = time.perf_counter() - t0
         assert len(set(picks)) == args.b, "selection must give b distinct ids"
-        row = {"strategy": name, "score_s": t_score, "images_per_s": len(scores.ids) / t_score,
-               "select_s": total - t_score, "total_s": total, "candidates": int(len(scores.cand_ids)),
-               "paper_table1_a100_s": PAPER_TABLE_I[name], "target_s": 10.0, "within_target": total <= 10.0}
+        row = {
+            "strategy": name,
+            "score_s": t_score,
+            "images_per_s": len(scores.ids) / t_score,
+            "select_s": total - t_score,
+            "total_s": total,
+            "candidates": int(len(scores.cand_ids)),
+            "paper_table1_a100_s": PAPER_TABLE_I[name],
+            "target_s": 10.0,
+            "within_target": total <= 10.0,
+        }
         res["query"].append(row)
         print(json.dumps(row), flush=True)
         if name.startswith("ll"):
@@ -192,8 +224,12 @@ def run(args) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("gpu_results"))
-    p.add_argument("--data", type=Path, default=None,
-                   help="where the shards are written, or reused when present (default: a folder in the temp dir)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="where the shards are written, or reused when present (default: a folder in the temp dir)",
+    )
     p.add_argument("--pool", type=int, default=38531)
     p.add_argument("--size", type=int, default=288)
     p.add_argument("--model", default="densenet121")

@@ -62,8 +62,10 @@ def bench_train(device, size, batch, steps, amp):
     optimizers = make_optimizers(model, cfg)
     gen = torch.Generator().manual_seed(0)
     rng = np.random.default_rng(0)
-    batch_data = {"image": rng.integers(0, 256, (batch, size, size, 4), dtype=np.uint8),
-                  "labels": (rng.random((batch, 15)) < 0.2).astype(np.uint8)}
+    batch_data = {
+        "image": rng.integers(0, 256, (batch, size, size, 4), dtype=np.uint8),
+        "labels": (rng.random((batch, 15)) < 0.2).astype(np.uint8),
+    }
 
     def step():
         return train_step(model, batch_data, cfg, optimizers, device=device, generator=gen)
@@ -95,10 +97,15 @@ def bench_fit(device, size, n, epochs, batch):
         t_fit = time.perf_counter() - t0
         model = load_checkpoint(result.checkpoint_dir, device=device)
         t_eval, metrics = timed(lambda: evaluate(model, [data], device))
-    return {"images": n, "epochs": epochs, "fit_s": t_fit, "eval_s": t_eval,
-            "train_loss_first": result.history[0].get("train_loss"),
-            "train_loss_last": result.history[-1].get("train_loss"),
-            "micro_f1_train": metrics.get("micro_f1")}
+    return {
+        "images": n,
+        "epochs": epochs,
+        "fit_s": t_fit,
+        "eval_s": t_eval,
+        "train_loss_first": result.history[0].get("train_loss"),
+        "train_loss_last": result.history[-1].get("train_loss"),
+        "micro_f1_train": metrics.get("micro_f1"),
+    }
 
 
 def pool_batches(n, batch, size, bands=4, distinct=4, seed=0):
@@ -118,14 +125,22 @@ def bench_query(device, n, size, batch, b, m, strategy_name, amp=True, prev=None
     mode = "auto" if amp else "off"  # TrainConfig.amp: "auto" is bf16 on CUDA
     # warm-up (cudnn autotuning, allocator)
     score_pool(model, pool_batches(2 * batch, batch, size), strategy, k, prev_probs=None, device=device, amp=mode)
-    t_score, scores = timed(lambda: score_pool(model, pool_batches(n, batch, size), strategy, k,
-                                               prev_probs=prev, device=device, amp=mode))
+    t_score, scores = timed(
+        lambda: score_pool(model, pool_batches(n, batch, size), strategy, k, prev_probs=prev, device=device, amp=mode)
+    )
     t_select, picks = timed(lambda: strategy.select(b, scores=scores, m=m, seed=0))
     assert len(set(picks)) == b
     return {
-        "strategy": strategy_name, "pool": n, "b": b, "m": m, "amp_bf16": amp,
-        "score_s": t_score, "images_per_s": n / t_score, "select_s": t_select,
-        "total_s": t_score + t_select, "paper_table1_a100_s": PAPER_TABLE_I.get(strategy_name),
+        "strategy": strategy_name,
+        "pool": n,
+        "b": b,
+        "m": m,
+        "amp_bf16": amp,
+        "score_s": t_score,
+        "images_per_s": n / t_score,
+        "select_s": t_select,
+        "total_s": t_score + t_select,
+        "paper_table1_a100_s": PAPER_TABLE_I.get(strategy_name),
     }, scores
 
 
@@ -162,13 +177,16 @@ def main(argv=None):
     res = {
         "device": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__,
-        "pool": args.pool, "size": args.size,
+        "pool": args.pool,
+        "size": args.size,
     }
     print(json.dumps({k: res[k] for k in ("device", "torch")}), flush=True)
     steps = 2 if args.small else 10
     batch = 8 if args.small else 100
-    res["train"] = [bench_train(device, args.size, batch, steps, amp) for amp in
-                    ((False,) if device.type != "cuda" else (True, False))]
+    res["train"] = [
+        bench_train(device, args.size, batch, steps, amp)
+        for amp in ((False,) if device.type != "cuda" else (True, False))
+    ]
     print("train", json.dumps(res["train"]), flush=True)
     res["fit"] = bench_fit(device, args.size, 32 if args.small else 400, 2 if args.small else 3, batch)
     print("fit", json.dumps(res["fit"]), flush=True)
@@ -178,8 +196,9 @@ def main(argv=None):
     mge, scores = bench_query(device, args.pool, args.size, sbatch, b, m, "mge+clustering")
     res["query"].append(mge)
     res["query"].append(bench_query(device, args.pool, args.size, sbatch, b, m, "ll+clustering")[0])
-    res["query"].append(bench_query(device, args.pool, args.size, sbatch, b, m, "tpd+clustering",
-                                    prev=scores.prev_probs)[0])
+    res["query"].append(
+        bench_query(device, args.pool, args.size, sbatch, b, m, "tpd+clustering", prev=scores.prev_probs)[0]
+    )
     if device.type == "cuda":
         res["query"].append(bench_query(device, args.pool, args.size, sbatch, b, m, "mge+clustering", amp=False)[0])
     print("query", json.dumps(res["query"]), flush=True)

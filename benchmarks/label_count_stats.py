@@ -67,8 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     labels = index.labels[square]
     scenes = np.array([reader.scenes.index(index.ids[i].rstrip("0123456789")) for i in square])
     counts = labels.sum(1)
-    print(f"{len(square)} images of {args.size} px (the odd-sized ones left out), "
-          f"{counts.mean():.2f} labels per image; Spearman rho with the label count:")
+    print(
+        f"{len(square)} images of {args.size} px (the odd-sized ones left out), "
+        f"{counts.mean():.2f} labels per image; Spearman rho with the label count:"
+    )
     rng = np.random.default_rng(args.seed)
     grades = sample_grades(labels, rng, 0.3)
     one_slot = paint(labels, (args.size, args.size), 3, rng, 0.3, scenes, grades, 7, fill_grid=False)

@@ -11,12 +11,18 @@ from pathlib import Path
 
 import numpy as np
 
-
 # ---------------------------------------------------------------------- a pool without images
 
 
-def write_pool(out_dir: str | Path, n: int, *, classes: int = 15, bands: int = 4, rows_per_file: int = 10_000,
-               id_format: str = "p{:07d}") -> Path:
+def write_pool(
+    out_dir: str | Path,
+    n: int,
+    *,
+    classes: int = 15,
+    bands: int = 4,
+    rows_per_file: int = 10_000,
+    id_format: str = "p{:07d}",
+) -> Path:
     """Write a prepared shard set (real Parquet layout and manifest) whose ``pool`` split has ``n`` rows
     and no images: each "image" is 1 x 1 x ``bands`` pixels holding the row number's bytes, so the
     stand-in's outputs differ per row. Ids are ``id_format.format(row)``: ``p0000000``, ... Returns the folder."""
@@ -35,21 +41,30 @@ def write_pool(out_dir: str | Path, n: int, *, classes: int = 15, bands: int = 4
         pixels = np.zeros((len(rows), bands), np.uint8)
         raw = rows.astype("<u4").view(np.uint8).reshape(-1, 4)
         pixels[:, : min(4, bands)] = raw[:, : min(4, bands)]
-        table = pa.table({
-            "id": pa.array([id_format.format(i) for i in rows], pa.string()),
-            "image": _fixed_binary(pixels),
-            "labels": _fixed_binary(np.zeros((len(rows), classes), np.uint8)),
-            "path": pa.array([""] * len(rows), pa.string()),
-            "labeled": pa.array(np.ones(len(rows), bool)),
-        }, schema=SCHEMA)
+        table = pa.table(
+            {
+                "id": pa.array([id_format.format(i) for i in rows], pa.string()),
+                "image": _fixed_binary(pixels),
+                "labels": _fixed_binary(np.zeros((len(rows), classes), np.uint8)),
+                "path": pa.array([""] * len(rows), pa.string()),
+                "labeled": pa.array(np.ones(len(rows), bool)),
+            },
+            schema=SCHEMA,
+        )
         name = f"pool/part-{f:05d}.parquet"
         pq.write_table(table, out / name)
         files.append(name)
     manifest = Manifest(
-        root=out, dataset="standin", classes=[f"c{i}" for i in range(classes)],
-        band_names=[f"b{i}" for i in range(bands)], bands=bands, image_size=1,
-        splits={"pool": {"count": n, "files": files}}, label_counts={"pool": {}},
-        source_root="(stand-in: no images)", seed=0,
+        root=out,
+        dataset="standin",
+        classes=[f"c{i}" for i in range(classes)],
+        band_names=[f"b{i}" for i in range(bands)],
+        bands=bands,
+        image_size=1,
+        splits={"pool": {"count": n, "files": files}},
+        label_counts={"pool": {}},
+        source_root="(stand-in: no images)",
+        seed=0,
     )
     atomic_write_json(out / MANIFEST_NAME, manifest.to_json())
     return out
@@ -60,39 +75,38 @@ def _fixed_binary(values: np.ndarray):
     import pyarrow as pa
 
     n, w = values.shape
-    offsets = (np.arange(n + 1, dtype=np.int32) * w)
-    return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(values))])
+    offsets = np.arange(n + 1, dtype=np.int32) * w
+    return pa.Array.from_buffers(
+        pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(values))]
+    )
 
 
 # ---------------------------------------------------------------------- a multi-node cluster here
 
 
 def start_cluster(nodes: int, cpus_per_node: int, temp_dir: str, setup_hook: str | None = "standin.register"):
-    """A ``ray.cluster_utils.Cluster`` of ``nodes`` nodes on 127.0.0.1 and the driver connected to it.
+    """A ``ray.cluster_utils.Cluster`` of ``nodes`` nodes on 127.0.0.1 and the driver connected to it
+    (``raydal.distributed.session.simulated_cluster``, the factory the tests use too).
 
     Every Ray worker runs ``setup_hook`` (registering the stand-in) when it starts; this folder goes
-    on their ``PYTHONPATH``. Returns the cluster (``cluster.shutdown()`` after ``ray.shutdown()``).
+    on their ``PYTHONPATH``. Returns the cluster; its ``shutdown()`` disconnects the driver too.
     """
-    import ray
-    import ray._private.ray_constants
-    import ray._private.utils
-    from ray.cluster_utils import Cluster
+    import contextlib
+
+    from raydal.distributed.session import simulated_cluster
 
     here = str(Path(__file__).resolve().parent)
     root = str(Path(here).parent)
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, root, os.environ.get("PYTHONPATH")) if p)
-    # Stay on the loopback address, and do not advertise this cluster to other ray.init() calls.
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    ray._private.ray_constants.ENABLE_RAY_CLUSTER = False
-    ray._private.utils.write_ray_address = lambda *a, **kw: None
-    common = dict(num_cpus=cpus_per_node, object_store_memory=300 * 2**20, node_ip_address="127.0.0.1")
-    cluster = Cluster(initialize_head=True, head_node_args=dict(common, include_dashboard=False, temp_dir=temp_dir))
-    for _ in range(nodes - 1):
-        cluster.add_node(**common)
-    cluster.wait_for_nodes()
-    # RAY_ADDRESS: Ray Train's placement-group cleaner otherwise finds the other Ray instances on this machine.
-    runtime_env: dict = {"env_vars": {"RAY_ADDRESS": cluster.address}}
+    runtime_env: dict = {}
     if setup_hook:
         runtime_env["worker_process_setup_hook"] = setup_hook
-    ray.init(address=cluster.address, logging_level="ERROR", runtime_env=runtime_env)
+    stack = contextlib.ExitStack()
+    sim = stack.enter_context(
+        simulated_cluster(
+            nodes - 1, cpus_per_node, temp_dir, object_store_mb=300, runtime_env=runtime_env, log_level="ERROR"
+        )
+    )
+    cluster = sim.cluster
+    cluster.shutdown = stack.close  # ray.shutdown(), then the nodes
     return cluster

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import time
+
 import torch
 from torch import nn
 
@@ -52,8 +53,11 @@ class SleepBackbone(Backbone):
 
 
 def standin_sleep(in_channels: int) -> SleepBackbone:
-    return SleepBackbone(in_channels, float(os.environ.get(LATENCY_ENV, "0")) / 1000.0,
-                         float(os.environ.get(LATENCY_ROW_ENV, "0")) / 1000.0)
+    return SleepBackbone(
+        in_channels,
+        float(os.environ.get(LATENCY_ENV, "0")) / 1000.0,
+        float(os.environ.get(LATENCY_ROW_ENV, "0")) / 1000.0,
+    )
 
 
 def register() -> None:

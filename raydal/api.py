@@ -31,8 +31,10 @@ def _check_fields(settings: Mapping[str, Any]) -> None:
     valid = {f.name for f in dataclasses.fields(ALConfig)} - {"dataset", "shards_dir", "state_dir"}
     unknown = sorted(set(settings) - valid)
     if unknown:
-        raise ConfigError(f"Unknown Learner setting(s) {unknown}: a Learner is one run, set by ALConfig fields "
-                          f"{sorted(valid)} (training settings go in train={{...}}).")
+        raise ConfigError(
+            f"Unknown Learner setting(s) {unknown}: a Learner is one run, set by ALConfig fields "
+            f"{sorted(valid)} (training settings go in train={{...}})."
+        )
 
 
 class Learner:
@@ -53,26 +55,39 @@ class Learner:
             (``mode="human"``, ``executor="local"``) < ``settings``.
     """
 
-    def __init__(self, state_dir: str | Path, shards_dir: str | Path | None = None, *, fork: bool = False,
-                 log: Callable[[str], None] | None = print, preset: str | None = None, **settings: Any):
+    def __init__(
+        self,
+        state_dir: str | Path,
+        shards_dir: str | Path | None = None,
+        *,
+        fork: bool = False,
+        log: Callable[[str], None] | None = print,
+        preset: str | None = None,
+        **settings: Any,
+    ):
         self.store = StateStore(str(state_dir))
         if self.store.has_state():
             saved = self.store.load().config
             if shards_dir is not None and normal_location(shards_dir) != normal_location(saved["shards_dir"]):
-                raise ConfigError(f"The run in {state_dir} uses the shards {saved['shards_dir']}, not {shards_dir}. "
-                                  "Fix: leave shards_dir out to reopen it, or use a new state_dir.")
+                raise ConfigError(
+                    f"The run in {state_dir} uses the shards {saved['shards_dir']}, not {shards_dir}. "
+                    "Fix: leave shards_dir out to reopen it, or use a new state_dir."
+                )
             self.config = ALConfig.from_dict({**saved, **settings})
         else:
             if shards_dir is None:
-                raise ConfigError(f"{state_dir} holds no run yet: pass shards_dir (the folder written by "
-                                  "`raydal prepare`) to start one.")
+                raise ConfigError(
+                    f"{state_dir} holds no run yet: pass shards_dir (the folder written by "
+                    "`raydal prepare`) to start one."
+                )
             from raydal.data.shards import load_manifest
 
             _check_fields(settings)
             manifest = load_manifest(shards_dir)
             where = {"shards_dir": normal_location(shards_dir), "state_dir": str(state_dir)}
-            self.config = resolve_config(manifest.dataset, preset, overrides={**LEARNER_DEFAULTS, **settings,
-                                                                              **where}).run
+            self.config = resolve_config(
+                manifest.dataset, preset, overrides={**LEARNER_DEFAULTS, **settings, **where}
+            ).run
         self._fork = fork
         self._log = log or (lambda _: None)
         self._executor = None
@@ -166,4 +181,3 @@ class Learner:
         learner = ActiveLearner(self.config, self._executor, fork=self._fork, log=self._log)
         self._fork = False  # forked once: the state now carries this config
         return learner
-

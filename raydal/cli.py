@@ -97,8 +97,11 @@ def _setting_sources():
     from raydal.config import ALConfig, ExperimentConfig
     from raydal.training.config import TrainConfig
 
-    return (("experiment", ExperimentConfig, ""), ("run (ALConfig)", ALConfig, ""),
-            ("training (TrainConfig; 'train:' in a --config file)", TrainConfig, "train."))
+    return (
+        ("experiment", ExperimentConfig, ""),
+        ("run (ALConfig)", ALConfig, ""),
+        ("training (TrainConfig; 'train:' in a --config file)", TrainConfig, "train."),
+    )
 
 
 def _flag_help(cls, f, prefix: str) -> str:
@@ -144,20 +147,43 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
             if base is bool:
                 pair = g.add_mutually_exclusive_group()
                 pair.add_argument(flag, dest=dest, action="store_true", default=None, help=help_text)
-                pair.add_argument(meta["off_flag"] or "--no-" + flag[2:], dest=dest, action="store_false",
-                                  default=None, help=f"the opposite of {flag}")
+                pair.add_argument(
+                    meta["off_flag"] or "--no-" + flag[2:],
+                    dest=dest,
+                    action="store_false",
+                    default=None,
+                    help=f"the opposite of {flag}",
+                )
                 continue
-            g.add_argument(flag, dest=dest, default=None, help=help_text, type=base if base in (int, float) else str,
-                           choices=meta["choices"], metavar=f.name.upper())
+            g.add_argument(
+                flag,
+                dest=dest,
+                default=None,
+                help=help_text,
+                type=base if base in (int, float) else str,
+                choices=meta["choices"],
+                metavar=f.name.upper(),
+            )
     g = p.add_argument_group("configuration")
-    g.add_argument("--preset", choices=PRESETS, default=None,
-                   help="paper (default): the dataset's protocol from the paper (label budget, 3 trials); "
-                        "demo: small model and archive, minutes on a laptop")
-    g.add_argument("--config", type=Path, default=None,
-                   help="YAML file of config fields (as --print-config writes); flags override it")
-    g.add_argument("--print-config", action="store_true",
-                   help="print the resolved configuration as YAML (loadable with --config), each value marked "
-                        "with its source (built-in, paper, preset, file, flag), and exit")
+    g.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default=None,
+        help="paper (default): the dataset's protocol from the paper (label budget, 3 trials); "
+        "demo: small model and archive, minutes on a laptop",
+    )
+    g.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="YAML file of config fields (as --print-config writes); flags override it",
+    )
+    g.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved configuration as YAML (loadable with --config), each value marked "
+        "with its source (built-in, paper, preset, file, flag), and exit",
+    )
     g.add_argument("--fork", action="store_true", help="continue an existing state dir under a changed config")
 
 
@@ -190,8 +216,7 @@ def _print_config(exp, args: argparse.Namespace, **sources: str) -> None:
     caller's own, e.g. the sweep's trials)."""
     from raydal.config import config_sources
 
-    print(exp.to_yaml({**config_sources(args.dataset, args.preset, args.config, _overrides(args)), **sources}),
-          end="")
+    print(exp.to_yaml({**config_sources(args.dataset, args.preset, args.config, _overrides(args)), **sources}), end="")
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
@@ -273,12 +298,16 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     from raydal.distributed.tune import run_sweep
 
     if args.trials is not None and args.trials != 1:
-        raise ConfigError(f"--trials {args.trials}: a sweep runs one trial per grid point; repeat trials by "
-                          f"sweeping the seed instead, e.g. --param seed=0,1,2.")
+        raise ConfigError(
+            f"--trials {args.trials}: a sweep runs one trial per grid point; repeat trials by "
+            f"sweeping the seed instead, e.g. --param seed=0,1,2."
+        )
     exp = dataclasses.replace(config_from_args(args), trials=1)  # the base of every grid point
     if exp.compare:
-        raise ConfigError("--compare belongs to `raydal run`; a sweep compares its points in sweep.md "
-                          "(add random to the sweep with --param strategy=random,mge+clustering).")
+        raise ConfigError(
+            "--compare belongs to `raydal run`; a sweep compares its points in sweep.md "
+            "(add random to the sweep with --param strategy=random,mge+clustering)."
+        )
     if args.print_config:
         _print_config(exp, args, trials="sweep (one trial per grid point)")
         return
@@ -288,9 +317,16 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     resources = {"CPU": args.cpus_per_trial}
     if args.gpus_per_trial:
         resources["GPU"] = args.gpus_per_trial
-    run_sweep(config, space, args.sweep_dir, num_samples=args.num_samples,
-              max_concurrent_trials=args.max_concurrent_trials, resources_per_trial=resources,
-              metric=args.metric, scheduler=None if args.scheduler == "fifo" else args.scheduler)
+    run_sweep(
+        config,
+        space,
+        args.sweep_dir,
+        num_samples=args.num_samples,
+        max_concurrent_trials=args.max_concurrent_trials,
+        resources_per_trial=resources,
+        metric=args.metric,
+        scheduler=None if args.scheduler == "fifo" else args.scheduler,
+    )
     print((Path(args.sweep_dir) / SWEEP_MD).read_text())
     print(f"sweep results: {Path(args.sweep_dir) / SWEEP_JSON}; curves: raydal report {args.sweep_dir}")
 
@@ -322,35 +358,50 @@ def _cmd_report(args: argparse.Namespace) -> None:
 
 def _cmd_export(args: argparse.Namespace) -> None:
     from raydal.al.humanloop import ExportOptions, export_batch
-
     from raydal.settings import declared_settings
 
-    given = {f.name: getattr(args, f.name) for f in declared_settings(ExportOptions) if getattr(args, f.name) is not None}
+    given = {
+        f.name: getattr(args, f.name) for f in declared_settings(ExportOptions) if getattr(args, f.name) is not None
+    }
     options = ExportOptions(**given)
     out = export_batch(str(args.state_dir), args.out, options, log=print)
-    print(f"exported the pending batch to {out}: batch.csv (fill in 'labels'), "
-          "label_studio_tasks.json + label_studio_config.xml (a Label Studio project), thumbs/")
+    print(
+        f"exported the pending batch to {out}: batch.csv (fill in 'labels'), "
+        "label_studio_tasks.json + label_studio_config.xml (a Label Studio project), thumbs/"
+    )
     if options.images == "local-files":
-        print(f"in the Label Studio project, add a Local files source storage with the path {out / 'thumbs'} "
-              "(do not sync it), then import label_studio_tasks.json")
+        print(
+            f"in the Label Studio project, add a Local files source storage with the path {out / 'thumbs'} "
+            "(do not sync it), then import label_studio_tasks.json"
+        )
 
 
 def _cmd_import(args: argparse.Namespace) -> None:
     from raydal.al.humanloop import import_labels
 
     extra = {"max_bytes": args.max_bytes} if args.max_bytes is not None else {}
-    result = import_labels(str(args.state_dir), args.file, annotator=args.annotator,
-                           allow_changes=args.allow_changes, on_disagreement=args.on_disagreement, **extra)
+    result = import_labels(
+        str(args.state_dir),
+        args.file,
+        annotator=args.annotator,
+        allow_changes=args.allow_changes,
+        on_disagreement=args.on_disagreement,
+        **extra,
+    )
     if result["already_imported"]:
         print(f"{args.file} was already imported: nothing changed")
         return
-    print(f"imported {result['imported']} labels ({result['format']}); {result['changed']} changed; "
-          f"{result['unchanged']} unchanged; {len(result['skipped'])} unlabelable; "
-          f"{result['remaining']} still pending; next phase: {result['phase']}")
-    for key, what in (("resolved", "disagreements resolved"),
-                      ("skipped", "skipped: marked unlabelable, out of the pool"),
-                      ("unannotated", "not annotated yet (still pending)"),
-                      ("not_in_file", "pending ids not in this file (still pending)")):
+    print(
+        f"imported {result['imported']} labels ({result['format']}); {result['changed']} changed; "
+        f"{result['unchanged']} unchanged; {len(result['skipped'])} unlabelable; "
+        f"{result['remaining']} still pending; next phase: {result['phase']}"
+    )
+    for key, what in (
+        ("resolved", "disagreements resolved"),
+        ("skipped", "skipped: marked unlabelable, out of the pool"),
+        ("unannotated", "not annotated yet (still pending)"),
+        ("not_in_file", "pending ids not in this file (still pending)"),
+    ):
         if result[key]:
             shown = ", ".join(result[key][:10]) + (" ..." if len(result[key]) > 10 else "")
             print(f"{len(result[key])} {what}: {shown}")
@@ -361,18 +412,25 @@ def _cmd_relabel(args: argparse.Namespace) -> None:
 
     result = relabel(str(args.state_dir), {args.id: args.labels}, by=args.by)
     if result["changed"]:
-        print(f"{args.id}: label changed; the next training uses it (the earlier answer is kept in the state's "
-              "corrections)")
+        print(
+            f"{args.id}: label changed; the next training uses it (the earlier answer is kept in the state's "
+            "corrections)"
+        )
     else:
-        print(f"{args.id}: " + ("labeled (it was pending)" if result["imported"] else "already has these labels: nothing changed"))
+        print(
+            f"{args.id}: "
+            + ("labeled (it was pending)" if result["imported"] else "already has these labels: nothing changed")
+        )
 
 
 def _cmd_skip(args: argparse.Namespace) -> None:
     from raydal.al.humanloop import skip_images
 
     result = skip_images(str(args.state_dir), args.ids, reason=args.reason, by=args.by)
-    print(f"marked {len(result['skipped'])} image(s) unlabelable ({result['unchanged']} were already); "
-          f"{result['remaining']} still pending; next phase: {result['phase']}")
+    print(
+        f"marked {len(result['skipped'])} image(s) unlabelable ({result['unchanged']} were already); "
+        f"{result['remaining']} still pending; next phase: {result['phase']}"
+    )
 
 
 def _cmd_label_studio(args: argparse.Namespace) -> None:
@@ -380,16 +438,29 @@ def _cmd_label_studio(args: argparse.Namespace) -> None:
 
     imports = {"allow_changes": args.allow_changes or None, "on_disagreement": args.on_disagreement}
     export = {"predictions": args.predictions} if args.predictions else {}
-    link = Link(str(args.state_dir), connect(args.url, args.api_key), title=args.project, export=export,
-                import_options={k: v for k, v in imports.items() if v}, annotator=args.annotator, log=print)
+    link = Link(
+        str(args.state_dir),
+        connect(args.url, args.api_key),
+        title=args.project,
+        export=export,
+        import_options={k: v for k, v in imports.items() if v},
+        annotator=args.annotator,
+        log=print,
+    )
     if args.follow:
         summary = link.follow(poll_s=args.poll)
     else:
         summary = link.sync()
-    print(f"Label Studio project {summary['project']}: {summary['pending']} still pending; "
-          f"phase {summary['phase']}" + ("" if args.follow or summary["phase"] != "train" else
-                                         f" (train and query the next batch: raydal label-studio {args.state_dir} "
-                                         "--follow, or raydal run ... --mode human)"))
+    print(
+        f"Label Studio project {summary['project']}: {summary['pending']} still pending; "
+        f"phase {summary['phase']}"
+        + (
+            ""
+            if args.follow or summary["phase"] != "train"
+            else f" (train and query the next batch: raydal label-studio {args.state_dir} "
+            "--follow, or raydal run ... --mode human)"
+        )
+    )
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
@@ -397,13 +468,25 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
     from raydal.predict import predict
 
-    given = {"executor": args.executor, "threshold": args.threshold, "batch_size": args.batch_size,
-             "concurrency": args.concurrency}
-    out = predict(args.model, args.input, args.out_dir, export=args.export, skip_bad=args.skip_bad,
-                  **{k: v for k, v in given.items() if v is not None})
+    given = {
+        "executor": args.executor,
+        "threshold": args.threshold,
+        "batch_size": args.batch_size,
+        "concurrency": args.concurrency,
+    }
+    out = predict(
+        args.model,
+        args.input,
+        args.out_dir,
+        export=args.export,
+        skip_bad=args.skip_bad,
+        **{k: v for k, v in given.items() if v is not None},
+    )
     n = pq.read_metadata(out).num_rows
-    print(f"wrote predictions of {n} images to {out} and {out.with_suffix('.csv')}"
-          + (f"; the model for use outside raydal: {out.parent / 'model'}" if args.export else ""))
+    print(
+        f"wrote predictions of {n} images to {out} and {out.with_suffix('.csv')}"
+        + (f"; the model for use outside raydal: {out.parent / 'model'}" if args.export else "")
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -420,8 +503,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=None, help="image side in pixels (default: the real size)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", choices=("float32", "uint16"), default=None, help="folder: pixel type (default float32)")
-    p.add_argument("--labeled-share", type=float, default=None,
-                   help="folder: share of images with labels in labels.csv (default 0.5)")
+    p.add_argument(
+        "--labeled-share",
+        type=float,
+        default=None,
+        help="folder: share of images with labels in labels.csv (default 0.5)",
+    )
     p.add_argument("--bigearthnet-version", choices=("v1", "v2"), default=None, help="bigearthnet: layout (default v2)")
     p.set_defaults(func=_cmd_synth)
 
@@ -438,42 +525,101 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip bad files and list them in OUT_DIR/quarantine.csv instead of stopping",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing shard set in OUT_DIR")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="TreeSatAI: keep a genus when its area fraction is > this (default 0.07)")
-    p.add_argument("--band-order", default=None,
-                   help="TreeSatAI aerial band order: torchgeo (IR,G,B,R; default) or nir-rgb")
-    p.add_argument("--reflectance-max", type=int, default=None,
-                   help=f"BigEarthNet: digital number mapped to 255 (default {_default(BigEarthNetReader, 'reflectance_max')})")
-    p.add_argument("--bigearthnet-version", choices=bigearthnet.VERSIONS, default=None,
-                   help=f"BigEarthNet layout (default {_default(BigEarthNetReader, 'version')}: v2 when "
-                        "BigEarthNet-S2 and metadata.parquet are there, else v1)")
-    p.add_argument("--nomenclature", type=int, choices=bigearthnet.NOMENCLATURES, default=None,
-                   help="BigEarthNet v1: 19 classes by the published mapping or the 43 CORINE classes "
-                        f"(default {_default(BigEarthNetReader, 'nomenclature')})")
-    p.add_argument("--keep-snow-cloud", action="store_true", default=None,
-                   help="BigEarthNet v1: keep the patches of the published snow and cloud/shadow lists")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="TreeSatAI: keep a genus when its area fraction is > this (default 0.07)",
+    )
+    p.add_argument(
+        "--band-order", default=None, help="TreeSatAI aerial band order: torchgeo (IR,G,B,R; default) or nir-rgb"
+    )
+    p.add_argument(
+        "--reflectance-max",
+        type=int,
+        default=None,
+        help=f"BigEarthNet: digital number mapped to 255 (default {_default(BigEarthNetReader, 'reflectance_max')})",
+    )
+    p.add_argument(
+        "--bigearthnet-version",
+        choices=bigearthnet.VERSIONS,
+        default=None,
+        help=f"BigEarthNet layout (default {_default(BigEarthNetReader, 'version')}: v2 when "
+        "BigEarthNet-S2 and metadata.parquet are there, else v1)",
+    )
+    p.add_argument(
+        "--nomenclature",
+        type=int,
+        choices=bigearthnet.NOMENCLATURES,
+        default=None,
+        help="BigEarthNet v1: 19 classes by the published mapping or the 43 CORINE classes "
+        f"(default {_default(BigEarthNetReader, 'nomenclature')})",
+    )
+    p.add_argument(
+        "--keep-snow-cloud",
+        action="store_true",
+        default=None,
+        help="BigEarthNet v1: keep the patches of the published snow and cloud/shadow lists",
+    )
     g = p.add_argument_group("folder (your own archive; docs/data.md)")
-    g.add_argument("--labels", type=Path, default=None,
-                   help="labels CSV: id (or path), labels (class names joined by ';'), optional split; "
-                        "images without a row or with empty labels are unlabeled pool images")
-    g.add_argument("--classes", type=Path, default=None, help="classes file, one name a line (default: from the labels)")
-    g.add_argument("--scaling", choices=folder.SCALINGS, default=None,
-                   help="to uint8: none (uint8 sources), range (--value-range) or percentile (per band over the "
-                        "archive); default none for uint8 archives, percentile otherwise")
+    g.add_argument(
+        "--labels",
+        type=Path,
+        default=None,
+        help="labels CSV: id (or path), labels (class names joined by ';'), optional split; "
+        "images without a row or with empty labels are unlabeled pool images",
+    )
+    g.add_argument(
+        "--classes", type=Path, default=None, help="classes file, one name a line (default: from the labels)"
+    )
+    g.add_argument(
+        "--scaling",
+        choices=folder.SCALINGS,
+        default=None,
+        help="to uint8: none (uint8 sources), range (--value-range) or percentile (per band over the "
+        "archive); default none for uint8 archives, percentile otherwise",
+    )
     g.add_argument("--value-range", default=None, metavar="LO,HI", help="the fixed range of --scaling range")
-    g.add_argument("--percentiles", default=None, metavar="LO,HI", help="the percentiles of --scaling percentile (default "
-                   f"{','.join(f'{v:g}' for v in _default(folder.FolderReader, 'percentiles'))})")
-    g.add_argument("--stats-images", type=int, default=None,
-                   help=f"percentiles from at most this many images (default {_default(folder.FolderReader, 'stats_images')})")
+    g.add_argument(
+        "--percentiles",
+        default=None,
+        metavar="LO,HI",
+        help="the percentiles of --scaling percentile (default "
+        f"{','.join(f'{v:g}' for v in _default(folder.FolderReader, 'percentiles'))})",
+    )
+    g.add_argument(
+        "--stats-images",
+        type=int,
+        default=None,
+        help=f"percentiles from at most this many images (default {_default(folder.FolderReader, 'stats_images')})",
+    )
     g.add_argument("--nan-fill", type=float, default=None, help="replace NaN/inf pixels by this (default: refuse them)")
-    g.add_argument("--id-from", choices=folder.ID_FROM, default=None,
-                   help="image id: the file name without extension (stem, default) or the relative path")
+    g.add_argument(
+        "--id-from",
+        choices=folder.ID_FROM,
+        default=None,
+        help="image id: the file name without extension (stem, default) or the relative path",
+    )
     g.add_argument("--band-names", default=None, metavar="R,G,B,NIR", help="band names (default: from the files)")
-    g.add_argument("--rgb-bands", default=None, metavar="R,G,B",
-                   help="the bands thumbnails show as red, green, blue: 3 names or 1-based numbers, e.g. 1,2,3 "
-                        "(default: by band name; files that name no bands: 1,2,3 up to 4 bands, else 4,3,2)")
-    g.add_argument("--val-share", type=float, default=None, help=f"share of labeled images held out as val (default {_default(folder.FolderReader, 'val_share')})")
-    g.add_argument("--test-share", type=float, default=None, help=f"share of labeled images held out as test (default {_default(folder.FolderReader, 'test_share')})")
+    g.add_argument(
+        "--rgb-bands",
+        default=None,
+        metavar="R,G,B",
+        help="the bands thumbnails show as red, green, blue: 3 names or 1-based numbers, e.g. 1,2,3 "
+        "(default: by band name; files that name no bands: 1,2,3 up to 4 bands, else 4,3,2)",
+    )
+    g.add_argument(
+        "--val-share",
+        type=float,
+        default=None,
+        help=f"share of labeled images held out as val (default {_default(folder.FolderReader, 'val_share')})",
+    )
+    g.add_argument(
+        "--test-share",
+        type=float,
+        default=None,
+        help=f"share of labeled images held out as test (default {_default(folder.FolderReader, 'test_share')})",
+    )
     p.set_defaults(func=_cmd_prepare)
 
     p = sub.add_parser("run", help="run (or resume) an active-learning experiment")
@@ -485,16 +631,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="Ray Tune sweep of AL settings (lambda, m, b, ...): one AL run per trial")
     p.add_argument("dataset", choices=_datasets(), metavar="DATASET", help="%(choices)s")
     p.add_argument("sweep_dir", type=Path, help="where trial state dirs, sweep.json and sweep.md go")
-    p.add_argument("--param", action="append", metavar="KEY=V1,V2",
-                   help="a grid axis: an ALConfig field (b, m, strategy, seed, ...) or train.FIELD "
-                        "(train.ll_lambda is lambda of eq. 3); repeat for more axes")
+    p.add_argument(
+        "--param",
+        action="append",
+        metavar="KEY=V1,V2",
+        help="a grid axis: an ALConfig field (b, m, strategy, seed, ...) or train.FIELD "
+        "(train.ll_lambda is lambda of eq. 3); repeat for more axes",
+    )
     p.add_argument("--param-file", type=Path, default=None, help="YAML mapping of sweep keys to value lists")
     p.add_argument("--num-samples", type=int, default=1)
     p.add_argument("--max-concurrent-trials", type=int, default=None)
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--gpus-per-trial", type=float, default=0.0)
-    p.add_argument("--metric", default="auc_micro_f1",
-                   help="rank trials by this (val_auc_micro_f1 to pick settings without touching test)")
+    p.add_argument(
+        "--metric",
+        default="auc_micro_f1",
+        help="rank trials by this (val_auc_micro_f1 to pick settings without touching test)",
+    )
     p.add_argument("--scheduler", choices=("fifo", "asha"), default="fifo")
     add_run_arguments(p)
     p.set_defaults(func=_cmd_sweep)
@@ -511,29 +664,51 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write the pending query batch for annotators (CSV, Label Studio, thumbnails)")
     p.add_argument("state_dir", type=_location)
-    p.add_argument("--out", type=Path, default=None, help="output folder (default STATE_DIR/export/iter-NNNN, NNNN the iteration whose model queried the batch, or export/initial for the initial set; "
-                                                          "needed for a state dir on a storage URI)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default STATE_DIR/export/iter-NNNN, NNNN the iteration whose model queried the batch, or export/initial for the initial set; "
+        "needed for a state dir on a storage URI)",
+    )
     for f in declared_settings(ExportOptions):  # flags derived from the declarations; None: not given
         base, _ = value_type(ExportOptions, f.name)
         default = f" (default: {f.default})" if f.default is not None else ""
-        p.add_argument("--" + f.name.replace("_", "-"), default=None, type=base if base is int else str,
-                       choices=f.metadata["choices"], help=f.metadata["help"] + default)
+        p.add_argument(
+            "--" + f.name.replace("_", "-"),
+            default=None,
+            type=base if base is int else str,
+            choices=f.metadata["choices"],
+            help=f.metadata["help"] + default,
+        )
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("import-labels", help="import annotators' labels (filled batch.csv, or a Label Studio "
-                                              "JSON, JSON_MIN or CSV export)")
+    p = sub.add_parser(
+        "import-labels",
+        help="import annotators' labels (filled batch.csv, or a Label Studio JSON, JSON_MIN or CSV export)",
+    )
     p.add_argument("state_dir", type=_location)
     p.add_argument("file", type=_location)
     p.add_argument("--annotator", default="annotator", help="recorded as who labeled these samples")
-    p.add_argument("--max-bytes", type=int, default=None,
-                   help=f"refuse label files larger than this many bytes (default {DEFAULT_MAX_BYTES})")
-    p.add_argument("--allow-changes", action="store_true",
-                   help="accept labels that differ from the ones imported before (a reviewer's correction); "
-                        "each change is recorded with who, when and the earlier answer")
-    p.add_argument("--on-disagreement", default="refuse",
-                   metavar="|".join(DISAGREEMENT_POLICIES),
-                   help="several different answers for one image: refuse the import (default), keep the "
-                        "majority answer (a tie is refused), the latest, or the preferred annotator's")
+    p.add_argument(
+        "--max-bytes",
+        type=int,
+        default=None,
+        help=f"refuse label files larger than this many bytes (default {DEFAULT_MAX_BYTES})",
+    )
+    p.add_argument(
+        "--allow-changes",
+        action="store_true",
+        help="accept labels that differ from the ones imported before (a reviewer's correction); "
+        "each change is recorded with who, when and the earlier answer",
+    )
+    p.add_argument(
+        "--on-disagreement",
+        default="refuse",
+        metavar="|".join(DISAGREEMENT_POLICIES),
+        help="several different answers for one image: refuse the import (default), keep the "
+        "majority answer (a tie is refused), the latest, or the preferred annotator's",
+    )
     p.set_defaults(func=_cmd_import)
 
     p = sub.add_parser("relabel", help="correct one image's label (recorded with who, when and the earlier answer)")
@@ -552,22 +727,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     from raydal.al import labelstudio, lssync
 
-    p = sub.add_parser("label-studio", help="link a human-mode run to a Label Studio project: push the pending "
-                                             "batch, pull finished annotations (--follow: and train, query, push on)")
+    p = sub.add_parser(
+        "label-studio",
+        help="link a human-mode run to a Label Studio project: push the pending "
+        "batch, pull finished annotations (--follow: and train, query, push on)",
+    )
     p.add_argument("state_dir", type=_location)
     p.add_argument("--url", default=None, help=f"Label Studio's address (default ${lssync.ENV_URL})")
     p.add_argument("--api-key", default=None, help=f"a Label Studio access token (default ${lssync.ENV_API_KEY})")
     p.add_argument("--project", default=None, help="project title, made or reused (default: 'raydal STATE_DIR_NAME')")
     predictions = next(f for f in declared_settings(ExportOptions) if f.name == "predictions")
-    p.add_argument("--predictions", choices=labelstudio.PREDICTION_MODES, default=None,
-                   help=f"{predictions.metadata['help']} (default: {predictions.default})")
+    p.add_argument(
+        "--predictions",
+        choices=labelstudio.PREDICTION_MODES,
+        default=None,
+        help=f"{predictions.metadata['help']} (default: {predictions.default})",
+    )
     p.add_argument("--annotator", default="label-studio", help="recorded as who labeled")
-    p.add_argument("--allow-changes", action="store_true",
-                   help="accept answers changed in Label Studio as corrections (as import-labels --allow-changes)")
-    p.add_argument("--on-disagreement", default=None, metavar="|".join(DISAGREEMENT_POLICIES),
-                   help="several different answers for one task: as import-labels --on-disagreement (default refuse)")
-    p.add_argument("--follow", action="store_true", help="keep going: when a batch is labeled, train, query and push "
-                                                         "the next, until the run is done (Ctrl-C stops)")
+    p.add_argument(
+        "--allow-changes",
+        action="store_true",
+        help="accept answers changed in Label Studio as corrections (as import-labels --allow-changes)",
+    )
+    p.add_argument(
+        "--on-disagreement",
+        default=None,
+        metavar="|".join(DISAGREEMENT_POLICIES),
+        help="several different answers for one task: as import-labels --on-disagreement (default refuse)",
+    )
+    p.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep going: when a batch is labeled, train, query and push "
+        "the next, until the run is done (Ctrl-C stops)",
+    )
     p.add_argument("--poll", type=float, default=30.0, help="--follow: seconds between looks at Label Studio")
     p.set_defaults(func=_cmd_label_studio)
 
@@ -575,15 +768,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="predict images with a trained run's model; export the model")
     p.add_argument("model", type=_location, help="a run's state dir (its latest model) or a checkpoint folder")
-    p.add_argument("input", type=_location, help="prepared shards, or a folder of images (prepared with the run's settings)")
-    p.add_argument("out_dir", type=Path, help="predictions.parquet, predictions.csv, model/ (model.pt2 + preprocessing.json)")
-    p.add_argument("--executor", choices=pr.EXECUTORS, default=None,
-                   help=f"ray: Ray Data tasks; local: this process; auto: Ray when installed (default {_default(pr.predict, 'executor')})")
-    p.add_argument("--threshold", type=float, default=None, help="predict a class when its probability >= this (default: the run's)")
-    p.add_argument("--batch-size", type=int, default=None, help=f"images per forward pass (default {_default(pr.predict, 'batch_size')})")
+    p.add_argument(
+        "input", type=_location, help="prepared shards, or a folder of images (prepared with the run's settings)"
+    )
+    p.add_argument(
+        "out_dir", type=Path, help="predictions.parquet, predictions.csv, model/ (model.pt2 + preprocessing.json)"
+    )
+    p.add_argument(
+        "--executor",
+        choices=pr.EXECUTORS,
+        default=None,
+        help=f"ray: Ray Data tasks; local: this process; auto: Ray when installed (default {_default(pr.predict, 'executor')})",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="predict a class when its probability >= this (default: the run's)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help=f"images per forward pass (default {_default(pr.predict, 'batch_size')})",
+    )
     p.add_argument("--concurrency", type=int, default=None, help="Ray Data tasks predicting at once")
     p.add_argument("--no-export", dest="export", action="store_false", help="skip the model export (model/model.pt2)")
-    p.add_argument("--skip-bad", action="store_true", help="a folder INPUT: skip unreadable images (listed in input-shards/quarantine.csv)")
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="a folder INPUT: skip unreadable images (listed in input-shards/quarantine.csv)",
+    )
     p.set_defaults(func=_cmd_predict)
     return parser
 

@@ -50,16 +50,37 @@ LL_MODULE_MODES = ("auto", "on")
 #: paper: it reuses TreeSatAI's protocol (1000 initial + b = 1000 up to 18000 labels, cold start).
 PAPER_PRESETS: dict[str, dict[str, Any]] = {
     "ucmerced": dict(
-        b=20, m=3, initial_labeled=40, iterations=None, label_budget=400, trials=3, image_size=256,
-        warm_start=True, train=dict(lr=0.025, epochs=100, batch_size=10),
+        b=20,
+        m=3,
+        initial_labeled=40,
+        iterations=None,
+        label_budget=400,
+        trials=3,
+        image_size=256,
+        warm_start=True,
+        train=dict(lr=0.025, epochs=100, batch_size=10),
     ),
     "treesatai": dict(
-        b=1000, m=4, initial_labeled=1000, iterations=None, label_budget=18000, trials=3, image_size=288,
-        warm_start=False, train=dict(lr=0.01, epochs=200, batch_size=100),
+        b=1000,
+        m=4,
+        initial_labeled=1000,
+        iterations=None,
+        label_budget=18000,
+        trials=3,
+        image_size=288,
+        warm_start=False,
+        train=dict(lr=0.01, epochs=200, batch_size=100),
     ),
     "bigearthnet": dict(
-        b=1000, m=4, initial_labeled=1000, iterations=None, label_budget=18000, trials=3, image_size=120,
-        warm_start=False, train=dict(lr=0.01, epochs=100, batch_size=100),
+        b=1000,
+        m=4,
+        initial_labeled=1000,
+        iterations=None,
+        label_budget=18000,
+        trials=3,
+        image_size=120,
+        warm_start=False,
+        train=dict(lr=0.01, epochs=100, batch_size=100),
     ),
 }
 
@@ -78,8 +99,18 @@ PAPER_PRESET_NOTES: dict[str, str] = {
 
 #: ``--preset demo``: a small model on a small generated archive, a few minutes on 2 CPU cores.
 DEMO_PRESET: dict[str, Any] = dict(
-    backbone="smallcnn", image_size=32, fake_n=840, b=20, m=3, initial_labeled=40, iterations=4,
-    label_budget=None, trials=1, num_workers=2, cpus_per_worker=0.5, score_concurrency=1,
+    backbone="smallcnn",
+    image_size=32,
+    fake_n=840,
+    b=20,
+    m=3,
+    initial_labeled=40,
+    iterations=4,
+    label_budget=None,
+    trials=1,
+    num_workers=2,
+    cpus_per_worker=0.5,
+    score_concurrency=1,
     train=dict(epochs=8, batch_size=16, lr=0.05),
 )
 
@@ -87,6 +118,7 @@ DEMO_PRESET: dict[str, Any] = dict(
 STOP_KEYS = ("iterations", "label_budget")
 #: TrainConfig fields that follow the run's field of the same name unless set in ``train``.
 RUN_OWNED_TRAIN_FIELDS = ("seed", "warm_start")
+
 
 # Registries own the names; asked on first use so that declaring a field imports nothing.
 def _datasets() -> list[str]:
@@ -137,10 +169,17 @@ class ALConfig:
     # fingerprint, what a resume may change, the report's curves and the sweep's keys.
     # -- which data, who labels (identity)
     dataset: str = setting("ucmerced", "the archive", choices=_datasets, cli=False, kind=IDENTITY)
-    shards_dir: str = setting("", "prepared Parquet shards (made there if missing; default: "
-                              "shards-DATASET next to the state dir)", kind=IDENTITY)
-    mode: str = setting("simulation", "simulation: the archive's labels answer queries; human: annotators "
-                        "do (raydal export / import-labels)", choices=MODES, kind=IDENTITY)
+    shards_dir: str = setting(
+        "",
+        "prepared Parquet shards (made there if missing; default: shards-DATASET next to the state dir)",
+        kind=IDENTITY,
+    )
+    mode: str = setting(
+        "simulation",
+        "simulation: the archive's labels answer queries; human: annotators do (raydal export / import-labels)",
+        choices=MODES,
+        kind=IDENTITY,
+    )
     # -- what the run computes (result)
     strategy: str = setting("mge+clustering", "query function", choices=_strategies, kind=RESULT)
     b: int = setting(20, "samples labeled per query round", Interval(int, 1), kind=RESULT)
@@ -149,69 +188,135 @@ class ALConfig:
     seed: int = setting(0, "seed of the initial set, training and k-means++", Interval(int, 0), kind=RESULT)
     backbone: str = setting("densenet121", "backbone network", choices=_backbones, kind=RESULT)
     weights: str | None = setting(None, "local state-dict file to initialise the backbone from", kind=RESULT)
-    ll_module: str = setting("auto", "the LL loss-prediction module: auto (built and trained only for "
-                             "strategies that rank by it, as in the paper) or on (every strategy: an ablation)",
-                             choices=LL_MODULE_MODES, kind=RESULT)
-    warm_start: bool = setting(True, "start each iteration from the previous model (--cold-start: fresh init)",
-                               flag="--warm-start", off_flag="--cold-start", kind=RESULT)
+    ll_module: str = setting(
+        "auto",
+        "the LL loss-prediction module: auto (built and trained only for "
+        "strategies that rank by it, as in the paper) or on (every strategy: an ablation)",
+        choices=LL_MODULE_MODES,
+        kind=RESULT,
+    )
+    warm_start: bool = setting(
+        True,
+        "start each iteration from the previous model (--cold-start: fresh init)",
+        flag="--warm-start",
+        off_flag="--cold-start",
+        kind=RESULT,
+    )
     # the backends' k-means differ (and "auto" picks by what is installed)
-    clustering_backend: str = setting("auto", "k-means backend of the diversity step",
-                                      choices=_clustering_backends, kind=RESULT)
+    clustering_backend: str = setting(
+        "auto", "k-means backend of the diversity step", choices=_clustering_backends, kind=RESULT
+    )
     # switches beyond the paper (defaults are the paper's), to explain a result: see docs/query.md
-    mge_feature_norm: bool = setting(True, "MGE with the ||h|| factor (the paper; --mge-feature-norm-off: "
-                                     "rank by ||p - y_hat|| alone, beyond the paper)",
-                                     flag="--mge-feature-norm", off_flag="--mge-feature-norm-off", kind=RESULT)
-    cluster_features: str = setting("penultimate", "space the diversity step clusters in: penultimate "
-                                    "(features h, the paper) or normalized (h / ||h||, beyond the paper)",
-                                    choices=("penultimate", "normalized"), kind=RESULT)
-    eval_max_samples: int | None = setting(None, "evaluate val and test each on a fixed seeded subsample of at "
-                                           "most this many rows, the same every iteration (None: every row, the "
-                                           "paper's protocol); the history records n_samples, split_rows and "
-                                           "subsample_seed", Interval(int, 1), kind=RESULT)
+    mge_feature_norm: bool = setting(
+        True,
+        "MGE with the ||h|| factor (the paper; --mge-feature-norm-off: rank by ||p - y_hat|| alone, beyond the paper)",
+        flag="--mge-feature-norm",
+        off_flag="--mge-feature-norm-off",
+        kind=RESULT,
+    )
+    cluster_features: str = setting(
+        "penultimate",
+        "space the diversity step clusters in: penultimate "
+        "(features h, the paper) or normalized (h / ||h||, beyond the paper)",
+        choices=("penultimate", "normalized"),
+        kind=RESULT,
+    )
+    eval_max_samples: int | None = setting(
+        None,
+        "evaluate val and test each on a fixed seeded subsample of at "
+        "most this many rows, the same every iteration (None: every row, the "
+        "paper's protocol); the history records n_samples, split_rows and "
+        "subsample_seed",
+        Interval(int, 1),
+        kind=RESULT,
+    )
     # TrainConfig fields; each declares its own kind there (all but eval_every change results)
-    train: dict[str, Any] = setting(default_factory=dict, help="training settings: TrainConfig fields",
-                                    cli=False, kind=RESULT)
+    train: dict[str, Any] = setting(
+        default_factory=dict, help="training settings: TrainConfig fields", cli=False, kind=RESULT
+    )
     # Where the run executes, yet results: the Ray executor trains on num_workers Ray Train
     # workers, each on batch_size // num_workers rows of a batch (the remainder dropped),
     # reading its share with its own shuffle; the local one trains in this process on
     # whole batches of the labeled set held in memory, shuffled another way. use_gpu puts
     # the Ray workers on GPUs, where amp "auto" means bf16 autocast. (The local executor
     # uses CUDA whenever the machine has it, whatever use_gpu says.)
-    executor: str = setting("ray", "ray: Ray Train + Ray Data from a driver actor; local: all in this process "
-                            "(it batches and shuffles its own way: results differ from ray's)", choices=_executors,
-                            kind=RESULT)
-    num_workers: int = setting(1, "Ray Train workers; each trains on batch_size // num_workers rows of a batch, "
-                               "so a change changes results", Interval(int, 1), kind=RESULT)
-    use_gpu: bool = setting(False, "train and score on GPUs (with amp auto: in bf16, so results differ from "
-                            "CPU's)", flag="--gpu", kind=RESULT)
+    executor: str = setting(
+        "ray",
+        "ray: Ray Train + Ray Data from a driver actor; local: all in this process "
+        "(it batches and shuffles its own way: results differ from ray's)",
+        choices=_executors,
+        kind=RESULT,
+    )
+    num_workers: int = setting(
+        1,
+        "Ray Train workers; each trains on batch_size // num_workers rows of a batch, so a change changes results",
+        Interval(int, 1),
+        kind=RESULT,
+    )
+    use_gpu: bool = setting(
+        False,
+        "train and score on GPUs (with amp auto: in bf16, so results differ from CPU's)",
+        flag="--gpu",
+        kind=RESULT,
+    )
     # -- how long, where, how fast (execution: free to change on resume)
-    iterations: int | None = setting(5, "stop after this many query rounds (None: run until label_budget)",
-                                     Interval(int, 0), kind=EXECUTION)
-    label_budget: int | None = setting(None, "stop once this many samples are labeled (None: run for "
-                                       "iterations rounds)", Interval(int, 1), kind=EXECUTION)
-    stop_when: str | None = setting(None, "stable: also stop once the models' predictions on a fixed unlabeled "
-                                    "stop set agree (mean Cohen's kappa of the last 3 consecutive pairs >= 0.99, "
-                                    "Bloodgood & Vijay-Shanker 2009; raydal.al.stopping). None: advice only",
-                                    choices=("stable",), kind=EXECUTION)
-    state_dir: str = setting("", "where the run keeps its state, checkpoints and reports (default runs/DATASET)",
-                             kind=EXECUTION)
-    cpus_per_worker: float | None = setting(None, "CPUs per Ray Train worker (None: 1, or less where that "
-                                            "leaves no CPU for Ray Data reads)", Interval(float, 0, None, "neither"),
-                                            kind=EXECUTION)
+    iterations: int | None = setting(
+        5, "stop after this many query rounds (None: run until label_budget)", Interval(int, 0), kind=EXECUTION
+    )
+    label_budget: int | None = setting(
+        None,
+        "stop once this many samples are labeled (None: run for iterations rounds)",
+        Interval(int, 1),
+        kind=EXECUTION,
+    )
+    stop_when: str | None = setting(
+        None,
+        "stable: also stop once the models' predictions on a fixed unlabeled "
+        "stop set agree (mean Cohen's kappa of the last 3 consecutive pairs >= 0.99, "
+        "Bloodgood & Vijay-Shanker 2009; raydal.al.stopping). None: advice only",
+        choices=("stable",),
+        kind=EXECUTION,
+    )
+    state_dir: str = setting(
+        "", "where the run keeps its state, checkpoints and reports (default runs/DATASET)", kind=EXECUTION
+    )
+    cpus_per_worker: float | None = setting(
+        None,
+        "CPUs per Ray Train worker (None: 1, or less where that leaves no CPU for Ray Data reads)",
+        Interval(float, 0, None, "neither"),
+        kind=EXECUTION,
+    )
     # Scoring on Ray Data actors reproduces in-process scoring bit for bit (same batches).
-    score_workers: int = setting(0, "pool scoring apart from training: 0 scores in the Ray Train workers after "
-                                 "training; N streams the pool through N Ray Data actors (CPU, or one GPU each "
-                                 "with --gpu), whatever num_workers is", Interval(int, 0), kind=EXECUTION)
-    score_workers_min: int | None = setting(None, "fewest Ray Data scoring actors (None: score_workers, a fixed "
-                                            "pool; fewer: the pool starts there and grows as an autoscaling "
-                                            "cluster adds nodes)", Interval(int, 1), kind=EXECUTION)
-    score_concurrency: int = setting(1, "warm scoring actors for a query whose scores the training run did not "
-                                     "make (score_workers 0 only)", Interval(int, 1), kind=EXECUTION)
+    score_workers: int = setting(
+        0,
+        "pool scoring apart from training: 0 scores in the Ray Train workers after "
+        "training; N streams the pool through N Ray Data actors (CPU, or one GPU each "
+        "with --gpu), whatever num_workers is",
+        Interval(int, 0),
+        kind=EXECUTION,
+    )
+    score_workers_min: int | None = setting(
+        None,
+        "fewest Ray Data scoring actors (None: score_workers, a fixed "
+        "pool; fewer: the pool starts there and grows as an autoscaling "
+        "cluster adds nodes)",
+        Interval(int, 1),
+        kind=EXECUTION,
+    )
+    score_concurrency: int = setting(
+        1,
+        "warm scoring actors for a query whose scores the training run did not make (score_workers 0 only)",
+        Interval(int, 1),
+        kind=EXECUTION,
+    )
     # Scoring and evaluation run the model in eval mode, one row independent of the others;
     # the batch size changes at most the last bits of a score (as the thread count does).
     score_batch_size: int = setting(64, "images per scoring and evaluation batch", Interval(int, 1), kind=EXECUTION)
-    storage_path: str | None = setting(None, "Ray Train storage: a folder every node mounts, or a URI "
-                                       "(default: next to the checkpoints)", kind=EXECUTION)
+    storage_path: str | None = setting(
+        None,
+        "Ray Train storage: a folder every node mounts, or a URI (default: next to the checkpoints)",
+        kind=EXECUTION,
+    )
 
     def __post_init__(self) -> None:
         cls = "ALConfig"
@@ -221,14 +326,28 @@ class ALConfig:
         if not self.shards_dir:
             self.shards_dir = _sibling(self.state_dir, f"shards-{self.dataset}")
         if self.score_workers_min is not None:
-            _check(self.score_workers > 0 and self.score_workers_min <= self.score_workers, cls, "score_workers_min",
-                   f"None or an int in [1, score_workers ({self.score_workers})], with score_workers >= 1",
-                   self.score_workers_min)
+            _check(
+                self.score_workers > 0 and self.score_workers_min <= self.score_workers,
+                cls,
+                "score_workers_min",
+                f"None or an int in [1, score_workers ({self.score_workers})], with score_workers >= 1",
+                self.score_workers_min,
+            )
         if self.label_budget is not None:
-            _check(self.label_budget >= self.initial_labeled, cls, "label_budget",
-                   f"an int >= initial_labeled ({self.initial_labeled}) or None", self.label_budget)
-        _check(self.iterations is not None or self.label_budget is not None, cls, "iterations",
-               "set when label_budget is None (otherwise the run never ends)", self.iterations)
+            _check(
+                self.label_budget >= self.initial_labeled,
+                cls,
+                "label_budget",
+                f"an int >= initial_labeled ({self.initial_labeled}) or None",
+                self.label_budget,
+            )
+        _check(
+            self.iterations is not None or self.label_budget is not None,
+            cls,
+            "iterations",
+            "set when label_budget is None (otherwise the run never ends)",
+            self.iterations,
+        )
         full = self.train_config().to_dict()
         self.train = {k: v for k, v in full.items() if k not in RUN_OWNED_TRAIN_FIELDS or k in self.train}
 
@@ -304,19 +423,31 @@ class ExperimentConfig:
 
     run: ALConfig
     # more trials, or a comparison run beside them, leave each trial's results as they are
-    trials: int = setting(1, "repeat the run with seeds seed..seed+trials-1 (the paper: 3)", Interval(int, 1),
-                          kind=EXECUTION)
+    trials: int = setting(
+        1, "repeat the run with seeds seed..seed+trials-1 (the paper: 3)", Interval(int, 1), kind=EXECUTION
+    )
     # the archive the shards are prepared from (once, into shards_dir: the run's identity)
-    data_root: str | None = setting(None, "folder of a real archive; without it a fake archive is generated",
-                                    kind=IDENTITY)
-    image_size: int | None = setting(None, "model input side in pixels when preparing shards (None: the "
-                                     "archive's own)", Interval(int, 1), flag="--size", kind=IDENTITY)
-    fake_n: int | None = setting(None, "images in the generated fake archive (None: per dataset)", Interval(int, 1),
-                                 kind=IDENTITY)
-    compare: str | None = setting(None, "also run this strategy (e.g. random) with the same seeds and initial "
-                                  "labeled sets into STATE_DIR-NAME, and report both on one plot with the "
-                                  "difference of areas under the micro/macro F1 curves", choices=_strategies,
-                                  kind=EXECUTION)
+    data_root: str | None = setting(
+        None, "folder of a real archive; without it a fake archive is generated", kind=IDENTITY
+    )
+    image_size: int | None = setting(
+        None,
+        "model input side in pixels when preparing shards (None: the archive's own)",
+        Interval(int, 1),
+        flag="--size",
+        kind=IDENTITY,
+    )
+    fake_n: int | None = setting(
+        None, "images in the generated fake archive (None: per dataset)", Interval(int, 1), kind=IDENTITY
+    )
+    compare: str | None = setting(
+        None,
+        "also run this strategy (e.g. random) with the same seeds and initial "
+        "labeled sets into STATE_DIR-NAME, and report both on one plot with the "
+        "difference of areas under the micro/macro F1 curves",
+        choices=_strategies,
+        kind=EXECUTION,
+    )
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -336,8 +467,10 @@ class ExperimentConfig:
         known = set(cls.keys()) | {f.name for f in dataclasses.fields(ALConfig)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ConfigError(f"Unknown config field(s) {unknown}. Valid fields: {sorted(known)} "
-                              "(training settings go under 'train:').")
+            raise ConfigError(
+                f"Unknown config field(s) {unknown}. Valid fields: {sorted(known)} "
+                "(training settings go under 'train:')."
+            )
         outer = {k: data.pop(k) for k in cls.keys() if k in data}
         return cls(run=ALConfig.from_dict(data), **outer)
 
@@ -350,20 +483,26 @@ class ExperimentConfig:
         """
         run = self.run
         seeds = f"seed {run.seed}" if self.trials == 1 else f"seeds {run.seed}..{run.seed + self.trials - 1}"
-        head = [f"# raydal {run.dataset}: {self.trials} trial(s) ({seeds}); {self.stopping_rule()}",
-                "# resolved configuration: load it back with --config FILE"]
+        head = [
+            f"# raydal {run.dataset}: {self.trials} trial(s) ({seeds}); {self.stopping_rule()}",
+            "# resolved configuration: load it back with --config FILE",
+        ]
         body = yaml.safe_dump(self.to_dict(), sort_keys=False, width=math.inf)
         if sources is None:
             return "\n".join(head) + "\n" + body
         paper = run.dataset in PAPER_PRESETS
-        head.append("# after each value, its source: built-in (raydal's default, the paper's value wherever the "
-                    f"paper states one), paper (the paper's protocol for {run.dataset}), preset (--preset), "
-                    "file (--config), flag (the command line)")
+        head.append(
+            "# after each value, its source: built-in (raydal's default, the paper's value wherever the "
+            f"paper states one), paper (the paper's protocol for {run.dataset}), preset (--preset), "
+            "file (--config), flag (the command line)"
+        )
         unstated = [k for k in PAPER_UNSTATED if paper and sources.get(k, "built-in") in ("built-in", "paper")]
         if unstated:
             flat = {**self.to_dict(), **{f"train.{k}": v for k, v in run.train.items()}}
-            head.append("# not stated by the paper, raydal's choices under its protocol: "
-                        + "; ".join(f"{k} {json.dumps(flat[k])} ({PAPER_UNSTATED[k]})" for k in unstated))
+            head.append(
+                "# not stated by the paper, raydal's choices under its protocol: "
+                + "; ".join(f"{k} {json.dumps(flat[k])} ({PAPER_UNSTATED[k]})" for k in unstated)
+            )
         if paper and run.dataset in PAPER_PRESET_NOTES:
             head.append(f"# paper: {PAPER_PRESET_NOTES[run.dataset]}")
         lines = []
@@ -383,17 +522,28 @@ class ExperimentConfig:
         run = self.run
         known = _archive_labeled_pool(run) if run.mode == "human" else 0
         initial = max(run.initial_labeled, known or 0)
-        rounds = [r for r in (run.iterations, None if run.label_budget is None else
-                              max(0, math.ceil((run.label_budget - initial) / run.b))) if r is not None]
+        rounds = [
+            r
+            for r in (
+                run.iterations,
+                None if run.label_budget is None else max(0, math.ceil((run.label_budget - initial) / run.b)),
+            )
+            if r is not None
+        ]
         n = min(rounds)
         labels = initial + n * run.b
         if run.label_budget is not None:
             labels = max(min(labels, run.label_budget), initial)
         if known is None:  # shards not prepared yet: the archive's labeled pool images are not known
-            return (f"stops at at least {labels} labels ({run.initial_labeled} initial, or more where the archive "
-                    f"labels more pool images, + {n} rounds of {run.b})")
-        start = (f"{initial} initial: the pool images labeled in the archive" if known > run.initial_labeled
-                 else f"{initial} initial")
+            return (
+                f"stops at at least {labels} labels ({run.initial_labeled} initial, or more where the archive "
+                f"labels more pool images, + {n} rounds of {run.b})"
+            )
+        start = (
+            f"{initial} initial: the pool images labeled in the archive"
+            if known > run.initial_labeled
+            else f"{initial} initial"
+        )
         return f"stops at {labels} labels ({start} + {n} rounds of {run.b})"
 
 
@@ -416,7 +566,7 @@ def setting_kind(key: str) -> str | None:
     config declares (a field an older raydal wrote into a state)."""
     from raydal.training.config import TrainConfig
 
-    cls, name = (TrainConfig, key[len("train."):]) if key.startswith("train.") else (ALConfig, key)
+    cls, name = (TrainConfig, key[len("train.") :]) if key.startswith("train.") else (ALConfig, key)
     if name not in {f.name for f in dataclasses.fields(cls)}:
         return None
     return field_kind(cls, name)
@@ -432,8 +582,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as err:
         raise ConfigError(f"Config file {path} is not valid YAML: {err}") from err
     if not isinstance(data, dict) or not isinstance(data.get("train", {}), dict):
-        raise ConfigError(f"Config file {path} must hold a mapping of config fields (training settings "
-                          "as a mapping under 'train:'); see `raydal run DATASET --print-config`.")
+        raise ConfigError(
+            f"Config file {path} must hold a mapping of config fields (training settings "
+            "as a mapping under 'train:'); see `raydal run DATASET --print-config`."
+        )
     return data
 
 
@@ -469,8 +621,12 @@ def merge_layers(layers: list[Mapping[str, Any]]) -> dict[str, Any]:
 SOURCES = ("built-in", "paper", "preset", "file", "flag")
 
 
-def config_layers(dataset: str, preset: str | None = None, config_file: str | Path | None = None,
-                  overrides: Mapping[str, Any] | None = None) -> list[tuple[str, dict[str, Any]]]:
+def config_layers(
+    dataset: str,
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> list[tuple[str, dict[str, Any]]]:
     """The layers :func:`resolve_config` merges, lowest first, each with its source
     (:data:`SOURCES`; the dataset argument counts as a flag)."""
     layers = [("flag", {"dataset": dataset}), ("paper", preset_layer("paper", dataset))]
@@ -479,16 +635,22 @@ def config_layers(dataset: str, preset: str | None = None, config_file: str | Pa
     if config_file is not None:
         data = load_config_file(config_file)
         if data.get("dataset", dataset) != dataset:
-            raise ConfigError(f"Config file {config_file} is for dataset {data['dataset']!r}, not {dataset!r}: "
-                              f"run `raydal run {data['dataset']} --config {config_file}` or change its 'dataset'.")
+            raise ConfigError(
+                f"Config file {config_file} is for dataset {data['dataset']!r}, not {dataset!r}: "
+                f"run `raydal run {data['dataset']} --config {config_file}` or change its 'dataset'."
+            )
         layers.append(("file", data))
     if overrides:
         layers.append(("flag", dict(overrides)))
     return layers
 
 
-def resolve_config(dataset: str, preset: str | None = None, config_file: str | Path | None = None,
-                   overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
+def resolve_config(
+    dataset: str,
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> ExperimentConfig:
     """The experiment from its layers, lowest first:
 
     built-in defaults (the dataclasses) < the dataset's protocol (:data:`PAPER_PRESETS`)
@@ -504,8 +666,12 @@ def resolve_config(dataset: str, preset: str | None = None, config_file: str | P
     return ExperimentConfig.from_dict(merge_layers([layer for _, layer in layers]))
 
 
-def config_sources(dataset: str, preset: str | None = None, config_file: str | Path | None = None,
-                   overrides: Mapping[str, Any] | None = None) -> dict[str, str]:
+def config_sources(
+    dataset: str,
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, str]:
     """Where each value of :func:`resolve_config` comes from, by flat key (``b``, ``train.lr``):
     the last layer that sets it, else "built-in". A layer that sets one stopping criterion
     sets both (:func:`merge_layers`)."""
@@ -530,4 +696,3 @@ def _sibling(location: str, name: str) -> str:
         head, _, _ = location.rstrip("/").rpartition("/")
         return f"{head}/{name}" if "://" in head else f"{location.rstrip('/')}/{name}"
     return str(Path(location).parent / name)
-

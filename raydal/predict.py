@@ -114,8 +114,10 @@ def resolve_model(model: str | Path) -> ModelSource:
     if file_exists(join_location(location, STATE_FILE)):
         state = _load_state(location)
         if not state.history:
-            raise StateError(f"The run in {location} has no trained model yet (phase {state.phase!r}). Fix: run it "
-                             "until it has trained once (label the initial batch in human mode), then predict.")
+            raise StateError(
+                f"The run in {location} has no trained model yet (phase {state.phase!r}). Fix: run it "
+                "until it has trained once (label the initial batch in human mode), then predict."
+            )
         return ModelSource(state.history[-1]["checkpoint"], _run_preprocessing(state), state.config["shards_dir"])
     if file_exists(join_location(location, MODEL_FILE)):
         if file_exists(join_location(location, PREPROCESSING_FILE)):
@@ -125,8 +127,10 @@ def resolve_model(model: str | Path) -> ModelSource:
                 state = _load_state(parent)
                 return ModelSource(str(location), _run_preprocessing(state), state.config["shards_dir"])
         return ModelSource(str(location), None)
-    raise ModelError(f"{location} is neither a run's state dir (no {STATE_FILE}) nor a checkpoint folder (no "
-                     f"{MODEL_FILE}). Fix: pass the --state-dir of a run, or one of its checkpoints/iter-NNNN.")
+    raise ModelError(
+        f"{location} is neither a run's state dir (no {STATE_FILE}) nor a checkpoint folder (no "
+        f"{MODEL_FILE}). Fix: pass the --state-dir of a run, or one of its checkpoints/iter-NNNN."
+    )
 
 
 def _load_state(location: Path | str):
@@ -168,8 +172,11 @@ def prepare_input(source: ModelSource, input: str | Path, out_dir: Path, skip_ba
     if file_exists(join_location(input, MANIFEST_NAME)):
         manifest = load_manifest(input)
         pre = source.preprocessing
-        if pre is not None and (manifest.bands != pre["bands"] or manifest.image_size != pre["image_size"]
-                                or list(manifest.classes) != list(pre["classes"])):
+        if pre is not None and (
+            manifest.bands != pre["bands"]
+            or manifest.image_size != pre["image_size"]
+            or list(manifest.classes) != list(pre["classes"])
+        ):
             raise ConfigError(
                 f"The shards at {input} ({manifest.bands} bands, {manifest.image_size} px, classes "
                 f"{manifest.classes}) do not match the model ({pre['bands']} bands, {pre['image_size']} px, "
@@ -178,21 +185,34 @@ def prepare_input(source: ModelSource, input: str | Path, out_dir: Path, skip_ba
             )
         return manifest
     if isinstance(input, str) or not input.is_dir():
-        raise ConfigError(f"INPUT {input} is neither prepared shards (no {MANIFEST_NAME}) nor a local folder of "
-                          "images.")
+        raise ConfigError(
+            f"INPUT {input} is neither prepared shards (no {MANIFEST_NAME}) nor a local folder of images."
+        )
     pre = source.preprocessing
     if pre is None:
-        raise ConfigError(f"The checkpoint {source.checkpoint} does not say how its images were prepared. Fix: "
-                          "pass the run's state dir as MODEL, or prepared shards as INPUT.")
-    return prepare("folder", input, out_dir / INPUT_SHARDS, size=pre["image_size"], overwrite=True,
-                   skip_bad=skip_bad, **folder_settings(pre))
+        raise ConfigError(
+            f"The checkpoint {source.checkpoint} does not say how its images were prepared. Fix: "
+            "pass the run's state dir as MODEL, or prepared shards as INPUT."
+        )
+    return prepare(
+        "folder",
+        input,
+        out_dir / INPUT_SHARDS,
+        size=pre["image_size"],
+        overwrite=True,
+        skip_bad=skip_bad,
+        **folder_settings(pre),
+    )
 
 
 def folder_settings(pre: dict[str, Any]) -> dict[str, Any]:
     """Folder-reader settings that read new images the way the run's archive was read."""
     scaling = pre["scaling"]
-    settings: dict[str, Any] = {"classes": list(pre["classes"]), "band_names": list(pre["band_names"]),
-                                "nan_fill": scaling.get("nan_fill")}
+    settings: dict[str, Any] = {
+        "classes": list(pre["classes"]),
+        "band_names": list(pre["band_names"]),
+        "nan_fill": scaling.get("nan_fill"),
+    }
     if pre.get("dataset") == "folder":
         settings["id_from"] = pre["reader_settings"].get("id_from", "stem")
     method = scaling.get("method", "none")
@@ -203,8 +223,10 @@ def folder_settings(pre: dict[str, Any]) -> dict[str, Any]:
     elif "clip" in scaling:  # BigEarthNet's reflectance clip, applied to every band
         settings.update(scaling="range", value_range=list(scaling["clip"]))
     else:
-        raise ConfigError(f"The run's uint8 conversion {method!r} cannot be applied to a folder of images. "
-                          "Fix: prepare the images with `raydal prepare` and pass the shards as INPUT.")
+        raise ConfigError(
+            f"The run's uint8 conversion {method!r} cannot be applied to a folder of images. "
+            "Fix: prepare the images with `raydal prepare` and pass the shards as INPUT."
+        )
     return settings
 
 
@@ -263,8 +285,10 @@ def predict(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"The '{name}' parameter of predict must be an int >= 1. Got {value!r} instead.")
     if is_uri(out_dir):
-        raise ConfigError(f"The 'out_dir' parameter of predict must be a local folder. Got {out_dir!r} instead. "
-                          "Fix: predict into a local folder, then copy it (e.g. `aws s3 cp --recursive`).")
+        raise ConfigError(
+            f"The 'out_dir' parameter of predict must be a local folder. Got {out_dir!r} instead. "
+            "Fix: predict into a local folder, then copy it (e.g. `aws s3 cp --recursive`)."
+        )
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     source = resolve_model(model)
@@ -277,12 +301,21 @@ def predict(
     if _resolve_executor(executor) == "ray":
         from raydal.distributed.predict import predict_arrays_ray
 
-        ids, paths, probs = predict_arrays_ray(source.checkpoint, manifest, batch_size=batch_size,
-                                               concurrency=concurrency)
+        ids, paths, probs = predict_arrays_ray(
+            source.checkpoint, manifest, batch_size=batch_size, concurrency=concurrency
+        )
     else:
         ids, paths, probs = predict_arrays_local(source.checkpoint, manifest, batch_size)
-    result = write_predictions(out, manifest, ids, paths, probs, list(pre["classes"]), threshold,
-                               splits_of(source, manifest, from_folder=str(manifest.root) == str(out / INPUT_SHARDS)))
+    result = write_predictions(
+        out,
+        manifest,
+        ids,
+        paths,
+        probs,
+        list(pre["classes"]),
+        threshold,
+        splits_of(source, manifest, from_folder=str(manifest.root) == str(out / INPUT_SHARDS)),
+    )
     if export:
         export_model(source.checkpoint, {**pre, "threshold": threshold}, out / EXPORT_DIR)
     return result
@@ -314,8 +347,16 @@ def splits_of(source: ModelSource, manifest, from_folder: bool) -> dict[str, str
     return {i: known.get(i, NEW_SPLIT) for i in own}
 
 
-def write_predictions(out: Path, manifest, ids: list[str], paths: list[str], probs: np.ndarray,
-                      classes: list[str], threshold: float, split_of: dict[str, str] | None = None) -> Path:
+def write_predictions(
+    out: Path,
+    manifest,
+    ids: list[str],
+    paths: list[str],
+    probs: np.ndarray,
+    classes: list[str],
+    threshold: float,
+    split_of: dict[str, str] | None = None,
+) -> Path:
     """predictions.parquet and predictions.csv, rows ordered by split (pool, val, test, new, unknown)
     then id. split_of: id -> split (default: the splits of ``manifest``)."""
     import pyarrow as pa
@@ -380,8 +421,7 @@ def export_model(checkpoint: str, preprocessing: dict[str, Any], out_dir: str | 
     size, bands = preprocessing["image_size"], preprocessing["bands"]
     example = torch.zeros((2, size, size, bands), dtype=torch.uint8)
     wrapped = _probabilities_module()(net).eval()
-    program = torch.export.export(wrapped, (example,),
-                                  dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1)}})
+    program = torch.export.export(wrapped, (example,), dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1)}})
     buf = io.BytesIO()
     torch.export.save(program, buf)
     atomic_write_bytes(out / EXPORT_FILE, buf.getvalue())
@@ -390,9 +430,17 @@ def export_model(checkpoint: str, preprocessing: dict[str, Any], out_dir: str | 
     shutil.copyfile(src / MODEL_FILE, out / MODEL_FILE)
     # strict JSON even from a checkpoint written before raydal wrote NaN metrics as null
     atomic_write_strict_json(out / META_FILE, json.loads((src / META_FILE).read_text()))
-    atomic_write_strict_json(out / PREPROCESSING_FILE, {
-        **preprocessing, "model_file": EXPORT_FILE, "torchscript_file": TORCHSCRIPT_FILE, "files": MODEL_FILES,
-        "input": f"uint8 [N, {size}, {size}, {bands}]", "output": "float32 [N, C] sigmoid probabilities"})
+    atomic_write_strict_json(
+        out / PREPROCESSING_FILE,
+        {
+            **preprocessing,
+            "model_file": EXPORT_FILE,
+            "torchscript_file": TORCHSCRIPT_FILE,
+            "files": MODEL_FILES,
+            "input": f"uint8 [N, {size}, {size}, {bands}]",
+            "output": "float32 [N, C] sigmoid probabilities",
+        },
+    )
     return out
 
 

@@ -42,8 +42,18 @@ from typing import Any
 from raydal.exceptions import ConfigError
 
 __all__ = [
-    "EXECUTION", "IDENTITY", "KINDS", "RESULT", "Interval", "LazyChoices", "check_settings", "declared_settings",
-    "field_kind", "fields_of_kind", "setting", "value_type",
+    "EXECUTION",
+    "IDENTITY",
+    "KINDS",
+    "RESULT",
+    "Interval",
+    "LazyChoices",
+    "check_settings",
+    "declared_settings",
+    "field_kind",
+    "fields_of_kind",
+    "setting",
+    "value_type",
 ]
 
 _CLOSED = ("both", "left", "right", "neither")
@@ -70,7 +80,9 @@ class Interval:
 
     def __post_init__(self) -> None:
         if self.type not in (int, float) or self.closed not in _CLOSED:
-            raise ValueError(f"Interval(type={self.type}, closed={self.closed!r}): type int or float, closed in {_CLOSED}")
+            raise ValueError(
+                f"Interval(type={self.type}, closed={self.closed!r}): type int or float, closed in {_CLOSED}"
+            )
 
     def __contains__(self, value: Any) -> bool:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -154,8 +166,15 @@ def setting(
         raise ValueError(f"setting(kind={kind!r}): one of {KINDS}")
     if callable(choices):
         choices = LazyChoices(choices)
-    metadata = {"help": help, "range": range, "choices": choices, "flag": flag, "off_flag": off_flag, "cli": cli,
-                "kind": kind}
+    metadata = {
+        "help": help,
+        "range": range,
+        "choices": choices,
+        "flag": flag,
+        "off_flag": off_flag,
+        "cli": cli,
+        "kind": kind,
+    }
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
 
@@ -187,8 +206,10 @@ def field_kind(cls: type, name: str) -> str:
     """
     kind = next((f.metadata.get("kind") for f in dataclasses.fields(cls) if f.name == name), None)
     if kind not in KINDS:
-        raise TypeError(f"{cls.__name__}.{name} declares no kind: declare it with setting(..., kind=RESULT, "
-                        "EXECUTION or IDENTITY) (raydal.settings).")
+        raise TypeError(
+            f"{cls.__name__}.{name} declares no kind: declare it with setting(..., kind=RESULT, "
+            "EXECUTION or IDENTITY) (raydal.settings)."
+        )
     return kind
 
 

@@ -53,7 +53,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, fault: str | None =
                 f.write(data[: len(data) // 2])
                 f.flush()
                 fault_point(f"{fault}:mid")
-                data = data[len(data) // 2:]
+                data = data[len(data) // 2 :]
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -236,8 +236,9 @@ def upload_dir(local: str | os.PathLike, uri: str) -> str:
 
     fs, path = filesystem(uri)
     fs.create_dir(path, recursive=True)
-    pafs.copy_files(str(Path(local).resolve()), path, source_filesystem=pafs.LocalFileSystem(),
-                    destination_filesystem=fs)
+    pafs.copy_files(
+        str(Path(local).resolve()), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs
+    )
     return uri
 
 

@@ -33,19 +33,28 @@ def test_the_docs_example_runs(tmp_path, monkeypatch, capsys):
     # annotators' labels were saved as given
     state = learner.state
     assert {tuple(v) for k, v in state.human_labels.items() if state.labeled[k]["iteration"] == 1} == {
-        tuple(sorted(learner.classes.index(c) for c in ("forest", "cropland")))}
+        tuple(sorted(learner.classes.index(c) for c in ("forest", "cropland")))
+    }
 
 
 @pytest.fixture
 def shards(tmp_path):
     root = synthesize("folder", tmp_path / "archive", n=24, size=16, seed=2, labeled_share=0.25)
-    return prepare("folder", root, tmp_path / "shards", labels=root / "labels.csv",
-                   classes=root / "classes.txt").root
+    return prepare("folder", root, tmp_path / "shards", labels=root / "labels.csv", classes=root / "classes.txt").root
 
 
 def _learner(state_dir, shards=None):
-    return Learner(state_dir, shards, strategy="random", b=3, initial_labeled=6, iterations=1,
-                   backbone="smallcnn", train={"epochs": 1, "batch_size": 8, "lr": 0.05}, log=None)
+    return Learner(
+        state_dir,
+        shards,
+        strategy="random",
+        b=3,
+        initial_labeled=6,
+        iterations=1,
+        backbone="smallcnn",
+        train={"epochs": 1, "batch_size": 8, "lr": 0.05},
+        log=None,
+    )
 
 
 def test_teach_validates_like_a_label_file_and_the_cli_takes_over(shards, tmp_path):
@@ -60,8 +69,12 @@ def test_teach_validates_like_a_label_file_and_the_cli_takes_over(shards, tmp_pa
     with pytest.raises(LabelImportError) as info:
         learner.teach({ids[0]: ["water", "lava"], ids[1]: [], "nope": "water", val_id: "water"})
     reasons = " | ".join(r for _, r in info.value.problems)
-    for needle in ("['lava'] not in the project's classes", "empty label set", "unknown id 'nope'",
-                   "not in the pending"):
+    for needle in (
+        "['lava'] not in the project's classes",
+        "empty label set",
+        "unknown id 'nope'",
+        "not in the pending",
+    ):
         assert needle in reasons, (needle, reasons)
     assert (state_dir / "state.json").read_bytes() == before  # nothing changed
     with pytest.raises(LabelImportError, match="mapping"):
@@ -73,8 +86,9 @@ def test_teach_validates_like_a_label_file_and_the_cli_takes_over(shards, tmp_pa
     assert (again["imported"], again["unchanged"]) == (0, 1)
     with pytest.raises(LabelImportError, match="cannot change"):
         learner.teach({ids[0]: "water"})
-    assert StateStore(str(state_dir)).load().human_labels[ids[0]] == sorted([m.classes.index("water"),
-                                                                            m.classes.index("forest")])
+    assert StateStore(str(state_dir)).load().human_labels[ids[0]] == sorted(
+        [m.classes.index("water"), m.classes.index("forest")]
+    )
 
     # the command line takes over: export, annotate the rest in batch.csv, import
     assert main(["export", str(state_dir), "--out", str(tmp_path / "export")]) == 0
@@ -105,13 +119,36 @@ def test_learner_resolves_its_config_like_raydal_run(tiny_shards, tmp_path, caps
     the dataset's paper protocol (b = 20 on UCMerced, up to 400 labels), then the caller's settings."""
     state = tmp_path / "run"
     learner = Learner(state, tiny_shards, strategy="random", m=2, train={"epochs": 2}, log=None)
-    argv = ["run", "ucmerced", "--print-config", "--shards-dir", normal_location(tiny_shards), "--state-dir",
-            str(state), "--mode", "human", "--executor", "local", "--strategy", "random", "--m", "2", "--epochs", "2"]
+    argv = [
+        "run",
+        "ucmerced",
+        "--print-config",
+        "--shards-dir",
+        normal_location(tiny_shards),
+        "--state-dir",
+        str(state),
+        "--mode",
+        "human",
+        "--executor",
+        "local",
+        "--strategy",
+        "random",
+        "--m",
+        "2",
+        "--epochs",
+        "2",
+    ]
     assert main(argv) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert learner.config.to_dict() == {k: printed[k] for k in learner.config.to_dict()}
     cfg = learner.config
-    assert (cfg.dataset, cfg.b, cfg.initial_labeled, cfg.label_budget, cfg.iterations) == ("ucmerced", 20, 40, 400, None)
+    assert (cfg.dataset, cfg.b, cfg.initial_labeled, cfg.label_budget, cfg.iterations) == (
+        "ucmerced",
+        20,
+        40,
+        400,
+        None,
+    )
     assert (cfg.train["epochs"], cfg.train["batch_size"], cfg.train["lr"], cfg.m) == (2, 10, 0.025, 2)
     assert (cfg.mode, cfg.executor) == ("human", "local")
     with pytest.raises(ConfigError, match=r"Unknown Learner setting\(s\) \['trials'\]"):

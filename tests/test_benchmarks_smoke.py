@@ -23,7 +23,9 @@ def test_bench_clustering_small(tmp_path):
     res = _load("bench_clustering").main(["--small", "--json", str(out)])
     assert out.exists()
     methods = [r["method"] for r in res["rows"]]
-    assert methods[0].startswith("sklearn") and any("faiss" in m for m in methods) and any("torch" in m for m in methods)
+    assert (
+        methods[0].startswith("sklearn") and any("faiss" in m for m in methods) and any("torch" in m for m in methods)
+    )
     for row in res["rows"][1:]:
         assert row["distinct_picks"] == res["k"]
         assert 0.9 < row["inertia_vs_sklearn"] < 1.2  # same problem, comparable optimum
@@ -51,8 +53,22 @@ def test_gpu_session_small_runs_the_real_train_step(tmp_path):
 def test_fidelity_study_small(tmp_path):
     study = _load("fidelity_study")
     results = tmp_path / "results"
-    assert study.main(["--size", "small", "--trials", "2", "--runs", str(tmp_path / "runs"),
-                       "--results", str(results), "--no-results-md"]) == 0
+    assert (
+        study.main(
+            [
+                "--size",
+                "small",
+                "--trials",
+                "2",
+                "--runs",
+                str(tmp_path / "runs"),
+                "--results",
+                str(results),
+                "--no-results-md",
+            ]
+        )
+        == 0
+    )
     text = (results / "study.md").read_text()
     for arm in study.arms(study.SIZES["small"]):
         assert f"| {arm} | 2 |" in text  # every arm ran both trials
@@ -61,8 +77,22 @@ def test_fidelity_study_small(tmp_path):
     assert all(len(r["d"]) == 2 for r in rows)  # paired over both seeds
     assert (results / "fidelity_curves.png").stat().st_size > 1000
     # a rerun finds every trial done and only rewrites the tables
-    assert study.main(["--size", "small", "--trials", "2", "--runs", str(tmp_path / "runs"),
-                       "--results", str(results), "--no-results-md"]) == 0
+    assert (
+        study.main(
+            [
+                "--size",
+                "small",
+                "--trials",
+                "2",
+                "--runs",
+                str(tmp_path / "runs"),
+                "--results",
+                str(results),
+                "--no-results-md",
+            ]
+        )
+        == 0
+    )
     md = tmp_path / "RESULTS.md"
     md.write_text("# x\n\n<!-- fidelity-study:small -->\nold\n<!-- /fidelity-study:small -->\n\n## after\n")
     study.update_results_md(text, "small", md)
@@ -75,7 +105,11 @@ def test_bench_train_small(ray_local, tmp_path):
     res = _load("bench_train").main(["--small", "--workdir", str(tmp_path / "work")])
     assert [r["path"].split()[0] for r in res["rows"]] == ["train_in_process"] * 2 + ["train_with_ray"] * 3
     assert res["rows"][-1]["pool"] == 400 and set(res["summary"]) == {
-        "pool_ratio", "per_fit_overhead_s", "per_epoch_overhead_s", "per_epoch_overhead_in_fit_s"}
+        "pool_ratio",
+        "per_fit_overhead_s",
+        "per_epoch_overhead_s",
+        "per_epoch_overhead_in_fit_s",
+    }
 
 
 @pytest.mark.ray

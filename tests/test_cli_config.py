@@ -71,21 +71,82 @@ def test_every_declared_setting_has_a_flag(cls, prefix):
 
 def test_existing_flag_names_still_work(tmp_path):
     args = _args(
-        "treesatai", "--data-root", "arch", "--shards-dir", "sh", "--size", "64", "--fake-n", "100",
-        "--state-dir", "st", "--mode", "human", "--strategy", "ll", "--b", "5", "--m", "2",
-        "--initial-labeled", "10", "--iterations", "3", "--label-budget", "30", "--trials", "2", "--seed", "4",
-        "--fork", "--backbone", "smallcnn", "--weights", "w.pt", "--epochs", "2", "--lr", "0.5",
-        "--batch-size", "4", "--cold-start", "--executor", "local", "--num-workers", "3", "--gpu",
-        "--cpus-per-worker", "0.25", "--score-concurrency", "2", "--score-batch-size", "16", "--preset", "demo",
+        "treesatai",
+        "--data-root",
+        "arch",
+        "--shards-dir",
+        "sh",
+        "--size",
+        "64",
+        "--fake-n",
+        "100",
+        "--state-dir",
+        "st",
+        "--mode",
+        "human",
+        "--strategy",
+        "ll",
+        "--b",
+        "5",
+        "--m",
+        "2",
+        "--initial-labeled",
+        "10",
+        "--iterations",
+        "3",
+        "--label-budget",
+        "30",
+        "--trials",
+        "2",
+        "--seed",
+        "4",
+        "--fork",
+        "--backbone",
+        "smallcnn",
+        "--weights",
+        "w.pt",
+        "--epochs",
+        "2",
+        "--lr",
+        "0.5",
+        "--batch-size",
+        "4",
+        "--cold-start",
+        "--executor",
+        "local",
+        "--num-workers",
+        "3",
+        "--gpu",
+        "--cpus-per-worker",
+        "0.25",
+        "--score-concurrency",
+        "2",
+        "--score-batch-size",
+        "16",
+        "--preset",
+        "demo",
         "--no-report",
     )
     exp = config_from_args(args)
     run = exp.run
     assert (exp.data_root, exp.image_size, exp.fake_n, exp.trials) == ("arch", 64, 100, 2)
     assert (run.shards_dir, run.state_dir, run.mode, run.strategy, run.b, run.m, run.initial_labeled) == (
-        "sh", "st", "human", "ll", 5, 2, 10)
+        "sh",
+        "st",
+        "human",
+        "ll",
+        5,
+        2,
+        10,
+    )
     assert (run.iterations, run.label_budget, run.seed, run.backbone, run.weights, run.warm_start) == (
-        3, 30, 4, "smallcnn", "w.pt", False)
+        3,
+        30,
+        4,
+        "smallcnn",
+        "w.pt",
+        False,
+    )
     assert (run.train["epochs"], run.train["lr"], run.train["batch_size"]) == (2, 0.5, 4)
     assert (run.executor, run.num_workers, run.use_gpu, run.cpus_per_worker) == ("local", 3, True, 0.25)
     assert (run.score_concurrency, run.score_batch_size) == (2, 16)
@@ -107,9 +168,37 @@ def test_yaml_strategy_and_seed_are_what_runs(tiny_shards, tmp_path, capsys):
     path = tmp_path / "c.yaml"
     path.write_text("strategy: tpd+clustering\nseed: 7\n")
     state = tmp_path / "state"
-    rc = cli(["run", "ucmerced", "--config", str(path), "--shards-dir", str(tiny_shards), "--state-dir", str(state),
-              "--executor", "local", "--trials", "1", "--backbone", "smallcnn", "--epochs", "1", "--batch-size", "8",
-              "--initial-labeled", "10", "--b", "5", "--m", "2", "--iterations", "1", "--no-report"])
+    rc = cli(
+        [
+            "run",
+            "ucmerced",
+            "--config",
+            str(path),
+            "--shards-dir",
+            str(tiny_shards),
+            "--state-dir",
+            str(state),
+            "--executor",
+            "local",
+            "--trials",
+            "1",
+            "--backbone",
+            "smallcnn",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--initial-labeled",
+            "10",
+            "--b",
+            "5",
+            "--m",
+            "2",
+            "--iterations",
+            "1",
+            "--no-report",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     saved = StateStore(str(state)).load()
     assert saved.config["strategy"] == "tpd+clustering" and saved.config["seed"] == 7
@@ -122,13 +211,32 @@ def _print_config(argv, capsys):
     return capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv", [
-    ["ucmerced"],
-    ["treesatai"],
-    ["bigearthnet", "--preset", "demo"],
-    ["ucmerced", "--preset", "demo", "--strategy", "ll+clustering", "--seed", "3", "--ll-lambda", "0.2",
-     "--cold-start", "--label-budget", "100", "--size", "48", "--executor", "local"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["ucmerced"],
+        ["treesatai"],
+        ["bigearthnet", "--preset", "demo"],
+        [
+            "ucmerced",
+            "--preset",
+            "demo",
+            "--strategy",
+            "ll+clustering",
+            "--seed",
+            "3",
+            "--ll-lambda",
+            "0.2",
+            "--cold-start",
+            "--label-budget",
+            "100",
+            "--size",
+            "48",
+            "--executor",
+            "local",
+        ],
+    ],
+)
 def test_print_config_round_trip(argv, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     first = _print_config(argv, capsys)
@@ -147,12 +255,22 @@ def test_print_config_round_trip(argv, tmp_path, capsys, monkeypatch):
 def test_print_config_marks_each_values_source(tmp_path, capsys):
     path = tmp_path / "c.yaml"
     path.write_text("b: 7\ntrain:\n  lr: 0.3\n")
-    out = _print_config(["treesatai", "--preset", "demo", "--config", str(path), "--seed", "3", "--epochs", "5"],
-                        capsys)
+    out = _print_config(
+        ["treesatai", "--preset", "demo", "--config", str(path), "--seed", "3", "--epochs", "5"], capsys
+    )
     lines = out.splitlines()
-    for expected in ("b: 7  # file", "  lr: 0.3  # file", "seed: 3  # flag", "  epochs: 5  # flag",
-                     "  batch_size: 16  # preset", "trials: 1  # preset", "m: 3  # preset", "warm_start: false  # paper",
-                     "score_batch_size: 64  # built-in", "dataset: treesatai  # flag"):
+    for expected in (
+        "b: 7  # file",
+        "  lr: 0.3  # file",
+        "seed: 3  # flag",
+        "  epochs: 5  # flag",
+        "  batch_size: 16  # preset",
+        "trials: 1  # preset",
+        "m: 3  # preset",
+        "warm_start: false  # paper",
+        "score_batch_size: 64  # built-in",
+        "dataset: treesatai  # flag",
+    ):
         assert expected in lines, expected
     # a stopping rule given by a layer sets both criteria: the demo's iterations, its label_budget None
     assert "iterations: 4  # preset" in lines and "label_budget: null  # preset" in lines
@@ -161,21 +279,32 @@ def test_print_config_marks_each_values_source(tmp_path, capsys):
 def test_print_config_says_which_paper_protocol_choices_are_raydals(capsys):
     """The paper gives no pretraining, momentum, weight decay or precision: those values are raydal's."""
     lines = _print_config(["ucmerced"], capsys).splitlines()
-    for expected in ("weights: null  # built-in; not stated by the paper: raydal's choice",
-                     "  momentum: 0.9  # built-in; not stated by the paper: raydal's choice",
-                     "  weight_decay: 0.0005  # built-in; not stated by the paper: raydal's choice",
-                     "  amp: auto  # built-in; not stated by the paper: raydal's choice",
-                     "  lr: 0.025  # paper", "b: 20  # paper", "label_budget: 400  # paper"):
+    for expected in (
+        "weights: null  # built-in; not stated by the paper: raydal's choice",
+        "  momentum: 0.9  # built-in; not stated by the paper: raydal's choice",
+        "  weight_decay: 0.0005  # built-in; not stated by the paper: raydal's choice",
+        "  amp: auto  # built-in; not stated by the paper: raydal's choice",
+        "  lr: 0.025  # paper",
+        "b: 20  # paper",
+        "label_budget: 400  # paper",
+    ):
         assert expected in lines, expected
-    assert any(line.startswith("# not stated by the paper") and "DenseNet121 trained from scratch" in line
-               and "bf16 autocast on CUDA" in line for line in lines)
+    assert any(
+        line.startswith("# not stated by the paper")
+        and "DenseNet121 trained from scratch" in line
+        and "bf16 autocast on CUDA" in line
+        for line in lines
+    )
     lines = _print_config(["ucmerced", "--weights", "w.pt", "--amp", "off"], capsys).splitlines()
     assert "weights: w.pt  # flag" in lines and "  amp: 'off'  # flag" in lines  # the user's choice now
-    assert any("BigEarthNet is not in the paper" in line for line in _print_config(["bigearthnet"], capsys).splitlines())
+    assert any(
+        "BigEarthNet is not in the paper" in line for line in _print_config(["bigearthnet"], capsys).splitlines()
+    )
 
 
-def test_a_paper_run_without_data_root_says_first_that_its_archive_is_generated(tiny_shards, tmp_path, capsys,
-                                                                               monkeypatch):
+def test_a_paper_run_without_data_root_says_first_that_its_archive_is_generated(
+    tiny_shards, tmp_path, capsys, monkeypatch
+):
     import raydal.al.experiment
     from raydal.exceptions import DatasetNotFoundError
 
@@ -245,8 +374,14 @@ def test_sweep_refuses_trials(tmp_path, capsys):
 def test_job_print_config(tmp_path):
     """jobs/al_*.py forward to `raydal run DATASET`: --print-config works there as is."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, str(ROOT / "jobs" / "al_treesat.py"), "--print-config"],
-                         capture_output=True, text=True, env=env, cwd=tmp_path, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "jobs" / "al_treesat.py"), "--print-config"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=True,
+    ).stdout
     data = yaml.safe_load(out)
     assert (data["dataset"], data["trials"], data["label_budget"]) == ("treesatai", 3, 18000)
     assert list(tmp_path.iterdir()) == []

@@ -36,6 +36,7 @@ def test_validation_names_parameter_and_value():
 
 # -- every numeric parameter, out of range --------------------------------------------------
 
+
 def _numeric_fields():
     for cls in (ALConfig, TrainConfig, ExperimentConfig):
         for f in dataclasses.fields(cls):
@@ -66,7 +67,9 @@ def _outside(rng):
 @pytest.mark.parametrize("cls,f", list(_numeric_fields()))
 def test_every_numeric_parameter_rejects_values_out_of_range(cls, f):
     rng = f.metadata.get("range")
-    assert rng is not None, f"{cls.__name__}.{f.name} is numeric but declares no range: add setting(range=Interval(...))"
+    assert rng is not None, (
+        f"{cls.__name__}.{f.name} is numeric but declares no range: add setting(range=Interval(...))"
+    )
     bad_values = _outside(rng)
     assert bad_values, f"{cls.__name__}.{f.name}: its range {rng} must bound it on at least one side"
     for bad in [*bad_values, "7", True]:
@@ -78,13 +81,16 @@ def test_every_numeric_parameter_rejects_values_out_of_range(cls, f):
         assert str(rng) in msg  # the allowed range, in words
 
 
-@pytest.mark.parametrize("field,bad,valid", [
-    ("dataset", "eurosat", "ucmerced"),
-    ("strategy", "entropy", "mge+clustering"),
-    ("backbone", "vit_b16", "densenet121"),
-    ("executor", "dask", "local"),
-    ("clustering_backend", "cuml", "sklearn"),
-])
+@pytest.mark.parametrize(
+    "field,bad,valid",
+    [
+        ("dataset", "eurosat", "ucmerced"),
+        ("strategy", "entropy", "mge+clustering"),
+        ("backbone", "vit_b16", "densenet121"),
+        ("executor", "dask", "local"),
+        ("clustering_backend", "cuml", "sklearn"),
+    ],
+)
 def test_names_are_checked_against_the_registries(field, bad, valid):
     with pytest.raises(ConfigError) as err:
         ALConfig(shards_dir="s", **{field: bad})
@@ -130,6 +136,7 @@ def test_train_is_completed_so_equal_trainings_fingerprint_alike():
 
 # -- kinds: what a change of each setting does ---------------------------------------------
 
+
 def _changed(cls, f):
     """A valid value of declared field ``f`` other than its default."""
     base, nullable = value_type(cls, f.name)
@@ -170,8 +177,10 @@ def test_every_setting_declares_its_kind_and_the_fingerprint_follows_it(cls, f):
     if cls is TrainConfig:
         changed = dataclasses.replace(base, train={**base.train, f.name: value})
     elif f.name == "score_workers_min":
-        base, changed = dataclasses.replace(base, score_workers=4), dataclasses.replace(base, score_workers=4,
-                                                                                       score_workers_min=2)
+        base, changed = (
+            dataclasses.replace(base, score_workers=4),
+            dataclasses.replace(base, score_workers=4, score_workers_min=2),
+        )
     else:
         changed = dataclasses.replace(base, **{f.name: value})
     assert changed != base
@@ -206,8 +215,11 @@ def test_a_resume_that_changes_a_result_setting_is_refused_naming_it(tmp_path):
     class NoWork:  # the refusal comes before the executor is used
         log = None
 
-    for name, change in (("num_workers", {"num_workers": 4}), ("use_gpu", {"use_gpu": True}),
-                         ("train.amp", {"train": {**cfg.train, "amp": "bf16"}})):
+    for name, change in (
+        ("num_workers", {"num_workers": 4}),
+        ("use_gpu", {"use_gpu": True}),
+        ("train.amp", {"train": {**cfg.train, "amp": "bf16"}}),
+    ):
         with pytest.raises(StateError, match=r"differs in \['" + name + r"'\].*--fork"):
             ActiveLearner(dataclasses.replace(cfg, **change), NoWork(), log=lambda s: None)
     resumed = ActiveLearner(dataclasses.replace(cfg, score_workers=3, iterations=9), NoWork(), log=lambda s: None)
@@ -250,6 +262,7 @@ def test_state_and_shards_dir_default_per_dataset():
 
 # -- presets and the precedence of the layers ------------------------------------------------
 
+
 def test_paper_preset_is_the_papers_protocol():
     ucm = resolve_config("ucmerced")
     assert (ucm.run.initial_labeled, ucm.run.b, ucm.run.label_budget, ucm.run.iterations) == (40, 20, 400, None)
@@ -281,7 +294,7 @@ def _layers(tmp_path, dataset, preset, file, flags):
 
 def _get(exp, key):
     if key.startswith("train."):
-        return exp.run.train[key[len("train."):]]
+        return exp.run.train[key[len("train.") :]]
     return getattr(exp, key) if key in ExperimentConfig.keys() else getattr(exp.run, key)
 
 

@@ -91,8 +91,12 @@ def cycles(graph: dict[str, set[str]], within: tuple[str, ...]) -> list[list[str
 
 
 def test_the_checker_sees_a_circle():
-    graph = {"raydal.models.a": {"raydal.models.b"}, "raydal.models.b": {"raydal.models.c"},
-             "raydal.models.c": {"raydal.models.a"}, "raydal.models.d": {"raydal.models.a"}}
+    graph = {
+        "raydal.models.a": {"raydal.models.b"},
+        "raydal.models.b": {"raydal.models.c"},
+        "raydal.models.c": {"raydal.models.a"},
+        "raydal.models.d": {"raydal.models.a"},
+    }
     assert cycles(graph, ("raydal.models",)) == [["raydal.models.a", "raydal.models.b", "raydal.models.c"]]
 
 
@@ -118,7 +122,7 @@ def test_models_and_query_import_no_ray(package):
 
 #: Run in a fresh interpreter: the AL driver's objects and the CLI verbs that neither train nor predict,
 #: each followed by a check that torch is still not imported (printed as one JSON line per step).
-_TORCH_FREE_SCRIPT = r'''
+_TORCH_FREE_SCRIPT = r"""
 import contextlib, io, json, sys
 from pathlib import Path
 
@@ -200,7 +204,7 @@ def query_bookkeeping():
 step("query bookkeeping and selection", query_bookkeeping)
 
 print(json.dumps(steps))
-'''
+"""
 
 
 def test_the_driver_and_the_cli_import_no_torch(tmp_path):
@@ -213,9 +217,16 @@ def test_the_driver_and_the_cli_import_no_torch(tmp_path):
 
     finished = tmp_path / "finished"
     run = ALState(config={"strategy": "random", "seed": 0}, fingerprint="x", phase="done")
-    run.history = [{"iteration": i, "n_labeled": 10 + 5 * i, "test": {"micro_f1": 0.1 * i, "macro_f1": 0.05 * i},
-                    "val": {"micro_f1": 0.1 * i, "macro_f1": 0.05 * i},
-                    "seconds": {"train": 1.0, "eval": 0.5, "score": 0.25, "select": 0.125}} for i in range(3)]
+    run.history = [
+        {
+            "iteration": i,
+            "n_labeled": 10 + 5 * i,
+            "test": {"micro_f1": 0.1 * i, "macro_f1": 0.05 * i},
+            "val": {"micro_f1": 0.1 * i, "macro_f1": 0.05 * i},
+            "seconds": {"train": 1.0, "eval": 0.5, "score": 0.25, "select": 0.125},
+        }
+        for i in range(3)
+    ]
     StateStore(str(finished)).save(run)
     waiting = tmp_path / "waiting"
     # A human-mode state waiting for labels needs shards: the script prepares them first, then this state
@@ -231,8 +242,12 @@ def test_the_driver_and_the_cli_import_no_torch(tmp_path):
     )
     tests_al = str(Path(__file__).resolve().parent / "al")
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "w"), str(waiting), tests_al], check=True)
-    out = subprocess.run([sys.executable, "-c", _TORCH_FREE_SCRIPT, str(tmp_path / "work"), str(waiting),
-                          str(finished)], capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", _TORCH_FREE_SCRIPT, str(tmp_path / "work"), str(waiting), str(finished)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     steps = json.loads(out.stdout.strip().splitlines()[-1])
     assert len(steps) == 21

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -20,13 +19,13 @@ from raydal.data.synth._tiff import write_tif
 from raydal.exceptions import ConfigError, StateError
 from raydal.predict import predict
 
-
 #: The run's --f1-threshold, not the default: predictions and the export must use it.
 THRESHOLD = 0.35
 
 
 def _strict_json(path):
     """``path``'s JSON, refusing NaN and infinities (which are not JSON)."""
+
     def refuse(constant):
         raise ValueError(f"{path} holds {constant}: not JSON")
 
@@ -38,11 +37,22 @@ def run(tmp_path_factory):
     """A human-mode run on a folder archive that trained once on the archive's labels (float32 GeoTIFFs)."""
     base = tmp_path_factory.mktemp("predict")
     archive = synthesize("folder", base / "archive", n=30, size=16, seed=7)
-    shards = prepare("folder", archive, base / "shards", labels=archive / "labels.csv",
-                     classes=archive / "classes.txt").root
-    cfg = ALConfig(dataset="folder", shards_dir=str(shards), state_dir=str(base / "state"), mode="human",
-                   strategy="random", b=3, initial_labeled=4, iterations=1, backbone="smallcnn",
-                   executor="local", train={"epochs": 1, "batch_size": 8, "lr": 0.05, "threshold": THRESHOLD})
+    shards = prepare(
+        "folder", archive, base / "shards", labels=archive / "labels.csv", classes=archive / "classes.txt"
+    ).root
+    cfg = ALConfig(
+        dataset="folder",
+        shards_dir=str(shards),
+        state_dir=str(base / "state"),
+        mode="human",
+        strategy="random",
+        b=3,
+        initial_labeled=4,
+        iterations=1,
+        backbone="smallcnn",
+        executor="local",
+        train={"epochs": 1, "batch_size": 8, "lr": 0.05, "threshold": THRESHOLD},
+    )
     state = ActiveLearner(cfg, LocalExecutor(cfg), log=lambda s: None).run()
     assert state.history  # trained on the archive's labeled pool images
     return {"archive": archive, "shards": shards, "state": base / "state", "config": cfg}
@@ -105,8 +115,7 @@ def test_exported_model_gives_the_same_probabilities(run, tmp_path):
     from raydal.al.state import StateStore
 
     checkpoint = StateStore(str(run["state"])).load().history[-1]["checkpoint"]  # STATE/checkpoints/iter-0000/...
-    ckpt = _table(predict(checkpoint, run["shards"], tmp_path / "r",
-                          executor="local", export=False).parent)
+    ckpt = _table(predict(checkpoint, run["shards"], tmp_path / "r", executor="local", export=False).parent)
     assert again == table == ckpt
     # the run's threshold is the default of predict and of the export, as of its recorded F1
     assert pre["threshold"] == THRESHOLD
@@ -118,7 +127,7 @@ def test_exported_model_gives_the_same_probabilities(run, tmp_path):
 
 
 def test_no_path_escapes_out_dir(run, tmp_path):
-    names = ["a..b", "a b", "x;y,z", "=cmd()", "ümlaut", "new\nline", "quote\"d", "-rf", "back\\slash", "%2e%2e"]
+    names = ["a..b", "a b", "x;y,z", "=cmd()", "ümlaut", "new\nline", 'quote"d', "-rf", "back\\slash", "%2e%2e"]
     folder = tmp_path / "input"
     for k, name in enumerate(names):
         write_tif(folder / f"{name}.tif", np.full((16, 16, 4), 0.05 * (k + 1), np.float32))
@@ -135,8 +144,16 @@ def test_no_path_escapes_out_dir(run, tmp_path):
     for written in out.rglob("*.json"):  # model/, input-shards/: strict JSON everywhere
         _strict_json(written)
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    fixed = {"predictions.parquet", "predictions.csv", "model/model.pt2", "model/model.torchscript.pt",
-             "model/preprocessing.json", "model/model.pt", "model/model.json", "input-shards/manifest.json"}
+    fixed = {
+        "predictions.parquet",
+        "predictions.csv",
+        "model/model.pt2",
+        "model/model.torchscript.pt",
+        "model/preprocessing.json",
+        "model/model.pt",
+        "model/model.json",
+        "input-shards/manifest.json",
+    }
     assert fixed <= set(files)
     assert all(f in fixed or f.startswith("input-shards/pool/part-") for f in files), files
 
@@ -159,8 +176,22 @@ def test_bad_model_and_input(run, tmp_path):
 
 
 def test_cli_predict(run, tmp_path, capsys):
-    assert main(["predict", str(run["state"]), str(run["shards"]), str(tmp_path / "o"), "--executor", "local",
-                 "--threshold", "0.3", "--no-export"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(run["state"]),
+                str(run["shards"]),
+                str(tmp_path / "o"),
+                "--executor",
+                "local",
+                "--threshold",
+                "0.3",
+                "--no-export",
+            ]
+        )
+        == 0
+    )
     assert "30 images" in capsys.readouterr().out
     assert (tmp_path / "o" / "predictions.csv").exists() and not (tmp_path / "o" / "model").exists()
 
@@ -168,8 +199,9 @@ def test_cli_predict(run, tmp_path, capsys):
 def test_ray_data_path_gives_the_same_predictions(run, tmp_path, ray_local, capfd):
     local = _table(predict(run["state"], run["shards"], tmp_path / "l", executor="local", export=False).parent)
     capfd.readouterr()
-    on_ray = _table(predict(run["state"], run["shards"], tmp_path / "r", executor="ray", batch_size=8,
-                            export=False).parent)
+    on_ray = _table(
+        predict(run["state"], run["shards"], tmp_path / "r", executor="ray", batch_size=8, export=False).parent
+    )
     logged = capfd.readouterr()
     # no error-level line from Ray (e.g. ray-project/ray#53727's "constructor arguments in the object store")
     errors = [ln for ln in (logged.out + logged.err).splitlines() if " E " in ln[:40] or "ERROR" in ln]

@@ -42,8 +42,14 @@ class QueryResult:
     select_seconds: float = 0.0
 
     @classmethod
-    def from_scores(cls, selected: list[str], scores, score_seconds: float, select_seconds: float,
-                    predicted: dict[str, list[float]] | None = None) -> "QueryResult":
+    def from_scores(
+        cls,
+        selected: list[str],
+        scores,
+        score_seconds: float,
+        select_seconds: float,
+        predicted: dict[str, list[float]] | None = None,
+    ) -> "QueryResult":
         """The result of a query that selected ``selected`` from ``scores`` (a ``PoolScores``,
         or None for strategies that score nothing; then ``predicted`` holds their probabilities)."""
         if scores is not None:
@@ -51,8 +57,10 @@ class QueryResult:
 
             rows = positions(scores.ids, selected)  # scores.ids is sorted: a binary search, no dict of the pool
             if (rows < 0).any():
-                raise QueryError(f"The selection holds ids the scored pool lacks, e.g. "
-                                 f"{selected[int(np.flatnonzero(rows < 0)[0])]!r}: this is a bug.")
+                raise QueryError(
+                    f"The selection holds ids the scored pool lacks, e.g. "
+                    f"{selected[int(np.flatnonzero(rows < 0)[0])]!r}: this is a bug."
+                )
             probs = dict(zip(selected, scores.probs[rows].round(6).tolist()))
             return cls(selected, probs, np.asarray(scores.ids), scores.probs, score_seconds, select_seconds)
         return cls(selected, predicted or {}, None, None, score_seconds, select_seconds)
@@ -84,7 +92,9 @@ class Executor(ABC):
             from raydal.al.poolids import pack_ids, sorted_ids
             from raydal.data.shards import read_ids
 
-            self._pool_ids = pack_ids(sorted_ids(read_ids(self.manifest, "pool"), f"the pool of {self.config.shards_dir}"))
+            self._pool_ids = pack_ids(
+                sorted_ids(read_ids(self.manifest, "pool"), f"the pool of {self.config.shards_dir}")
+            )
         return self._pool_ids
 
     def pool_ids(self) -> np.ndarray:
@@ -119,8 +129,14 @@ class Executor(ABC):
 
     # -- the interface ----------------------------------------------------------
     @abstractmethod
-    def train(self, labeled_ids: list[str], label_overrides: dict[str, list[int]], out_dir: str,
-              init_checkpoint: str | None, seed: int) -> str:
+    def train(
+        self,
+        labeled_ids: list[str],
+        label_overrides: dict[str, list[int]],
+        out_dir: str,
+        init_checkpoint: str | None,
+        seed: int,
+    ) -> str:
         """Train on ``labeled_ids`` (``label_overrides``: annotators' labels) into ``out_dir``;
         returns the checkpoint folder."""
 
@@ -129,8 +145,15 @@ class Executor(ABC):
         """Metrics of ``checkpoint`` on ``split`` (``multilabel_metrics`` keys)."""
 
     @abstractmethod
-    def query(self, checkpoint: str, unlabeled_ids: np.ndarray | None, labeled_ids: list[str], b: int,
-              prev_probs: tuple[np.ndarray, np.ndarray] | None, seed: int) -> QueryResult:
+    def query(
+        self,
+        checkpoint: str,
+        unlabeled_ids: np.ndarray | None,
+        labeled_ids: list[str],
+        b: int,
+        prev_probs: tuple[np.ndarray, np.ndarray] | None,
+        seed: int,
+    ) -> QueryResult:
         """Score the unlabeled pool (if the strategy needs it) and select ``b`` ids.
 
         ``unlabeled_ids``: str [N] sorted ascending, what random selection draws from; None
@@ -161,6 +184,7 @@ class Executor(ABC):
 
 
 # ---------------------------------------------------------------------- registry
+
 
 @dataclass(frozen=True)
 class _Entry:
@@ -233,8 +257,13 @@ class LocalExecutor(Executor):
         data = read_split(self.manifest, "pool", ids=list(labeled_ids))
         data = override_labels(data, label_overrides)
         result = train_in_process(
-            self.model_spec(), cfg, data, val_batches=None, out_dir=out_dir,
-            init_checkpoint=init_checkpoint, on_epoch=self._log_epoch,
+            self.model_spec(),
+            cfg,
+            data,
+            val_batches=None,
+            out_dir=out_dir,
+            init_checkpoint=init_checkpoint,
+            on_epoch=self._log_epoch,
         )
         return str(result.checkpoint_dir)
 
@@ -244,8 +273,10 @@ class LocalExecutor(Executor):
         epochs = self.config.train_config().epochs
         if epochs >= 10 and metrics["epoch"] % max(1, epochs // 10) and metrics["epoch"] != epochs:
             return  # about ten lines per training
-        self.log(f"  epoch {metrics['epoch']}/{epochs} loss {metrics.get('train_loss', float('nan')):.4f} "
-                 f"({metrics.get('seconds', 0):.1f}s)")
+        self.log(
+            f"  epoch {metrics['epoch']}/{epochs} loss {metrics.get('train_loss', float('nan')):.4f} "
+            f"({metrics.get('seconds', 0):.1f}s)"
+        )
 
     def evaluate(self, checkpoint, split):
         from raydal.models import load_checkpoint
@@ -261,8 +292,9 @@ class LocalExecutor(Executor):
         device = default_device()
         model = load_checkpoint(checkpoint, device=device)
         batches = iter_share_batches(self.manifest, rows, self.config.score_batch_size)
-        return dict(evaluate(model, batches, device, threshold=self.config.train_config().threshold, amp=self.amp),
-                    **recorded)
+        return dict(
+            evaluate(model, batches, device, threshold=self.config.train_config().threshold, amp=self.amp), **recorded
+        )
 
     def query(self, checkpoint, unlabeled_ids, labeled_ids, b, prev_probs, seed):
         from raydal.data.shards import iter_batches
@@ -277,13 +309,21 @@ class LocalExecutor(Executor):
             device = default_device()
             model = load_checkpoint(checkpoint, device=device)
             batches = iter_batches(self.manifest, "pool", self.config.score_batch_size, exclude=set(labeled_ids))
-            scores = score_pool(model, batches, self.strategy, k=self.candidate_count(b),
-                                prev_probs=prev_probs, device=device, amp=self.amp)
+            scores = score_pool(
+                model,
+                batches,
+                self.strategy,
+                k=self.candidate_count(b),
+                prev_probs=prev_probs,
+                device=device,
+                amp=self.amp,
+            )
             t_score = time.perf_counter() - t0
         fault_point("score:end")
         selected, t_select = self._select(scores, unlabeled_ids, b, seed)
-        return QueryResult.from_scores(selected, scores, t_score, t_select,
-                                       self._predict_missing(checkpoint, selected, scores))
+        return QueryResult.from_scores(
+            selected, scores, t_score, t_select, self._predict_missing(checkpoint, selected, scores)
+        )
 
     def _predict_missing(self, checkpoint, ids, scores) -> dict[str, list[float]] | None:
         if scores is not None:

@@ -26,8 +26,15 @@ TrialRunner = Callable[[ALConfig, bool], dict[str, Any]]
 SINGLE_RUN_NOISE = {"micro_f1": 0.0075, "macro_f1": 0.0235}
 
 
-def ensure_shards(dataset: str, shards_dir: str | Path, data_root: str | Path | None, size: int | None,
-                  fake_n: int | None, seed: int, log: Callable[[str], None] = print) -> Path | str:
+def ensure_shards(
+    dataset: str,
+    shards_dir: str | Path,
+    data_root: str | Path | None,
+    size: int | None,
+    fake_n: int | None,
+    seed: int,
+    log: Callable[[str], None] = print,
+) -> Path | str:
     """Prepared shards in ``shards_dir`` (a folder or a storage URI): reused if complete, else
     prepared from ``data_root``, else from a fake archive generated next to them
     (``<shards_dir>-archive``; local folders only)."""
@@ -41,8 +48,10 @@ def ensure_shards(dataset: str, shards_dir: str | Path, data_root: str | Path | 
         log(f"using prepared shards in {shards_dir}")
         return shards_dir
     if data_root is None and is_uri(shards_dir):
-        raise DatasetNotFoundError(f"No prepared shards at {shards_dir} (no {MANIFEST_NAME}). Fix: run `raydal "
-                                   f"prepare <dataset> <archive> {shards_dir}` first, or pass --data-root.")
+        raise DatasetNotFoundError(
+            f"No prepared shards at {shards_dir} (no {MANIFEST_NAME}). Fix: run `raydal "
+            f"prepare <dataset> <archive> {shards_dir}` first, or pass --data-root."
+        )
     if data_root is None:
         data_root = generated_archive_dir(shards_dir)
         if not data_root.exists():
@@ -75,8 +84,10 @@ def generated_archive_note(exp: ExperimentConfig, paper: bool = True) -> str | N
             return None  # prepared from a real archive
     elif is_uri(config.shards_dir):
         return None  # ensure_shards refuses: nothing is generated
-    line = (f"raydal: no --data-root: this run uses a GENERATED {config.dataset} archive ({generated}: images "
-            f"made by `raydal synth`), not the real one")
+    line = (
+        f"raydal: no --data-root: this run uses a GENERATED {config.dataset} archive ({generated}: images "
+        f"made by `raydal synth`), not the real one"
+    )
     if paper:
         line += "; its F1 is not comparable with the paper's. Pass --data-root FOLDER to run on the real archive"
     return line + "."
@@ -114,8 +125,14 @@ def baseline_state_dir(state_dir: str | Path, baseline: str) -> str:
     return f"{str(state_dir).rstrip('/')}-{name}"
 
 
-def run_comparison(base: ALConfig, trials: int, run_trial: TrialRunner, baseline: str = "random",
-                   fork: bool = False, out_dir: str | Path | None = None) -> dict[str, Any]:
+def run_comparison(
+    base: ALConfig,
+    trials: int,
+    run_trial: TrialRunner,
+    baseline: str = "random",
+    fork: bool = False,
+    out_dir: str | Path | None = None,
+) -> dict[str, Any]:
     """Run ``base``'s trials and the same trials with ``baseline`` as the strategy, then report both.
 
     The baseline's trial k has the strategy's seed, hence the same initial labeled
@@ -131,23 +148,33 @@ def run_comparison(base: ALConfig, trials: int, run_trial: TrialRunner, baseline
     from raydal.exceptions import ConfigError
 
     if base.strategy == baseline:
-        raise ConfigError(f"The comparison baseline must differ from the strategy; both are {baseline!r}. "
-                          "Pick another --strategy or drop --compare.")
+        raise ConfigError(
+            f"The comparison baseline must differ from the strategy; both are {baseline!r}. "
+            "Pick another --strategy or drop --compare."
+        )
     if base.mode != "simulation":
-        raise ConfigError("A comparison needs mode 'simulation' (the archive's labels answer every query); "
-                          f"got mode {base.mode!r}: drop --compare or use --mode simulation.")
+        raise ConfigError(
+            "A comparison needs mode 'simulation' (the archive's labels answer every query); "
+            f"got mode {base.mode!r}: drop --compare or use --mode simulation."
+        )
     other = dataclasses.replace(base, strategy=baseline, state_dir=baseline_state_dir(base.state_dir, baseline))
     mine = run_experiment(base, trials, run_trial, fork=fork)
     theirs = run_experiment(other, trials, run_trial, fork=fork)
-    result: dict[str, Any] = {"strategy": mine, "baseline": theirs, "report": None, "difference": {},
-                              "names": (base.strategy, baseline)}
+    result: dict[str, Any] = {
+        "strategy": mine,
+        "baseline": theirs,
+        "report": None,
+        "difference": {},
+        "names": (base.strategy, baseline),
+    }
     if any(s["curve"] for s in mine) and any(s["curve"] for s in theirs):
         out = Path(out_dir) if out_dir is not None else Path(base.state_dir) / "comparison"
         report = build_report([s["state_dir"] for s in mine + theirs], out, baseline=baseline)
         result["report"] = report
         entry = report["strategies"].get(base.strategy, {})
-        result["difference"] = {m: v["auc_minus_baseline"] for m, v in entry.items()
-                                if isinstance(v, dict) and "auc_minus_baseline" in v}
+        result["difference"] = {
+            m: v["auc_minus_baseline"] for m, v in entry.items() if isinstance(v, dict) and "auc_minus_baseline" in v
+        }
     return result
 
 
@@ -161,19 +188,29 @@ def comparison_text(result: dict[str, Any]) -> str:
     strategy, baseline = result["names"]
     report = result["report"]
     out = Path(report["out_dir"])
-    lines = [f"comparison: {out / REPORT_MD} and {out / F1_CURVES_PNG} "
-             f"({baseline} runs in {result['baseline'][0]['state_dir']})"]
+    lines = [
+        f"comparison: {out / REPORT_MD} and {out / F1_CURVES_PNG} "
+        f"({baseline} runs in {result['baseline'][0]['state_dir']})"
+    ]
     for metric, d in result["difference"].items():
         mine = report["strategies"][strategy][metric]["auc"]
         theirs = report["strategies"][d["baseline"]][metric]["auc"]
-        line = (f"area under {metric.replace('_', ' ')} ({d['range'][0]}..{d['range'][1]} labels): "
-                f"{strategy} {100 * mine:.2f} vs {baseline} {100 * theirs:.2f}: difference ")
+        line = (
+            f"area under {metric.replace('_', ' ')} ({d['range'][0]}..{d['range'][1]} labels): "
+            f"{strategy} {100 * mine:.2f} vs {baseline} {100 * theirs:.2f}: difference "
+        )
         if d["paired"] == 1:
             noise = SINGLE_RUN_NOISE.get(metric)
-            seen = (f" (in raydal's CPU fidelity study this difference varies by SD {100 * noise:.2f} points "
-                    "between trials)" if noise else "")
-            line += (f"{100 * d['mean']:+.2f} from 1 paired trial: no interval, no verdict; a single paired run "
-                     f"cannot separate effects below its noise{seen}; --trials {MIN_TRIALS} gives a verdict")
+            seen = (
+                f" (in raydal's CPU fidelity study this difference varies by SD {100 * noise:.2f} points "
+                "between trials)"
+                if noise
+                else ""
+            )
+            line += (
+                f"{100 * d['mean']:+.2f} from 1 paired trial: no interval, no verdict; a single paired run "
+                f"cannot separate effects below its noise{seen}; --trials {MIN_TRIALS} gives a verdict"
+            )
         else:
             line += difference_text(d, baseline)
         lines.append(line)

@@ -33,12 +33,24 @@ from typing import Any
 
 from raydal.al import labelstudio
 from raydal.al.labelfiles import (
-    DEFAULT_MAX_BYTES, LS_FROM_NAME, MALFORMED, SKIP_LABEL, SKIPPED, UNANNOTATED, LabelFile, LabelRecord,
+    DEFAULT_MAX_BYTES,
+    LS_FROM_NAME,
+    MALFORMED,
+    SKIP_LABEL,
+    SKIPPED,
+    UNANNOTATED,
+    LabelFile,
+    LabelRecord,
 )
 from raydal.al.state import ALState, StateStore, batch_name
 from raydal.al.thumbnails import DEFAULT_MAX_SIDE, Thumbnails, data_uri, png_bytes
 from raydal.constants import (
-    BATCH_CSV, ENV_LS_DOCUMENT_ROOT, EXPORT_DIR, LABEL_STUDIO_CONFIG, LABEL_STUDIO_TASKS, THUMBS_DIR,
+    BATCH_CSV,
+    ENV_LS_DOCUMENT_ROOT,
+    EXPORT_DIR,
+    LABEL_STUDIO_CONFIG,
+    LABEL_STUDIO_TASKS,
+    THUMBS_DIR,
 )
 from raydal.exceptions import ConfigError, LabelImportError, StateError
 from raydal.faults import fault_point
@@ -52,20 +64,33 @@ MAX_PROBLEMS_SHOWN = 50
 class ExportOptions:
     """How ``export_batch`` writes thumbnails and Label Studio tasks (``raydal export`` flags)."""
 
-    images: str = setting("inline", "how Label Studio tasks reference thumbnails: inline (data URIs, no server "
-                                    "set-up) or local-files (served by Label Studio from its document root)",
-                          choices=labelstudio.IMAGE_MODES)
-    document_root: str | None = setting(None, "local-files: Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT, "
-                                              f"a parent of the export folder (default ${ENV_LS_DOCUMENT_ROOT})")
-    max_side: int = setting(DEFAULT_MAX_SIDE, "longest thumbnail side in pixels; larger originals are shrunk",
-                            Interval(int, 8))
-    predictions: str = setting("none", "what Label Studio shows of the model's guess: none (the image only), hint "
-                                       "(its class probabilities as text, nothing selected) or preselect (Label "
-                                       "Studio predictions: the guess shown as the selected answer); "
-                                       "docs/label-studio.md says why none is the default",
-                               choices=labelstudio.PREDICTION_MODES)
-    rgb_bands: str | None = setting(None, "the bands thumbnails show as red, green, blue: 3 names or 1-based "
-                                          "numbers, e.g. 1,2,3 (default: the archive's, see the export's log line)")
+    images: str = setting(
+        "inline",
+        "how Label Studio tasks reference thumbnails: inline (data URIs, no server "
+        "set-up) or local-files (served by Label Studio from its document root)",
+        choices=labelstudio.IMAGE_MODES,
+    )
+    document_root: str | None = setting(
+        None,
+        "local-files: Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT, "
+        f"a parent of the export folder (default ${ENV_LS_DOCUMENT_ROOT})",
+    )
+    max_side: int = setting(
+        DEFAULT_MAX_SIDE, "longest thumbnail side in pixels; larger originals are shrunk", Interval(int, 8)
+    )
+    predictions: str = setting(
+        "none",
+        "what Label Studio shows of the model's guess: none (the image only), hint "
+        "(its class probabilities as text, nothing selected) or preselect (Label "
+        "Studio predictions: the guess shown as the selected answer); "
+        "docs/label-studio.md says why none is the default",
+        choices=labelstudio.PREDICTION_MODES,
+    )
+    rgb_bands: str | None = setting(
+        None,
+        "the bands thumbnails show as red, green, blue: 3 names or 1-based "
+        "numbers, e.g. 1,2,3 (default: the archive's, see the export's log line)",
+    )
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -128,13 +153,18 @@ def export_batch(
         png = png_bytes(thumbnails.rgb(paths.get(sid, ""), small), options.max_side)
         target = _inside(out, thumbs / names[sid])
         target.write_bytes(png)
-        images[sid] = (data_uri(png) if options.images == "inline"
-                       else labelstudio.local_files_url(target, Path(options.document_root)))
+        images[sid] = (
+            data_uri(png)
+            if options.images == "inline"
+            else labelstudio.local_files_url(target, Path(options.document_root))
+        )
     if originals.failures and log:
         where, why = originals.failures[0]
-        log(f"{len(originals.failures)} of {len(ids)} thumbnails were made from the "
+        log(
+            f"{len(originals.failures)} of {len(ids)} thumbnails were made from the "
             f"{manifest.image_size}x{manifest.image_size} shard images, not the originals: "
-            f"e.g. {where or '(no path)'}: {why}")
+            f"e.g. {where or '(no path)'}: {why}"
+        )
 
     rows, tasks = [], []
     version = f"raydal-{name}"  # the model that made the query: checkpoints/<name>
@@ -144,15 +174,19 @@ def export_batch(
     for sid in ids:
         probs = pending.get("probs", {}).get(sid)
         predicted = [c for c, p in zip(classes, probs) if p >= threshold] if probs else None
-        rows.append({
-            "id": sid,
-            "path": paths.get(sid, ""),
-            "thumbnail": f"{THUMBS_DIR}/{names[sid]}",
-            "predicted_labels": ";".join(predicted or []),
-            "probabilities": ";".join(f"{c}:{p:.3f}" for c, p in zip(classes, probs)) if probs else "",
-            "labels": "",
-        })
-        tasks.append(labelstudio.task(sid, images[sid], classes, probs or None, threshold, version, options.predictions))
+        rows.append(
+            {
+                "id": sid,
+                "path": paths.get(sid, ""),
+                "thumbnail": f"{THUMBS_DIR}/{names[sid]}",
+                "predicted_labels": ";".join(predicted or []),
+                "probabilities": ";".join(f"{c}:{p:.3f}" for c, p in zip(classes, probs)) if probs else "",
+                "labels": "",
+            }
+        )
+        tasks.append(
+            labelstudio.task(sid, images[sid], classes, probs or None, threshold, version, options.predictions)
+        )
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["id", "path", "thumbnail", "predicted_labels", "probabilities", "labels"])
     writer.writeheader()
@@ -161,10 +195,14 @@ def export_batch(
     tasks_json = json.dumps(tasks, indent=1).encode("utf-8")
     _inside(out, out / LABEL_STUDIO_TASKS).write_bytes(tasks_json)
     if len(tasks_json) > labelstudio.UPLOAD_LIMIT and log:
-        log(f"{LABEL_STUDIO_TASKS} is {len(tasks_json) / 2**20:.0f} MiB, over Label Studio's default import "
+        log(
+            f"{LABEL_STUDIO_TASKS} is {len(tasks_json) / 2**20:.0f} MiB, over Label Studio's default import "
             f"limit ({labelstudio.UPLOAD_LIMIT // 2**20} MiB): start Label Studio with a larger "
-            "DATA_UPLOAD_MAX_MEMORY_SIZE (bytes), or export with --images local-files (or a smaller --max-side).")
-    _inside(out, out / LABEL_STUDIO_CONFIG).write_text(labelstudio.label_config(classes, options.predictions), encoding="utf-8")
+            "DATA_UPLOAD_MAX_MEMORY_SIZE (bytes), or export with --images local-files (or a smaller --max-side)."
+        )
+    _inside(out, out / LABEL_STUDIO_CONFIG).write_text(
+        labelstudio.label_config(classes, options.predictions), encoding="utf-8"
+    )
     return out
 
 
@@ -214,10 +252,12 @@ DISAGREEMENT_POLICIES = ("refuse", "majority", "latest", "prefer=ANNOTATOR")
 
 def check_disagreement_policy(policy: str) -> str:
     """``policy`` if it is one of ``DISAGREEMENT_POLICIES`` (``prefer=`` with a name); raise otherwise."""
-    if policy in DISAGREEMENT_POLICIES[:3] or (policy.startswith("prefer=") and policy[len("prefer="):].strip()):
+    if policy in DISAGREEMENT_POLICIES[:3] or (policy.startswith("prefer=") and policy[len("prefer=") :].strip()):
         return policy
-    raise ConfigError(f"The 'on_disagreement' parameter must be one of {', '.join(DISAGREEMENT_POLICIES)} "
-                      f"(ANNOTATOR: a name or id as the export writes it). Got {policy!r} instead.")
+    raise ConfigError(
+        f"The 'on_disagreement' parameter must be one of {', '.join(DISAGREEMENT_POLICIES)} "
+        f"(ANNOTATOR: a name or id as the export writes it). Got {policy!r} instead."
+    )
 
 
 @dataclass(frozen=True)
@@ -258,8 +298,14 @@ class LabelCheck:
     recorded with the earlier answer); otherwise a changed label is a problem.
     """
 
-    def __init__(self, state: ALState, classes: Sequence[str], archive_ids: set[str],
-                 allow_changes: bool = False, on_disagreement: str = "refuse"):
+    def __init__(
+        self,
+        state: ALState,
+        classes: Sequence[str],
+        archive_ids: set[str],
+        allow_changes: bool = False,
+        on_disagreement: str = "refuse",
+    ):
         self.state = state
         self.classes = list(classes)
         self.archive_ids = archive_ids
@@ -301,13 +347,19 @@ class LabelCheck:
             return None
         unknown = [n for n in rec.names if n not in self.index]
         if unknown:
-            return self._problem(where, f"id {sid!r}: class name(s) {unknown} not in the project's classes"
-                                        f"{self._class_hint(unknown)}; valid: {', '.join(self.classes)} "
-                                        f"(or {SKIP_LABEL!r} for an image that cannot be labeled)")
+            return self._problem(
+                where,
+                f"id {sid!r}: class name(s) {unknown} not in the project's classes"
+                f"{self._class_hint(unknown)}; valid: {', '.join(self.classes)} "
+                f"(or {SKIP_LABEL!r} for an image that cannot be labeled)",
+            )
         if not rec.names:
-            return self._problem(where, f"id {sid!r}: empty label set (annotated with no class): every image "
-                                        "needs at least one class (from Label Studio, raydal reads the answers of "
-                                        f"<Choices name=\"{LS_FROM_NAME}\"> in its label_studio_config.xml)")
+            return self._problem(
+                where,
+                f"id {sid!r}: empty label set (annotated with no class): every image "
+                "needs at least one class (from Label Studio, raydal reads the answers of "
+                f'<Choices name="{LS_FROM_NAME}"> in its label_studio_config.xml)',
+            )
         labels = tuple(sorted({self.index[n] for n in rec.names}))
         self._answers.setdefault(sid, []).append(_Answer(labels, where, rec.annotator, rec.when, order))
         return None
@@ -322,8 +374,11 @@ class LabelCheck:
             answer = self._resolve(sid, labeled)
             if answer is not None:
                 self._settle(sid, answer)
-        self.unannotated = [f"{where} (id {sid!r})" for sid, where in self._unannotated.items()
-                            if sid not in self._answers and sid in self.pending and sid not in self.state.labeled]
+        self.unannotated = [
+            f"{where} (id {sid!r})"
+            for sid, where in self._unannotated.items()
+            if sid not in self._answers and sid in self.pending and sid not in self.state.labeled
+        ]
 
     def _resolve(self, sid: str, answers: list[_Answer]) -> _Answer | None:
         """The answer ``on_disagreement`` keeps; None (and a problem) when it keeps none."""
@@ -343,16 +398,19 @@ class LabelCheck:
         elif policy == "latest":
             chosen = _latest(answers)
         elif policy.startswith("prefer="):
-            name = policy[len("prefer="):].strip()
+            name = policy[len("prefer=") :].strip()
             theirs = [a for a in answers if a.annotator == name]
             chosen = _latest(theirs) if theirs else None
             why = "" if theirs else f"{name} did not annotate it"
         shown = "; ".join(a.shown(self.classes) for a in answers)
         if chosen is None:
-            self._problem(answers[-1].where, f"id {sid!r}: its {len(answers)} annotations disagree ({shown})"
-                          + (f": {policy} keeps none, {why}" if policy != "refuse" else "")
-                          + "; choose with --on-disagreement majority|latest|prefer=ANNOTATOR, "
-                            "or keep one answer and export again")
+            self._problem(
+                answers[-1].where,
+                f"id {sid!r}: its {len(answers)} annotations disagree ({shown})"
+                + (f": {policy} keeps none, {why}" if policy != "refuse" else "")
+                + "; choose with --on-disagreement majority|latest|prefer=ANNOTATOR, "
+                "or keep one answer and export again",
+            )
             return None
         self.resolved.append(f"id {sid!r}: {policy} kept {chosen.shown(self.classes)} (of {shown})")
         return chosen
@@ -366,25 +424,34 @@ class LabelCheck:
             if self.allow_changes:
                 self.changed[sid] = list(labels)
                 return None
-            return self._problem(where, f"id {sid!r} was marked unlabelable (iteration {gone['iteration']}, by "
-                                        f"{gone['by']}: {gone['reason']}) and is now {self._names(labels)}: {flag}")
+            return self._problem(
+                where,
+                f"id {sid!r} was marked unlabelable (iteration {gone['iteration']}, by "
+                f"{gone['by']}: {gone['reason']}) and is now {self._names(labels)}: {flag}",
+            )
         if sid in self.state.labeled:
             done = self.state.labeled[sid]
             known = self.state.human_labels.get(sid)
             if known is None:
-                return self._problem(where, f"id {sid!r} is already labeled (iteration {done['iteration']}, "
-                                            f"by {done['by']}) from the archive's labels; correct those in the "
-                                            "archive's labels and prepare it again")
+                return self._problem(
+                    where,
+                    f"id {sid!r} is already labeled (iteration {done['iteration']}, "
+                    f"by {done['by']}) from the archive's labels; correct those in the "
+                    "archive's labels and prepare it again",
+                )
             if tuple(sorted(known)) == labels:
                 self.unchanged.add(sid)
                 return None
             if self.allow_changes:
                 self.changed[sid] = list(labels)
                 return None
-            return self._problem(where, f"id {sid!r} was imported before (iteration {done['iteration']}, by "
-                                        f"{done['by']}) as {self._names(known)} and is now {self._names(labels)}: "
-                                        f"labels already imported cannot change unless asked: {flag}; or restore "
-                                        "the earlier answer")
+            return self._problem(
+                where,
+                f"id {sid!r} was imported before (iteration {done['iteration']}, by "
+                f"{done['by']}) as {self._names(known)} and is now {self._names(labels)}: "
+                f"labels already imported cannot change unless asked: {flag}; or restore "
+                "the earlier answer",
+            )
         if sid not in self.pending:
             return self._problem(where, f"id {sid!r} is not in the pending query batch")
         self.new[sid] = list(labels)
@@ -411,12 +478,21 @@ class LabelCheck:
     def not_mentioned(self) -> list[str]:
         """Pending ids not labeled yet that the input does not name (Label Studio's JSON_MIN
         and CSV leave skipped tasks out)."""
-        return [i for i in self.state.pending["ids"] if i not in self.mentioned and i not in self.state.labeled
-                and i not in self.skip] if self.state.pending else []
+        return (
+            [
+                i
+                for i in self.state.pending["ids"]
+                if i not in self.mentioned and i not in self.state.labeled and i not in self.skip
+            ]
+            if self.state.pending
+            else []
+        )
 
     def summary(self) -> str:
-        return (f"{len(self.new)} new, {len(self.changed)} changed, {len(self.unchanged)} unchanged (imported "
-                f"before), {len(self.unannotated)} not annotated yet, {len(self.skipped)} skipped")
+        return (
+            f"{len(self.new)} new, {len(self.changed)} changed, {len(self.unchanged)} unchanged (imported "
+            f"before), {len(self.unannotated)} not annotated yet, {len(self.skipped)} skipped"
+        )
 
     # -- helpers -------------------------------------------------------------
     def _problem(self, where: str, why: str) -> None:
@@ -477,8 +553,9 @@ def _mapping_records(mapping: Mapping[str, Any]) -> Iterable[LabelRecord]:
         yield LabelRecord(where, str(sid).strip(), tuple(n.strip() for n in names))
 
 
-def _check_for(state: ALState, classes: Sequence[str] | None, archive_ids: set[str] | None,
-               **options: Any) -> LabelCheck:
+def _check_for(
+    state: ALState, classes: Sequence[str] | None, archive_ids: set[str] | None, **options: Any
+) -> LabelCheck:
     if classes is None or archive_ids is None:
         from raydal.data.shards import load_manifest, read_ids
 
@@ -540,8 +617,9 @@ def import_labels(
         return _record(store, state, check, annotator, label_file.sha256, label_file.format, str(path))
 
 
-def import_mapping(state_dir: str, mapping: Mapping[str, Sequence[str] | str], annotator: str = "api",
-                   allow_changes: bool = False) -> dict[str, Any]:
+def import_mapping(
+    state_dir: str, mapping: Mapping[str, Sequence[str] | str], annotator: str = "api", allow_changes: bool = False
+) -> dict[str, Any]:
     """``import_labels`` for an in-memory ``{id: [class names]}`` (``validate_labels`` rules)."""
     store = StateStore(state_dir)
     with store.lock(f"raydal import_mapping {state_dir}"):
@@ -578,8 +656,10 @@ def skip_images(state_dir: str, ids: Sequence[str], reason: str, by: str) -> dic
     from raydal.data.shards import load_manifest, read_ids
 
     if not reason or not reason.strip():
-        raise LabelImportError("The 'reason' parameter must say why the images cannot be labeled "
-                               "(e.g. --reason 'cloud cover'). Got an empty reason instead.")
+        raise LabelImportError(
+            "The 'reason' parameter must say why the images cannot be labeled "
+            "(e.g. --reason 'cloud cover'). Got an empty reason instead."
+        )
     store = StateStore(state_dir)
     with store.lock(f"raydal skip {state_dir}"):
         state = store.load()
@@ -598,12 +678,17 @@ def skip_images(state_dir: str, ids: Sequence[str], reason: str, by: str) -> dic
             state.mark_unlabelable(new, by=by)
             fault_point("import:mid")
             store.save(state)
-        return {"skipped": list(new), "unchanged": len(set(ids)) - len(new),
-                "remaining": len(state.pending["ids"]) if state.pending else 0, "phase": state.phase}
+        return {
+            "skipped": list(new),
+            "unchanged": len(set(ids)) - len(new),
+            "remaining": len(state.pending["ids"]) if state.pending else 0,
+            "phase": state.phase,
+        }
 
 
-def _record(store: StateStore, state: ALState, check: LabelCheck, annotator: str,
-            digest: str | None, fmt: str, source: str) -> dict[str, Any]:
+def _record(
+    store: StateStore, state: ALState, check: LabelCheck, annotator: str, digest: str | None, fmt: str, source: str
+) -> dict[str, Any]:
     if check.new:
         state.record_labels(check.new, by=annotator)
     if check.changed:

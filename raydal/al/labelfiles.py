@@ -318,8 +318,11 @@ def _csv_records(text: _Text, first: str, owner: LabelFile) -> Iterator[LabelRec
             f"'raydal_id' (a Label Studio CSV export of a raydal project); its columns are {header[:20]}. "
             "Fill in the batch.csv written by `raydal export`, or export the Label Studio project as CSV."
         )
-    col = {name: header.index(name) for name in ("annotation_id", "annotator", "updated_at", "created_at",
-                                                 "was_cancelled") if name in header}
+    col = {
+        name: header.index(name)
+        for name in ("annotation_id", "annotator", "updated_at", "created_at", "was_cancelled")
+        if name in header
+    }
     task_col = header.index("id") if owner.format == "label-studio-csv" and "id" in header else None
     while True:
         try:
@@ -338,14 +341,18 @@ def _csv_records(text: _Text, first: str, owner: LabelFile) -> Iterator[LabelRec
         if not any(cell.strip() for cell in row):
             continue  # a blank line
         if len(row) != len(header):
-            yield LabelRecord(where, None, status=MALFORMED,
-                              detail=f"{len(row)} fields where the header has {len(header)}")
+            yield LabelRecord(
+                where, None, status=MALFORMED, detail=f"{len(row)} fields where the header has {len(header)}"
+            )
             continue
         cells = {name: row[i].strip() for name, i in col.items()}
         record = row_of(where, row, id_col, label_col, cells)
         if record.status != MALFORMED:
-            record = replace(record, annotator=cells.get("annotator") or None,
-                             when=cells.get("updated_at") or cells.get("created_at") or "")
+            record = replace(
+                record,
+                annotator=cells.get("annotator") or None,
+                when=cells.get("updated_at") or cells.get("created_at") or "",
+            )
         yield record
 
 
@@ -399,8 +406,9 @@ def _json_records(text: _Text, first: str, owner: LabelFile) -> Iterator[LabelRe
         )
     for n, item in enumerate(_iter_json_list(text, owner)):
         if not isinstance(item, dict):
-            yield LabelRecord(f"{owner.name} item #{n}", None, status=MALFORMED,
-                              detail=f"a {type(item).__name__}, not a task object")
+            yield LabelRecord(
+                f"{owner.name} item #{n}", None, status=MALFORMED, detail=f"a {type(item).__name__}, not a task object"
+            )
             continue
         task = item.get("id")
         where = f"{owner.name} task {task}" if isinstance(task, (int, str)) and str(task) else f"{owner.name} item #{n}"
@@ -411,8 +419,12 @@ def _json_records(text: _Text, first: str, owner: LabelFile) -> Iterator[LabelRe
             owner.format = "label-studio-json-min"
             yield _ls_min_record(where, item)
         else:
-            yield LabelRecord(where, None, status=MALFORMED,
-                              detail="no raydal_id: not a task of a project made from raydal's label_studio_tasks.json")
+            yield LabelRecord(
+                where,
+                None,
+                status=MALFORMED,
+                detail="no raydal_id: not a task of a project made from raydal's label_studio_tasks.json",
+            )
 
 
 def _iter_json_list(text: _Text, owner: LabelFile) -> Iterator[Any]:
@@ -497,8 +509,10 @@ def _ls_json_task(where: str, task: dict[str, Any]) -> Iterator[LabelRecord]:
     for annotation in annotations:
         who = annotation.get("completed_by")
         who = who.get("email", who.get("id")) if isinstance(who, dict) else who
-        meta = {"annotator": None if who is None else str(who),
-                "when": str(annotation.get("updated_at") or annotation.get("created_at") or "")}
+        meta = {
+            "annotator": None if who is None else str(who),
+            "when": str(annotation.get("updated_at") or annotation.get("created_at") or ""),
+        }
         if annotation.get("was_cancelled") or annotation.get("skipped"):
             yield replace(_skip(where, sid, "skipped in Label Studio"), **meta)
             continue
@@ -513,8 +527,10 @@ def _ls_json_task(where: str, task: dict[str, Any]) -> Iterator[LabelRecord]:
 def _ls_min_record(where: str, item: dict[str, Any]) -> LabelRecord:
     """One record of Label Studio's JSON_MIN export (one per annotation, or per unannotated task)."""
     sid = str(item["raydal_id"]).strip()
-    meta = {"annotator": None if item.get("annotator") is None else str(item["annotator"]),
-            "when": str(item.get("updated_at") or item.get("created_at") or "")}
+    meta = {
+        "annotator": None if item.get("annotator") is None else str(item["annotator"]),
+        "when": str(item.get("updated_at") or item.get("created_at") or ""),
+    }
     if item.get("was_cancelled"):
         return replace(_skip(where, sid, "skipped in Label Studio"), **meta)
     if LS_FROM_NAME not in item:
@@ -534,7 +550,9 @@ def _ls_min_value(where: str, sid: str, value: Any) -> LabelRecord:
         elif isinstance(v, dict) and isinstance(v.get("choices"), list):
             names += [str(c) for c in v["choices"]]
         else:
-            return LabelRecord(where, sid, status=MALFORMED, detail=f"labels value {str(value)[:80]!r} is not a Choices answer")
+            return LabelRecord(
+                where, sid, status=MALFORMED, detail=f"labels value {str(value)[:80]!r} is not a Choices answer"
+            )
     return _ls_names(where, sid, [n.strip() for n in names])
 
 

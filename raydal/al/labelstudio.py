@@ -52,8 +52,14 @@ def label_config(classes: Sequence[str], predictions: str = "none") -> str:
     with ``predictions="hint"`` also the model's probabilities as text (``HINT_KEY``)."""
     _check_mode(predictions)
     choices = "\n".join(f"    <Choice value={quoteattr(c)}/>" for c in classes)
-    hint = (f'  <Header value="Model\'s probabilities (a hint, not an answer)" size="6"/>\n'
-            f'  <Text name="{HINT_KEY}" value="${HINT_KEY}"/>\n') if predictions == "hint" else ""
+    hint = (
+        (
+            f'  <Header value="Model\'s probabilities (a hint, not an answer)" size="6"/>\n'
+            f'  <Text name="{HINT_KEY}" value="${HINT_KEY}"/>\n'
+        )
+        if predictions == "hint"
+        else ""
+    )
     return (
         "<View>\n"
         f'  <Image name="{IMAGE_KEY}" value="${IMAGE_KEY}" zoom="true"/>\n'
@@ -99,8 +105,11 @@ def task(
         out["data"][HINT_KEY] = hint_text(classes, probs)
     elif predictions == "preselect" and probs is not None:
         predicted = [c for c, p in zip(classes, probs) if p >= threshold]
-        result = [{"from_name": LS_FROM_NAME, "to_name": IMAGE_KEY, "type": "choices",
-                   "value": {"choices": predicted}}] if predicted else []
+        result = (
+            [{"from_name": LS_FROM_NAME, "to_name": IMAGE_KEY, "type": "choices", "value": {"choices": predicted}}]
+            if predicted
+            else []
+        )
         out["predictions"] = [{"model_version": model_version, "score": confidence(probs), "result": result}]
     return out
 
@@ -126,5 +135,6 @@ def most_uncertain_first(ids: Sequence[str], probs: Mapping[str, Sequence[float]
 
 def _check_mode(predictions: str) -> None:
     if predictions not in PREDICTION_MODES:
-        raise ConfigError(f"The 'predictions' parameter must be one of {', '.join(PREDICTION_MODES)}. "
-                          f"Got {predictions!r} instead.")
+        raise ConfigError(
+            f"The 'predictions' parameter must be one of {', '.join(PREDICTION_MODES)}. Got {predictions!r} instead."
+        )

@@ -78,8 +78,10 @@ class ActiveLearner:
                 if not diff:
                     # same result settings: the state was written by a raydal whose fingerprint
                     # covered other fields (settings added or reclassified since)
-                    self.log(f"{cfg.state_dir}: written by an earlier raydal with the same result settings; "
-                             "its fingerprint is updated")
+                    self.log(
+                        f"{cfg.state_dir}: written by an earlier raydal with the same result settings; "
+                        "its fingerprint is updated"
+                    )
                     state.fingerprint = cfg.fingerprint()
                 elif not fork:
                     raise StateError(
@@ -93,8 +95,10 @@ class ActiveLearner:
                 state.fingerprint = cfg.fingerprint()
                 self.store.save(state)
             elif state.phase != "done":
-                self.log(f"resuming {cfg.state_dir}: iteration {state.iteration}, phase {state.phase}, "
-                         f"{state.n_labeled} labeled")
+                self.log(
+                    f"resuming {cfg.state_dir}: iteration {state.iteration}, phase {state.phase}, "
+                    f"{state.n_labeled} labeled"
+                )
             state.config = cfg.to_dict()  # execution fields may change between resumes
             return state
         state = ALState(config=cfg.to_dict(), fingerprint=cfg.fingerprint())
@@ -166,8 +170,10 @@ class ActiveLearner:
             state.record_labels({i: None for i in known}, by="archive")
         self.store.save(state)
         if known:
-            self.log(f"initial labeled set: the {len(known)} pool images labeled in the archive"
-                     + (f" + {len(chosen)} random unlabeled ones for annotators (seed {cfg.seed})" if chosen else ""))
+            self.log(
+                f"initial labeled set: the {len(known)} pool images labeled in the archive"
+                + (f" + {len(chosen)} random unlabeled ones for annotators (seed {cfg.seed})" if chosen else "")
+            )
         else:
             self.log(f"initial labeled set: {len(chosen)} random pool samples (seed {cfg.seed})")
         if cfg.mode == "simulation":
@@ -226,7 +232,8 @@ class ActiveLearner:
         scores = (
             f"test micro-F1 {test['micro_f1']:.4f} macro-F1 {test['macro_f1']:.4f} (present classes "
             f"{test.get('macro_f1_present', float('nan')):.4f})"
-            if test.get("n_samples", 1) else "no labeled test split: no test scores"
+            if test.get("n_samples", 1)
+            else "no labeled test split: no test scores"
         )
         self.log(f"iter {tau}: {state.n_labeled} labeled | {scores} | train {t_train:.1f}s eval {t_eval:.1f}s")
 
@@ -327,11 +334,16 @@ class ActiveLearner:
     def _record_agreement(self, record: dict[str, Any], prev: tuple[np.ndarray, np.ndarray] | None, result) -> None:
         """Cohen's kappa of this model's and the previous scored model's predictions on the stop set
         (``raydal.al.stopping``), kept in the history ``record``; nothing when either pass is missing."""
-        if result.pool_ids is None or prev is None or self.state.pool_probs_file.endswith(f"iter-{record['iteration']:04d}.npz"):
+        if (
+            result.pool_ids is None
+            or prev is None
+            or self.state.pool_probs_file.endswith(f"iter-{record['iteration']:04d}.npz")
+        ):
             return  # a strategy that scores nothing, the first scored model, or this model scored again
         stop_ids = stopping.stop_set(self.executor.pool_index(), self.config.seed)
-        kappa, n = stopping.stop_set_kappa(prev, (result.pool_ids, result.pool_probs), stop_ids,
-                                           self.config.train_config().threshold)
+        kappa, n = stopping.stop_set_kappa(
+            prev, (result.pool_ids, result.pool_probs), stop_ids, self.config.train_config().threshold
+        )
         record[stopping.HISTORY_KEY] = {"kappa": None if n == 0 else round(kappa, 6), "n": n}
 
     def _label(self) -> None:

@@ -86,9 +86,16 @@ class Link:
     ``on_disagreement``); annotator: recorded as who labeled.
     """
 
-    def __init__(self, state_dir: str, client: Any, title: str | None = None, export: Mapping[str, Any] | None = None,
-                 import_options: Mapping[str, Any] | None = None, annotator: str = "label-studio",
-                 log: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        state_dir: str,
+        client: Any,
+        title: str | None = None,
+        export: Mapping[str, Any] | None = None,
+        import_options: Mapping[str, Any] | None = None,
+        annotator: str = "label-studio",
+        log: Callable[[str], None] | None = None,
+    ):
         from raydal.al.humanloop import ExportOptions
 
         self.state_dir = str(state_dir)
@@ -100,8 +107,10 @@ class Link:
         self.log = log or (lambda _: None)
         self.store = StateStore(self.state_dir)
         if not self.store.has_state():
-            raise StateError(f"{self.state_dir} holds no raydal state: start the run first "
-                             "(raydal run DATASET --mode human --state-dir ...).")
+            raise StateError(
+                f"{self.state_dir} holds no raydal state: start the run first "
+                "(raydal run DATASET --mode human --state-dir ...)."
+            )
 
     # -- one round -----------------------------------------------------------
     def sync(self) -> dict[str, Any]:
@@ -113,8 +122,13 @@ class Link:
         imported = self._pull(tasks, record)
         pushed = self._push(project, tasks, record)
         state = self.store.load()
-        return {"project": project, "imported": imported, "pushed": pushed, "phase": state.phase,
-                "pending": len(state.pending["ids"]) if state.pending else 0}
+        return {
+            "project": project,
+            "imported": imported,
+            "pushed": pushed,
+            "phase": state.phase,
+            "pending": len(state.pending["ids"]) if state.pending else 0,
+        }
 
     def _record(self) -> dict[str, Any]:
         """What was linked: the server, its project, the tasks pushed, the annotations seen. A record
@@ -138,22 +152,37 @@ class Link:
         if record["project"] is not None:
             project = _call(f"reading project {record['project']}", self.client.projects.get, id=record["project"])
         else:
-            found = [p for p in _call("listing projects", self.client.projects.list, title=self.title)
-                     if p.title == self.title]
+            found = [
+                p
+                for p in _call("listing projects", self.client.projects.list, title=self.title)
+                if p.title == self.title
+            ]
             if found:
                 project = found[0]
                 self.log(f"reusing Label Studio project {project.id} {self.title!r}")
             else:
-                project = _call("creating the project", self.client.projects.create, title=self.title,
-                                label_config=config, description=f"raydal state dir {self.state_dir}",
-                                show_collab_predictions=self.export.predictions == "preselect")
+                project = _call(
+                    "creating the project",
+                    self.client.projects.create,
+                    title=self.title,
+                    label_config=config,
+                    description=f"raydal state dir {self.state_dir}",
+                    show_collab_predictions=self.export.predictions == "preselect",
+                )
                 self.log(f"created Label Studio project {project.id} {self.title!r}")
             record["project"] = project.id
             self._save(record)
         shown = self.export.predictions == "preselect"  # "Use predictions to prelabel tasks" in the settings
-        if (project.label_config or "").strip() != config.strip() or getattr(project, "show_collab_predictions", None) != shown:
-            _call("updating the project's settings", self.client.projects.update, id=project.id,
-                  label_config=config, show_collab_predictions=shown)
+        if (project.label_config or "").strip() != config.strip() or getattr(
+            project, "show_collab_predictions", None
+        ) != shown:
+            _call(
+                "updating the project's settings",
+                self.client.projects.update,
+                id=project.id,
+                label_config=config,
+                show_collab_predictions=shown,
+            )
         return int(project.id)
 
     def _tasks(self, project: int) -> list[dict[str, Any]]:
@@ -174,14 +203,21 @@ class Link:
         fresh = [t for t in tasks if any(_key(a) not in seen for a in t.get("annotations") or [])]
         if not fresh:
             return None
-        export = [{"id": t["id"], "data": {labelstudio.ID_KEY: t["data"][labelstudio.ID_KEY]},
-                   "annotations": [_annotation(a) for a in t["annotations"]]} for t in fresh]
+        export = [
+            {
+                "id": t["id"],
+                "data": {labelstudio.ID_KEY: t["data"][labelstudio.ID_KEY]},
+                "annotations": [_annotation(a) for a in t["annotations"]],
+            }
+            for t in fresh
+        ]
         data = json.dumps(export, indent=1, sort_keys=True).encode("utf-8")
         name = f"pull-{hashlib.sha256(data).hexdigest()[:16]}.json"
         self.store.write_bytes(data, PULL_DIR, name)
         try:
-            result = import_labels(self.state_dir, self.store.local_path(PULL_DIR, name),
-                                   annotator=self.annotator, **self.import_options)
+            result = import_labels(
+                self.state_dir, self.store.local_path(PULL_DIR, name), annotator=self.annotator, **self.import_options
+            )
         except LabelImportError as err:
             if err.problems:  # a label that fails validation: the team fixes it in Label Studio
                 raise
@@ -189,8 +225,10 @@ class Link:
         record["seen"] = sorted(seen | {_key(a) for t in fresh for a in t["annotations"]})
         self._save(record)
         if result and not result["already_imported"]:
-            self.log(f"imported {result['imported']} labels from {len(fresh)} Label Studio tasks; "
-                     f"{result['remaining']} still pending; next phase: {result['phase']}")
+            self.log(
+                f"imported {result['imported']} labels from {len(fresh)} Label Studio tasks; "
+                f"{result['remaining']} still pending; next phase: {result['phase']}"
+            )
         return result
 
     # -- push ----------------------------------------------------------------
@@ -208,18 +246,26 @@ class Link:
         folder = export_batch(self.state_dir, None, self.export, log=self.log)
         by_id = {t["data"][labelstudio.ID_KEY]: t for t in json.loads((folder / LABEL_STUDIO_TASKS).read_text())}
         order = labelstudio.most_uncertain_first(missing, state.pending.get("probs") or {})
-        answer = _call("importing tasks", self.client.projects.import_tasks, id=project,
-                       request=[by_id[i] for i in order], return_task_ids=True)
+        answer = _call(
+            "importing tasks",
+            self.client.projects.import_tasks,
+            id=project,
+            request=[by_id[i] for i in order],
+            return_task_ids=True,
+        )
         task_ids = list(getattr(answer, "task_ids", None) or [])
         record["pushed"].update({sid: (task_ids[n] if n < len(task_ids) else None) for n, sid in enumerate(order)})
         self._save(record)
-        self.log(f"pushed {len(order)} tasks of batch {state.pending['iteration']} to Label Studio project "
-                 f"{project}, most uncertain first")
+        self.log(
+            f"pushed {len(order)} tasks of batch {state.pending['iteration']} to Label Studio project "
+            f"{project}, most uncertain first"
+        )
         return len(order)
 
     # -- the loop ------------------------------------------------------------
-    def follow(self, train: Callable[[str], Any] | None = None, poll_s: float = 30.0,
-               max_polls: int | None = None) -> dict[str, Any]:
+    def follow(
+        self, train: Callable[[str], Any] | None = None, poll_s: float = 30.0, max_polls: int | None = None
+    ) -> dict[str, Any]:
         """Sync until the run is done: when a batch is complete, ``train(state_dir)`` trains and
         queries the next (default ``train_and_query``), and the next sync pushes it.
 
@@ -235,8 +281,10 @@ class Link:
             if summary["phase"] != "label":
                 train(self.state_dir)
                 if self.store.load().phase == summary["phase"]:
-                    raise StateError(f"{self.state_dir}: training did not move the run on from phase "
-                                     f"{summary['phase']!r}; run `raydal run ... --mode human` to see why.")
+                    raise StateError(
+                        f"{self.state_dir}: training did not move the run on from phase "
+                        f"{summary['phase']!r}; run `raydal run ... --mode human` to see why."
+                    )
                 idle = 0
                 continue
             if not (summary["imported"] or summary["pushed"]):

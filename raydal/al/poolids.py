@@ -30,8 +30,9 @@ def sorted_ids(ids: Iterable[str] | np.ndarray, what: str = "the pool") -> np.nd
         arr = arr[np.argsort(arr, kind="stable")]
         dup = np.flatnonzero(arr[1:] == arr[:-1])
         if len(dup):
-            raise QueryError(f"{what} holds duplicate ids (e.g. {arr[dup[0]]!r}); ids must be unique: "
-                             "re-prepare the shards.")
+            raise QueryError(
+                f"{what} holds duplicate ids (e.g. {arr[dup[0]]!r}); ids must be unique: re-prepare the shards."
+            )
     return arr
 
 

@@ -46,14 +46,16 @@ def load_runs(state_dirs: list[str]) -> list[dict[str, Any]]:
         if not store.has_state():
             raise StateError(f"{d} holds no raydal state (no state.json); pass the --state-dir of a run.")
         state = store.load()
-        runs.append({
-            "state_dir": str(d),
-            "strategy": state.config.get("strategy", "?"),
-            "seed": state.config.get("seed"),
-            "dataset": state.config.get("dataset"),
-            "history": state.history,
-            "config": _flat(state.config),
-        })
+        runs.append(
+            {
+                "state_dir": str(d),
+                "strategy": state.config.get("strategy", "?"),
+                "seed": state.config.get("seed"),
+                "dataset": state.config.get("dataset"),
+                "history": state.history,
+                "config": _flat(state.config),
+            }
+        )
     _label_groups(runs)
     return runs
 
@@ -77,8 +79,11 @@ def _label_groups(runs: list[dict[str, Any]]) -> None:
     """Name each run's curve: its strategy, plus the result and identity settings that differ
     between the runs (e.g. ``b=20`` vs ``b=40`` in a sweep; ``raydal.settings`` kinds); runs
     differing only in seed are trials of one curve, and execution settings never split one."""
-    keys = sorted(k for k in {k for r in runs for k in r["config"]} - set(TRIAL_KEYS) - {"strategy"}
-                  if setting_kind(k) in (RESULT, IDENTITY))
+    keys = sorted(
+        k
+        for k in {k for r in runs for k in r["config"]} - set(TRIAL_KEYS) - {"strategy"}
+        if setting_kind(k) in (RESULT, IDENTITY)
+    )
     varying = [k for k in keys if len({repr(r["config"].get(k)) for r in runs}) > 1]
     for run in runs:
         extra = ", ".join(f"{k}={run['config'].get(k)}" for k in varying)
@@ -139,7 +144,12 @@ def areas_on_grid(x: np.ndarray, y: np.ndarray, grid: np.ndarray) -> np.ndarray:
 
 
 def area_differences(
-    x: np.ndarray, y: np.ndarray, seeds: list, x0: np.ndarray, y0: np.ndarray, seeds0: list,
+    x: np.ndarray,
+    y: np.ndarray,
+    seeds: list,
+    x0: np.ndarray,
+    y0: np.ndarray,
+    seeds0: list,
     grid: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Area of curves (x, y [trials, K]) minus the baseline's (x0, y0), in F1 units.
@@ -166,11 +176,28 @@ def area_differences(
     if common:
         d = np.array([a[seeds.index(s)] - a0[seeds0.index(s)] for s in common])
         test = paired_difference(d).as_dict()
-        return {"mean": float(d.mean()), "std": float(d.std()), "paired": len(common), "range": span,
-                "ci_low": test["ci_low"], "ci_high": test["ci_high"], "t": test["t"], "p": test["p"],
-                "verdict": test["verdict"]}
-    return {"mean": float(a.mean() - a0.mean()), "std": None, "paired": 0, "range": span,
-            "ci_low": None, "ci_high": None, "t": None, "p": None, "verdict": "inconclusive"}
+        return {
+            "mean": float(d.mean()),
+            "std": float(d.std()),
+            "paired": len(common),
+            "range": span,
+            "ci_low": test["ci_low"],
+            "ci_high": test["ci_high"],
+            "t": test["t"],
+            "p": test["p"],
+            "verdict": test["verdict"],
+        }
+    return {
+        "mean": float(a.mean() - a0.mean()),
+        "std": None,
+        "paired": 0,
+        "range": span,
+        "ci_low": None,
+        "ci_high": None,
+        "t": None,
+        "p": None,
+        "verdict": "inconclusive",
+    }
 
 
 def difference_text(d: dict[str, Any], baseline: str) -> str:
@@ -180,13 +207,20 @@ def difference_text(d: dict[str, Any], baseline: str) -> str:
     return text if d["paired"] < 2 else f"{text}: {verdict_text(d['verdict'], baseline)}"
 
 
-def plot_curves(ax, groups: dict[str, tuple[np.ndarray, np.ndarray, list]], metric: str,
-                baseline: str = "random") -> None:
+def plot_curves(
+    ax, groups: dict[str, tuple[np.ndarray, np.ndarray, list]], metric: str, baseline: str = "random"
+) -> None:
     """Each group's mean curve (in %) with its trials' min..max band, on one matplotlib axis
     (the baseline's dashed)."""
     for group, (x, y, _) in sorted(groups.items()):
-        (line,) = ax.plot(x, 100 * y.mean(axis=0), marker="o", ms=3, label=f"{group} (n={len(y)})",
-                          ls="--" if group.partition(" (")[0] == baseline else "-")
+        (line,) = ax.plot(
+            x,
+            100 * y.mean(axis=0),
+            marker="o",
+            ms=3,
+            label=f"{group} (n={len(y)})",
+            ls="--" if group.partition(" (")[0] == baseline else "-",
+        )
         if len(y) > 1:
             ax.fill_between(x, 100 * y.min(axis=0), 100 * y.max(axis=0), alpha=0.2, color=line.get_color())
     ax.set_xlabel("number of labeled samples")
@@ -206,33 +240,49 @@ def area_under_curve(x: np.ndarray, y: np.ndarray) -> float:
 def stopping_section(runs: list[dict[str, Any]], summary: dict[str, Any]) -> list[str]:
     """The report's "When to stop" lines, one row per run (``raydal.al.stopping.advice``);
     ``summary["stopping"]``: state dir -> kappas, stable, slope (F1 per label, 95% CI)."""
-    lines = ["## When to stop", "",
-             (f"Stabilizing predictions (Bloodgood & Vijay-Shanker 2009): Cohen's κ between consecutive models' "
-             f"decisions (class predicted at the run's F1 threshold) on a fixed seeded stop set of up to "
-             f"{stopping.STOP_SET_SIZE} unlabeled pool images, pooled over classes and images; stable when the "
-             f"mean of the last {stopping.WINDOW} κ values is >= {stopping.KAPPA_STABLE}. Slope: least squares "
-             f"of test micro-F1 on labeled images over the last {stopping.WINDOW} rounds, in percentage points "
-             f"per 100 labels, with its {LEVEL} interval. Advice only; `--stop-when stable` makes the rule end a "
-             "run. κ needs the pool probabilities that a scoring strategy saves at each query: a random run "
-             "has none (its slope is the advice)."), "",
-             f"| run | strategy | last κ | stable | F1 slope per 100 labels ({LEVEL} CI) |", "|---|---|---|---|---|"]
+    lines = [
+        "## When to stop",
+        "",
+        (
+            f"Stabilizing predictions (Bloodgood & Vijay-Shanker 2009): Cohen's κ between consecutive models' "
+            f"decisions (class predicted at the run's F1 threshold) on a fixed seeded stop set of up to "
+            f"{stopping.STOP_SET_SIZE} unlabeled pool images, pooled over classes and images; stable when the "
+            f"mean of the last {stopping.WINDOW} κ values is >= {stopping.KAPPA_STABLE}. Slope: least squares "
+            f"of test micro-F1 on labeled images over the last {stopping.WINDOW} rounds, in percentage points "
+            f"per 100 labels, with its {LEVEL} interval. Advice only; `--stop-when stable` makes the rule end a "
+            "run. κ needs the pool probabilities that a scoring strategy saves at each query: a random run "
+            "has none (its slope is the advice)."
+        ),
+        "",
+        f"| run | strategy | last κ | stable | F1 slope per 100 labels ({LEVEL} CI) |",
+        "|---|---|---|---|---|",
+    ]
     summary["stopping"] = {}
     for run in runs:
         adv = stopping.advice(run["history"], run["config"].get("stop_when"))
         slope = adv["slope"]
         summary["stopping"][run["state_dir"]] = {
-            "kappas": adv["kappas"], "stable": adv["stable"], "text": adv["text"],
-            "slope": None if slope is None else {"per_label": slope.per_label, "ci_low": slope.ci_low,
-                                                 "ci_high": slope.ci_high, "labels": list(slope.labels)}}
-        ks = ", ".join(f"{k:.3f}" for k in adv["kappas"][-stopping.WINDOW:]) or "–"
+            "kappas": adv["kappas"],
+            "stable": adv["stable"],
+            "text": adv["text"],
+            "slope": None
+            if slope is None
+            else {
+                "per_label": slope.per_label,
+                "ci_low": slope.ci_low,
+                "ci_high": slope.ci_high,
+                "labels": list(slope.labels),
+            },
+        }
+        ks = ", ".join(f"{k:.3f}" for k in adv["kappas"][-stopping.WINDOW :]) or "–"
         cell = "–" if slope is None else stopping.slope_text(slope)
-        lines.append(f"| {run['state_dir']} | {run['strategy']} | {ks} | {'yes' if adv['stable'] else 'no'} "
-                     f"| {cell} |")
+        lines.append(f"| {run['state_dir']} | {run['strategy']} | {ks} | {'yes' if adv['stable'] else 'no'} | {cell} |")
     return lines + [""]
 
 
-def build_report(state_dirs: list[str], out_dir: str | Path, at: list[int] | None = None,
-                 baseline: str = "random") -> dict[str, Any]:
+def build_report(
+    state_dirs: list[str], out_dir: str | Path, at: list[int] | None = None, baseline: str = "random"
+) -> dict[str, Any]:
     """Write ``f1_curves.png``, ``report.md`` and ``report.json`` into ``out_dir``.
 
     Every group's ``auc`` per metric is its mean curve's area on the metric's
@@ -270,8 +320,9 @@ def build_report(state_dirs: list[str], out_dir: str | Path, at: list[int] | Non
             }
             base = baseline_of(strategy, list(groups), baseline)
             if base is not None and on_grid and len(groups[base][0]) >= 2:
-                entry[metric]["auc_minus_baseline"] = area_differences(
-                    *groups[strategy], *groups[base], grid=grid) | {"baseline": base}
+                entry[metric]["auc_minus_baseline"] = area_differences(*groups[strategy], *groups[base], grid=grid) | {
+                    "baseline": base
+                }
     fig.tight_layout()
     fig.savefig(out / F1_CURVES_PNG, dpi=120)
     plt.close(fig)
@@ -293,40 +344,58 @@ def build_report(state_dirs: list[str], out_dir: str | Path, at: list[int] | Non
     no_test = [r["state_dir"] for r in runs if r["history"] and not _has_test(r)]
     if no_test:
         summary["no_test_split"] = no_test
-        lines += [f"**No labeled test split** in {', '.join(no_test)}: there is nothing to measure F1 on, so "
-                  "these runs have no curve. Fix: give some images labels (a `split` column set to `test` in "
-                  "the labels CSV, or `--test-share`) and prepare the archive again.", ""]
+        lines += [
+            f"**No labeled test split** in {', '.join(no_test)}: there is nothing to measure F1 on, so "
+            "these runs have no curve. Fix: give some images labels (a `split` column set to `test` in "
+            "the labels CSV, or `--test-share`) and prepare the archive again.",
+            "",
+        ]
     for metric in METRICS:
         lines += [f"## Test {metric.replace('_', ' ')} (%) by number of labeled samples (mean ± std over trials)", ""]
         if metric in METRIC_NOTES:
             lines += [f"`{metric}`: {METRIC_NOTES[metric]}", ""]
         span = summary["area_range"].get(metric)
         area = f"area {span[0]}..{span[1]}" if span else "area"
-        lines += ["| strategy | trials | " + " | ".join(str(a) for a in at) + f" | {area} |",
-                  "|---|---|" + "---|" * len(at) + "---|"]
+        lines += [
+            "| strategy | trials | " + " | ".join(str(a) for a in at) + f" | {area} |",
+            "|---|---|" + "---|" * len(at) + "---|",
+        ]
         for strategy, entry in sorted(summary["strategies"].items()):
             if metric not in entry:
                 continue
             m = dict(zip(entry[metric]["labels"], zip(entry[metric]["mean"], entry[metric]["std"])))
             cells = [f"{100 * m[a][0]:.2f} ± {100 * m[a][1]:.2f}" if a in m else "–" for a in at]
             auc = entry[metric]["auc"]
-            lines.append(f"| {strategy} | {entry['trials']} | " + " | ".join(cells)
-                         + f" | {'–' if auc is None else f'{100 * auc:.2f}'} |")
+            lines.append(
+                f"| {strategy} | {entry['trials']} | "
+                + " | ".join(cells)
+                + f" | {'–' if auc is None else f'{100 * auc:.2f}'} |"
+            )
         lines.append("")
         if span:
-            lines += [f"Area: the mean F1 over {span[0]}..{span[1]} labeled samples, the range every curve "
-                      "covers; each curve is interpolated linearly onto the union of the curves' label counts "
-                      "there, so every area is taken over the same labels.", ""]
-    compared = [(k, e) for k, e in sorted(summary["strategies"].items())
-                if any("auc_minus_baseline" in e.get(m, {}) for m in METRICS)]
+            lines += [
+                f"Area: the mean F1 over {span[0]}..{span[1]} labeled samples, the range every curve "
+                "covers; each curve is interpolated linearly onto the union of the curves' label counts "
+                "there, so every area is taken over the same labels.",
+                "",
+            ]
+    compared = [
+        (k, e)
+        for k, e in sorted(summary["strategies"].items())
+        if any("auc_minus_baseline" in e.get(m, {}) for m in METRICS)
+    ]
     if compared:
-        lines += [f"## Area minus {baseline}'s (percentage points of F1)", "",
-                  f"Trials are paired by seed (same initial labeled set, same first model). Each cell: the mean "
-                  f"difference, its {LEVEL} confidence interval over the pairs, and the verdict of a two-sided "
-                  f"paired t-test at 5% (`raydal.al.stats`): ahead of or behind {baseline} only when the interval "
-                  "excludes 0, else inconclusive. One pair gives no interval.", "",
-                  "| strategy | baseline | " + " | ".join(f"{m.replace('_', ' ')} area − {baseline}" for m in METRICS)
-                  + " |", "|---|---|" + "---|" * len(METRICS)]
+        lines += [
+            f"## Area minus {baseline}'s (percentage points of F1)",
+            "",
+            f"Trials are paired by seed (same initial labeled set, same first model). Each cell: the mean "
+            f"difference, its {LEVEL} confidence interval over the pairs, and the verdict of a two-sided "
+            f"paired t-test at 5% (`raydal.al.stats`): ahead of or behind {baseline} only when the interval "
+            "excludes 0, else inconclusive. One pair gives no interval.",
+            "",
+            "| strategy | baseline | " + " | ".join(f"{m.replace('_', ' ')} area − {baseline}" for m in METRICS) + " |",
+            "|---|---|" + "---|" * len(METRICS),
+        ]
         for strategy, entry in compared:
             cells, base = [], "–"
             for metric in METRICS:
@@ -339,8 +408,12 @@ def build_report(state_dirs: list[str], out_dir: str | Path, at: list[int] | Non
             lines.append(f"| {strategy} | {base} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += stopping_section(runs, summary)
-    lines += ["## Seconds per iteration (mean)", "", "| strategy | " + " | ".join(PHASES) + " |",
-              "|---|" + "---|" * len(PHASES)]
+    lines += [
+        "## Seconds per iteration (mean)",
+        "",
+        "| strategy | " + " | ".join(PHASES) + " |",
+        "|---|" + "---|" * len(PHASES),
+    ]
     for strategy, entry in sorted(summary["strategies"].items()):
         t = entry.get("seconds_per_iteration", {})
         lines.append(f"| {strategy} | " + " | ".join(f"{t[p]:.2f}" if p in t else "–" for p in PHASES) + " |")

@@ -129,8 +129,12 @@ class ALState:
         """
         when = _now()
         for sid, reason in reasons.items():
-            self.unlabelable[sid] = {"iteration": self.pending["iteration"] if self.pending else self.iteration,
-                                     "by": by, "when": when, "reason": reason}
+            self.unlabelable[sid] = {
+                "iteration": self.pending["iteration"] if self.pending else self.iteration,
+                "by": by,
+                "when": when,
+                "reason": reason,
+            }
         if self.pending is not None:
             self._settle_pending()
 
@@ -147,8 +151,9 @@ class ALState:
                 del self.unlabelable[sid]
                 self.labeled[sid] = {"iteration": self.iteration, "by": by}
             self.human_labels[sid] = after
-            self.corrections.append({"id": sid, "before": before, "after": after, "by": by, "when": when,
-                                     "source": source})
+            self.corrections.append(
+                {"id": sid, "before": before, "after": after, "by": by, "when": when, "source": source}
+            )
 
     def _settle_pending(self) -> None:
         pending = self.pending

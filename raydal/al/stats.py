@@ -58,8 +58,10 @@ def paired_difference(d: np.ndarray | list[float]) -> PairedDifference:
 
     d = np.asarray(d, dtype=np.float64).ravel()
     if not np.isfinite(d).all():
-        raise ConfigError(f"The paired differences must be finite numbers. Got {d.tolist()} instead: "
-                          "a trial without a finished curve has no area; leave it out.")
+        raise ConfigError(
+            f"The paired differences must be finite numbers. Got {d.tolist()} instead: "
+            "a trial without a finished curve has no area; leave it out."
+        )
     n = len(d)
     nan = float("nan")
     if n == 0:
@@ -92,4 +94,5 @@ def verdict_text(verdict: str, than: str) -> str:
     """A verdict on "d = A - ``than`` > 0" in words: ``ahead of random at 5%``."""
     level = f"{ALPHA:.0%}"
     return {"holds": f"ahead of {than} at {level}", "does not hold": f"behind {than} at {level}"}.get(
-        verdict, f"inconclusive at {level}")
+        verdict, f"inconclusive at {level}"
+    )

@@ -73,7 +73,10 @@ def cohen_kappa(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def stop_set_kappa(
-    prev: tuple[np.ndarray, np.ndarray], cur: tuple[np.ndarray, np.ndarray], stop_ids: np.ndarray, threshold: float,
+    prev: tuple[np.ndarray, np.ndarray],
+    cur: tuple[np.ndarray, np.ndarray],
+    stop_ids: np.ndarray,
+    threshold: float,
 ) -> tuple[float, int]:
     """(κ, n): the agreement of two models on the stop-set images both scored.
 
@@ -96,8 +99,7 @@ def stop_set_kappa(
 
 def kappas(history: list[dict[str, Any]]) -> list[float]:
     """The recorded κ of consecutive models, oldest first (history entries without one skipped)."""
-    return [h[HISTORY_KEY]["kappa"] for h in history
-            if HISTORY_KEY in h and h[HISTORY_KEY].get("kappa") is not None]
+    return [h[HISTORY_KEY]["kappa"] for h in history if HISTORY_KEY in h and h[HISTORY_KEY].get("kappa") is not None]
 
 
 def is_stable(kappa_values: list[float], window: int = WINDOW, level: float | None = None) -> bool:
@@ -129,8 +131,8 @@ def f1_slope(n_labeled: list[int] | np.ndarray, f1: list[float] | np.ndarray, ro
     (``rounds + 1`` points); None with fewer than 2 points or no spread in labels."""
     from scipy import stats
 
-    x = np.asarray(n_labeled, dtype=np.float64)[-(rounds + 1):]
-    y = np.asarray(f1, dtype=np.float64)[-(rounds + 1):]
+    x = np.asarray(n_labeled, dtype=np.float64)[-(rounds + 1) :]
+    y = np.asarray(f1, dtype=np.float64)[-(rounds + 1) :]
     keep = np.isfinite(y)
     x, y = x[keep], y[keep]
     if len(x) < 2 or np.ptp(x) == 0:
@@ -147,8 +149,10 @@ def slope_text(s: Slope) -> str:
     """``+0.40 points per 100 labels over the last 3 rounds (340..400 labels; 95% CI -1.20..+2.00)``."""
     per100 = 1e4  # F1 per label -> percentage points per 100 labels
     rounds = s.points - 1
-    text = (f"{per100 * s.per_label:+.2f} points per 100 labels over the last {rounds} "
-            f"round{'s' if rounds != 1 else ''} ({s.labels[0]}..{s.labels[1]} labels")
+    text = (
+        f"{per100 * s.per_label:+.2f} points per 100 labels over the last {rounds} "
+        f"round{'s' if rounds != 1 else ''} ({s.labels[0]}..{s.labels[1]} labels"
+    )
     if s.ci_low is None:
         return text + "; 2 points: no interval)"
     return text + f"; {LEVEL} CI {per100 * s.ci_low:+.2f}..{per100 * s.ci_high:+.2f})"
@@ -167,13 +171,18 @@ def advice(history: list[dict[str, Any]], stop_when: str | None = None) -> dict[
     parts = []
     if ks:
         last = ", ".join(f"{k:.3f}" for k in ks[-WINDOW:])
-        verdict = ("stable" if stable else
-                   f"not yet stable: needs {WINDOW} values" if len(ks) < WINDOW else "not yet stable")
-        parts.append(f"κ between consecutive models on the stop set {last} (mean of the last {WINDOW} >= "
-                     f"{KAPPA_STABLE} is stable by Bloodgood & Vijay-Shanker's rule: {verdict})")
+        verdict = (
+            "stable" if stable else f"not yet stable: needs {WINDOW} values" if len(ks) < WINDOW else "not yet stable"
+        )
+        parts.append(
+            f"κ between consecutive models on the stop set {last} (mean of the last {WINDOW} >= "
+            f"{KAPPA_STABLE} is stable by Bloodgood & Vijay-Shanker's rule: {verdict})"
+        )
     else:
-        parts.append("no κ yet: it needs two consecutive models' pool probabilities (a scoring strategy "
-                     "saves them at each query; random scores nothing)")
+        parts.append(
+            "no κ yet: it needs two consecutive models' pool probabilities (a scoring strategy "
+            "saves them at each query; random scores nothing)"
+        )
     if slope is not None:
         parts.append(f"test micro-F1 {slope_text(slope)}")
     elif tested:
@@ -181,6 +190,7 @@ def advice(history: list[dict[str, Any]], stop_when: str | None = None) -> dict[
     else:
         parts.append("no labeled test split: no F1 slope")
     if stop_when == "stable":
-        parts.append("--stop-when stable: the run stops here" if stable else
-                     "--stop-when stable: the run goes on until stable")
+        parts.append(
+            "--stop-when stable: the run stops here" if stable else "--stop-when stable: the run goes on until stable"
+        )
     return {"kappas": ks, "stable": stable, "slope": slope, "rule": stop_when, "text": "; ".join(parts)}

@@ -55,8 +55,16 @@ __all__ = [
 #: What every report carries that a sweep can be ranked by (all "higher is better").
 #: ``auc_*`` is the normalised area under the F1-vs-labels curve so far (the mean F1
 #: over the label range); plain names are test metrics, ``val_*`` validation ones.
-METRICS = ("auc_micro_f1", "auc_macro_f1", "micro_f1", "macro_f1",
-           "val_auc_micro_f1", "val_auc_macro_f1", "val_micro_f1", "val_macro_f1")
+METRICS = (
+    "auc_micro_f1",
+    "auc_macro_f1",
+    "micro_f1",
+    "macro_f1",
+    "val_auc_micro_f1",
+    "val_auc_macro_f1",
+    "val_micro_f1",
+    "val_macro_f1",
+)
 SCHEDULERS = ("fifo", "asha")
 _TRAIN_PREFIX = "train."
 #: Where every trial runs: in process in its Tune actor, on the device its resources give
@@ -98,6 +106,7 @@ def plain(value: Any) -> Any:
 
 def _slug(overrides: dict[str, Any], limit: int = 80) -> str:
     """A readable, filesystem-safe name of the overrides: ``b=5,train.ll_lambda=0.1``."""
+
     def fmt(v: Any) -> str:
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -122,7 +131,7 @@ def trial_config(base: ALConfig, overrides: dict[str, Any], sweep_dir: str | Pat
     train = dict(fields["train"])
     for key, value in overrides.items():
         if key.startswith(_TRAIN_PREFIX):
-            train[key[len(_TRAIN_PREFIX):]] = value
+            train[key[len(_TRAIN_PREFIX) :]] = value
         else:
             fields[key] = value
     fields.update(train=train, **_TRIAL_PLACEMENT)
@@ -177,8 +186,11 @@ def grid_points(param_space: dict[str, Any]) -> Iterator[dict[str, Any]]:
     caller leaves them out, since they are sampled, not enumerated.
     """
     fixed = {k: v for k, v in param_space.items() if not isinstance(v, (list, dict))}
-    grids = {k: (v["grid_search"] if isinstance(v, dict) else v) for k, v in param_space.items()
-             if isinstance(v, list) or (isinstance(v, dict) and "grid_search" in v)}
+    grids = {
+        k: (v["grid_search"] if isinstance(v, dict) else v)
+        for k, v in param_space.items()
+        if isinstance(v, list) or (isinstance(v, dict) and "grid_search" in v)
+    }
     for combo in itertools.product(*grids.values()):
         yield {**fixed, **dict(zip(grids, combo))}
 
@@ -190,8 +202,7 @@ def max_reports(base: ALConfig) -> int:
     return math.ceil((base.label_budget - base.initial_labeled) / base.b) + 1
 
 
-def default_concurrency(resources: dict[str, float], cluster: dict[str, float],
-                        explicit: int | None) -> int | None:
+def default_concurrency(resources: dict[str, float], cluster: dict[str, float], explicit: int | None) -> int | None:
     """How many trials run at once: what the cluster holds now, keeping one CPU for the
     driver and Tune itself (a 2-core box runs one trial at a time)."""
     missing = {r: n for r, n in resources.items() if n > cluster.get(r, 0)}
@@ -265,19 +276,26 @@ def plan_sweep(
     if metric not in METRICS:
         raise ConfigError(f"The 'metric' parameter of run_sweep must be one of {METRICS}. Got {metric!r} instead.")
     if scheduler not in (None, *SCHEDULERS):
-        raise ConfigError(f"The 'scheduler' parameter of run_sweep must be one of {SCHEDULERS} or None. "
-                          f"Got {scheduler!r} instead.")
+        raise ConfigError(
+            f"The 'scheduler' parameter of run_sweep must be one of {SCHEDULERS} or None. Got {scheduler!r} instead."
+        )
     if base.mode != "simulation":
-        raise ConfigError(f"The 'mode' of a swept ALConfig must be 'simulation' (the archive's labels answer); "
-                          f"got {base.mode!r}. Sweeps cannot wait for annotators.")
+        raise ConfigError(
+            f"The 'mode' of a swept ALConfig must be 'simulation' (the archive's labels answer); "
+            f"got {base.mode!r}. Sweeps cannot wait for annotators."
+        )
     if not isinstance(num_samples, int) or num_samples < 1:
         raise ConfigError(f"The 'num_samples' parameter of run_sweep must be an int >= 1. Got {num_samples!r} instead.")
     if max_concurrent_trials is not None and (not isinstance(max_concurrent_trials, int) or max_concurrent_trials < 1):
-        raise ConfigError("The 'max_concurrent_trials' parameter of run_sweep must be an int >= 1 or None. "
-                          f"Got {max_concurrent_trials!r} instead.")
+        raise ConfigError(
+            "The 'max_concurrent_trials' parameter of run_sweep must be an int >= 1 or None. "
+            f"Got {max_concurrent_trials!r} instead."
+        )
     if is_uri(str(sweep_dir)):
-        raise ConfigError(f"sweep_dir must be a local or mounted folder (got {sweep_dir}): trial checkpoints "
-                          "are folders. On a cluster use a file system every node mounts, e.g. /mnt/raydal/sweeps/x.")
+        raise ConfigError(
+            f"sweep_dir must be a local or mounted folder (got {sweep_dir}): trial checkpoints "
+            "are folders. On a cluster use a file system every node mounts, e.g. /mnt/raydal/sweeps/x."
+        )
     sampled = {k for k, v in param_space.items() if is_search_space(v)}
     if num_samples > 1 and not sampled:
         raise ConfigError(
@@ -286,23 +304,31 @@ def plan_sweep(
             f"{list(range(base.seed, base.seed + num_samples))}."
         )
     sweep_dir = str(Path(sweep_dir).resolve())
-    base = dataclasses.replace(base, shards_dir=_absolute(base.shards_dir), weights=_absolute(base.weights),
-                               state_dir=sweep_dir, **_TRIAL_PLACEMENT)
+    base = dataclasses.replace(
+        base,
+        shards_dir=_absolute(base.shards_dir),
+        weights=_absolute(base.weights),
+        state_dir=sweep_dir,
+        **_TRIAL_PLACEMENT,
+    )
     points = list(grid_points({k: v for k, v in param_space.items() if k not in sampled}))
     for point in points:  # every grid point builds a valid config (ALConfig checks the names too)
         trial_config(base, point, sweep_dir)
     resources = dict(resources_per_trial or {"CPU": 1})
     if not resources or any(not isinstance(v, (int, float)) or v < 0 for v in resources.values()):
-        raise ConfigError(f"resources_per_trial must map Ray resource names to numbers >= 0, e.g. "
-                          f"{{'CPU': 1}} or {{'CPU': 4, 'GPU': 1}}. Got {resources_per_trial!r} instead.")
+        raise ConfigError(
+            f"resources_per_trial must map Ray resource names to numbers >= 0, e.g. "
+            f"{{'CPU': 1}} or {{'CPU': 4, 'GPU': 1}}. Got {resources_per_trial!r} instead."
+        )
     return SweepPlan(base, sweep_dir, points, resources, max_reports(base))
 
 
 # -- the results ------------------------------------------------------------------------------
 
 
-def trial_row(overrides: dict[str, Any], last_report: dict[str, Any], state_dir: str,
-              error: str | None, metric: str) -> dict[str, Any]:
+def trial_row(
+    overrides: dict[str, Any], last_report: dict[str, Any], state_dir: str, error: str | None, metric: str
+) -> dict[str, Any]:
     """One row of the sweep table: the trial's last report plus its curve read from ``state_dir``."""
     from raydal.al.state import StateStore
 
@@ -311,8 +337,10 @@ def trial_row(overrides: dict[str, Any], last_report: dict[str, Any], state_dir:
         row[key] = plain(last_report.get(key))
     store = StateStore(state_dir)
     history = store.load().history if store.has_state() else []
-    row["curve"] = [{"n_labeled": h["n_labeled"], "micro_f1": h["test"]["micro_f1"],
-                     "macro_f1": h["test"]["macro_f1"]} for h in sorted(history, key=lambda h: h["iteration"])]
+    row["curve"] = [
+        {"n_labeled": h["n_labeled"], "micro_f1": h["test"]["micro_f1"], "macro_f1": h["test"]["macro_f1"]}
+        for h in sorted(history, key=lambda h: h["iteration"])
+    ]
     row["state_dir"] = state_dir
     row["error"] = error
     if row["error"] is None and row[metric] is None:
@@ -322,6 +350,7 @@ def trial_row(overrides: dict[str, Any], last_report: dict[str, Any], state_dir:
 
 def rank_rows(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
     """``rows`` by ``metric``, highest first; failed trials (or NaN / missing metric) last."""
+
     def rank(r: dict[str, Any]) -> tuple:
         v = r[metric]
         good = r["error"] is None and v is not None and not math.isnan(v)
@@ -368,30 +397,63 @@ class SweepResult:
     def to_markdown(self) -> str:
         """A table of the trials, best first; F1 and areas in percent."""
         keys = self.param_keys
-        head = ["rank", *keys, "labels", "micro F1", "macro F1", "area micro", "area macro",
-                "val area micro", "trained", "state dir", "error"]
-        lines = [f"# raydal sweep: {len(self.rows)} trial(s), ranked by {self.metric}", "",
-                 "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        head = [
+            "rank",
+            *keys,
+            "labels",
+            "micro F1",
+            "macro F1",
+            "area micro",
+            "area macro",
+            "val area micro",
+            "trained",
+            "state dir",
+            "error",
+        ]
+        lines = [
+            f"# raydal sweep: {len(self.rows)} trial(s), ranked by {self.metric}",
+            "",
+            "| " + " | ".join(head) + " |",
+            "|" + "---|" * len(head),
+        ]
 
         def pct(v: Any) -> str:
             return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"
 
         for rank, r in enumerate(self.rows, 1):
-            cells = [str(rank), *(str(r["overrides"].get(k, "")) for k in keys),
-                     str(r.get("n_labeled", "–")), pct(r.get("micro_f1")), pct(r.get("macro_f1")),
-                     pct(r.get("auc_micro_f1")), pct(r.get("auc_macro_f1")), pct(r.get("val_auc_micro_f1")),
-                     str(r.get("trained", "–")), Path(r["state_dir"]).name if r["state_dir"] else "–",
-                     (r["error"] or "").splitlines()[0][:120] if r["error"] else ""]
+            cells = [
+                str(rank),
+                *(str(r["overrides"].get(k, "")) for k in keys),
+                str(r.get("n_labeled", "–")),
+                pct(r.get("micro_f1")),
+                pct(r.get("macro_f1")),
+                pct(r.get("auc_micro_f1")),
+                pct(r.get("auc_macro_f1")),
+                pct(r.get("val_auc_micro_f1")),
+                str(r.get("trained", "–")),
+                Path(r["state_dir"]).name if r["state_dir"] else "–",
+                (r["error"] or "").splitlines()[0][:120] if r["error"] else "",
+            ]
             lines.append("| " + " | ".join(cells) + " |")
-        lines += ["", "Each row's curve is in sweep.json (rows[].curve); its state dir works with `raydal report`, "
-                  "which draws one curve per strategy and per setting that differs between the trials.", ""]
+        lines += [
+            "",
+            "Each row's curve is in sweep.json (rows[].curve); its state dir works with `raydal report`, "
+            "which draws one curve per strategy and per setting that differs between the trials.",
+            "",
+        ]
         return "\n".join(lines)
 
     def write(self) -> None:
         """Write ``sweep.json`` and ``sweep.md`` into ``sweep_dir``."""
         out = Path(self.sweep_dir)
-        atomic_write_json(out / SWEEP_JSON, {
-            "metric": self.metric, "mode": "max", "experiment_path": self.experiment_path,
-            "param_keys": self.param_keys, "rows": self.rows,
-        })
+        atomic_write_json(
+            out / SWEEP_JSON,
+            {
+                "metric": self.metric,
+                "mode": "max",
+                "experiment_path": self.experiment_path,
+                "param_keys": self.param_keys,
+                "rows": self.rows,
+            },
+        )
         (out / SWEEP_MD).write_text(self.to_markdown())

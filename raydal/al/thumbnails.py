@@ -63,22 +63,32 @@ def choose_rgb_bands(band_names: Sequence[str], rgb_bands: Sequence[str] | str |
     lower = [n.lower() for n in names]
     if rgb_bands is not None:
         given = [str(b).strip() for b in (rgb_bands.split(",") if isinstance(rgb_bands, str) else rgb_bands)]
-        picked = [lower.index(b.lower()) if b.lower() in lower else int(b) - 1 if b.isdigit() else -1
-                  for b in given]  # a name first: a band may be named "1"
+        picked = [
+            lower.index(b.lower()) if b.lower() in lower else int(b) - 1 if b.isdigit() else -1 for b in given
+        ]  # a name first: a band may be named "1"
         if len(picked) != 3 or len(set(picked)) != 3 or not all(0 <= i < len(names) for i in picked):
-            raise ConfigError(f"The 'rgb_bands' parameter must name 3 distinct bands of {names}, by name or by "
-                              f"1-based number, in R, G, B order. Got {','.join(given)!r} instead.")
+            raise ConfigError(
+                f"The 'rgb_bands' parameter must name 3 distinct bands of {names}, by name or by "
+                f"1-based number, in R, G, B order. Got {','.join(given)!r} instead."
+            )
         return picked, "chosen with --rgb-bands"
     placeholders = names == [f"B{k + 1}" for k in range(len(names))]
     if placeholders and 3 <= len(names) <= 4:
-        return [0, 1, 2], ("the files name no bands, so bands 1, 2, 3 are taken as R, G, B (an R, G, B[, NIR] "
-                           "file); if they are not, pass --rgb-bands")
+        return [0, 1, 2], (
+            "the files name no bands, so bands 1, 2, 3 are taken as R, G, B (an R, G, B[, NIR] "
+            "file); if they are not, pass --rgb-bands"
+        )
     for candidates in RGB_NAMES:
         wanted = [n.lower() for n in candidates]
         if all(n in lower for n in wanted):
-            why = "by band name" if not placeholders else (
-                "the files name no bands, so bands 4, 3, 2 are taken as R, G, B (Sentinel-2 and Landsat 8 "
-                "numbering); if they are not, pass --rgb-bands")
+            why = (
+                "by band name"
+                if not placeholders
+                else (
+                    "the files name no bands, so bands 4, 3, 2 are taken as R, G, B (Sentinel-2 and Landsat 8 "
+                    "numbering); if they are not, pass --rgb-bands"
+                )
+            )
             return [lower.index(n) for n in wanted], why
     if len(names) >= 3:
         return [0, 1, 2], "no band is named R, G or B: the first three bands are shown; pass --rgb-bands to choose"
@@ -193,13 +203,20 @@ class Thumbnails:
         self.originals = OriginalImages(manifest)
         scaling = manifest.scaling or {}
         #: per-band (lo, hi) of a per-band uint8 conversion (folder archives), None when one shared rule
-        self._per_band = (np.asarray(scaling["lo"], np.float64), np.asarray(scaling["hi"], np.float64)) \
-            if "lo" in scaling and "hi" in scaling else None
+        self._per_band = (
+            (np.asarray(scaling["lo"], np.float64), np.asarray(scaling["hi"], np.float64))
+            if "lo" in scaling and "hi" in scaling
+            else None
+        )
 
     def describe(self) -> str:
         """One line: the bands shown as R, G, B, why, and how they are scaled."""
-        how = ("source pixel values, one linear map and one stretch for the three bands (the per-band scaling "
-               "of the shards is not used)" if self._per_band is not None else "one stretch for the three bands")
+        how = (
+            "source pixel values, one linear map and one stretch for the three bands (the per-band scaling "
+            "of the shards is not used)"
+            if self._per_band is not None
+            else "one stretch for the three bands"
+        )
         return f"thumbnails show bands {', '.join(self.band_names)} as R, G, B ({self.why}); {how}"
 
     def rgb(self, path: str, shard_image: np.ndarray) -> np.ndarray:

@@ -38,9 +38,7 @@ def reader_class(name: str) -> type[ArchiveReader]:
     try:
         return _READERS[name]
     except KeyError:
-        raise ConfigError(
-            f"The 'dataset' parameter must be one of {list_datasets()}. Got {name!r} instead."
-        ) from None
+        raise ConfigError(f"The 'dataset' parameter must be one of {list_datasets()}. Got {name!r} instead.") from None
 
 
 def get_reader(name: str, root: str | Path, **settings: Any) -> ArchiveReader:

@@ -135,8 +135,9 @@ class ArchiveReader:
             )
         return index
 
-    def _make_index(self, ids: list[str], paths: list[str], labels: list[np.ndarray],
-                    splits: list[str] | None = None) -> ArchiveIndex:
+    def _make_index(
+        self, ids: list[str], paths: list[str], labels: list[np.ndarray], splits: list[str] | None = None
+    ) -> ArchiveIndex:
         """The ``ArchiveIndex`` of the good rows: ``labels`` is a list of uint8 [C] rows."""
         return ArchiveIndex(
             dataset=self.name,
@@ -186,8 +187,7 @@ class ArchiveReader:
                 if native_shape is not None and (src.height, src.width) != tuple(native_shape):
                     raise self._bad_file(
                         path,
-                        f"is {src.height}x{src.width} px, expected "
-                        f"{native_shape[0]}x{native_shape[1]}",
+                        f"is {src.height}x{src.width} px, expected {native_shape[0]}x{native_shape[1]}",
                     )
                 if out_shape is None:
                     data = src.read()

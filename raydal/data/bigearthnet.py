@@ -109,7 +109,9 @@ NOMENCLATURE_19: dict[str, tuple[str, ...]] = {
     "Industrial or commercial units": ("Industrial or commercial units",),
     "Arable land": ("Non-irrigated arable land", "Permanently irrigated land", "Rice fields"),
     "Permanent crops": (
-        "Vineyards", "Fruit trees and berry plantations", "Olive groves",
+        "Vineyards",
+        "Fruit trees and berry plantations",
+        "Olive groves",
         "Annual crops associated with permanent crops",
     ),  # fmt: skip
     "Pastures": ("Pastures",),
@@ -164,7 +166,9 @@ class BigEarthNetReader(ArchiveReader):
     }
     #: The published lists of patches covered by seasonal snow, and by clouds or their shadows.
     v1_drop_lists: ClassVar[tuple[str, ...]] = ("patches_with_seasonal_snow.csv", "patches_with_cloud_and_shadow.csv")
-    layout_v2: ClassVar[str] = "BigEarthNet-S2/<product>/<patch_id>/<patch_id>_<band>.tif and metadata.parquet (v2, reBEN)"
+    layout_v2: ClassVar[str] = (
+        "BigEarthNet-S2/<product>/<patch_id>/<patch_id>_<band>.tif and metadata.parquet (v2, reBEN)"
+    )
     layout_v1: ClassVar[str] = (
         "BigEarthNet-v1.0/<patch>/<patch>_<band>.tif and <patch>_labels_metadata.json, "
         "optionally train.csv, val.csv, test.csv (v1)"
@@ -183,20 +187,28 @@ class BigEarthNetReader(ArchiveReader):
         ``"v1"`` or ``"v2"``. nomenclature: v1 only, 19 (the published 43 -> 19 mapping) or 43.
         drop_snow_cloud: v1 only, leave out the patches of the published snow and cloud/shadow
         lists (v2's metadata.parquet has left them out already)."""
-        if isinstance(reflectance_max, bool) or not isinstance(reflectance_max, int) or not 0 < reflectance_max <= 65535:
+        if (
+            isinstance(reflectance_max, bool)
+            or not isinstance(reflectance_max, int)
+            or not 0 < reflectance_max <= 65535
+        ):
             raise ConfigError(
                 f"The 'reflectance_max' parameter of BigEarthNetReader must be an int in [1, 65535]. "
                 f"Got {reflectance_max!r} instead."
             )
         if version not in VERSIONS:
-            raise ConfigError(f"The 'version' parameter of BigEarthNetReader must be one of {list(VERSIONS)}. Got {version!r} instead.")
+            raise ConfigError(
+                f"The 'version' parameter of BigEarthNetReader must be one of {list(VERSIONS)}. Got {version!r} instead."
+            )
         if isinstance(nomenclature, bool) or nomenclature not in NOMENCLATURES:
             raise ConfigError(
                 f"The 'nomenclature' parameter of BigEarthNetReader must be one of {list(NOMENCLATURES)}. "
                 f"Got {nomenclature!r} instead."
             )
         if not isinstance(drop_snow_cloud, bool):
-            raise ConfigError(f"The 'drop_snow_cloud' parameter of BigEarthNetReader must be a bool. Got {drop_snow_cloud!r} instead.")
+            raise ConfigError(
+                f"The 'drop_snow_cloud' parameter of BigEarthNetReader must be a bool. Got {drop_snow_cloud!r} instead."
+            )
         self.reflectance_max = reflectance_max
         self.version = version
         self.nomenclature = int(nomenclature)
@@ -316,7 +328,9 @@ class BigEarthNetReader(ArchiveReader):
                 labels.append(target)
                 splits.append(self.split_names[split])
         for patch_id in sorted(on_disk.keys() - seen.keys()):
-            problems.append((str(on_disk[patch_id]), f"image without labels: no row in {self.root / self.metadata_file}"))
+            problems.append(
+                (str(on_disk[patch_id]), f"image without labels: no row in {self.root / self.metadata_file}")
+            )
         index = self._make_index(ids, paths, labels, splits)
         return index, problems
 
@@ -351,7 +365,9 @@ class BigEarthNetReader(ArchiveReader):
         if self.left_out:
             log.warning(
                 "BigEarthNet v1 at %s: left out %s (the published convention; %d patches kept).",
-                self.root, ", ".join(f"{len(v)} patches {_why(k)}" for k, v in self.left_out.items()), len(ids),
+                self.root,
+                ", ".join(f"{len(v)} patches {_why(k)}" for k, v in self.left_out.items()),
+                len(ids),
             )
         return self._make_index(ids, paths, labels, splits), problems
 
@@ -373,8 +389,13 @@ class BigEarthNetReader(ArchiveReader):
             return None
         unknown = [n for n in names if n not in CLASSES_43]
         if unknown:
-            problems.append((str(path), f"unknown class {unknown}: not one of the 43 BigEarthNet v1 classes "
-                                        f"(raydal.data.bigearthnet.CLASSES_43)"))
+            problems.append(
+                (
+                    str(path),
+                    f"unknown class {unknown}: not one of the 43 BigEarthNet v1 classes "
+                    f"(raydal.data.bigearthnet.CLASSES_43)",
+                )
+            )
             return None
         if not names:
             problems.append((str(path), "image without labels: empty 'labels' list"))

@@ -97,26 +97,37 @@ class FolderReader(ArchiveReader):
     ) -> None:
         cls = "FolderReader"
         if scaling is not None and scaling not in SCALINGS:
-            raise ConfigError(f"The 'scaling' parameter of {cls} must be one of {SCALINGS} or None. Got {scaling!r} instead.")
+            raise ConfigError(
+                f"The 'scaling' parameter of {cls} must be one of {SCALINGS} or None. Got {scaling!r} instead."
+            )
         if id_from not in ID_FROM:
             raise ConfigError(f"The 'id_from' parameter of {cls} must be one of {ID_FROM}. Got {id_from!r} instead.")
         pct = [float(p) for p in percentiles]
         if len(pct) != 2 or not 0 <= pct[0] < pct[1] <= 100:
-            raise ConfigError(f"The 'percentiles' parameter of {cls} must be (low, high) with 0 <= low < high <= 100. "
-                              f"Got {percentiles!r} instead.")
+            raise ConfigError(
+                f"The 'percentiles' parameter of {cls} must be (low, high) with 0 <= low < high <= 100. "
+                f"Got {percentiles!r} instead."
+            )
         for name, share in (("val_share", val_share), ("test_share", test_share)):
             if not isinstance(share, (int, float)) or not 0 <= share < 1:
                 raise ConfigError(f"The '{name}' parameter of {cls} must be a float in [0, 1). Got {share!r} instead.")
         if val_share + test_share >= 1:
-            raise ConfigError(f"val_share + test_share of {cls} must be < 1 (some labeled images stay in the pool). "
-                              f"Got {val_share} + {test_share} instead.")
+            raise ConfigError(
+                f"val_share + test_share of {cls} must be < 1 (some labeled images stay in the pool). "
+                f"Got {val_share} + {test_share} instead."
+            )
         if nan_fill is not None and not np.isfinite(nan_fill):
-            raise ConfigError(f"The 'nan_fill' parameter of {cls} must be a finite number or None. Got {nan_fill!r} instead.")
+            raise ConfigError(
+                f"The 'nan_fill' parameter of {cls} must be a finite number or None. Got {nan_fill!r} instead."
+            )
         if not isinstance(stats_images, int) or stats_images < 1:
-            raise ConfigError(f"The 'stats_images' parameter of {cls} must be an int >= 1. Got {stats_images!r} instead.")
+            raise ConfigError(
+                f"The 'stats_images' parameter of {cls} must be an int >= 1. Got {stats_images!r} instead."
+            )
         if scaling == "range" and value_range is None:
-            raise ConfigError(f"scaling='range' needs the 'value_range' parameter of {cls} ([lo, hi], e.g. "
-                              "--value-range 0,10000).")
+            raise ConfigError(
+                f"scaling='range' needs the 'value_range' parameter of {cls} ([lo, hi], e.g. --value-range 0,10000)."
+            )
         self.scaling_method = scaling
         self.value_range = _parse_range(value_range) if value_range is not None else None
         self.percentiles = tuple(pct)
@@ -168,8 +179,10 @@ class FolderReader(ArchiveReader):
     def _find_images(self) -> list[Path]:
         suffixes = TIFF_SUFFIXES + PIL_SUFFIXES
         return sorted(
-            p for p in self.root.rglob("*")
-            if p.suffix.lower() in suffixes and p.is_file()
+            p
+            for p in self.root.rglob("*")
+            if p.suffix.lower() in suffixes
+            and p.is_file()
             and not any(part.startswith(".") for part in p.relative_to(self.root).parts)
         )
 
@@ -193,8 +206,13 @@ class FolderReader(ArchiveReader):
         for path in self.files:
             sid = self.image_id(path)
             if sid in by_id:
-                problems.append((str(path), f"duplicate image id {sid!r}, also {by_id[sid]}. Fix: rename one "
-                                            "of them, or use relative paths as ids (--id-from path)"))
+                problems.append(
+                    (
+                        str(path),
+                        f"duplicate image id {sid!r}, also {by_id[sid]}. Fix: rename one "
+                        "of them, or use relative paths as ids (--id-from path)",
+                    )
+                )
             else:
                 by_id[sid] = path
         problems += self._read_headers(list(by_id.values()))
@@ -210,8 +228,13 @@ class FolderReader(ArchiveReader):
                 continue
             unknown = [n for n in names if n not in index]
             if unknown:
-                problems.append((where, f"unknown class {unknown}; valid: {list(self.classes)}. Fix: correct the "
-                                        "name, or add it to the classes file"))
+                problems.append(
+                    (
+                        where,
+                        f"unknown class {unknown}; valid: {list(self.classes)}. Fix: correct the "
+                        "name, or add it to the classes file",
+                    )
+                )
                 continue
             if split in ("val", "test") and not names:
                 problems.append((where, f"split {split!r} but no labels: a {split} image needs labels"))
@@ -256,19 +279,31 @@ class FolderReader(ArchiveReader):
         bands, dtype = self._header
         for path, (b, d) in headers.items():
             if b != bands:
-                problems.append((str(path), f"has {b} bands, but most images of the archive have {bands}. Fix: "
-                                            "give every image the same bands, or move this one out of the folder"))
+                problems.append(
+                    (
+                        str(path),
+                        f"has {b} bands, but most images of the archive have {bands}. Fix: "
+                        "give every image the same bands, or move this one out of the folder",
+                    )
+                )
             elif d != dtype:
-                problems.append((str(path), f"has dtype {d}, but most images of the archive are {dtype}. Fix: "
-                                            "convert it to the archive's dtype, or move it out of the folder"))
+                problems.append(
+                    (
+                        str(path),
+                        f"has dtype {d}, but most images of the archive are {dtype}. Fix: "
+                        "convert it to the archive's dtype, or move it out of the folder",
+                    )
+                )
         self.band_names = tuple(self._band_names(bands))
         return problems
 
     def _band_names(self, bands: int) -> list[str]:
         if self.given_band_names:
             if len(self.given_band_names) != bands:
-                raise ConfigError(f"The 'band_names' parameter of FolderReader names {len(self.given_band_names)} "
-                                  f"bands, but the images have {bands}. Give one name per band.")
+                raise ConfigError(
+                    f"The 'band_names' parameter of FolderReader names {len(self.given_band_names)} "
+                    f"bands, but the images have {bands}. Give one name per band."
+                )
             return list(self.given_band_names)
         described = self._descriptions
         if described and len(described) == bands and all(described) and len(set(described)) == bands:
@@ -301,7 +336,11 @@ class FolderReader(ArchiveReader):
                 problems.append((where, f"malformed row: expected {len(fields)} fields ({', '.join(fields)})"))
                 continue
             ref = row[key].strip()
-            sid = ref if ref in by_id else by_path.get(ref.lstrip("./"), by_path.get(Path(ref).with_suffix("").as_posix()))
+            sid = (
+                ref
+                if ref in by_id
+                else by_path.get(ref.lstrip("./"), by_path.get(Path(ref).with_suffix("").as_posix()))
+            )
             if sid is None:
                 problems.append((where, f"label row without image: no image {ref!r} under {self.root}"))
                 continue
@@ -349,14 +388,18 @@ class FolderReader(ArchiveReader):
         bands, dtype = self._archive_header()
         data = _read_pixels(Path(path), self)
         if data.shape[2] != bands or data.dtype.name != dtype:
-            raise self._bad_file(path, f"has {data.shape[2]} bands of {data.dtype.name}, the archive's images have "
-                                       f"{bands} of {dtype}")
+            raise self._bad_file(
+                path, f"has {data.shape[2]} bands of {data.dtype.name}, the archive's images have {bands} of {dtype}"
+            )
         if data.dtype.kind == "f":
             finite = np.isfinite(data)
             if not finite.all():
                 if self.nan_fill is None:
-                    raise self._bad_file(path, f"has {int((~finite).sum())} NaN/inf pixels. Fix: fill them in the "
-                                               "file, or pass --nan-fill VALUE (nan_fill) to replace them")
+                    raise self._bad_file(
+                        path,
+                        f"has {int((~finite).sum())} NaN/inf pixels. Fix: fill them in the "
+                        "file, or pass --nan-fill VALUE (nan_fill) to replace them",
+                    )
                 data = np.where(finite, data, self.nan_fill)
         return data
 
@@ -371,8 +414,11 @@ class FolderReader(ArchiveReader):
         if self._header is None:
             problems = self._read_headers([])
             if self._header is None:
-                raise DatasetError(f"None of the {len(self.files)} image files under {self.root} can be read. "
-                                   "Fix: check that they are GeoTIFF, PNG or JPEG files.", problems)
+                raise DatasetError(
+                    f"None of the {len(self.files)} image files under {self.root} can be read. "
+                    "Fix: check that they are GeoTIFF, PNG or JPEG files.",
+                    problems,
+                )
         return self._header
 
     def fit_conversion(self, paths: Sequence[str]) -> None:
@@ -391,8 +437,10 @@ class FolderReader(ArchiveReader):
             if len(lo) == 1:
                 lo, hi = np.repeat(lo, bands), np.repeat(hi, bands)
             if len(lo) != bands:
-                raise ConfigError(f"The 'value_range' parameter of FolderReader gives {len(lo)} ranges for {bands} "
-                                  "bands: give one [lo, hi] for all bands or one per band.")
+                raise ConfigError(
+                    f"The 'value_range' parameter of FolderReader gives {len(lo)} ranges for {bands} "
+                    "bands: give one [lo, hi] for all bands or one per band."
+                )
             self._lo, self._hi = lo.astype(np.float64), hi.astype(np.float64)
             return
         chosen = list(paths)
@@ -407,8 +455,10 @@ class FolderReader(ArchiveReader):
             flat = raw.reshape(-1, bands)
             samples.append(flat[:: max(1, len(flat) // 4096)].astype(np.float64))
         if not samples:
-            raise DatasetError(f"No image of the folder archive at {self.root} could be read to compute the "
-                               "percentiles. Fix: check the files (see the problems prepare lists).")
+            raise DatasetError(
+                f"No image of the folder archive at {self.root} could be read to compute the "
+                "percentiles. Fix: check the files (see the problems prepare lists)."
+            )
         stacked = np.concatenate(samples)
         lo, hi = np.percentile(stacked, self.percentiles, axis=0)
         self._lo, self._hi, self._images_used = lo, np.maximum(hi, lo + 1e-6), len(samples)
@@ -418,8 +468,10 @@ class FolderReader(ArchiveReader):
             return np.ascontiguousarray(raw)
         if self._lo is None:
             if self.conversion() == "percentile" and self.value_range is None:
-                raise ConfigError("FolderReader.load_image with scaling 'percentile' needs the archive's "
-                                  "percentiles: call fit_conversion(paths) first (prepare does).")
+                raise ConfigError(
+                    "FolderReader.load_image with scaling 'percentile' needs the archive's "
+                    "percentiles: call fit_conversion(paths) first (prepare does)."
+                )
             self.fit_conversion([])
         scaled = (raw.astype(np.float64) - self._lo) / (self._hi - self._lo)
         return np.rint(np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.uint8)
@@ -460,11 +512,13 @@ class FolderReader(ArchiveReader):
         out: dict[str, Any] = {"method": method, "source_dtype": self._archive_header()[1], "nan_fill": self.nan_fill}
         if method == "none":
             return out
-        out.update({
-            "lo": [float(v) for v in self._lo],
-            "hi": [float(v) for v in self._hi],
-            "formula": "uint8 = round(clip((x - lo[b]) / (hi[b] - lo[b]), 0, 1) * 255) per band b",
-        })
+        out.update(
+            {
+                "lo": [float(v) for v in self._lo],
+                "hi": [float(v) for v in self._hi],
+                "formula": "uint8 = round(clip((x - lo[b]) / (hi[b] - lo[b]), 0, 1) * 255) per band b",
+            }
+        )
         if method == "percentile" and self._images_used:
             out.update(percentiles=list(self.percentiles), images_used=self._images_used)
         elif method == "percentile":
@@ -482,8 +536,10 @@ def _parse_range(value: Any) -> np.ndarray:
     except (TypeError, ValueError):
         arr = None
     if arr is None or not len(arr) or not np.isfinite(arr).all() or (arr[:, 0] >= arr[:, 1]).any():
-        raise ConfigError(f"The 'value_range' parameter of FolderReader must be [lo, hi] (or one per band) with "
-                          f"finite lo < hi. Got {value!r} instead.")
+        raise ConfigError(
+            f"The 'value_range' parameter of FolderReader must be [lo, hi] (or one per band) with "
+            f"finite lo < hi. Got {value!r} instead."
+        )
     return arr
 
 

@@ -45,8 +45,18 @@ from raydal.data import get_reader
 from raydal.data.base import BAD_FILE_FIX, ArchiveIndex, ArchiveReader, Problem
 from raydal.exceptions import ConfigError, DatasetError, DatasetNotFoundError
 from raydal.utils import (
-    atomic_write_json, file_exists, filesystem, is_uri, join_location, normal_location, parquet_file, read_bytes,
-    read_parquet, rng as make_rng,
+    atomic_write_json,
+    file_exists,
+    filesystem,
+    is_uri,
+    join_location,
+    normal_location,
+    parquet_file,
+    read_bytes,
+    read_parquet,
+)
+from raydal.utils import (
+    rng as make_rng,
 )
 
 SCHEMA = pa.schema(
@@ -172,8 +182,10 @@ def load_manifest(directory: str | Path) -> Manifest:
     return manifest
 
 
-_STORAGE_FIX = ("Fix: check the URI, and for s3:// the AWS environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
-                "AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION) on every node.")
+_STORAGE_FIX = (
+    "Fix: check the URI, and for s3:// the AWS environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
+    "AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION) on every node."
+)
 
 
 def _location(directory: str | Path) -> Path | str:
@@ -248,8 +260,17 @@ def prepare(
         target = _location(out_dir)
         _check_uri_empty(target, overwrite)
         with tempfile.TemporaryDirectory(prefix="raydal-prepare-") as tmp:
-            manifest = prepare(dataset, root, Path(tmp) / "shards", size=size, seed=seed, shard_size=shard_size,
-                               skip_bad=skip_bad, workers=workers, **reader_settings)
+            manifest = prepare(
+                dataset,
+                root,
+                Path(tmp) / "shards",
+                size=size,
+                seed=seed,
+                shard_size=shard_size,
+                skip_bad=skip_bad,
+                workers=workers,
+                **reader_settings,
+            )
             upload_shards(manifest.root, target)
         return dataclasses.replace(manifest, root=target)
     out_dir = Path(out_dir).expanduser().resolve()
@@ -277,8 +298,9 @@ def prepare(
                 problems += bad
                 split_info[split] = {"count": int(kept.size), "files": files, "rows": file_rows}
                 if files:  # the id index: the driver reads one small file instead of every footer
-                    split_info[split]["ids"] = write_id_index(tmp, split, [index.ids[i] for i in kept],
-                                                              index.labeled[kept])
+                    split_info[split]["ids"] = write_id_index(
+                        tmp, split, [index.ids[i] for i in kept], index.labeled[kept]
+                    )
                 counts = index.labels[kept].sum(0) if kept.size else np.zeros(len(index.classes), int)
                 label_counts[split] = {c: int(k) for c, k in zip(index.classes, counts)}
                 unlabeled[split] = int((~index.labeled[kept]).sum()) if kept.size else 0
@@ -353,13 +375,16 @@ def upload_shards(local: str | Path, uri: str) -> None:
         for entry in sorted(local.iterdir()):
             if entry.name == MANIFEST_NAME:
                 continue
-            pafs.copy_files(str(entry), f"{base}/{entry.name}", source_filesystem=pafs.LocalFileSystem(),
-                            destination_filesystem=fs)
+            pafs.copy_files(
+                str(entry), f"{base}/{entry.name}", source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs
+            )
         with fs.open_output_stream(manifest_path) as f:
             f.write((local / MANIFEST_NAME).read_bytes())
     except OSError as err:
-        raise DatasetError(f"Uploading the shards from {local} to {uri} failed: {err}; {uri} holds no "
-                           f"manifest.json (an incomplete set). {_STORAGE_FIX} Then prepare again.") from err
+        raise DatasetError(
+            f"Uploading the shards from {local} to {uri} failed: {err}; {uri} holds no "
+            f"manifest.json (an incomplete set). {_STORAGE_FIX} Then prepare again."
+        ) from err
 
 
 def assign_splits(index: ArchiveIndex, seed: int, shares: tuple[float, float] | None = None) -> np.ndarray:
@@ -412,8 +437,9 @@ def write_id_index(root: Path, split: str, ids: Sequence[str], labeled: np.ndarr
     """Write ``split``'s id index under ``root``: ``id`` (string [N]) and ``labeled`` (bool [N]) of every
     row in shard order. Returns its name relative to ``root`` (the manifest's ``splits[split]["ids"]``)."""
     name = IDS_FILE.format(split=split)
-    pq.write_table(pa.table({"id": pa.array(list(ids), pa.string()), "labeled": pa.array(labeled, pa.bool_())}),
-                   root / name)
+    pq.write_table(
+        pa.table({"id": pa.array(list(ids), pa.string()), "labeled": pa.array(labeled, pa.bool_())}), root / name
+    )
     return name
 
 
@@ -463,8 +489,9 @@ def _write_split(
         name = f"{split}/part-{len(files):05d}.parquet"
         # Row groups of about one real image (ROW_GROUP_BYTES): a fit reads its labeled rows' groups only.
         # Statistics of the id column only: with one row per group they hold the ids in the footer.
-        pq.write_table(table, out / name, row_group_size=max(1, ROW_GROUP_BYTES // images[0].nbytes),
-                       write_statistics=["id"])
+        pq.write_table(
+            table, out / name, row_group_size=max(1, ROW_GROUP_BYTES // images[0].nbytes), write_statistics=["id"]
+        )
         files.append(name)
         file_rows.append(len(good))
         kept.extend(good)
@@ -529,7 +556,9 @@ def decode_batch(batch: Any, manifest: Manifest) -> dict[str, np.ndarray]:
         batch = {name: batch.column(name) for name in ("id", "image", "labels")}
     missing = [k for k in ("id", "image", "labels") if k not in batch]
     if missing:
-        raise DatasetError(f"A shard batch lacks the columns {missing}; it holds {sorted(batch)}. Fix: read the shards written by `raydal prepare`.")
+        raise DatasetError(
+            f"A shard batch lacks the columns {missing}; it holds {sorted(batch)}. Fix: read the shards written by `raydal prepare`."
+        )
     ids = _strings(batch["id"])
     images = _fixed_bytes(batch["image"], int(np.prod(manifest.image_shape)), "image", ids)
     labels = _fixed_bytes(batch["labels"], manifest.num_classes, "labels", ids)

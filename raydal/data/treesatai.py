@@ -55,11 +55,11 @@ class TreeSatAIReader(ArchiveReader):
         "labels/TreeSatBA_v9_60m_multi_labels.json, train_filenames.lst and test_filenames.lst"
     )
 
-    def __init__(
-        self, root: str | Path, threshold: float = 0.07, band_order: str | Sequence[str] = "torchgeo"
-    ) -> None:
+    def __init__(self, root: str | Path, threshold: float = 0.07, band_order: str | Sequence[str] = "torchgeo") -> None:
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold < 1:
-            raise ConfigError(f"The 'threshold' parameter of TreeSatAIReader must be a float in [0, 1). Got {threshold!r} instead.")
+            raise ConfigError(
+                f"The 'threshold' parameter of TreeSatAIReader must be a float in [0, 1). Got {threshold!r} instead."
+            )
         self.threshold = float(threshold)
         self.file_band_order = self._parse_band_order(band_order)
         self._take = [self.file_band_order.index(b) for b in self.band_names]
@@ -104,7 +104,9 @@ class TreeSatAIReader(ArchiveReader):
         ids, paths, labels, splits = [], [], [], []
         for name, path in sorted(by_name.items()):
             if name not in targets:
-                problems.append((str(path), f"image without labels: no entry {name!r} in {self.root / self.labels_file}"))
+                problems.append(
+                    (str(path), f"image without labels: no entry {name!r} in {self.root / self.labels_file}")
+                )
             elif targets[name] is None:
                 continue  # a malformed label entry, reported by _load_targets
             elif not targets[name].any():

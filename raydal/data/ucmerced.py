@@ -82,9 +82,7 @@ class UCMercedReader(ArchiveReader):
             labels.append(rows[name][1])
         for name, (where, _) in rows.items():
             if name not in by_name:
-                problems.append(
-                    (where, f"label row without image: no {name}.tif under {self.root / self.images_dir}")
-                )
+                problems.append((where, f"label row without image: no {name}.tif under {self.root / self.images_dir}"))
         index = self._make_index(ids, paths, labels)
         return index, problems
 
@@ -136,8 +134,13 @@ class UCMercedReader(ArchiveReader):
             raise DatasetError(
                 f"The header of {self.labels_path} is not the UC Merced multi-label header. "
                 f"Fix: re-download LandUse_Multilabeled.txt.",
-                [(where, f"expected {self.header_first_cell!r} then {list(self.classes)}; "
-                  f"unknown columns {unknown}, missing columns {missing}")],
+                [
+                    (
+                        where,
+                        f"expected {self.header_first_cell!r} then {list(self.classes)}; "
+                        f"unknown columns {unknown}, missing columns {missing}",
+                    )
+                ],
             )
         return np.array([self.classes.index(n) for n in names])
 

@@ -60,9 +60,15 @@ def query_key(strategy: str, k: int, labeled_ids, prev_probs) -> str:
 def save_pool_scores(path: Path, key: str, scores) -> None:
     """Write ``PoolScores`` and its ``query_key`` to one .npz (atomic rename)."""
     tmp = path.with_suffix(".tmp.npz")
-    arrays = dict(key=np.array(key), ids=pack_ids(scores.ids), probs=scores.probs,
-                  cand_ids=pack_ids(scores.cand_ids), cand_uncertainty=scores.cand_uncertainty,
-                  cand_embeddings=scores.cand_embeddings, name=np.array(scores.uncertainty_name or ""))
+    arrays = dict(
+        key=np.array(key),
+        ids=pack_ids(scores.ids),
+        probs=scores.probs,
+        cand_ids=pack_ids(scores.cand_ids),
+        cand_uncertainty=scores.cand_uncertainty,
+        cand_embeddings=scores.cand_embeddings,
+        name=np.array(scores.uncertainty_name or ""),
+    )
     if scores.uncertainty is not None:
         arrays["uncertainty"] = scores.uncertainty
     np.savez(tmp, **arrays)
@@ -82,9 +88,15 @@ def load_pool_scores(path: "str | Path", key: str):
     with np.load(io.BytesIO(read_bytes(path)), allow_pickle=False) as f:
         if str(f["key"]) != key:
             return None
-        return PoolScores(ids=unpack_ids(f["ids"]), probs=f["probs"], uncertainty_name=str(f["name"]) or None,
-                          uncertainty=f["uncertainty"] if "uncertainty" in f else None, cand_ids=unpack_ids(f["cand_ids"]),
-                          cand_uncertainty=f["cand_uncertainty"], cand_embeddings=f["cand_embeddings"])
+        return PoolScores(
+            ids=unpack_ids(f["ids"]),
+            probs=f["probs"],
+            uncertainty_name=str(f["name"]) or None,
+            uncertainty=f["uncertainty"] if "uncertainty" in f else None,
+            cand_ids=unpack_ids(f["cand_ids"]),
+            cand_uncertainty=f["cand_uncertainty"],
+            cand_embeddings=f["cand_embeddings"],
+        )
 
 
 def _beside(checkpoint: str, name: str) -> str:
@@ -118,8 +130,12 @@ class RayExecutor(LocalExecutor):
         cfg = self.config
         plan, self._planned = self._planned, None
         score, key = None, None
-        if (plan is not None and self.strategy.requires_scoring and cfg.score_workers == 0
-                and sorted(plan["labeled"]) == sorted(labeled_ids)):
+        if (
+            plan is not None
+            and self.strategy.requires_scoring
+            and cfg.score_workers == 0
+            and sorted(plan["labeled"]) == sorted(labeled_ids)
+        ):
             k = self.candidate_count(plan["b"])
             score = PoolScoring(self.strategy, k, plan["prev"], cfg.score_batch_size)
             key = query_key(cfg.strategy, k, labeled_ids, plan["prev"])
@@ -147,8 +163,9 @@ class RayExecutor(LocalExecutor):
         self._round = dict(checkpoint=checkpoint, evaluations=result.evaluations)
         if result.pool_scores is not None:
             save_pool_scores(Path(out_dir) / POOL_SCORES_FILE, key, result.pool_scores)
-            self._round.update(key=key, scores=result.pool_scores,
-                               score_seconds=result.metrics.get("score_seconds", 0.0))
+            self._round.update(
+                key=key, scores=result.pool_scores, score_seconds=result.metrics.get("score_seconds", 0.0)
+            )
         return checkpoint
 
     def _cpus_per_worker(self) -> float:
@@ -200,20 +217,29 @@ class RayExecutor(LocalExecutor):
                 scores = self._score(checkpoint, labeled_ids, k, prev_probs)
                 t_score = time.perf_counter() - t0
         selected, t_select = self._select(scores, unlabeled_ids, b, seed)
-        return QueryResult.from_scores(selected, scores, t_score, t_select,
-                                       self._predict_missing(checkpoint, selected, scores))
+        return QueryResult.from_scores(
+            selected, scores, t_score, t_select, self._predict_missing(checkpoint, selected, scores)
+        )
 
     def _score(self, checkpoint: str, labeled_ids, k: int, prev_probs):
         """Score the pool outside the training run: on Ray Data (``score_workers`` > 0) or warm actors."""
         cfg = self.config
-        common = dict(exclude_ids=labeled_ids, strategy=self.strategy, k=k, prev_probs=prev_probs,
-                      batch_size=cfg.score_batch_size, num_gpus=1 if cfg.use_gpu else 0, amp=self.amp,
-                      progress=self.log)
+        common = dict(
+            exclude_ids=labeled_ids,
+            strategy=self.strategy,
+            k=k,
+            prev_probs=prev_probs,
+            batch_size=cfg.score_batch_size,
+            num_gpus=1 if cfg.use_gpu else 0,
+            amp=self.amp,
+            progress=self.log,
+        )
         if cfg.score_workers > 0:
             from raydal.distributed.score_data import score_pool_data
 
-            return score_pool_data(checkpoint, self.manifest, workers=cfg.score_workers,
-                                   min_workers=cfg.score_workers_min, **common)
+            return score_pool_data(
+                checkpoint, self.manifest, workers=cfg.score_workers, min_workers=cfg.score_workers_min, **common
+            )
         from raydal.distributed.score import score_pool_ray
 
         return score_pool_ray(checkpoint, cfg.shards_dir, concurrency=cfg.score_concurrency, **common)

@@ -36,8 +36,9 @@ def _loaded(checkpoint_dir: str, manifest_dir: str, device: str) -> tuple[Any, A
     return _LOADED[key]
 
 
-def predict_batch(batch: dict[str, np.ndarray], checkpoint_dir: str, manifest_dir: str, device: str = "cpu",
-                  torch_threads: int = 1) -> dict[str, np.ndarray]:
+def predict_batch(
+    batch: dict[str, np.ndarray], checkpoint_dir: str, manifest_dir: str, device: str = "cpu", torch_threads: int = 1
+) -> dict[str, np.ndarray]:
     """``map_batches`` function: shard columns ``id``, ``image``, ``labels``, ``path`` in; ``id``, ``path``,
     ``probs`` float32 [n, C] out (full float32, as the exported model computes)."""
     import torch
@@ -52,8 +53,9 @@ def predict_batch(batch: dict[str, np.ndarray], checkpoint_dir: str, manifest_di
     return {"id": decoded["id"], "path": np.asarray(batch["path"], dtype=str), "probs": probs}
 
 
-def predict_arrays_ray(checkpoint: str, manifest, batch_size: int = 64, concurrency: int = 1,
-                       num_gpus: float = 0) -> tuple[list[str], list[str], np.ndarray]:
+def predict_arrays_ray(
+    checkpoint: str, manifest, batch_size: int = 64, concurrency: int = 1, num_gpus: float = 0
+) -> tuple[list[str], list[str], np.ndarray]:
     """``(ids [N], paths [N], probs float32 [N, C])`` of every split of ``manifest``, on Ray Data.
 
     Starts an embedded Ray when none is running (``ensure_ray``). concurrency:
@@ -78,8 +80,12 @@ def predict_arrays_ray(checkpoint: str, manifest, batch_size: int = 64, concurre
         batch_format="numpy",
         num_cpus=num_cpus,
         num_gpus=num_gpus,
-        fn_kwargs=dict(checkpoint_dir=str(checkpoint), manifest_dir=str(manifest.root),
-                       device="cuda" if num_gpus > 0 else "cpu", torch_threads=max(1, round(num_cpus))),
+        fn_kwargs=dict(
+            checkpoint_dir=str(checkpoint),
+            manifest_dir=str(manifest.root),
+            device="cuda" if num_gpus > 0 else "cpu",
+            torch_threads=max(1, round(num_cpus)),
+        ),
     )
     ids: list[str] = []
     paths: list[str] = []

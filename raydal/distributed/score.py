@@ -41,8 +41,8 @@ import numpy as np
 
 from raydal.exceptions import ConfigError, QueryError
 from raydal.query.base import QueryStrategy, get_strategy
-from raydal.query.pool import PoolPiece, ScoringProgress, batches_per_piece, plan_pieces, spread_over_nodes
 from raydal.query.candidates import PoolScores, TopKCandidates
+from raydal.query.pool import PoolPiece, ScoringProgress, batches_per_piece, plan_pieces, spread_over_nodes
 from raydal.query.scoring import BlockScorer
 
 __all__ = ["ScoringWorker", "release_scoring_actors", "score_pool_ray"]
@@ -183,8 +183,9 @@ def _start_actors(n: int, num_cpus: float, num_gpus: float, torch_threads: int |
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     cls = ray.remote(ScoringWorker)
-    options = dict(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=ACTOR_MAX_RESTARTS,
-                   max_task_retries=ACTOR_MAX_RESTARTS)
+    options = dict(
+        num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=ACTOR_MAX_RESTARTS, max_task_retries=ACTOR_MAX_RESTARTS
+    )
     if num_gpus > 0:  # Ray places them by GPU; one forward-pass thread feeds each GPU
         return [cls.options(**options).remote("cuda", torch_threads or 1) for _ in range(n)]
     nodes = {node["NodeID"]: node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node["Alive"]}
@@ -249,9 +250,13 @@ def score_pool_ray(
     concurrency = _positive_int("concurrency", concurrency)
     batch_size = _positive_int("batch_size", batch_size)
     if isinstance(num_gpus, bool) or not isinstance(num_gpus, (int, float)) or num_gpus < 0:
-        raise ConfigError(f"The 'num_gpus' parameter of score_pool_ray must be a number >= 0. Got {num_gpus!r} instead.")
+        raise ConfigError(
+            f"The 'num_gpus' parameter of score_pool_ray must be a number >= 0. Got {num_gpus!r} instead."
+        )
     if num_cpus is not None and (isinstance(num_cpus, bool) or not isinstance(num_cpus, (int, float)) or num_cpus < 0):
-        raise ConfigError(f"The 'num_cpus' parameter of score_pool_ray must be a number >= 0. Got {num_cpus!r} instead.")
+        raise ConfigError(
+            f"The 'num_cpus' parameter of score_pool_ray must be a number >= 0. Got {num_cpus!r} instead."
+        )
     check_amp(amp, "score_pool_ray")
     strategy = get_strategy(strategy)
     manifest = load_manifest(manifest_dir)
@@ -309,8 +314,10 @@ def score_pool_ray(
             if not keep_warm:
                 _WARM.release()
     if progress is not None:
-        progress(f"  scored {total:,} rows in {time.perf_counter() - t0:.1f}s with {len(actors)} actor(s) "
-                 f"on {len(nodes)} node(s), {len(pieces)} pieces")
+        progress(
+            f"  scored {total:,} rows in {time.perf_counter() - t0:.1f}s with {len(actors)} actor(s) "
+            f"on {len(nodes)} node(s), {len(pieces)} pieces"
+        )
     ids_all = [np.concatenate(ids)] if pieces else []
     probs_all = [probs] if probs is not None else []
     return PoolScores.assemble(ids_all, probs_all, [uncs] if uncertainty_name else None, uncertainty_name, top)
@@ -330,8 +337,9 @@ def _prev_arrays(prev_probs: "Mapping[str, Any] | tuple[Any, Any]") -> tuple[np.
     return prev.ids, prev.probs
 
 
-def _run_pieces(actors: list[Any], job: dict[str, Any], pieces: list[PoolPiece],
-                respawn: Callable[[int], list[Any]] | None = None):
+def _run_pieces(
+    actors: list[Any], job: dict[str, Any], pieces: list[PoolPiece], respawn: Callable[[int], list[Any]] | None = None
+):
     """Yield (piece, result) as they come, keeping ``PIECES_IN_FLIGHT`` pieces queued per actor.
 
     respawn(n): new actors, asked for once if every actor has died with pieces left.

@@ -60,8 +60,17 @@ class PoolScoringActor:
     device: "cpu", "cuda", ...; torch_threads: intra-op threads of the forward pass.
     """
 
-    def __init__(self, checkpoint: Any, manifest: Any, strategy: "str | QueryStrategy", k: int,
-                 prev_probs: Any = None, device: str = "cpu", torch_threads: int = 1, amp: str = "auto"):
+    def __init__(
+        self,
+        checkpoint: Any,
+        manifest: Any,
+        strategy: "str | QueryStrategy",
+        k: int,
+        prev_probs: Any = None,
+        device: str = "cpu",
+        torch_threads: int = 1,
+        amp: str = "auto",
+    ):
         import ray
         import torch
 
@@ -92,8 +101,13 @@ class PoolScoringActor:
         out = self.scorer(decoded["id"], decoded["image"])
         embedding = np.full(len(out["id"]), b"", dtype=object)
         embedding[np.flatnonzero(out["candidate"])] = [row.tobytes() for row in out["embeddings"]]
-        return {"id": out["id"], "probs": out["probs"], "uncertainty": out["uncertainty"],
-                "candidate": out["candidate"], "embedding": embedding}
+        return {
+            "id": out["id"],
+            "probs": out["probs"],
+            "uncertainty": out["uncertainty"],
+            "candidate": out["candidate"],
+            "embedding": embedding,
+        }
 
 
 def _load_model(checkpoint: Any, device):
@@ -126,8 +140,10 @@ def _checkpoint_bytes(checkpoint_dir: str | os.PathLike) -> dict[str, bytes]:
         try:
             out[name] = (folder / name).read_bytes()
         except OSError as err:
-            raise ModelError(f"{checkpoint_dir} is not a raydal checkpoint folder: cannot read {name} ({err}). "
-                             "Fix: pass a folder written by raydal.models.save_checkpoint.") from err
+            raise ModelError(
+                f"{checkpoint_dir} is not a raydal checkpoint folder: cannot read {name} ({err}). "
+                "Fix: pass a folder written by raydal.models.save_checkpoint."
+            ) from err
     return out
 
 
@@ -173,8 +189,9 @@ def actor_pool_sizes(workers: int, min_workers: int | None = None) -> tuple[int,
             raise ConfigError(f"The '{name}' parameter of score_pool_data must be an int >= 1. Got {value!r} instead.")
     low = workers if min_workers is None else int(min_workers)
     if low > workers:
-        raise ConfigError(f"The 'min_workers' parameter of score_pool_data must be <= workers ({workers}). "
-                          f"Got {low} instead.")
+        raise ConfigError(
+            f"The 'min_workers' parameter of score_pool_data must be <= workers ({workers}). Got {low} instead."
+        )
     return low, int(workers)
 
 
@@ -224,10 +241,14 @@ def score_pool_data(
 
     low, high = actor_pool_sizes(workers, min_workers)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ConfigError(f"The 'batch_size' parameter of score_pool_data must be an int >= 1. Got {batch_size!r} instead.")
+        raise ConfigError(
+            f"The 'batch_size' parameter of score_pool_data must be an int >= 1. Got {batch_size!r} instead."
+        )
     for name, value in (("num_gpus", num_gpus), ("num_cpus", num_cpus)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
-            raise ConfigError(f"The '{name}' parameter of score_pool_data must be a number >= 0. Got {value!r} instead.")
+            raise ConfigError(
+                f"The '{name}' parameter of score_pool_data must be a number >= 0. Got {value!r} instead."
+            )
     check_amp(amp, "score_pool_data")
     strategy = get_strategy(strategy)
     manifest = manifest_dir if isinstance(manifest_dir, Manifest) else load_manifest(manifest_dir)
@@ -287,6 +308,8 @@ def score_pool_data(
         report.update(len(block_ids))
     if progress is not None:
         total = sum(len(i) for i in ids)
-        progress(f"  scored {total:,} rows in {time.perf_counter() - t0:.1f}s on Ray Data, "
-                 f"{low}-{high} actor(s) of {num_gpus:g} GPU / {num_cpus:g} CPU")
+        progress(
+            f"  scored {total:,} rows in {time.perf_counter() - t0:.1f}s on Ray Data, "
+            f"{low}-{high} actor(s) of {num_gpus:g} GPU / {num_cpus:g} CPU"
+        )
     return PoolScores.assemble(ids, probs, uncs if uncertainty_name else None, uncertainty_name, top)

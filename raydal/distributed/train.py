@@ -174,12 +174,15 @@ def _train_worker(config: dict[str, Any]) -> dict[str, Any]:
         device = ray.train.torch.get_device()
         if device.type == "cuda":  # before DDP builds its gradient buckets, so their strides match
             model.to(memory_format=torch.channels_last)
-        ddp_model = ray.train.torch.prepare_model(model)  # to the worker's device; DDP (rank 0's weights) when world > 1
+        ddp_model = ray.train.torch.prepare_model(
+            model
+        )  # to the worker's device; DDP (rank 0's weights) when world > 1
         net = getattr(ddp_model, "module", ddp_model)
         data = override_labels(share.result(), config["label_overrides"] or {})
     train_batches = array_batches(data, max(2, cfg.batch_size // world), seed=cfg.seed)
     val_batches = None
     if rank == 0 and config["validate"]:
+
         def val_batches(epoch: int):
             return iter_share_batches(manifest, config["validate"], config["eval_batch_size"])
 
@@ -193,14 +196,26 @@ def _train_worker(config: dict[str, Any]) -> dict[str, Any]:
         if metrics["checkpointed"] and folder is None:  # not rank 0
             ray.train.report(metrics, checkpoint_dir_name=f"epoch-{metrics['epoch']:05d}")
         elif metrics["checkpointed"]:
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(folder)),
-                             checkpoint_dir_name=f"epoch-{metrics['epoch']:05d}")
+            ray.train.report(
+                metrics,
+                checkpoint=ray.train.Checkpoint.from_directory(str(folder)),
+                checkpoint_dir_name=f"epoch-{metrics['epoch']:05d}",
+            )
         fault_point("train:epoch")  # after the epoch's report (tests remove a node here)
 
     def run(resume_dir: str | None) -> list[dict[str, Any]]:
-        return fit(net, cfg, train_batches, device, report, val_batches=val_batches,
-                   ddp_model=ddp_model if ddp_model is not net else None, rank=rank,
-                   checkpoint=CheckpointPolicy(**config["checkpoint"]), resume_dir=resume_dir)
+        return fit(
+            net,
+            cfg,
+            train_batches,
+            device,
+            report,
+            val_batches=val_batches,
+            ddp_model=ddp_model if ddp_model is not net else None,
+            rank=rank,
+            checkpoint=CheckpointPolicy(**config["checkpoint"]),
+            resume_dir=resume_dir,
+        )
 
     t0 = time.perf_counter()
     checkpoint = ray.train.get_checkpoint()  # set when a restarted worker group resumes
@@ -218,19 +233,23 @@ def _train_worker(config: dict[str, Any]) -> dict[str, Any]:
     part: dict[str, Any] = {"evaluations": {}, "scores": None}
     for split, parts in config["evaluate"].items():
         part["evaluations"][split] = evaluation_part(
-            net, iter_share_batches(manifest, parts[rank], config["eval_batch_size"]), device, amp=cfg.amp)
+            net, iter_share_batches(manifest, parts[rank], config["eval_batch_size"]), device, amp=cfg.amp
+        )
     t1 = time.perf_counter()
     score = config["score"]
     if score is not None:
         prev = score["prev_probs"]
         prev = ray.get(prev) if isinstance(prev, ray.ObjectRef) else prev
         batches = iter_share_batches(manifest, score["rows"][rank], score["batch_size"], exclude=config["labeled"])
-        part["scores"] = score_pool(net, batches, score["strategy"], score["k"], prev_probs=prev, device=device,
-                                    amp=cfg.amp)
+        part["scores"] = score_pool(
+            net, batches, score["strategy"], score["k"], prev_probs=prev, device=device, amp=cfg.amp
+        )
     parts = _gather_to_rank0(part, rank, world)
     if rank == 0:
-        out["evaluations"] = {split: combine_evaluations([p["evaluations"][split] for p in parts], cfg.threshold)
-                              for split in config["evaluate"]}
+        out["evaluations"] = {
+            split: combine_evaluations([p["evaluations"][split] for p in parts], cfg.threshold)
+            for split in config["evaluate"]
+        }
         if score is not None:
             out["scores"] = merge_pool_scores([p["scores"] for p in parts], score["k"])
         out["seconds"].update(evaluate_seconds=t1 - t0, score_seconds=time.perf_counter() - t1)
@@ -333,15 +352,25 @@ def train_with_ray(
     from raydal.distributed.session import ensure_ray
     from raydal.query import get_strategy
     from raydal.training.shares import (
-        evaluation_rows, locate_ids, plan_labeled_shares, split_share, whole_split,
+        evaluation_rows,
+        locate_ids,
+        plan_labeled_shares,
+        split_share,
+        whole_split,
     )
 
     if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 1:
-        raise ConfigError(f"The 'num_workers' parameter of train_with_ray must be an int >= 1. Got {num_workers!r} instead.")
+        raise ConfigError(
+            f"The 'num_workers' parameter of train_with_ray must be an int >= 1. Got {num_workers!r} instead."
+        )
     if not isinstance(cpus_per_worker, (int, float)) or cpus_per_worker <= 0:
-        raise ConfigError(f"The 'cpus_per_worker' parameter of train_with_ray must be a number > 0. Got {cpus_per_worker!r} instead.")
+        raise ConfigError(
+            f"The 'cpus_per_worker' parameter of train_with_ray must be a number > 0. Got {cpus_per_worker!r} instead."
+        )
     if not isinstance(max_failures, int) or max_failures < -1:
-        raise ConfigError(f"The 'max_failures' parameter of train_with_ray must be an int >= -1 (-1: retry forever). Got {max_failures!r} instead.")
+        raise ConfigError(
+            f"The 'max_failures' parameter of train_with_ray must be an int >= -1 (-1: retry forever). Got {max_failures!r} instead."
+        )
     policy = CheckpointPolicy(checkpoint_every, checkpoint_seconds)
     ids = sorted({str(i) for i in labeled_ids})
     if len(ids) < 2 * num_workers:
@@ -357,39 +386,55 @@ def train_with_ray(
         )
     for split in evaluate_splits:
         if split not in manifest.splits:
-            raise ConfigError(f"The 'evaluate_splits' parameter of train_with_ray names {split!r}, which the shards "
-                              f"at {manifest.root} lack; they have {list(manifest.splits)}.")
+            raise ConfigError(
+                f"The 'evaluate_splits' parameter of train_with_ray names {split!r}, which the shards "
+                f"at {manifest.root} lack; they have {list(manifest.splits)}."
+            )
     if score is not None:
         get_strategy(score.strategy)  # unknown names fail here, listing the valid ones
         if not isinstance(score.k, int) or score.k < 0 or not isinstance(score.batch_size, int) or score.batch_size < 1:
-            raise ConfigError(f"PoolScoring needs k >= 0 and batch_size >= 1. Got k={score.k!r}, "
-                              f"batch_size={score.batch_size!r}.")
+            raise ConfigError(
+                f"PoolScoring needs k >= 0 and batch_size >= 1. Got k={score.k!r}, batch_size={score.batch_size!r}."
+            )
     if eval_max_samples is not None and (not isinstance(eval_max_samples, int) or eval_max_samples < 1):
-        raise ConfigError(f"The 'eval_max_samples' parameter of train_with_ray must be an int >= 1 or None. "
-                          f"Got {eval_max_samples!r} instead.")
+        raise ConfigError(
+            f"The 'eval_max_samples' parameter of train_with_ray must be an int >= 1 or None. "
+            f"Got {eval_max_samples!r} instead."
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ensure_ray()
 
-    init = ray.put(dict(weights=_shipped(spec.weights),
-                        checkpoint=_shipped(init_checkpoint) if cfg.warm_start else None))
+    init = ray.put(
+        dict(weights=_shipped(spec.weights), checkpoint=_shipped(init_checkpoint) if cfg.warm_start else None)
+    )
     evaluations = {split: evaluation_rows(manifest, split, eval_max_samples) for split in evaluate_splits}
     score_config = None
     if score is not None:
         prev = score.prev_probs
-        score_config = dict(strategy=score.strategy, k=score.k, batch_size=score.batch_size,
-                            rows=split_share(whole_split(manifest, "pool"), num_workers),
-                            prev_probs=None if prev is None else ray.put((np.asarray(prev[0]), np.asarray(prev[1]))))
+        score_config = dict(
+            strategy=score.strategy,
+            k=score.k,
+            batch_size=score.batch_size,
+            rows=split_share(whole_split(manifest, "pool"), num_workers),
+            prev_probs=None if prev is None else ray.put((np.asarray(prev[0]), np.asarray(prev[1]))),
+        )
     resources = {"CPU": float(cpus_per_worker)}
     if use_gpu:
         resources["GPU"] = 1.0
     name = f"{run_name or 'raydal-train'}-{uuid.uuid4().hex[:8]}"
     loop_config = dict(
-        spec=spec.to_dict(), cfg=cfg.to_dict(), manifest=manifest, init=init,
-        shares=plan_labeled_shares(locate_ids(manifest, "pool", ids), num_workers), labeled=ids,
+        spec=spec.to_dict(),
+        cfg=cfg.to_dict(),
+        manifest=manifest,
+        init=init,
+        shares=plan_labeled_shares(locate_ids(manifest, "pool", ids), num_workers),
+        labeled=ids,
         validate=whole_split(manifest, "val") if validate else None,
         checkpoint=dict(every_epochs=policy.every_epochs, every_seconds=policy.every_seconds),
-        eval_batch_size=eval_batch_size, torch_threads=torch_threads, progress=progress,
+        eval_batch_size=eval_batch_size,
+        torch_threads=torch_threads,
+        progress=progress,
         label_overrides={str(k): list(v) for k, v in (label_overrides or {}).items()},
         evaluate={split: split_share(rows, num_workers) for split, (rows, _) in evaluations.items()},
         score=score_config,
@@ -420,7 +465,9 @@ def train_with_ray(
         raise result.error
     value = result.return_value
     if result.checkpoint is None or not value or not value.get("history"):
-        raise RaydalError(f"Ray Train run {name} finished without a checkpoint or history; see its logs under {result.path}.")
+        raise RaydalError(
+            f"Ray Train run {name} finished without a checkpoint or history; see its logs under {result.path}."
+        )
 
     checkpoint_dir = out_dir / CHECKPOINT_SUBDIR
     if checkpoint_dir.exists():
@@ -429,7 +476,12 @@ def train_with_ray(
     (checkpoint_dir / TRAIN_STATE_FILE).unlink(missing_ok=True)  # resume state stays in storage_path
     history = list(value["history"])
     atomic_write_strict_json(out_dir / HISTORY_FILE, history)  # a metric not computed (NaN) as null
-    return TrainResult(checkpoint_dir, history, dict(history[-1], **value.get("seconds", {})),
-                       evaluations={split: dict(metrics, **evaluations[split][1])
-                                    for split, metrics in value.get("evaluations", {}).items()},
-                       pool_scores=value.get("scores"))
+    return TrainResult(
+        checkpoint_dir,
+        history,
+        dict(history[-1], **value.get("seconds", {})),
+        evaluations={
+            split: dict(metrics, **evaluations[split][1]) for split, metrics in value.get("evaluations", {}).items()
+        },
+        pool_scores=value.get("scores"),
+    )

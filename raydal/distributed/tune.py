@@ -69,13 +69,15 @@ def _run_trial(config: dict[str, Any], base: dict[str, Any], sweep_dir: str) -> 
                     continue
                 reported.add(record["iteration"])
                 trained += int(fresh)
-                tune.report({
-                    "iteration": record["iteration"],
-                    "n_labeled": record["n_labeled"],
-                    **curve_metrics(history[: k + 1]),
-                    "trained": trained,
-                    "state_dir": cfg.state_dir,
-                })
+                tune.report(
+                    {
+                        "iteration": record["iteration"],
+                        "n_labeled": record["n_labeled"],
+                        **curve_metrics(history[: k + 1]),
+                        "trained": trained,
+                        "state_dir": cfg.state_dir,
+                    }
+                )
 
         report_new(fresh=False)
         while learner.step():
@@ -108,8 +110,14 @@ def _scheduler(name: str | None, metric: str, max_reports: int):
     from ray.tune.schedulers import ASHAScheduler
 
     # time = reports = trained AL iterations; rungs at 1, 2, 4, ... iterations
-    return ASHAScheduler(time_attr="training_iteration", metric=metric, mode="max",
-                         max_t=max(1, max_reports), grace_period=1, reduction_factor=2)
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        metric=metric,
+        mode="max",
+        max_t=max(1, max_reports),
+        grace_period=1,
+        reduction_factor=2,
+    )
 
 
 def run_sweep(
@@ -148,9 +156,17 @@ def run_sweep(
     Raises:
         ConfigError: bad keys, values, metric, scheduler or resources, before any Ray work.
     """
-    plan = plan_sweep(base, param_space, sweep_dir, num_samples=num_samples,
-                      max_concurrent_trials=max_concurrent_trials, resources_per_trial=resources_per_trial,
-                      metric=metric, scheduler=scheduler, is_search_space=_is_search_space)
+    plan = plan_sweep(
+        base,
+        param_space,
+        sweep_dir,
+        num_samples=num_samples,
+        max_concurrent_trials=max_concurrent_trials,
+        resources_per_trial=resources_per_trial,
+        metric=metric,
+        scheduler=scheduler,
+        is_search_space=_is_search_space,
+    )
     base, sweep_dir, resources = plan.base, plan.sweep_dir, plan.resources
     space = _tune_space(param_space)
     sched = _scheduler(scheduler, metric, plan.max_reports)
@@ -172,17 +188,24 @@ def run_sweep(
         trainable,
         param_space=space,
         tune_config=tune.TuneConfig(
-            metric=metric, mode="max", num_samples=num_samples, max_concurrent_trials=concurrency,
+            metric=metric,
+            mode="max",
+            num_samples=num_samples,
+            max_concurrent_trials=concurrency,
             scheduler=sched,
         ),
         # A crashed trial actor is restarted; the trial resumes from its state dir.
-        run_config=tune.RunConfig(storage_path=str(Path(sweep_dir) / "tune"), name=name,
-                                  failure_config=tune.FailureConfig(max_failures=2)),
+        run_config=tune.RunConfig(
+            storage_path=str(Path(sweep_dir) / "tune"), name=name, failure_config=tune.FailureConfig(max_failures=2)
+        ),
     )
     grid = tuner.fit()
     result = SweepResult(
-        rows=_rows(grid, base, sweep_dir, metric), metric=metric, sweep_dir=sweep_dir,
-        experiment_path=str(grid.experiment_path), param_keys=list(param_space),
+        rows=_rows(grid, base, sweep_dir, metric),
+        metric=metric,
+        sweep_dir=sweep_dir,
+        experiment_path=str(grid.experiment_path),
+        param_keys=list(param_space),
     )
     result.write()
     return result
@@ -194,6 +217,7 @@ def _rows(grid, base: ALConfig, sweep_dir: str, metric: str) -> list[dict[str, A
     for res in grid:
         overrides = {k: plain(v) for k, v in (res.config or {}).items()}
         error = None if res.error is None else f"{type(res.error).__name__}: {res.error}"
-        rows.append(trial_row(overrides, res.metrics or {}, trial_config(base, overrides, sweep_dir).state_dir,
-                              error, metric))
+        rows.append(
+            trial_row(overrides, res.metrics or {}, trial_config(base, overrides, sweep_dir).state_dir, error, metric)
+        )
     return rank_rows(rows, metric)

@@ -37,9 +37,7 @@ class Backbone(nn.Module):
 
 def _new_first_conv(old: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     """``old`` with ``in_channels`` inputs, He-initialised like torchvision does."""
-    conv = nn.Conv2d(
-        in_channels, old.out_channels, old.kernel_size, old.stride, old.padding, bias=old.bias is not None
-    )
+    conv = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding, bias=old.bias is not None)
     nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
     return conv
 

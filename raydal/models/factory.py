@@ -54,9 +54,14 @@ class ModelSpec:
     def build(self, seed: int | None = None, weights: bool = True) -> ALNet:
         """``create_model`` with these arguments; ``weights=False`` skips the weights file."""
         return create_model(
-            self.backbone, self.num_classes, self.in_channels,
-            weights=self.weights if weights else None, ll=self.ll, ll_hidden=self.ll_hidden,
-            rgb_bands=self.rgb_bands, seed=seed,
+            self.backbone,
+            self.num_classes,
+            self.in_channels,
+            weights=self.weights if weights else None,
+            ll=self.ll,
+            ll_hidden=self.ll_hidden,
+            rgb_bands=self.rgb_bands,
+            seed=seed,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -96,8 +101,15 @@ def create_model(
     from raydal.models.weights import load_backbone_weights
 
     builder = get_builder(name)
-    spec = ModelSpec(name, num_classes, in_channels, weights, bool(ll), ll_hidden,
-                     tuple(rgb_bands) if rgb_bands is not None else None)
+    spec = ModelSpec(
+        name,
+        num_classes,
+        in_channels,
+        weights,
+        bool(ll),
+        ll_hidden,
+        tuple(rgb_bands) if rgb_bands is not None else None,
+    )
 
     def build() -> ALNet:
         backbone = builder(in_channels)

@@ -36,8 +36,7 @@ class LossPredictionModule(nn.Module):
         """``features``: list of ``[N, C_i, H_i, W_i]`` (any float dtype) -> predicted loss float32 ``[N]``."""
         if len(features) != len(self.branches):
             raise ConfigError(
-                f"LossPredictionModule was built for {len(self.branches)} feature maps; "
-                f"got {len(features)}."
+                f"LossPredictionModule was built for {len(self.branches)} feature maps; got {len(features)}."
             )
         # Always in float32, also under bf16 autocast: a bf16 output keeps ~3 significant digits,
         # which collapses a pool's predicted losses into few distinct values and leaves LL's
@@ -49,9 +48,7 @@ class LossPredictionModule(nn.Module):
 
 def bce_per_sample(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Eq. (1): BCE summed over classes. ``logits``, ``labels``: ``[N, C]`` -> ``[N]`` (float32)."""
-    return F.binary_cross_entropy_with_logits(
-        logits.float(), labels.float(), reduction="none"
-    ).sum(dim=1)
+    return F.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="none").sum(dim=1)
 
 
 def random_pairs(batch_size: int, generator: torch.Generator) -> torch.Tensor:

@@ -53,8 +53,9 @@ def adapt_first_conv_weight(
     if rgb_bands is None:
         rgb_bands = (0, 1, 2) if in_channels >= 3 else ()
     rgb_bands = tuple(int(b) for b in rgb_bands)
-    if rgb_bands and (len(rgb_bands) != 3 or len(set(rgb_bands)) != 3
-                      or not all(0 <= b < in_channels for b in rgb_bands)):
+    if rgb_bands and (
+        len(rgb_bands) != 3 or len(set(rgb_bands)) != 3 or not all(0 <= b < in_channels for b in rgb_bands)
+    ):
         raise ModelError(
             f"rgb_bands must name 3 distinct band indices in [0, {in_channels}) (the bands holding "
             f"R, G, B). Got {rgb_bands} instead."
@@ -99,7 +100,7 @@ def load_backbone_weights(
     """
     state = read_state_dict(path)
     if any(k.startswith("backbone.") for k in state):
-        state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+        state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
     else:
         state = {k: v for k, v in state.items() if not k.startswith(backbone.classifier_prefixes or ("\0",))}
     renamed = {}
@@ -120,7 +121,8 @@ def load_backbone_weights(
     unexpected = sorted(set(state) - set(own))
     mis_shaped = sorted(
         f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in set(own) & set(state) if state[k].shape != own[k].shape
+        for k in set(own) & set(state)
+        if state[k].shape != own[k].shape
     )
     if missing or unexpected or mis_shaped:
         name = type(backbone).__name__
@@ -130,7 +132,8 @@ def load_backbone_weights(
                 more = f" ... and {len(items) - 5} more" if len(items) > 5 else ""
                 parts.append(f"{label} ({len(items)}): {', '.join(items[:5])}{more}")
         raise ModelError(
-            f"Weights file {path} does not fit {name}: " + "; ".join(parts)
+            f"Weights file {path} does not fit {name}: "
+            + "; ".join(parts)
             + ". Pass weights of the same architecture (a torchvision state dict or a raydal model.pt)."
         )
     backbone.load_state_dict(state, strict=True)

@@ -243,7 +243,9 @@ def register_strategy(name: str, **defaults) -> Callable[[type[QueryStrategy]], 
             raise ConfigError(f"A query strategy named {name!r} is already registered; pick another name.")
         unknown = cls.uncertainty_needs - KNOWN_NEEDS
         if unknown:
-            raise ConfigError(f"Strategy {name!r} declares unknown needs {sorted(unknown)}; known: {sorted(KNOWN_NEEDS)}.")
+            raise ConfigError(
+                f"Strategy {name!r} declares unknown needs {sorted(unknown)}; known: {sorted(KNOWN_NEEDS)}."
+            )
         _REGISTRY[name] = functools.partial(cls, name=name, **defaults)
         return cls
 
@@ -275,7 +277,5 @@ def get_strategy(name: "str | QueryStrategy", **kwargs) -> QueryStrategy:
     try:
         factory = _registry()[name]
     except (KeyError, TypeError):
-        raise ConfigError(
-            f"Unknown query strategy {name!r}. Valid names: {', '.join(list_strategies())}."
-        ) from None
+        raise ConfigError(f"Unknown query strategy {name!r}. Valid names: {', '.join(list_strategies())}.") from None
     return factory(**kwargs)

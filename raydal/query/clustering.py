@@ -87,9 +87,7 @@ def resolve_backend(backend: str = "auto") -> str:
     Raises ConfigError for an unknown name or a backend whose package is missing.
     """
     if backend not in BACKENDS:
-        raise ConfigError(
-            f"The 'backend' parameter must be one of {list(BACKENDS)}. Got {backend!r} instead."
-        )
+        raise ConfigError(f"The 'backend' parameter must be one of {list(BACKENDS)}. Got {backend!r} instead.")
     if backend == "auto":
         faiss = _faiss()
         if faiss is not None and faiss.get_num_gpus() > 0:

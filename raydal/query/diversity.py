@@ -108,4 +108,3 @@ def select_diverse(
     if missing > 0:  # empty clusters: fill with the next most uncertain unpicked candidates
         picked[np.flatnonzero(~picked)[:missing]] = True
     return top[picked].astype(np.int64)
-

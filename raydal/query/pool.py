@@ -81,7 +81,7 @@ def plan_pieces(
         total += len(keep)
         while len(keep):
             take = keep[: piece_rows - cur_count]
-            keep = keep[len(take):]
+            keep = keep[len(take) :]
             cur_files.append(str(path))
             cur_rows.append(take)
             cur_count += len(take)
@@ -92,9 +92,13 @@ def plan_pieces(
     return pieces, total
 
 
-def read_piece(piece: PoolPiece, batch_size: int, columns: Sequence[str] = ("id", "image", "labels")) -> Iterator[pa.Table]:
+def read_piece(
+    piece: PoolPiece, batch_size: int, columns: Sequence[str] = ("id", "image", "labels")
+) -> Iterator[pa.Table]:
     """The piece's rows as Arrow tables of ``batch_size`` rows (the last may be shorter), in plan order."""
-    tables = [read_parquet(path, columns=list(columns)).take(pa.array(rows)) for path, rows in zip(piece.files, piece.rows)]
+    tables = [
+        read_parquet(path, columns=list(columns)).take(pa.array(rows)) for path, rows in zip(piece.files, piece.rows)
+    ]
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     for start in range(0, table.num_rows, batch_size):
         yield table.slice(start, batch_size)
@@ -122,8 +126,14 @@ class ScoringProgress:
     clock: seconds, for tests.
     """
 
-    def __init__(self, total: int, log: Callable[[str], None] | None, *, steps: int = 10,
-                 clock: Callable[[], float] = time.perf_counter):
+    def __init__(
+        self,
+        total: int,
+        log: Callable[[str], None] | None,
+        *,
+        steps: int = 10,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
         self.total = int(total)
         self.log = log
         self.done = 0
@@ -143,5 +153,7 @@ class ScoringProgress:
         rate = self.done / elapsed
         left = (self.total - self.done) / rate if rate > 0 else float("nan")
         pct = 100.0 * self.done / self.total if self.total else 100.0
-        self.log(f"  scored {self.done:,}/{self.total:,} rows ({pct:.0f}%), {rate:,.0f} rows/s, "
-                 f"{elapsed:.1f}s elapsed, ~{left:.0f}s left")
+        self.log(
+            f"  scored {self.done:,}/{self.total:,} rows ({pct:.0f}%), {rate:,.0f} rows/s, "
+            f"{elapsed:.1f}s elapsed, ~{left:.0f}s left"
+        )

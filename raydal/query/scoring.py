@@ -124,7 +124,11 @@ class PrevProbs:
             return
         if isinstance(prev, Mapping):
             ids = np.asarray(list(prev.keys()), dtype=str)
-            probs = np.stack([np.asarray(as_numpy(v), dtype=np.float32) for v in prev.values()]) if len(prev) else np.zeros((0, 0), np.float32)
+            probs = (
+                np.stack([np.asarray(as_numpy(v), dtype=np.float32) for v in prev.values()])
+                if len(prev)
+                else np.zeros((0, 0), np.float32)
+            )
         elif isinstance(prev, tuple) and len(prev) == 2:
             ids = unpack_ids(prev[0])  # str, or packed (raydal.query.candidates.pack_ids)
             probs = np.asarray(as_numpy(prev[1]), dtype=np.float32)
@@ -134,7 +138,9 @@ class PrevProbs:
                 f"Got {type(prev).__name__} instead."
             )
         if probs.ndim != 2 or len(probs) != len(ids):
-            raise QueryError(f"prev_probs must pair {len(ids)} ids with probs [N, C]. Got probs of shape {probs.shape}.")
+            raise QueryError(
+                f"prev_probs must pair {len(ids)} ids with probs [N, C]. Got probs of shape {probs.shape}."
+            )
         self.ids, self.probs = ids, probs
         self._row = {sid: i for i, sid in enumerate(ids.tolist())}
 
@@ -248,9 +254,7 @@ def score_pool(
         probs.append(out["probs"])
         uncs.append(out["uncertainty"])
         top.add(out["id"][out["candidate"]], out["uncertainty"][out["candidate"]], out["embeddings"])
-    return PoolScores.assemble(
-        ids, probs, uncs if scorer.uncertainty_name else None, scorer.uncertainty_name, top
-    )
+    return PoolScores.assemble(ids, probs, uncs if scorer.uncertainty_name else None, scorer.uncertainty_name, top)
 
 
 def merge_pool_scores(parts: "Sequence[PoolScores]", k: int) -> PoolScores:
@@ -267,5 +271,6 @@ def merge_pool_scores(parts: "Sequence[PoolScores]", k: int) -> PoolScores:
     top = TopKCandidates(k if name is not None else 0)
     for p in parts:
         top.add(p.cand_ids, p.cand_uncertainty, p.cand_embeddings if len(p.cand_ids) else None)
-    return PoolScores.assemble([p.ids for p in parts], [p.probs for p in parts],
-                               [p.uncertainty for p in parts] if name else None, name, top)
+    return PoolScores.assemble(
+        [p.ids for p in parts], [p.probs for p in parts], [p.uncertainty for p in parts] if name else None, name, top
+    )

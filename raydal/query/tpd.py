@@ -49,7 +49,5 @@ class TPD(QueryStrategy):
 
     def score(self, scored: Mapping[str, np.ndarray | None], prev_probs: np.ndarray | None = None) -> np.ndarray:
         if prev_probs is None:
-            raise QueryError(
-                f"Strategy {self.name!r} needs the previous iteration's probabilities: pass prev_probs."
-            )
+            raise QueryError(f"Strategy {self.name!r} needs the previous iteration's probabilities: pass prev_probs.")
         return tpd_uncertainty(scored["probs"], prev_probs)

@@ -50,36 +50,65 @@ class TrainConfig:
     """
 
     epochs: int = setting(100, "training epochs per AL iteration", Interval(int, 1), kind=RESULT)
-    batch_size: int = setting(10, "global batch size; under data parallelism each of W workers gets "
-                              "batch_size // W", Interval(int, 1), kind=RESULT)
-    lr: float = setting(0.025, "initial learning rate of SGD (backbone + head) and of Adam (LL module)",
-                        Interval(float, 0, None, "neither"), kind=RESULT)
+    batch_size: int = setting(
+        10,
+        "global batch size; under data parallelism each of W workers gets batch_size // W",
+        Interval(int, 1),
+        kind=RESULT,
+    )
+    lr: float = setting(
+        0.025,
+        "initial learning rate of SGD (backbone + head) and of Adam (LL module)",
+        Interval(float, 0, None, "neither"),
+        kind=RESULT,
+    )
     momentum: float = setting(0.9, "SGD momentum", Interval(float, 0, 1), kind=RESULT)
-    weight_decay: float = setting(5e-4, "SGD weight decay (the LL module's Adam has none)", Interval(float, 0),
-                                  kind=RESULT)
-    lr_decay_at: float = setting(0.8, "fraction of epochs after which both learning rates are multiplied "
-                                 "by lr_decay_factor", Interval(float, 0, 1), kind=RESULT)
-    lr_decay_factor: float = setting(0.1, "step decay factor of both learning rates",
-                                     Interval(float, 0, 1, "right"), kind=RESULT)
-    ll_lambda: float = setting(0.1, "lambda of eq. (3): weight of the LL ranking loss", Interval(float, 0),
-                               kind=RESULT)
-    ll_margin: float = setting(1.0, "xi of eq. (2): margin of the LL ranking loss",
-                               Interval(float, 0, None, "neither"), kind=RESULT)
-    ll_stop_at: float = setting(0.6, "fraction of epochs after which the LL loss no longer trains the backbone",
-                                Interval(float, 0, 1), kind=RESULT)
+    weight_decay: float = setting(
+        5e-4, "SGD weight decay (the LL module's Adam has none)", Interval(float, 0), kind=RESULT
+    )
+    lr_decay_at: float = setting(
+        0.8,
+        "fraction of epochs after which both learning rates are multiplied by lr_decay_factor",
+        Interval(float, 0, 1),
+        kind=RESULT,
+    )
+    lr_decay_factor: float = setting(
+        0.1, "step decay factor of both learning rates", Interval(float, 0, 1, "right"), kind=RESULT
+    )
+    ll_lambda: float = setting(0.1, "lambda of eq. (3): weight of the LL ranking loss", Interval(float, 0), kind=RESULT)
+    ll_margin: float = setting(
+        1.0, "xi of eq. (2): margin of the LL ranking loss", Interval(float, 0, None, "neither"), kind=RESULT
+    )
+    ll_stop_at: float = setting(
+        0.6,
+        "fraction of epochs after which the LL loss no longer trains the backbone",
+        Interval(float, 0, 1),
+        kind=RESULT,
+    )
     augment: bool = setting(True, "random horizontal flip and rotation by k * 90 degrees", kind=RESULT)
     # a result setting: "auto" trains in bf16 on CUDA, in fp32 on CPU (so ALConfig.use_gpu is one too)
-    amp: str = setting("auto", "precision of training, evaluation and pool scoring: auto: bf16 "
-                       "autocast + channels_last on CUDA, fp32 on CPU; bf16; off",
-                       choices=AMP_MODES, kind=RESULT)
+    amp: str = setting(
+        "auto",
+        "precision of training, evaluation and pool scoring: auto: bf16 "
+        "autocast + channels_last on CUDA, fp32 on CPU; bf16; off",
+        choices=AMP_MODES,
+        kind=RESULT,
+    )
     seed: int = setting(0, "training seed (set from the run's seed)", Interval(int, 0), cli=False, kind=RESULT)
-    warm_start: bool = setting(False, "start from the previous iteration's model (set from the run's "
-                               "warm_start)", cli=False, kind=RESULT)
+    warm_start: bool = setting(
+        False, "start from the previous iteration's model (set from the run's warm_start)", cli=False, kind=RESULT
+    )
     # validation inside fit reads the model, never changes it (the AL executors switch it off)
-    eval_every: int = setting(1, "validate every this many epochs (and always after the last)", Interval(int, 1),
-                              kind=EXECUTION)
-    threshold: float = setting(0.5, "probability threshold of F1, precision and recall", Interval(float, 0, 1),
-                               flag="--f1-threshold", kind=RESULT)
+    eval_every: int = setting(
+        1, "validate every this many epochs (and always after the last)", Interval(int, 1), kind=EXECUTION
+    )
+    threshold: float = setting(
+        0.5,
+        "probability threshold of F1, precision and recall",
+        Interval(float, 0, 1),
+        flag="--f1-threshold",
+        kind=RESULT,
+    )
 
     def __post_init__(self) -> None:
         check_settings(self)

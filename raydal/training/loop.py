@@ -58,7 +58,7 @@ class Optimizers(NamedTuple):
 
     def set_lr(self, lr: float) -> None:
         for opt in self:
-            for group in (opt.param_groups if opt is not None else []):
+            for group in opt.param_groups if opt is not None else []:
                 group["lr"] = lr
 
     def zero_grad(self) -> None:
@@ -202,8 +202,9 @@ def fit(
         for batch in train_batches(epoch):
             if len(batch["image"]) < 2:
                 continue  # BatchNorm and pairing need two samples
-            step = train_step(net, batch, cfg, optimizers, device=device, generator=gen,
-                              ll_stopped=stopped, ddp_model=ddp_model)
+            step = train_step(
+                net, batch, cfg, optimizers, device=device, generator=gen, ll_stopped=stopped, ddp_model=ddp_model
+            )
             n_seen += step.samples
             bce_sum += step.bce_sum
             if step.ll_loss is not None:
@@ -236,11 +237,16 @@ def fit(
         if rank == 0 and due:
             folder = Path(tempfile.mkdtemp(prefix=f"raydal-ckpt-e{epoch + 1}-"))
             try:
-                save_checkpoint(folder, net, extra={"epoch": epoch + 1, "metrics": metrics,
-                                                    "train_config": cfg.to_dict()})
+                save_checkpoint(
+                    folder, net, extra={"epoch": epoch + 1, "metrics": metrics, "train_config": cfg.to_dict()}
+                )
                 torch.save(
-                    {"epoch": epoch + 1, "history": history, "sgd": sgd.state_dict(),
-                     "adam": adam.state_dict() if adam is not None else None},
+                    {
+                        "epoch": epoch + 1,
+                        "history": history,
+                        "sgd": sgd.state_dict(),
+                        "adam": adam.state_dict() if adam is not None else None,
+                    },
                     folder / TRAIN_STATE_FILE,
                 )
                 report(metrics, folder)

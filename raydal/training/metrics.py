@@ -60,7 +60,8 @@ def multilabel_metrics(y_true: np.ndarray, probs: np.ndarray, threshold: float |
     out["n_present_classes"] = int(has_pos.sum())
     out["mAP"] = (
         float(np.mean([average_precision_score(y_true[:, c], probs[:, c]) for c in np.flatnonzero(has_pos)]))
-        if has_pos.any() else float("nan")
+        if has_pos.any()
+        else float("nan")
     )
     return out
 
@@ -72,8 +73,14 @@ def empty_metrics(num_classes: int) -> dict[str, Any]:
     instead of drawing a curve.
     """
     nan = float("nan")
-    out: dict[str, Any] = {"n_samples": 0, "mAP": nan, "loss": nan, "per_class_f1": [nan] * num_classes,
-                           "macro_f1_present": nan, "n_present_classes": 0}
+    out: dict[str, Any] = {
+        "n_samples": 0,
+        "mAP": nan,
+        "loss": nan,
+        "per_class_f1": [nan] * num_classes,
+        "macro_f1_present": nan,
+        "n_present_classes": 0,
+    }
     for avg in ("micro", "macro"):
         out.update({f"{avg}_precision": nan, f"{avg}_recall": nan, f"{avg}_f1": nan})
     return out

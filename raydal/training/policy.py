@@ -63,10 +63,12 @@ class EpochProgress:
             return None
         seconds = self._seconds[-1]
         rate = metrics.get("train_samples", 0) * self.world / seconds if seconds > 0 else float("nan")
-        recent = self._seconds[-self.every:]
+        recent = self._seconds[-self.every :]
         left = (self.epochs - epoch) * sum(recent) / len(recent)
-        line = (f"  epoch {epoch}/{self.epochs} loss {metrics.get('train_loss', float('nan')):.4f} "
-                f"| {rate:.0f} img/s | {seconds:.1f}s/epoch, {left:.0f}s left")
+        line = (
+            f"  epoch {epoch}/{self.epochs} loss {metrics.get('train_loss', float('nan')):.4f} "
+            f"| {rate:.0f} img/s | {seconds:.1f}s/epoch, {left:.0f}s left"
+        )
         if "val_micro_f1" in metrics:
             line += f" | val micro-F1 {metrics['val_micro_f1']:.4f}"
         return line

@@ -84,8 +84,10 @@ def split_index(manifest: Manifest, split: str) -> tuple[pa.ChunkedArray, np.nda
 def _split_index_from_file(index: str, rows: tuple[int, ...], manifest_json: str) -> tuple[pa.ChunkedArray, np.ndarray]:
     ids = read_parquet(index, columns=["id"])["id"]
     if len(ids) != sum(rows):
-        raise DatasetError(f"The id index {index} holds {len(ids)} ids but the manifest counts {sum(rows)} rows. "
-                           "Fix: prepare the shards again.")
+        raise DatasetError(
+            f"The id index {index} holds {len(ids)} ids but the manifest counts {sum(rows)} rows. "
+            "Fix: prepare the shards again."
+        )
     return pa.chunked_array(ids.chunks, pa.string()), np.cumsum([0, *rows])
 
 
@@ -138,7 +140,7 @@ def split_share(share: Share, world: int, equal: bool = False) -> list[Share]:
         for path, rows in share:
             a, b = max(lo, start), min(hi, start + len(rows))
             if a < b:
-                part.append((path, rows[a - start:b - start]))
+                part.append((path, rows[a - start : b - start]))
             start += len(rows)
         parts.append(part)
     return parts
@@ -264,8 +266,9 @@ def prefetch(items: Iterable[T], depth: int = READ_AHEAD) -> Iterator[T]:
         thread.join()
 
 
-def iter_row_tables(share: Share, columns: Sequence[str] = _COLUMNS,
-                    max_bytes: int = CHUNK_BYTES) -> Iterator[pa.Table]:
+def iter_row_tables(
+    share: Share, columns: Sequence[str] = _COLUMNS, max_bytes: int = CHUNK_BYTES
+) -> Iterator[pa.Table]:
     """The rows of ``share`` as Arrow tables, in share order.
 
     Each table comes from one read of the row groups holding its rows (at most
@@ -285,7 +288,8 @@ def iter_row_tables(share: Share, columns: Sequence[str] = _COLUMNS,
         if rows[0] < 0 or rows[-1] >= starts[-1]:
             raise DatasetError(
                 f"{path} has {starts[-1]} rows but rows up to {rows[-1]} were planned in it: the shard set changed "
-                "since the run located its rows. Fix: restart the run on an unchanged shard set.")
+                "since the run located its rows. Fix: restart the run on an unchanged shard set."
+            )
         group_of = np.searchsorted(starts, rows, side="right") - 1
         groups, first = np.unique(group_of, return_index=True)
         sizes = np.array([meta.row_group(int(g)).total_byte_size for g in groups])
@@ -332,12 +336,16 @@ def iter_share_batches(
 
 
 def iter_range_batches(
-    manifest: Manifest, ranges: RowRanges, batch_size: int, exclude: Collection[str] | None = None,
+    manifest: Manifest,
+    ranges: RowRanges,
+    batch_size: int,
+    exclude: Collection[str] | None = None,
     read_ahead: int = READ_AHEAD,
 ) -> Iterator[dict[str, np.ndarray]]:
     """``iter_share_batches`` over contiguous ``ranges`` (``row_ranges``)."""
-    return iter_share_batches(manifest, [(path, range(a, b)) for path, a, b in ranges], batch_size,
-                              exclude=exclude, read_ahead=read_ahead)
+    return iter_share_batches(
+        manifest, [(path, range(a, b)) for path, a, b in ranges], batch_size, exclude=exclude, read_ahead=read_ahead
+    )
 
 
 def row_nbytes(manifest: Manifest) -> int:
@@ -345,8 +353,9 @@ def row_nbytes(manifest: Manifest) -> int:
     return int(np.prod(manifest.image_shape)) + manifest.num_classes
 
 
-def read_share(manifest: Manifest, share: Share, expected: Collection[str] | None = None,
-               read_ahead: int = READ_AHEAD) -> dict[str, np.ndarray]:
+def read_share(
+    manifest: Manifest, share: Share, expected: Collection[str] | None = None, read_ahead: int = READ_AHEAD
+) -> dict[str, np.ndarray]:
     """A rank's rows decoded in one dict (as ``decode_batch``), in share order.
 
     ``expected``: ids every row read must have (the labeled set); a row with
@@ -367,13 +376,15 @@ def read_share(manifest: Manifest, share: Share, expected: Collection[str] | Non
     at = 0
     for part in prefetch(decoded, read_ahead):
         k = len(part["id"])
-        images[at:at + k] = part["image"]
-        labels[at:at + k] = part["labels"]
+        images[at : at + k] = part["image"]
+        labels[at : at + k] = part["labels"]
         ids.append(part["id"])
         at += k
     if at != n:
-        raise DatasetError(f"Read {at} rows of a share of {n}: the shard files changed while reading. "
-                           "Fix: restart the run on an unchanged shard set.")
+        raise DatasetError(
+            f"Read {at} rows of a share of {n}: the shard files changed while reading. "
+            "Fix: restart the run on an unchanged shard set."
+        )
     out_ids = np.concatenate(ids) if ids else np.array([], dtype=str)
     if expected is not None and n:
         known = np.isin(out_ids, np.asarray(sorted(str(i) for i in expected)))
@@ -381,7 +392,9 @@ def read_share(manifest: Manifest, share: Share, expected: Collection[str] | Non
             raise DatasetError(
                 f"Read rows with ids outside the labeled set (e.g. {out_ids[~known][:3].tolist()}): the shard files "
                 f"at {manifest.root} changed since the run located its rows. Fix: restart the run on an unchanged "
-                "shard set.", [(str(i), "not a labeled id") for i in out_ids[~known]])
+                "shard set.",
+                [(str(i), "not a labeled id") for i in out_ids[~known]],
+            )
     return {"id": out_ids, "image": images, "labels": labels}
 
 

@@ -28,7 +28,9 @@ def array_batches(data: Mapping[str, np.ndarray], batch_size: int, seed: int | N
     """
     for key in ("image", "labels"):
         if key not in data:
-            raise ConfigError(f"In-memory training data needs an {key!r} array (decoded split). Got keys {sorted(data)}.")
+            raise ConfigError(
+                f"In-memory training data needs an {key!r} array (decoded split). Got keys {sorted(data)}."
+            )
     n = len(data["image"])
     if len(data["labels"]) != n:
         raise ConfigError(f"'image' has {n} rows but 'labels' has {len(data['labels'])}: they must match.")
@@ -36,7 +38,7 @@ def array_batches(data: Mapping[str, np.ndarray], batch_size: int, seed: int | N
     def batches(epoch: int) -> Iterator[dict[str, Any]]:
         order = np.random.default_rng([seed, epoch]).permutation(n) if seed is not None else np.arange(n)
         for start in range(0, n, batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             yield {k: np.asarray(v)[idx] for k, v in data.items()}
 
     return batches

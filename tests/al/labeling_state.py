@@ -42,8 +42,11 @@ def make_waiting_state(shards_dir: Path, state_dir: Path, n_labeled: int = 5, n_
         iteration=0,
         labeled={sid: {"iteration": 0, "by": "alice"} for sid in labeled},
         human_labels={sid: sorted(classes.index(c) for c in truth[sid]) for sid in labeled},
-        pending={"iteration": 1, "ids": list(pending),
-                 "probs": {sid: gen.random(len(classes)).round(3).tolist() for sid in pending}},
+        pending={
+            "iteration": 1,
+            "ids": list(pending),
+            "probs": {sid: gen.random(len(classes)).round(3).tolist() for sid in pending},
+        },
     )
     StateStore(str(state_dir)).save(state)
     return {"state_dir": str(state_dir), "classes": classes, "labeled": labeled, "pending": pending, "truth": truth}
@@ -76,40 +79,48 @@ def ls_tasks(tasks: list[dict], answers: dict[str, list[str] | str | None], firs
             per_annotator = answer if answer and isinstance(answer[0], list) else [answer]
             for k, names in enumerate(per_annotator):
                 annotations.append(_annotation(tid, 100 * (k + 1) + tid, names, cancelled=False))
-        out.append({
-            "id": tid,
-            "annotations": annotations,
-            "file_upload": "label_studio_tasks.json" if n else None,
-            "drafts": [],
-            "predictions": [p.get("id", 0) for p in t.get("predictions", [])],
-            "data": dict(t["data"]),
-            "meta": {},
-            "allow_skip": True,
-            "created_at": "2026-11-27T23:50:00.000000Z",
-            "updated_at": "2026-11-27T23:55:00.000000Z",
-            "inner_id": tid,
-            "total_annotations": sum(not a["was_cancelled"] for a in annotations),
-            "cancelled_annotations": sum(a["was_cancelled"] for a in annotations),
-            "total_predictions": len(t.get("predictions", [])),
-            "comment_count": 0,
-            "unresolved_comment_count": 0,
-            "last_comment_updated_at": None,
-            "project": 1,
-            "updated_by": None,
-            "comment_authors": [],
-        })
+        out.append(
+            {
+                "id": tid,
+                "annotations": annotations,
+                "file_upload": "label_studio_tasks.json" if n else None,
+                "drafts": [],
+                "predictions": [p.get("id", 0) for p in t.get("predictions", [])],
+                "data": dict(t["data"]),
+                "meta": {},
+                "allow_skip": True,
+                "created_at": "2026-11-27T23:50:00.000000Z",
+                "updated_at": "2026-11-27T23:55:00.000000Z",
+                "inner_id": tid,
+                "total_annotations": sum(not a["was_cancelled"] for a in annotations),
+                "cancelled_annotations": sum(a["was_cancelled"] for a in annotations),
+                "total_predictions": len(t.get("predictions", [])),
+                "comment_count": 0,
+                "unresolved_comment_count": 0,
+                "last_comment_updated_at": None,
+                "project": 1,
+                "updated_by": None,
+                "comment_authors": [],
+            }
+        )
     return out
 
 
 def _annotation(task_id: int, ann_id: int, names: list[str], cancelled: bool) -> dict:
-    result = [] if cancelled else [{
-        "value": {"choices": list(names)},
-        "id": f"r{ann_id}",
-        "from_name": "labels",
-        "to_name": "image",
-        "type": "choices",
-        "origin": "manual",
-    }]
+    result = (
+        []
+        if cancelled
+        else [
+            {
+                "value": {"choices": list(names)},
+                "id": f"r{ann_id}",
+                "from_name": "labels",
+                "to_name": "image",
+                "type": "choices",
+                "origin": "manual",
+            }
+        ]
+    )
     return {
         "id": ann_id,
         "completed_by": 1,
@@ -146,15 +157,29 @@ def ls_json_min(json_export: list[dict]) -> list[dict]:
     for task in json_export:
         done = [a for a in task["annotations"] if not a["was_cancelled"]]
         if not task["annotations"]:
-            out.append({**task["data"], "id": task["id"], "annotator": None, "annotation_id": None,
-                        "created_at": None, "updated_at": None, "lead_time": None})
+            out.append(
+                {
+                    **task["data"],
+                    "id": task["id"],
+                    "annotator": None,
+                    "annotation_id": None,
+                    "created_at": None,
+                    "updated_at": None,
+                    "lead_time": None,
+                }
+            )
         for a in done:
             record = {**task["data"], "id": task["id"]}
             choices = [c for r in a["result"] for c in r["value"]["choices"]]
             if a["result"]:
                 record["labels"] = _prettify(choices)
-            record.update(annotator=a["completed_by"], annotation_id=a["id"], created_at=a["created_at"],
-                          updated_at=a["updated_at"], lead_time=a["lead_time"])
+            record.update(
+                annotator=a["completed_by"],
+                annotation_id=a["id"],
+                created_at=a["created_at"],
+                updated_at=a["updated_at"],
+                lead_time=a["lead_time"],
+            )
             out.append(record)
     return out
 
@@ -167,7 +192,9 @@ def ls_csv(json_export: list[dict]) -> str:
         if isinstance(r.get("labels"), dict):
             r["labels"] = json.dumps(r["labels"], ensure_ascii=False)
         records.append(r)
-    keys = sorted({k for r in records for k in r} | {"annotator", "annotation_id", "created_at", "updated_at", "lead_time"})
+    keys = sorted(
+        {k for r in records for k in r} | {"annotator", "annotation_id", "created_at", "updated_at", "lead_time"}
+    )
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=keys, quoting=csv.QUOTE_NONNUMERIC)
     writer.writeheader()

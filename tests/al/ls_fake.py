@@ -66,13 +66,34 @@ class FakeLabelStudio:
         with self._lock:
             aid = next(self._ids)
             stamp = STAMP.format(next(self._clock) % 60)
-            result = [] if choices is None else [{"id": f"r{aid}", "from_name": "labels", "to_name": "image",
-                                                  "type": "choices", "origin": "manual",
-                                                  "value": {"choices": list(choices)}}]
-            self.tasks[task_id]["annotations"].append({
-                "id": aid, "completed_by": user, "result": result, "was_cancelled": choices is None,
-                "ground_truth": False, "created_at": stamp, "updated_at": stamp, "lead_time": 3.0,
-                "task": task_id, "project": self.tasks[task_id]["project"]})
+            result = (
+                []
+                if choices is None
+                else [
+                    {
+                        "id": f"r{aid}",
+                        "from_name": "labels",
+                        "to_name": "image",
+                        "type": "choices",
+                        "origin": "manual",
+                        "value": {"choices": list(choices)},
+                    }
+                ]
+            )
+            self.tasks[task_id]["annotations"].append(
+                {
+                    "id": aid,
+                    "completed_by": user,
+                    "result": result,
+                    "was_cancelled": choices is None,
+                    "ground_truth": False,
+                    "created_at": stamp,
+                    "updated_at": stamp,
+                    "lead_time": 3.0,
+                    "task": task_id,
+                    "project": self.tasks[task_id]["project"],
+                }
+            )
             return aid
 
     def edit(self, annotation_id: int, choices: list[str]) -> None:
@@ -101,13 +122,18 @@ class FakeLabelStudio:
     def _route(self, method: str, path: str, query: dict, body: Any) -> tuple[int, Any]:
         if path == "/api/projects" and method == "GET":
             found = [p for p in self.projects.values() if query.get("title", "").lower() in p["title"].lower()]
-            return self._page(found, query, lambda items: {"count": len(found), "next": None, "previous": None,
-                                                           "results": items})
+            return self._page(
+                found, query, lambda items: {"count": len(found), "next": None, "previous": None, "results": items}
+            )
         if path == "/api/projects" and method == "POST":
             pid = next(self._ids)
-            self.projects[pid] = {"id": pid, "title": body.get("title", ""), "label_config": body.get("label_config", ""),
-                                  "description": body.get("description", ""),
-                                  "show_collab_predictions": body.get("show_collab_predictions", True)}
+            self.projects[pid] = {
+                "id": pid,
+                "title": body.get("title", ""),
+                "label_config": body.get("label_config", ""),
+                "description": body.get("description", ""),
+                "show_collab_predictions": body.get("show_collab_predictions", True),
+            }
             return 201, self.projects[pid]
         m = re.fullmatch(r"/api/projects/(\d+)", path)
         if m:
@@ -127,8 +153,14 @@ class FakeLabelStudio:
             ids = []
             for task in body:
                 tid = next(self._ids)
-                self.tasks[tid] = {"id": tid, "project": pid, "data": task["data"], "annotations": [],
-                                   "predictions": task.get("predictions", []), "meta": task.get("meta", {})}
+                self.tasks[tid] = {
+                    "id": tid,
+                    "project": pid,
+                    "data": task["data"],
+                    "annotations": [],
+                    "predictions": task.get("predictions", []),
+                    "meta": task.get("meta", {}),
+                }
                 ids.append(tid)
             if self.auto:
                 for tid in ids:

@@ -1,6 +1,5 @@
 """The AL loop end to end, in process, on a tiny generated archive."""
 
-import numpy as np
 import pytest
 
 from raydal.al.executor import LocalExecutor

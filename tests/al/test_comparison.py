@@ -31,8 +31,10 @@ def test_baseline_shares_seeds_and_initial_sets(make_config, tmp_path):
             x = np.array([h["n_labeled"] for h in s.history])
             y = np.array([h["test"]["micro_f1"] for h in s.history])
             areas.setdefault(name, []).append(area_under_curve(x, y))
-    assert StateStore(str(tmp_path / "mge" / "trial-0")).load().history[0]["test"] == \
-        StateStore(str(tmp_path / "mge-random" / "trial-0")).load().history[0]["test"]  # same first model
+    assert (
+        StateStore(str(tmp_path / "mge" / "trial-0")).load().history[0]["test"]
+        == StateStore(str(tmp_path / "mge-random" / "trial-0")).load().history[0]["test"]
+    )  # same first model
     d = result["difference"]["micro_f1"]
     paired = np.array(areas["mine"]) - np.array(areas["theirs"])
     assert d["paired"] == 2 and d["baseline"] == "random"
@@ -41,7 +43,9 @@ def test_baseline_shares_seeds_and_initial_sets(make_config, tmp_path):
     assert (tmp_path / "mge" / "comparison" / "f1_curves.png").stat().st_size > 1000
     assert d["ci_low"] < d["mean"] < d["ci_high"] and d["verdict"] in ("holds", "does not hold", "inconclusive")
     text = comparison_text(result)
-    interval = f"difference {100 * paired.mean():+.2f} (95% CI {100 * d['ci_low']:+.2f}..{100 * d['ci_high']:+.2f}, 2 pairs): "
+    interval = (
+        f"difference {100 * paired.mean():+.2f} (95% CI {100 * d['ci_low']:+.2f}..{100 * d['ci_high']:+.2f}, 2 pairs): "
+    )
     assert interval in text and "at 5%" in text and "macro f1" in text
     assert text.splitlines()[0].startswith("comparison: ")  # the verdicts are the last lines
 
@@ -55,17 +59,44 @@ def test_baseline_must_differ_and_mode_be_simulation(make_config):
 
 def test_cli_run_compare_random(tiny_shards, tmp_path, capsys):
     state = tmp_path / "run"
-    args = ["run", "ucmerced", "--executor", "local", "--shards-dir", str(tiny_shards), "--state-dir", str(state),
-            "--strategy", "ll+clustering", "--compare", "random", "--backbone", "smallcnn", "--b", "5",
-            "--initial-labeled", "10", "--iterations", "1", "--epochs", "1", "--batch-size", "8", "--trials", "1"]
+    args = [
+        "run",
+        "ucmerced",
+        "--executor",
+        "local",
+        "--shards-dir",
+        str(tiny_shards),
+        "--state-dir",
+        str(state),
+        "--strategy",
+        "ll+clustering",
+        "--compare",
+        "random",
+        "--backbone",
+        "smallcnn",
+        "--b",
+        "5",
+        "--initial-labeled",
+        "10",
+        "--iterations",
+        "1",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--trials",
+        "1",
+    ]
     assert cli(args) == 0
     out = capsys.readouterr().out
     assert "area under micro f1 (10..15 labels): ll+clustering" in out and "vs random" in out
     assert "area under macro f1" in out and "difference" in out
     micro = next(line for line in out.splitlines() if line.startswith("area under micro f1"))
-    assert "from 1 paired trial: no interval, no verdict; a single paired run cannot separate effects below its " \
-           "noise (in raydal's CPU fidelity study this difference varies by SD 0.75 points between trials); " \
-           "--trials 5 gives a verdict" in micro
+    assert (
+        "from 1 paired trial: no interval, no verdict; a single paired run cannot separate effects below its "
+        "noise (in raydal's CPU fidelity study this difference varies by SD 0.75 points between trials); "
+        "--trials 5 gives a verdict" in micro
+    )
     assert (tmp_path / "run-random" / "state.json").exists()
     assert (state / "comparison" / "report.md").read_text().count("| ll+clustering | random |") == 1
 

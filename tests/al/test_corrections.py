@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from labeling_state import ls_csv, ls_json_min, ls_tasks, make_waiting_state, state_files
+
 from raydal.al.executor import LocalExecutor
 from raydal.al.humanloop import ExportOptions, export_batch, import_labels, relabel, skip_images
 from raydal.al.loop import ActiveLearner
@@ -39,7 +39,9 @@ def run(tiny_shards, tmp_path):
     def write(fmt: str, answers: dict, name: str = "export", who: dict | None = None, tasks=None) -> Path:
         export = ls_tasks(tasks or info["tasks"], answers)
         for task in export:
-            for annotation, (annotator, when) in zip(task["annotations"], (who or {}).get(task["data"]["raydal_id"], [])):
+            for annotation, (annotator, when) in zip(
+                task["annotations"], (who or {}).get(task["data"]["raydal_id"], [])
+            ):
                 annotation.update(completed_by=annotator, updated_at=when, created_at=when)
         path = tmp_path / f"{name}.{'csv' if fmt == 'CSV' else 'json'}"
         if fmt == "JSON":
@@ -172,8 +174,7 @@ def test_a_disagreement_is_refused_in_one_wording(run, fmt):
         import_labels(run["state_dir"], run["write"](fmt, {p[0]: [["trees"], ["sea"]]}, who={p[0]: TWO["who"]}))
     message = str(err.value)
     assert "task 1" in message
-    assert (f"id {p[0]!r}: its 2 annotations disagree (['trees'] by 1 at " in message
-            and "; ['sea'] by 2 at " in message)
+    assert f"id {p[0]!r}: its 2 annotations disagree (['trees'] by 1 at " in message and "; ['sea'] by 2 at " in message
     assert "--on-disagreement majority|latest|prefer=ANNOTATOR" in message
     assert state_files(run["state_dir"]) == before
 
@@ -184,8 +185,9 @@ def test_latest_and_preferred_annotator(run, fmt, policy, expected):
     p = run["pending"]
     # the later answer first in the file: "latest" goes by the annotation's time
     who = {p[0]: list(reversed(TWO["who"]))}
-    result = import_labels(run["state_dir"], run["write"](fmt, {p[0]: [["sea"], ["trees"]]}, who=who),
-                           on_disagreement=policy)
+    result = import_labels(
+        run["state_dir"], run["write"](fmt, {p[0]: [["sea"], ["trees"]]}, who=who), on_disagreement=policy
+    )
     assert result["imported"] == 1 and _names(run, p[0]) == expected
     assert result["resolved"][0].startswith(f"id {p[0]!r}: {policy} kept {expected} by ")
 
@@ -216,8 +218,9 @@ def test_prefer_an_annotator_who_did_not_answer_is_refused(run):
 
 
 def test_an_unknown_policy_is_refused(run):
-    with pytest.raises(ConfigError, match="'on_disagreement' parameter must be one of refuse, majority, latest, "
-                                          "prefer=ANNOTATOR"):
+    with pytest.raises(
+        ConfigError, match="'on_disagreement' parameter must be one of refuse, majority, latest, prefer=ANNOTATOR"
+    ):
         import_labels(run["state_dir"], run["write"]("JSON", {}), on_disagreement="vote")
 
 
@@ -246,8 +249,11 @@ def test_the_unlabelable_choice_marks_a_skip_in_json_min_and_csv(run, fmt):
 def test_batch_csv_unlabelable_with_a_reason(run, tmp_path):
     p, truth = run["pending"], run["truth"]
     path = tmp_path / "batch.csv"
-    path.write_text("id,labels\n" + f'{p[0]},"unlabelable: cloud cover, 80%"\n'
-                    + "".join(f"{sid},{';'.join(truth[sid])}\n" for sid in p[1:]))
+    path.write_text(
+        "id,labels\n"
+        + f'{p[0]},"unlabelable: cloud cover, 80%"\n'
+        + "".join(f"{sid},{';'.join(truth[sid])}\n" for sid in p[1:])
+    )
     assert import_labels(run["state_dir"], path)["phase"] == "train"
     assert _state(run).unlabelable[p[0]]["reason"] == "cloud cover, 80%"
 
@@ -328,14 +334,23 @@ def test_a_state_written_before_corrections_and_skips_loads(run):
 
 def test_stopping_line_counts_the_archives_labeled_pool_images(tmp_path):
     root = synthesize("folder", tmp_path / "archive", n=48, size=16, seed=3, labeled_share=0.75)
-    shards = prepare("folder", root, tmp_path / "shards", labels=root / "labels.csv", classes=root / "classes.txt",
-                     test_share=0.25, val_share=0.25).root
+    shards = prepare(
+        "folder",
+        root,
+        tmp_path / "shards",
+        labels=root / "labels.csv",
+        classes=root / "classes.txt",
+        test_share=0.25,
+        val_share=0.25,
+    ).root
     manifest = load_manifest(shards)
     known = manifest.splits["pool"]["count"] - manifest.unlabeled["pool"]
     assert known > 4
     exp = ExperimentConfig(run=_folder_config(shards, tmp_path, initial_labeled=4))
-    assert f"stops at {known + 2 * 4} labels ({known} initial: the pool images labeled in the archive + 2 rounds " \
-           "of 4)" in exp.stopping_rule()
+    assert (
+        f"stops at {known + 2 * 4} labels ({known} initial: the pool images labeled in the archive + 2 rounds "
+        "of 4)" in exp.stopping_rule()
+    )
     missing = ExperimentConfig(run=_folder_config(tmp_path / "not-yet", tmp_path, initial_labeled=4))
     assert missing.stopping_rule().startswith("stops at at least 12 labels (4 initial, or more")
 
@@ -343,8 +358,17 @@ def test_stopping_line_counts_the_archives_labeled_pool_images(tmp_path):
 def _folder_config(shards, tmp_path, **overrides):
     from raydal.config import ALConfig
 
-    fields = dict(dataset="folder", shards_dir=str(shards), state_dir=str(tmp_path / "state"), mode="human",
-                  b=4, iterations=2, seed=0, backbone="smallcnn", executor="local")
+    fields = dict(
+        dataset="folder",
+        shards_dir=str(shards),
+        state_dir=str(tmp_path / "state"),
+        mode="human",
+        b=4,
+        iterations=2,
+        seed=0,
+        backbone="smallcnn",
+        executor="local",
+    )
     fields.update(overrides)
     return ALConfig(**fields)
 

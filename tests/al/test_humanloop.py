@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from labeling_state import state_files
 from PIL import Image
 
 from raydal.al.executor import LocalExecutor
@@ -16,7 +17,6 @@ from raydal.al.state import StateStore
 from raydal.cli import main as cli
 from raydal.data.shards import load_manifest, read_ids, read_split
 from raydal.exceptions import LabelImportError
-from labeling_state import state_files
 
 
 def _truth(cfg, ids):
@@ -62,7 +62,8 @@ def test_export_writes_csv_label_studio_and_thumbnails(waiting):
         probs = dict(p.split(":") for p in r["probabilities"].split(";"))
         assert list(probs) == list(classes)
         assert r["predicted_labels"].split(";") == [c for c in classes if float(probs[c]) >= 0.5] or (
-            r["predicted_labels"] == "" and all(float(p) < 0.5 for p in probs.values()))
+            r["predicted_labels"] == "" and all(float(p) < 0.5 for p in probs.values())
+        )
         assert r["labels"] == ""
         assert r["path"] and Path(r["path"]).is_file()  # the original image, on every row
         assert (out / r["thumbnail"]).is_file()
@@ -73,7 +74,7 @@ def test_export_writes_csv_label_studio_and_thumbnails(waiting):
     for task, row in zip(tasks, rows):  # images inlined: a stock Label Studio shows them as they are
         prefix = "data:image/png;base64,"
         assert task["data"]["image"].startswith(prefix)
-        png = base64.b64decode(task["data"]["image"][len(prefix):])
+        png = base64.b64decode(task["data"]["image"][len(prefix) :])
         assert png == (out / row["thumbnail"]).read_bytes()
         thumb = Image.open(io.BytesIO(png))
         assert thumb.mode == "RGB" and thumb.size == (32, 32)
@@ -85,8 +86,19 @@ def test_import_csv_then_retrain(waiting, tmp_path):
     out = export_batch(waiting.state_dir)
     filled = _fill_csv(out, _truth(waiting, pending), tmp_path / "filled.csv")
     result = import_labels(waiting.state_dir, filled, annotator="alice")
-    assert result == {"imported": 5, "changed": 0, "unchanged": 0, "unannotated": [], "skipped": [], "resolved": [],
-                      "not_in_file": [], "remaining": 0, "phase": "train", "already_imported": False, "format": "csv"}
+    assert result == {
+        "imported": 5,
+        "changed": 0,
+        "unchanged": 0,
+        "unannotated": [],
+        "skipped": [],
+        "resolved": [],
+        "not_in_file": [],
+        "remaining": 0,
+        "phase": "train",
+        "already_imported": False,
+        "format": "csv",
+    }
     state = store.load()
     assert all(state.labeled[i] == {"iteration": 1, "by": "alice"} for i in pending)
     before = store.read_bytes("state.json")
@@ -103,16 +115,28 @@ def test_import_label_studio_export_in_two_parts(waiting, tmp_path):
     truth = _truth(waiting, pending)
     tasks = json.loads((export_batch(waiting.state_dir) / "label_studio_tasks.json").read_text())
     for t in tasks:
-        t["annotations"] = [{"was_cancelled": False, "result": [
-            {"from_name": "labels", "to_name": "image", "type": "choices",
-             "value": {"choices": truth[t["data"]["raydal_id"]]}}]}]
+        t["annotations"] = [
+            {
+                "was_cancelled": False,
+                "result": [
+                    {
+                        "from_name": "labels",
+                        "to_name": "image",
+                        "type": "choices",
+                        "value": {"choices": truth[t["data"]["raydal_id"]]},
+                    }
+                ],
+            }
+        ]
     (tmp_path / "a.json").write_text(json.dumps(tasks[:2]))
     (tmp_path / "b.json").write_text(json.dumps(tasks[2:]))
     assert import_labels(waiting.state_dir, tmp_path / "a.json")["remaining"] == 3
     assert import_labels(waiting.state_dir, tmp_path / "b.json")["phase"] == "train"
     classes = load_manifest(waiting.shards_dir).classes
     human = store.load().human_labels
-    assert {sid: [classes[c] for c in human[sid]] for sid in pending} == {s: sorted(truth[s], key=classes.index) for s in pending}
+    assert {sid: [classes[c] for c in human[sid]] for sid in pending} == {
+        s: sorted(truth[s], key=classes.index) for s in pending
+    }
 
 
 def _other(labels: str) -> str:
@@ -123,8 +147,14 @@ def _other(labels: str) -> str:
 BAD_EDITS = {
     "unknown id": (lambda rows: rows[:-1] + [{**rows[-1], "id": "no_such_image99"}], "unknown id 'no_such_image99'"),
     "not pending": (None, "not in the pending query batch"),
-    "unknown class": (lambda rows: [{**rows[0], "labels": "airplane;spaceship"}] + rows[1:], "class name(s) ['spaceship'] not in the project's classes"),
-    "conflicting duplicate": (lambda rows: rows + [{**rows[0], "labels": _other(rows[0]["labels"])}], "annotations disagree"),
+    "unknown class": (
+        lambda rows: [{**rows[0], "labels": "airplane;spaceship"}] + rows[1:],
+        "class name(s) ['spaceship'] not in the project's classes",
+    ),
+    "conflicting duplicate": (
+        lambda rows: rows + [{**rows[0], "labels": _other(rows[0]["labels"])}],
+        "annotations disagree",
+    ),
 }
 
 
@@ -142,8 +172,23 @@ def test_bad_imports_are_rejected_and_change_nothing(waiting, tmp_path, case):
         expected = BAD_EDITS[case][1]
     elif case == "already labeled":
         done = next(iter(state.labeled))
-        _fill_csv(out, _truth(waiting, pending), path, lambda rows: rows + [{**rows[0], "id": done, "labels": _other(
-            ";".join(load_manifest(waiting.shards_dir).classes[c] for c in state.human_labels[done]))}])
+        _fill_csv(
+            out,
+            _truth(waiting, pending),
+            path,
+            lambda rows: (
+                rows
+                + [
+                    {
+                        **rows[0],
+                        "id": done,
+                        "labels": _other(
+                            ";".join(load_manifest(waiting.shards_dir).classes[c] for c in state.human_labels[done])
+                        ),
+                    }
+                ]
+            ),
+        )
         expected = "was imported before"
     elif case == "malformed":
         _fill_csv(out, _truth(waiting, pending), path)

@@ -14,10 +14,35 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _job(shards, state_dir):
     return [
-        sys.executable, str(ROOT / "jobs" / "al_ucmerced.py"), "--executor", "local",
-        "--shards-dir", str(shards), "--state-dir", str(state_dir), "--strategy", "mge+clustering",
-        "--backbone", "smallcnn", "--epochs", "2", "--batch-size", "8", "--lr", "0.05",
-        "--b", "5", "--m", "2", "--initial-labeled", "10", "--iterations", "3", "--trials", "1", "--no-report",
+        sys.executable,
+        str(ROOT / "jobs" / "al_ucmerced.py"),
+        "--executor",
+        "local",
+        "--shards-dir",
+        str(shards),
+        "--state-dir",
+        str(state_dir),
+        "--strategy",
+        "mge+clustering",
+        "--backbone",
+        "smallcnn",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--lr",
+        "0.05",
+        "--b",
+        "5",
+        "--m",
+        "2",
+        "--initial-labeled",
+        "10",
+        "--iterations",
+        "3",
+        "--trials",
+        "1",
+        "--no-report",
     ]
 
 
@@ -36,8 +61,9 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(tiny_shards, tmp_path
     run = tmp_path / "killed"
     # SIGKILL of itself after the first epoch of iteration 1's training (the 3rd epoch of the run:
     # 2 epochs per fit), reached deterministically rather than by timing (raydal.faults)
-    proc = subprocess.run(_job(tiny_shards, run), env={**env, ENV_FAULT: "train:mid@3"},
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        _job(tiny_shards, run), env={**env, ENV_FAULT: "train:mid@3"}, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert _state(run)["phase"] == "train"
     survived = _state(run)

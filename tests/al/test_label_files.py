@@ -19,8 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from labeling_state import make_waiting_state, state_files
+
 from raydal.al.humanloop import ExportOptions, export_batch, import_labels, validate_labels
 from raydal.al.labelfiles import LabelFile
 from raydal.al.state import ALState, StateStore
@@ -77,18 +77,24 @@ def _png_bytes() -> bytes:
 # -- encodings ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("encode", [
-    lambda t: t.encode("utf-8"),
-    lambda t: codecs.BOM_UTF8 + t.encode("utf-8"),
-    lambda t: codecs.BOM_UTF16_LE + t.encode("utf-16-le"),
-    lambda t: codecs.BOM_UTF16_BE + t.encode("utf-16-be"),
-], ids=["utf-8", "utf-8 BOM", "utf-16-le BOM", "utf-16-be BOM"])
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda t: t.encode("utf-8"),
+        lambda t: codecs.BOM_UTF8 + t.encode("utf-8"),
+        lambda t: codecs.BOM_UTF16_LE + t.encode("utf-16-le"),
+        lambda t: codecs.BOM_UTF16_BE + t.encode("utf-16-be"),
+    ],
+    ids=["utf-8", "utf-8 BOM", "utf-16-le BOM", "utf-16-be BOM"],
+)
 def test_accepted_encodings(run, tmp_path, encode):
     path = tmp_path / "labels.csv"
     path.write_bytes(encode(_good_csv(run, sep="\r\n")))
     assert import_labels(run["state_dir"], path)["imported"] == 5
     human = StateStore(run["state_dir"]).load().human_labels
-    assert {s: [run["classes"][c] for c in human[s]] for s in run["pending"]} == {s: run["truth"][s] for s in run["pending"]}
+    assert {s: [run["classes"][c] for c in human[s]] for s in run["pending"]} == {
+        s: run["truth"][s] for s in run["pending"]
+    }
 
 
 def test_latin1_is_refused_with_line_and_fix(run, tmp_path):
@@ -103,10 +109,14 @@ def test_a_bad_byte_far_into_a_big_file_is_located(run, tmp_path):
     _refused(run, tmp_path, data, "line 200002 holds the byte 0xFF")
 
 
-@pytest.mark.parametrize("data, expected", [
-    (lambda t: t.encode("utf-16-le"), "UTF-16 text without a byte-order mark"),
-    (lambda t: codecs.BOM_UTF32_LE + t.encode("utf-32-le"), "is UTF-32 text"),
-], ids=["utf-16 without BOM", "utf-32"])
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        (lambda t: t.encode("utf-16-le"), "UTF-16 text without a byte-order mark"),
+        (lambda t: codecs.BOM_UTF32_LE + t.encode("utf-32-le"), "is UTF-32 text"),
+    ],
+    ids=["utf-16 without BOM", "utf-32"],
+)
 def test_other_encodings_are_refused(run, tmp_path, data, expected):
     _refused(run, tmp_path, data(_good_csv(run)), expected)
 
@@ -114,31 +124,51 @@ def test_other_encodings_are_refused(run, tmp_path, data, expected):
 # -- not text, not CSV ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("make, expected, name", [
-    (lambda t: _zip_bytes(t), "is a ZIP archive (an .xlsx/.ods workbook is one too)", "labels.csv"),
-    (lambda t: _zip_bytes(t), "is a ZIP archive", "labels.xlsx"),
-    (lambda t: gzip.compress(t.encode()), "is a gzip archive", "labels.csv.gz"),
-    (lambda t: _tar_bytes(t), "is a tar archive", "labels.tar"),
-    (lambda t: _png_bytes(), "is a PNG image", "labels.csv"),
-    (lambda t: bytes(range(256)) * 8, "holds NUL bytes: it is a binary file", "labels.bin"),
-    (lambda t: b"", "is empty", "labels.csv"),
-    (lambda t: b" \n\t\n", "is empty", "labels.csv"),
-    (lambda t: b'{"tasks": []}', "is a JSON object", "labels.json"),
-    (lambda t: b'[{"id": 1, "data": {"raydal_id": "x"}}', "is not valid JSON", "labels.json"),
-    (lambda t: b'[{"id": 1}] trailing', "is not valid JSON: text after the closing ']'", "labels.json"),
-    (lambda t: b'[{"id": 1} {"id": 2}]', "expected ',' or ']'", "labels.json"),
-], ids=["zip", "xlsx", "gzip", "tar", "png", "binary", "empty", "blank", "json object", "truncated json",
-        "json trailing text", "json missing comma"])
+@pytest.mark.parametrize(
+    "make, expected, name",
+    [
+        (lambda t: _zip_bytes(t), "is a ZIP archive (an .xlsx/.ods workbook is one too)", "labels.csv"),
+        (lambda t: _zip_bytes(t), "is a ZIP archive", "labels.xlsx"),
+        (lambda t: gzip.compress(t.encode()), "is a gzip archive", "labels.csv.gz"),
+        (lambda t: _tar_bytes(t), "is a tar archive", "labels.tar"),
+        (lambda t: _png_bytes(), "is a PNG image", "labels.csv"),
+        (lambda t: bytes(range(256)) * 8, "holds NUL bytes: it is a binary file", "labels.bin"),
+        (lambda t: b"", "is empty", "labels.csv"),
+        (lambda t: b" \n\t\n", "is empty", "labels.csv"),
+        (lambda t: b'{"tasks": []}', "is a JSON object", "labels.json"),
+        (lambda t: b'[{"id": 1, "data": {"raydal_id": "x"}}', "is not valid JSON", "labels.json"),
+        (lambda t: b'[{"id": 1}] trailing', "is not valid JSON: text after the closing ']'", "labels.json"),
+        (lambda t: b'[{"id": 1} {"id": 2}]', "expected ',' or ']'", "labels.json"),
+    ],
+    ids=[
+        "zip",
+        "xlsx",
+        "gzip",
+        "tar",
+        "png",
+        "binary",
+        "empty",
+        "blank",
+        "json object",
+        "truncated json",
+        "json trailing text",
+        "json missing comma",
+    ],
+)
 def test_files_that_are_not_label_files(run, tmp_path, make, expected, name):
     message = _refused(run, tmp_path, make(_good_csv(run)), expected, name=name)
     assert "Nothing was imported" in message
 
 
-@pytest.mark.parametrize("body, expected", [
-    ('"{sid},trees\n', "not valid CSV at line"),  # a quote never closed
-    ('"{sid}"x,trees\n', "not valid CSV at line 2"),  # text after a closing quote
-    ('{sid},"tre"es"\n', "not valid CSV at line 2"),
-], ids=["unclosed", "text after quote", "stray quote"])
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ('"{sid},trees\n', "not valid CSV at line"),  # a quote never closed
+        ('"{sid}"x,trees\n', "not valid CSV at line 2"),  # text after a closing quote
+        ('{sid},"tre"es"\n', "not valid CSV at line 2"),
+    ],
+    ids=["unclosed", "text after quote", "stray quote"],
+)
 def test_bad_quoting_is_refused(run, tmp_path, body, expected):
     message = _refused(run, tmp_path, ("id,labels\n" + body.format(sid=run["pending"][0])).encode(), expected)
     assert "double any quote" in message
@@ -147,16 +177,23 @@ def test_bad_quoting_is_refused(run, tmp_path, body, expected):
 def test_quoted_fields_are_read(run, tmp_path):
     p = run["pending"]
     path = tmp_path / "labels.csv"
-    path.write_text(f'id,labels,note\n"{p[0]}","trees;sea","said ""hi"", then\nleft"\n'
-                    f"{p[1]},trees,unquoted\u2028line\x85breaks stay in their field\n", encoding="utf-8")
+    path.write_text(
+        f'id,labels,note\n"{p[0]}","trees;sea","said ""hi"", then\nleft"\n'
+        f"{p[1]},trees,unquoted\u2028line\x85breaks stay in their field\n",
+        encoding="utf-8",
+    )
     assert import_labels(run["state_dir"], path)["imported"] == 2
-    assert StateStore(run["state_dir"]).load().human_labels[p[0]] == sorted(run["classes"].index(c) for c in ("trees", "sea"))
+    assert StateStore(run["state_dir"]).load().human_labels[p[0]] == sorted(
+        run["classes"].index(c) for c in ("trees", "sea")
+    )
 
 
 # -- ids -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sid", ["../../etc/passwd", "/etc/passwd", "..\\..\\boot.ini", "%2e%2e%2fetc", "x\x00y", "\ufeffx"])
+@pytest.mark.parametrize(
+    "sid", ["../../etc/passwd", "/etc/passwd", "..\\..\\boot.ini", "%2e%2e%2fetc", "x\x00y", "\ufeffx"]
+)
 def test_path_like_and_odd_ids_are_unknown_ids(run, tmp_path, sid):
     p0 = run["pending"][0]
     head = f"{p0},{';'.join(run['truth'][p0])}\n" * 300 if "\x00" in sid else ""  # past the binary check
@@ -212,9 +249,24 @@ def test_a_200_mb_label_studio_export_is_streamed_with_bounded_memory(run, tmp_p
         f.write("[")
         for n in range(2000):
             sid = run["pending"][n % 5]
-            task = {"id": n + 1, "data": {"image": blob, "raydal_id": sid}, "annotations": [
-                {"id": n + 1, "was_cancelled": False, "result": [
-                    {"from_name": "labels", "to_name": "image", "type": "choices", "value": {"choices": run["truth"][sid]}}]}]}
+            task = {
+                "id": n + 1,
+                "data": {"image": blob, "raydal_id": sid},
+                "annotations": [
+                    {
+                        "id": n + 1,
+                        "was_cancelled": False,
+                        "result": [
+                            {
+                                "from_name": "labels",
+                                "to_name": "image",
+                                "type": "choices",
+                                "value": {"choices": run["truth"][sid]},
+                            }
+                        ],
+                    }
+                ],
+            }
             f.write(("," if n else "") + json.dumps(task))
         f.write("]")
     size = path.stat().st_size
@@ -222,7 +274,7 @@ def test_a_200_mb_label_studio_export_is_streamed_with_bounded_memory(run, tmp_p
     script = textwrap.dedent(f"""
         import resource, sys
         from raydal.al.humanloop import import_labels
-        imported = import_labels({run['state_dir']!r}, sys.argv[1])["imported"] if sys.argv[1] != "-" else 0
+        imported = import_labels({run["state_dir"]!r}, sys.argv[1])["imported"] if sys.argv[1] != "-" else 0
         print(imported, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     """)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
@@ -246,8 +298,13 @@ def test_a_200_mb_label_studio_export_is_streamed_with_bounded_memory(run, tmp_p
 def test_validate_labels_in_memory(run):
     state = StateStore(run["state_dir"]).load()
     p, truth, classes = run["pending"], run["truth"], run["classes"]
-    new = validate_labels(state, {p[0]: truth[p[0]], f" {p[1]} ": ";".join(truth[p[1]]), run["labeled"][0]: truth[run["labeled"][0]]})
-    assert new == {p[0]: sorted(classes.index(c) for c in truth[p[0]]), p[1]: sorted(classes.index(c) for c in truth[p[1]])}
+    new = validate_labels(
+        state, {p[0]: truth[p[0]], f" {p[1]} ": ";".join(truth[p[1]]), run["labeled"][0]: truth[run["labeled"][0]]}
+    )
+    assert new == {
+        p[0]: sorted(classes.index(c) for c in truth[p[0]]),
+        p[1]: sorted(classes.index(c) for c in truth[p[1]]),
+    }
     with pytest.raises(LabelImportError) as err:
         validate_labels(state, {p[0]: [], p[1]: ["spaceship"], "../x": ["trees"], p[2]: [3]})
     text = str(err.value)
@@ -258,8 +315,24 @@ def test_validate_labels_in_memory(run):
 # -- exports stay in their folder --------------------------------------------------------------
 
 
-HOSTILE_IDS = ["../../evil", "/etc/passwd", "a/b", "a_b", "..", ".", "", "..\\win", "con", "name with spaces",
-               "名前", "x" * 300, "line\nbreak", 'quote"d', "<tag>&", ".hidden"]
+HOSTILE_IDS = [
+    "../../evil",
+    "/etc/passwd",
+    "a/b",
+    "a_b",
+    "..",
+    ".",
+    "",
+    "..\\win",
+    "con",
+    "name with spaces",
+    "名前",
+    "x" * 300,
+    "line\nbreak",
+    'quote"d',
+    "<tag>&",
+    ".hidden",
+]
 HOSTILE_CLASSES = ["../up", 'a"b', "<x>&", "/abs", "..", "c\\d"]
 
 
@@ -269,15 +342,36 @@ def _hostile_run(tmp_path: Path) -> str:
     (root / "pool").mkdir(parents=True)
     n, c = len(HOSTILE_IDS), len(HOSTILE_CLASSES)
     images = np.random.default_rng(0).integers(0, 255, (n, 8, 8, 3), dtype=np.uint8)
-    table = pa.table({"id": HOSTILE_IDS, "image": [im.tobytes() for im in images],
-                      "labels": [bytes([1] + [0] * (c - 1))] * n, "path": HOSTILE_IDS, "labeled": [True] * n}, schema=SCHEMA)
+    table = pa.table(
+        {
+            "id": HOSTILE_IDS,
+            "image": [im.tobytes() for im in images],
+            "labels": [bytes([1] + [0] * (c - 1))] * n,
+            "path": HOSTILE_IDS,
+            "labeled": [True] * n,
+        },
+        schema=SCHEMA,
+    )
     pq.write_table(table, root / "pool" / "part-00000.parquet")
-    manifest = Manifest(root=root, dataset="ucmerced", classes=HOSTILE_CLASSES, band_names=["R", "G", "B"], bands=3,
-                        image_size=8, splits={"pool": {"count": n, "files": ["pool/part-00000.parquet"]}},
-                        label_counts={"pool": {k: 0 for k in HOSTILE_CLASSES}}, source_root=str(tmp_path / "gone"), seed=0)
+    manifest = Manifest(
+        root=root,
+        dataset="ucmerced",
+        classes=HOSTILE_CLASSES,
+        band_names=["R", "G", "B"],
+        bands=3,
+        image_size=8,
+        splits={"pool": {"count": n, "files": ["pool/part-00000.parquet"]}},
+        label_counts={"pool": {k: 0 for k in HOSTILE_CLASSES}},
+        source_root=str(tmp_path / "gone"),
+        seed=0,
+    )
     atomic_write_json(root / "manifest.json", manifest.to_json())
-    state = ALState(config={"shards_dir": str(root)}, fingerprint="x", phase="label",
-                    pending={"iteration": 1, "ids": list(HOSTILE_IDS), "probs": {i: [0.9] * c for i in HOSTILE_IDS}})
+    state = ALState(
+        config={"shards_dir": str(root)},
+        fingerprint="x",
+        phase="label",
+        pending={"iteration": 1, "ids": list(HOSTILE_IDS), "probs": {i: [0.9] * c for i in HOSTILE_IDS}},
+    )
     StateStore(str(tmp_path / "state")).save(state)
     return str(tmp_path / "state")
 
@@ -309,8 +403,9 @@ def test_export_writes_only_inside_its_folder(tmp_path):
 @pytest.mark.parametrize("fmt", ["json", "csv"])
 def test_tiny_read_chunks_parse_the_same(run, tmp_path, monkeypatch, fmt):
     """Every chunk boundary (inside a multi-byte character, a number, a quoted field) is handled."""
-    import raydal.al.labelfiles as labelfiles
     from labeling_state import ls_csv, ls_tasks
+
+    import raydal.al.labelfiles as labelfiles
 
     p, truth = run["pending"], run["truth"]
     tasks = [{"data": {"image": "data:,é" * 3, "raydal_id": sid}} for sid in p]
@@ -332,22 +427,31 @@ def test_records_carry_annotator_time_and_skips_in_every_format(tmp_path):
     tasks = [{"data": {"image": "data:,", "raydal_id": sid}} for sid in ("a", "b", "c")]
     export = ls_tasks(tasks, {"a": [["sea"], ["ship"]], "b": "skip", "c": ["unlabelable"]})
     for n, annotation in enumerate(export[0]["annotations"]):
-        annotation.update(completed_by={"id": 7 + n, "email": f"u{n}@x.org"} if n else 7,
-                          updated_at=f"2026-11-28T1{n}:00:00Z")
+        annotation.update(
+            completed_by={"id": 7 + n, "email": f"u{n}@x.org"} if n else 7, updated_at=f"2026-11-28T1{n}:00:00Z"
+        )
     seen = {}
     for fmt, text in (("json", json.dumps(export)), ("min", json.dumps(ls_json_min(export))), ("csv", ls_csv(export))):
         path = tmp_path / f"export-{fmt}.{'csv' if fmt == 'csv' else 'json'}"
         path.write_text(text)
         seen[fmt] = [(r.sid, r.names, r.status, r.annotator, r.when, r.detail) for r in LabelFile(path).records()]
-    assert seen["json"][:2] == [("a", ("sea",), LABELED, "7", "2026-11-28T10:00:00Z", ""),
-                                ("a", ("ship",), LABELED, "u1@x.org", "2026-11-28T11:00:00Z", "")]
+    assert seen["json"][:2] == [
+        ("a", ("sea",), LABELED, "7", "2026-11-28T10:00:00Z", ""),
+        ("a", ("ship",), LABELED, "u1@x.org", "2026-11-28T11:00:00Z", ""),
+    ]
     assert seen["json"][2][:3] + (seen["json"][2][5],) == ("b", (), SKIPPED, "skipped in Label Studio")
     for records in seen.values():  # the 'unlabelable' choice is a skip in every format
         (c,) = [r for r in records if r[0] == "c"]
         assert (c[2], c[5]) == (SKIPPED, "marked unlabelable in Label Studio")
-    assert [r[1] for r in seen["min"] if r[0] == "a"] == [r[1] for r in seen["csv"] if r[0] == "a"] == [("sea",), ("ship",)]
+    assert (
+        [r[1] for r in seen["min"] if r[0] == "a"]
+        == [r[1] for r in seen["csv"] if r[0] == "a"]
+        == [("sea",), ("ship",)]
+    )
     batch = tmp_path / "batch.csv"
     batch.write_text('id,labels,annotator\nx,"unlabelable: no data, striping",ana\ny,sea;ship,bo\n')
     records = list(LabelFile(batch).records())
     assert [(r.sid, r.status, r.detail, r.annotator) for r in records] == [
-        ("x", SKIPPED, "no data, striping", "ana"), ("y", LABELED, "", "bo")]
+        ("x", SKIPPED, "no data, striping", "ana"),
+        ("y", LABELED, "", "bo"),
+    ]

@@ -9,8 +9,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-
 from labeling_state import ls_csv, ls_json_min, ls_tasks, make_waiting_state, state_files
+
 from raydal.al.humanloop import ExportOptions, export_batch, import_labels
 from raydal.al.labelstudio import label_config, local_files_url
 from raydal.al.state import StateStore
@@ -26,7 +26,7 @@ def run(tiny_shards, tmp_path):
 
     def write(fmt: str, answers: dict, name: str = "export", tasks=None) -> Path:
         export = ls_tasks(tasks or info["tasks"], answers)
-        path = tmp_path / f"{name}.{ 'csv' if fmt == 'CSV' else 'json'}"
+        path = tmp_path / f"{name}.{'csv' if fmt == 'CSV' else 'json'}"
         if fmt == "JSON":
             path.write_text(json.dumps(export))
         elif fmt == "JSON_MIN":
@@ -79,7 +79,7 @@ def test_changed_label_is_refused_naming_the_task(run, fmt):
     before = state_files(run["state_dir"])
     with pytest.raises(LabelImportError) as err:
         import_labels(run["state_dir"], run["write"](fmt, {p[0]: other, p[1]: truth[p[1]]}, "again"))
-    assert f"task 1" in str(err.value) and f"id {p[0]!r} was imported before" in str(err.value)
+    assert "task 1" in str(err.value) and f"id {p[0]!r} was imported before" in str(err.value)
     assert f"is now {other}" in str(err.value)
     assert state_files(run["state_dir"]) == before
 
@@ -141,22 +141,44 @@ def test_local_files_urls(tmp_path, monkeypatch):
 
 def test_export_local_files_mode(run, tmp_path):
     root = tmp_path / "document-root"
-    out = export_batch(run["state_dir"], str(root / "batch"), ExportOptions(images="local-files", document_root=str(root)))
+    out = export_batch(
+        run["state_dir"], str(root / "batch"), ExportOptions(images="local-files", document_root=str(root))
+    )
     tasks = json.loads((out / "label_studio_tasks.json").read_text())
     for task in tasks:
         rel = task["data"]["image"].removeprefix("/data/local-files/?d=")
         assert rel.startswith("batch/thumbs/") and (root / rel).is_file()
     with pytest.raises(ConfigError, match="document_root"):
-        export_batch(run["state_dir"], str(tmp_path / "outside"), ExportOptions(images="local-files", document_root=str(root)))
+        export_batch(
+            run["state_dir"], str(tmp_path / "outside"), ExportOptions(images="local-files", document_root=str(root))
+        )
     assert not (tmp_path / "outside").exists()
 
 
 def test_cli_export_options(run, tmp_path, capsys):
     root = tmp_path / "root"
-    assert cli(["export", run["state_dir"], "--out", str(root / "b"), "--images", "local-files",
-                "--document-root", str(root), "--max-side", "16"]) == 0
+    assert (
+        cli(
+            [
+                "export",
+                run["state_dir"],
+                "--out",
+                str(root / "b"),
+                "--images",
+                "local-files",
+                "--document-root",
+                str(root),
+                "--max-side",
+                "16",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
-    assert "exported the pending batch" in out and f"Local files source storage with the path {root / 'b' / 'thumbs'}" in out
+    assert (
+        "exported the pending batch" in out
+        and f"Local files source storage with the path {root / 'b' / 'thumbs'}" in out
+    )
     task = json.loads((root / "b" / "label_studio_tasks.json").read_text())[0]
     assert task["data"]["image"].startswith("/data/local-files/?d=b/thumbs/")
     assert cli(["export", run["state_dir"], "--images", "local-files", "--document-root", str(root)]) == 2

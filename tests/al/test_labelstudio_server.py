@@ -31,9 +31,9 @@ import time
 from pathlib import Path
 
 import pytest
+from labeling_state import make_waiting_state, state_files
 from PIL import Image
 
-from labeling_state import make_waiting_state, state_files
 from raydal.al.humanloop import ExportOptions, export_batch, import_labels
 from raydal.al.state import StateStore
 from raydal.exceptions import LabelImportError
@@ -69,9 +69,13 @@ class LabelStudio:
         self.http = requests.Session()
         page = self.http.get(f"{base}/user/login/", timeout=60)
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
-        done = self.http.post(f"{base}/user/login/", data={"email": email, "password": password,
-                                                            "csrfmiddlewaretoken": token},
-                              headers={"Referer": f"{base}/user/login/"}, allow_redirects=False, timeout=60)
+        done = self.http.post(
+            f"{base}/user/login/",
+            data={"email": email, "password": password, "csrfmiddlewaretoken": token},
+            headers={"Referer": f"{base}/user/login/"},
+            allow_redirects=False,
+            timeout=60,
+        )
         assert done.status_code == 302, f"login failed: {done.status_code} {done.text[:300]}"
         self.http.headers.update({"X-CSRFToken": self.http.cookies["csrftoken"], "Referer": f"{base}/"})
 
@@ -93,14 +97,18 @@ class LabelStudio:
 
     def annotate(self, task_id: int, choices: list[str] | None) -> int:
         """A submitted annotation (None: the annotator skips the task); returns its id."""
-        body = {"result": [] if choices is None else [
-            {"from_name": "labels", "to_name": "image", "type": "choices", "value": {"choices": choices}}],
-            "was_cancelled": choices is None}
+        body = {
+            "result": []
+            if choices is None
+            else [{"from_name": "labels", "to_name": "image", "type": "choices", "value": {"choices": choices}}],
+            "was_cancelled": choices is None,
+        }
         return self("POST", f"/api/tasks/{task_id}/annotations", json=body).json()["id"]
 
     def export(self, pid: int, fmt: str, out: Path) -> Path:
-        data = self("GET", f"/api/projects/{pid}/export",
-                    params={"exportType": fmt, "download_all_tasks": "true"}).content
+        data = self(
+            "GET", f"/api/projects/{pid}/export", params={"exportType": fmt, "download_all_tasks": "true"}
+        ).content
         out.write_bytes(data)
         return out
 
@@ -114,14 +122,30 @@ def label_studio(tmp_path_factory):
     email = os.environ.get("LABEL_STUDIO_USERNAME", "raydal-test@example.com")
     password = os.environ.get("LABEL_STUDIO_PASSWORD", secrets.token_urlsafe(16))
     port = _free_port()
-    env = {**os.environ, "LABEL_STUDIO_USERNAME": email, "LABEL_STUDIO_PASSWORD": password,
-           "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
-           "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(root)}
+    env = {
+        **os.environ,
+        "LABEL_STUDIO_USERNAME": email,
+        "LABEL_STUDIO_PASSWORD": password,
+        "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
+        "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(root),
+    }
     log = open(tmp / "label-studio.log", "wb")
     server = subprocess.Popen(
-        [str(exe), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port),
-         "--data-dir", str(tmp / "data")],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            str(exe),
+            "start",
+            "--no-browser",
+            "--internal-host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp / "data"),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -179,11 +203,15 @@ def test_label_studio_round_trip(label_studio, waiting, tmp_path):
         assert image.format == "PNG" and image.size == (NATIVE, NATIVE)
 
     # -- images: the local-files route serves every thumbnail over HTTP
-    local = export_batch(waiting["state_dir"], str(root / "export"),
-                         ExportOptions(images="local-files", document_root=str(root)))
+    local = export_batch(
+        waiting["state_dir"], str(root / "export"), ExportOptions(images="local-files", document_root=str(root))
+    )
     lpid = ls.project("raydal local files", local)
-    ls("POST", "/api/storages/localfiles", json={"project": lpid, "path": str(local / "thumbs"),
-                                                  "title": "raydal thumbnails", "use_blob_urls": False})
+    ls(
+        "POST",
+        "/api/storages/localfiles",
+        json={"project": lpid, "path": str(local / "thumbs"), "title": "raydal thumbnails", "use_blob_urls": False},
+    )
     for task in ls.import_tasks(lpid, local):
         url = task["data"]["image"]
         assert url.startswith("/data/local-files/?d=")
@@ -216,14 +244,28 @@ def test_label_studio_round_trip(label_studio, waiting, tmp_path):
 
     # -- a changed label in a whole-project export is refused, naming the task
     state_dir = str(tmp_path / "state-JSON")
-    ls("PATCH", f"/api/annotations/{first_annotation}", json={"result": [
-        {"from_name": "labels", "to_name": "image", "type": "choices", "value": {"choices": [classes[3]]}}]})
+    ls(
+        "PATCH",
+        f"/api/annotations/{first_annotation}",
+        json={
+            "result": [
+                {"from_name": "labels", "to_name": "image", "type": "choices", "value": {"choices": [classes[3]]}}
+            ]
+        },
+    )
     before = state_files(state_dir)
     with pytest.raises(LabelImportError, match=f"task {tid[sids[0]]}.*was imported before"):
         import_labels(state_dir, ls.export(pid, "CSV", tmp_path / "changed.csv"))
     assert state_files(state_dir) == before
-    ls("PATCH", f"/api/annotations/{first_annotation}", json={"result": [
-        {"from_name": "labels", "to_name": "image", "type": "choices", "value": {"choices": given[sids[0]]}}]})
+    ls(
+        "PATCH",
+        f"/api/annotations/{first_annotation}",
+        json={
+            "result": [
+                {"from_name": "labels", "to_name": "image", "type": "choices", "value": {"choices": given[sids[0]]}}
+            ]
+        },
+    )
 
     # -- finish the batch (the skipped task stays unlabelable) and import the whole project again
     for n, sid in enumerate(sids[3:]):
@@ -253,8 +295,10 @@ def test_live_link(label_studio, waiting):
     assert 'value="$raydal_hint"' in project["label_config"]
 
     def stored() -> list[dict]:
-        return sorted(ls("GET", "/api/tasks", params={"project": pid, "page_size": 1000, "fields": "all"}).json()["tasks"],
-                      key=lambda t: t["id"])
+        return sorted(
+            ls("GET", "/api/tasks", params={"project": pid, "page_size": 1000, "fields": "all"}).json()["tasks"],
+            key=lambda t: t["id"],
+        )
 
     tasks = stored()
     probs = StateStore(waiting["state_dir"]).load().pending["probs"]

@@ -47,11 +47,14 @@ def test_densenet121_specs_match_paper_table_1(make_config):
     assert millions("mge+clustering") == millions("tpd+clustering") == (6.97, 17)
 
 
-@pytest.mark.parametrize("strategy,ll_module,has_head", [
-    ("mge+clustering", "auto", False),
-    ("ll+clustering", "auto", True),
-    ("mge+clustering", "on", True),
-])
+@pytest.mark.parametrize(
+    "strategy,ll_module,has_head",
+    [
+        ("mge+clustering", "auto", False),
+        ("ll+clustering", "auto", True),
+        ("mge+clustering", "on", True),
+    ],
+)
 def test_a_run_trains_the_ll_head_only_where_needed(make_config, strategy, ll_module, has_head):
     cfg = make_config(strategy=strategy, ll_module=ll_module, iterations=1)
     state = ActiveLearner(cfg, LocalExecutor(cfg), log=lambda s: None).run()

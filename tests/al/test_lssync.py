@@ -14,7 +14,8 @@ pytest.importorskip("label_studio_sdk")
 
 from labeling_state import make_waiting_state, state_files
 from ls_fake import FakeLabelStudio
-from raydal.al.lssync import PULL_DIR, RECORD_FILE, Link, LabelStudioError, connect
+
+from raydal.al.lssync import PULL_DIR, RECORD_FILE, LabelStudioError, Link, connect
 from raydal.al.state import StateStore
 from raydal.cli import main as cli
 from raydal.exceptions import ConfigError, LabelImportError
@@ -52,8 +53,9 @@ def test_sync_pushes_once_pulls_once(waiting, fake):
     tasks = sorted(fake.tasks.values(), key=lambda t: t["id"])
     # most uncertain first: mean max(p, 1 - p) ascending
     probs = StateStore(waiting["state_dir"]).load().pending["probs"]
-    confidence = [np.mean(np.maximum(probs[t["data"]["raydal_id"]], 1 - np.array(probs[t["data"]["raydal_id"]])))
-                  for t in tasks]
+    confidence = [
+        np.mean(np.maximum(probs[t["data"]["raydal_id"]], 1 - np.array(probs[t["data"]["raydal_id"]]))) for t in tasks
+    ]
     assert confidence == sorted(confidence) and {t["data"]["raydal_id"] for t in tasks} == set(p)
     assert all(not t["predictions"] for t in tasks)  # predictions none: nothing pre-selected
 
@@ -108,8 +110,9 @@ def test_a_changed_answer_is_refused_like_import_labels(waiting, fake):
     before = state_files(waiting["state_dir"])
     with pytest.raises(LabelImportError, match=f"id {p[0]!r} was imported before"):
         link.sync()
-    assert {k: v for k, v in state_files(waiting["state_dir"]).items() if not k.startswith(PULL_DIR)} == \
-        {k: v for k, v in before.items() if not k.startswith(PULL_DIR)}
+    assert {k: v for k, v in state_files(waiting["state_dir"]).items() if not k.startswith(PULL_DIR)} == {
+        k: v for k, v in before.items() if not k.startswith(PULL_DIR)
+    }
 
 
 def test_a_reviewers_fix_in_label_studio_becomes_a_correction(waiting, fake):
@@ -196,4 +199,6 @@ def test_follow_labels_three_batches_without_a_file(make_config, fake, tiny_shar
     pushed = {t["data"]["raydal_id"] for t in fake.tasks.values()}
     assert list(state.unlabelable) == [answered[10]]  # skipped in Label Studio: out of the pool, batch complete
     assert pushed == set(state.human_labels) | {answered[10]} and len(pushed) == 10 + 2 * 5
-    assert all(sorted(state.human_labels[s]) == sorted(manifest.classes.index(c) for c in truth[s]) for s in state.human_labels)
+    assert all(
+        sorted(state.human_labels[s]) == sorted(manifest.classes.index(c) for c in truth[s]) for s in state.human_labels
+    )

@@ -12,9 +12,13 @@ from raydal.exceptions import StateError
 def _fake_run(path, strategy, seed, f1s):
     s = ALState(config={"strategy": strategy, "seed": seed}, fingerprint="x", phase="done")
     s.history = [
-        {"iteration": i, "n_labeled": 10 + 5 * i, "test": {"micro_f1": f, "macro_f1": f / 2},
-         "val": {"micro_f1": f, "macro_f1": f / 2},
-         "seconds": {"train": 1.0 + i, "eval": 0.5, "score": 0.25, "select": 0.125}}
+        {
+            "iteration": i,
+            "n_labeled": 10 + 5 * i,
+            "test": {"micro_f1": f, "macro_f1": f / 2},
+            "val": {"micro_f1": f, "macro_f1": f / 2},
+            "seconds": {"train": 1.0 + i, "eval": 0.5, "score": 0.25, "select": 0.125},
+        }
         for i, f in enumerate(f1s)
     ]
     StateStore(str(path)).save(s)
@@ -109,8 +113,10 @@ def test_report_gives_each_strategy_minus_random_paired_by_seed(tmp_path, capsys
     half = 12.706 * d.std(ddof=1) / np.sqrt(2)  # t(0.975, 1 df) from a printed table
     assert (got["ci_low"], got["ci_high"]) == pytest.approx((d.mean() - half, d.mean() + half), abs=1e-4)
     assert got["verdict"] == "inconclusive"
-    assert (f"| ll+clustering | random | {100 * d.mean():+.2f} (95% CI {100 * got['ci_low']:+.2f}.."
-            f"{100 * got['ci_high']:+.2f}, 2 pairs): inconclusive at 5% |") in out
+    assert (
+        f"| ll+clustering | random | {100 * d.mean():+.2f} (95% CI {100 * got['ci_low']:+.2f}.."
+        f"{100 * got['ci_high']:+.2f}, 2 pairs): inconclusive at 5% |"
+    ) in out
     unpaired = summary["tpd+clustering"]["micro_f1"]["auc_minus_baseline"]
     mean_random = np.mean([_areas(rnd[s]) for s in (0, 1)])
     assert unpaired["paired"] == 0 and unpaired["mean"] == pytest.approx(_areas([0.3, 0.5, 0.9]) - mean_random)
@@ -122,14 +128,20 @@ def test_report_gives_each_strategy_minus_random_paired_by_seed(tmp_path, capsys
 def test_report_verdicts_follow_the_paired_t_test(tmp_path):
     """Five pairs: a steady gain is "ahead of random", a steady loss "behind", a noisy one inconclusive.
     Paired area differences (micro F1, 10..20 labels): ahead +0.04..+0.06, behind -0.03 +- 0.01, noisy +-0.1."""
-    gains = {"ll": [0.05, 0.04, 0.06, 0.05, 0.05], "tpd": [-0.03, -0.02, -0.04, -0.03, -0.03],
-             "mge": [0.10, -0.10, 0.12, -0.08, 0.02]}
+    gains = {
+        "ll": [0.05, 0.04, 0.06, 0.05, 0.05],
+        "tpd": [-0.03, -0.02, -0.04, -0.03, -0.03],
+        "mge": [0.10, -0.10, 0.12, -0.08, 0.02],
+    }
     dirs = []
     for seed in range(5):
         dirs.append(_fake_run(tmp_path / f"random-{seed}", "random", seed, [0.4, 0.5, 0.6]))
         for strategy, g in gains.items():  # + g at every point: the area moves by g
-            dirs.append(_fake_run(tmp_path / f"{strategy}-{seed}", strategy, seed,
-                                  [0.4 + g[seed], 0.5 + g[seed], 0.6 + g[seed]]))
+            dirs.append(
+                _fake_run(
+                    tmp_path / f"{strategy}-{seed}", strategy, seed, [0.4 + g[seed], 0.5 + g[seed], 0.6 + g[seed]]
+                )
+            )
     summary = build_report(dirs, tmp_path / "out")["strategies"]
     verdicts = {s: summary[s]["micro_f1"]["auc_minus_baseline"]["verdict"] for s in gains}
     assert verdicts == {"ll": "holds", "tpd": "does not hold", "mge": "inconclusive"}
@@ -192,8 +204,11 @@ def test_report_areas_share_the_grid_of_every_curve(tmp_path):
 
 def test_execution_settings_never_split_a_curve_and_identity_ones_do(tmp_path):
     dirs = []
-    for seed, extra in ((0, {"num_workers": 2}), (1, {"num_workers": 4}),
-                        (1, {"num_workers": 2, "iterations": 9, "score_batch_size": 8, "state_dir": "elsewhere"})):
+    for seed, extra in (
+        (0, {"num_workers": 2}),
+        (1, {"num_workers": 4}),
+        (1, {"num_workers": 2, "iterations": 9, "score_batch_size": 8, "state_dir": "elsewhere"}),
+    ):
         dirs.append(_fake_run(tmp_path / f"run{len(dirs)}", "ll", seed, [0.4, 0.5]))
         store = StateStore(dirs[-1])
         state = store.load()
@@ -207,7 +222,9 @@ def test_execution_settings_never_split_a_curve_and_identity_ones_do(tmp_path):
     state.config.update(num_workers=2, dataset="treesatai")
     store.save(state)
     assert sorted(build_report(dirs, tmp_path / "out2")["strategies"]) == [
-        "ll (dataset=treesatai)", "ll (dataset=ucmerced)"]
+        "ll (dataset=treesatai)",
+        "ll (dataset=ucmerced)",
+    ]
 
 
 def test_report_gives_stopping_advice_with_numbers(tmp_path):

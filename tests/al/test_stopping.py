@@ -104,14 +104,16 @@ def test_stop_when_stable_ends_the_run_once_predictions_agree(make_config, tmp_p
     assert state.phase == "done" and state.pending is None
     assert len(state.history) < 9 and len(ks) == len(state.history) - 1  # stopped before --iterations
     assert stopping.is_stable(ks) and not stopping.is_stable(ks[:-1])  # at the first stable window
-    assert all(0 < h[stopping.HISTORY_KEY]["n"] <= len(stopping.stop_set(LocalExecutor(cfg).pool_index(), 0))
-               for h in state.history[1:])
+    assert all(
+        0 < h[stopping.HISTORY_KEY]["n"] <= len(stopping.stop_set(LocalExecutor(cfg).pool_index(), 0))
+        for h in state.history[1:]
+    )
     assert "selected" not in state.history[-1]  # the last selection is dropped: nobody labels it
     assert any(line.startswith(f"iter {len(ks)}: stopping:") and "stable" in line for line in lines)
     # the same run without the rule goes on to --iterations, with the same κ up to that point
     plain = make_config(state_dir=str(tmp_path / "plain"), **base)
     full = ActiveLearner(plain, LocalExecutor(plain), log=lambda s: None).run()
-    assert len(full.history) == 9 and stopping.kappas(full.history)[:len(ks)] == ks
+    assert len(full.history) == 9 and stopping.kappas(full.history)[: len(ks)] == ks
 
 
 def test_human_loop_logs_the_advice_after_each_query(make_config):
@@ -126,8 +128,10 @@ def test_human_loop_logs_the_advice_after_each_query(make_config):
         ActiveLearner(cfg, LocalExecutor(cfg), log=lines.append).run()
         pending = StateStore(cfg.state_dir).load().pending["ids"]
         data = read_split(manifest, "pool", ids=pending)
-        import_mapping(cfg.state_dir, {sid: [manifest.classes[c] for c in row.nonzero()[0]]
-                                       for sid, row in zip(data["id"], data["labels"])})
+        import_mapping(
+            cfg.state_dir,
+            {sid: [manifest.classes[c] for c in row.nonzero()[0]] for sid, row in zip(data["id"], data["labels"])},
+        )
     advice = [line for line in lines if ": when to stop: " in line]
     assert [line.split(":")[0] for line in advice] == ["iter 0", "iter 1"]
     assert "no κ yet" in advice[0]  # one model: nothing to compare with

@@ -38,16 +38,24 @@ def base(make_config):
 
 
 def test_planning_a_sweep_does_not_import_ray(base, tmp_path):
-    code = ("import sys; from raydal.al.sweep import plan_sweep; from raydal.config import ALConfig; "
-            f"plan_sweep(ALConfig.from_dict({base.to_dict()!r}), {{'b': [3, 5]}}, {str(tmp_path)!r}); "
-            "assert 'ray' not in sys.modules, 'ray was imported'")
-    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    code = (
+        "import sys; from raydal.al.sweep import plan_sweep; from raydal.config import ALConfig; "
+        f"plan_sweep(ALConfig.from_dict({base.to_dict()!r}), {{'b': [3, 5]}}, {str(tmp_path)!r}); "
+        "assert 'ray' not in sys.modules, 'ray was imported'"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    )
 
 
 def test_grid_points_multiply_lists_and_keep_constants():
     points = list(grid_points({"b": [5, 10], "m": {"grid_search": [2, 3]}, "seed": 7}))
-    assert points == [{"seed": 7, "b": 5, "m": 2}, {"seed": 7, "b": 5, "m": 3},
-                      {"seed": 7, "b": 10, "m": 2}, {"seed": 7, "b": 10, "m": 3}]
+    assert points == [
+        {"seed": 7, "b": 5, "m": 2},
+        {"seed": 7, "b": 5, "m": 3},
+        {"seed": 7, "b": 10, "m": 2},
+        {"seed": 7, "b": 10, "m": 3},
+    ]
     assert list(grid_points({})) == [{}]
 
 
@@ -60,25 +68,33 @@ def test_plan_resolves_paths_and_validates_every_point(base, tmp_path):
     assert not (tmp_path / "sweep").exists()  # planning writes nothing
     # A sampled entry (as Tune's Domain objects are) is not enumerated but allows num_samples > 1.
     sampled = object()
-    plan = plan_sweep(base, {"b": [3], "train.lr": sampled}, tmp_path / "s", num_samples=4,
-                      is_search_space=lambda v: v is sampled)
+    plan = plan_sweep(
+        base, {"b": [3], "train.lr": sampled}, tmp_path / "s", num_samples=4, is_search_space=lambda v: v is sampled
+    )
     assert plan.points == [{"b": 3}]
 
 
-@pytest.mark.parametrize("space, kwargs, match", [
-    ({"lambda": [0.1, 1.0]}, {}, r"Unknown sweep parameter.*'lambda'.*train\.ll_lambda"),
-    ({"iterations": [1, 2]}, {}, r"Unknown sweep parameter.*iterations"),
-    ({"b": [5, 0]}, {}, r"'b' parameter of ALConfig must be an int >= 1\. Got 0"),
-    ({"train.ll_lambda": [-1.0]}, {}, r"'ll_lambda' parameter of TrainConfig"),
-    ({"strategy": ["ll+clustering", "entropy"]}, {}, r"'strategy' parameter of ALConfig must be one of .*Got 'entropy'"),
-    ({"backbone": ["vgg"]}, {}, r"'backbone' parameter of ALConfig must be one of .*Got 'vgg'"),
-    ({"b": {"values": [1]}}, {}, r"is a mapping"),
-    ({"b": [5]}, {"num_samples": 3}, r"sweep the seed instead: 'seed': \[0, 1, 2\]"),
-    ({"b": [5]}, {"metric": "loss"}, r"'metric' parameter of run_sweep"),
-    ({"b": [5]}, {"scheduler": "pbt"}, r"'scheduler' parameter of run_sweep"),
-    ({"b": [5]}, {"max_concurrent_trials": 0}, r"'max_concurrent_trials'"),
-    ({"b": [5]}, {"resources_per_trial": {"CPU": -1}}, r"resources_per_trial must map"),
-])
+@pytest.mark.parametrize(
+    "space, kwargs, match",
+    [
+        ({"lambda": [0.1, 1.0]}, {}, r"Unknown sweep parameter.*'lambda'.*train\.ll_lambda"),
+        ({"iterations": [1, 2]}, {}, r"Unknown sweep parameter.*iterations"),
+        ({"b": [5, 0]}, {}, r"'b' parameter of ALConfig must be an int >= 1\. Got 0"),
+        ({"train.ll_lambda": [-1.0]}, {}, r"'ll_lambda' parameter of TrainConfig"),
+        (
+            {"strategy": ["ll+clustering", "entropy"]},
+            {},
+            r"'strategy' parameter of ALConfig must be one of .*Got 'entropy'",
+        ),
+        ({"backbone": ["vgg"]}, {}, r"'backbone' parameter of ALConfig must be one of .*Got 'vgg'"),
+        ({"b": {"values": [1]}}, {}, r"is a mapping"),
+        ({"b": [5]}, {"num_samples": 3}, r"sweep the seed instead: 'seed': \[0, 1, 2\]"),
+        ({"b": [5]}, {"metric": "loss"}, r"'metric' parameter of run_sweep"),
+        ({"b": [5]}, {"scheduler": "pbt"}, r"'scheduler' parameter of run_sweep"),
+        ({"b": [5]}, {"max_concurrent_trials": 0}, r"'max_concurrent_trials'"),
+        ({"b": [5]}, {"resources_per_trial": {"CPU": -1}}, r"resources_per_trial must map"),
+    ],
+)
 def test_bad_sweeps_are_refused_while_planning(base, tmp_path, space, kwargs, match):
     with pytest.raises(ConfigError, match=match):
         plan_sweep(base, space, tmp_path / "sweep", **kwargs)
@@ -110,16 +126,16 @@ def test_trial_state_dirs_are_deterministic_from_overrides_and_base(base, tmp_pa
     assert Path(one.state_dir).name.startswith("b=5,train.ll_lambda=0.2-")
     assert one.b == 5 and one.train["ll_lambda"] == 0.2 and one.executor == "local"
     assert trial_config(base, {"b": 3}, tmp_path).state_dir != one.state_dir
-    assert trial_config(base, {"b": np.int64(5), "train.ll_lambda": np.float64(0.2)},
-                        tmp_path).state_dir == one.state_dir
+    assert (
+        trial_config(base, {"b": np.int64(5), "train.ll_lambda": np.float64(0.2)}, tmp_path).state_dir == one.state_dir
+    )
 
 
 def test_max_reports_counts_the_initial_model():
     from raydal.config import ALConfig
 
     assert max_reports(ALConfig(shards_dir="x", iterations=3)) == 4
-    assert max_reports(ALConfig(shards_dir="x", iterations=None, initial_labeled=40, b=20,
-                                label_budget=100)) == 4
+    assert max_reports(ALConfig(shards_dir="x", iterations=None, initial_labeled=40, b=20, label_budget=100)) == 4
 
 
 def test_default_concurrency_keeps_a_cpu_free_and_counts_gpus():
@@ -152,8 +168,15 @@ def test_two_trials_on_one_state_dir_take_turns(tmp_path):
 
 
 def _history(f1s):
-    return [{"iteration": i, "n_labeled": 10 + 5 * i, "test": {"micro_f1": f, "macro_f1": f / 2},
-             "val": {"micro_f1": f - 0.1, "macro_f1": f / 4}} for i, f in enumerate(f1s)]
+    return [
+        {
+            "iteration": i,
+            "n_labeled": 10 + 5 * i,
+            "test": {"micro_f1": f, "macro_f1": f / 2},
+            "val": {"micro_f1": f - 0.1, "macro_f1": f / 4},
+        }
+        for i, f in enumerate(f1s)
+    ]
 
 
 def test_curve_metrics_are_last_values_and_running_areas():

@@ -13,8 +13,9 @@ from raydal.training.shares import combine_evaluations, evaluation_part
 
 
 def test_a_non_default_threshold_changes_the_recorded_f1(make_config):
-    cfg = make_config(strategy="random", iterations=0, train={"epochs": 1, "batch_size": 8, "lr": 0.05,
-                                                              "threshold": 0.2})
+    cfg = make_config(
+        strategy="random", iterations=0, train={"epochs": 1, "batch_size": 8, "lr": 0.05, "threshold": 0.2}
+    )
     assert cfg.train_config().threshold == 0.2 != default_threshold()
     state = ActiveLearner(cfg, LocalExecutor(cfg), log=lambda s: None).run()
     recorded = state.history[-1]

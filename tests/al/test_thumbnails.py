@@ -1,7 +1,6 @@
 """Thumbnails: true colour by band name, one stretch for R, G and B, native resolution."""
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,15 +10,18 @@ from raydal.al.thumbnails import MAX_GAIN, OriginalImages, png_bytes, rgb_band_i
 from raydal.data.shards import load_manifest
 
 
-@pytest.mark.parametrize("names, expected", [
-    (["R", "G", "B"], [0, 1, 2]),
-    (["R", "G", "B", "NIR"], [0, 1, 2]),
-    (["NIR", "b", "g", "r"], [3, 2, 1]),  # TreeSatAI file order, names in any case
-    (["B04", "B03", "B02", "B08", "B05"], [0, 1, 2]),  # BigEarthNet
-    (["B01", "B02", "B03", "B04", "B08"], [3, 2, 1]),
-    (["band1", "band2", "band3", "band4"], [0, 1, 2]),  # unknown names: the first three
-    (["gray"], [0, 0, 0]),
-])
+@pytest.mark.parametrize(
+    "names, expected",
+    [
+        (["R", "G", "B"], [0, 1, 2]),
+        (["R", "G", "B", "NIR"], [0, 1, 2]),
+        (["NIR", "b", "g", "r"], [3, 2, 1]),  # TreeSatAI file order, names in any case
+        (["B04", "B03", "B02", "B08", "B05"], [0, 1, 2]),  # BigEarthNet
+        (["B01", "B02", "B03", "B04", "B08"], [3, 2, 1]),
+        (["band1", "band2", "band3", "band4"], [0, 1, 2]),  # unknown names: the first three
+        (["gray"], [0, 0, 0]),
+    ],
+)
 def test_rgb_bands_by_name(names, expected):
     assert rgb_band_indices(names) == expected
 
@@ -43,8 +45,15 @@ def test_one_stretch_keeps_band_ratios_and_scene_readable():
     keep = (rgb > 0) & (rgb < 255)
     a, b = np.polyfit(src[keep], rgb[keep], 1)
     assert np.abs(a * src[keep] + b - rgb[keep]).max() <= 1.0
-    means = {k: rgb[sl].mean(axis=(0, 1)) for k, sl in {
-        "water": np.s_[:32, :32], "forest": np.s_[:32, 32:], "fields": np.s_[32:, :32], "built": np.s_[32:, 32:]}.items()}
+    means = {
+        k: rgb[sl].mean(axis=(0, 1))
+        for k, sl in {
+            "water": np.s_[:32, :32],
+            "forest": np.s_[:32, 32:],
+            "fields": np.s_[32:, :32],
+            "built": np.s_[32:, 32:],
+        }.items()
+    }
     assert means["water"].mean() < means["forest"].mean() < means["fields"].mean() < means["built"].mean()
     assert means["forest"][1] > means["forest"][0] and means["forest"][1] > means["forest"][2]  # green
     assert means["water"][2] > means["water"][0]  # bluish, not inverted
@@ -60,7 +69,8 @@ def test_dark_uniform_water_stays_dark_and_grey():
     assert rgb.std(axis=(0, 1)).max() <= MAX_GAIN * 1.0 * 1.5  # noise not blown up past the gain cap
     # The old per-band stretch made this coloured noise: each band spread over ~0..255.
     per_band = (water - np.percentile(water, 1, axis=(0, 1))) / np.maximum(
-        np.percentile(water, 99, axis=(0, 1)) - np.percentile(water, 1, axis=(0, 1)), 1e-6)
+        np.percentile(water, 99, axis=(0, 1)) - np.percentile(water, 1, axis=(0, 1)), 1e-6
+    )
     assert (np.clip(per_band, 0, 1) * 255).std() > 4 * rgb.std()
 
 
@@ -97,6 +107,7 @@ def test_export_thumbnails_are_native_true_colour_with_paths(tmp_path, dataset, 
     import csv
 
     from labeling_state import make_waiting_state
+
     from raydal.al.humanloop import export_batch
     from raydal.data import get_reader
     from raydal.data.shards import prepare
@@ -138,8 +149,12 @@ def test_every_reader_is_rebuilt_from_its_manifest_settings(tmp_path, dataset):
 # -- R, G, B, NIR uint16 folders: true colour from the source bands --------------------------------
 
 #: Sentinel-2-like surface reflectance x 10^4 of four covers, (R, G, B, NIR).
-_COVERS = {"vegetation": (300, 900, 250, 4000), "water": (250, 400, 600, 80),
-           "soil": (1800, 1500, 1200, 2400), "cloud": (6000, 6000, 6000, 6000)}
+_COVERS = {
+    "vegetation": (300, 900, 250, 4000),
+    "water": (250, 400, 600, 80),
+    "soil": (1800, 1500, 1200, 2400),
+    "cloud": (6000, 6000, 6000, 6000),
+}
 
 
 def _rgbn_folder(root, order=(0, 1, 2, 3), n=6, size=24):
@@ -151,8 +166,9 @@ def _rgbn_folder(root, order=(0, 1, 2, 3), n=6, size=24):
     h = size // 2
     for i in range(n):
         img = np.zeros((size, size, 4), np.float64)
-        for (rows, cols), cover in zip([(np.s_[:h], np.s_[:h]), (np.s_[:h], np.s_[h:]), (np.s_[h:], np.s_[:h]),
-                                        (np.s_[h:], np.s_[h:])], _COVERS):
+        for (rows, cols), cover in zip(
+            [(np.s_[:h], np.s_[:h]), (np.s_[:h], np.s_[h:]), (np.s_[h:], np.s_[:h]), (np.s_[h:], np.s_[h:])], _COVERS
+        ):
             img[rows, cols] = np.array(_COVERS[cover]) * (1.0 + 0.05 * (i % 3))
         img += rng.normal(0, 20, img.shape)
         write_tif(root / f"scene_{i:02d}.tif", np.clip(np.rint(img[..., list(order)]), 0, 65535).astype(np.uint16))
@@ -162,8 +178,12 @@ def _rgbn_folder(root, order=(0, 1, 2, 3), n=6, size=24):
 
 def _quadrant_means(rgb):
     h = rgb.shape[0] // 2
-    return {cover: rgb[rows, cols].reshape(-1, 3).mean(axis=0) for cover, (rows, cols) in zip(
-        _COVERS, [(np.s_[:h], np.s_[:h]), (np.s_[:h], np.s_[h:]), (np.s_[h:], np.s_[:h]), (np.s_[h:], np.s_[h:])])}
+    return {
+        cover: rgb[rows, cols].reshape(-1, 3).mean(axis=0)
+        for cover, (rows, cols) in zip(
+            _COVERS, [(np.s_[:h], np.s_[:h]), (np.s_[:h], np.s_[h:]), (np.s_[h:], np.s_[:h]), (np.s_[h:], np.s_[h:])]
+        )
+    }
 
 
 def _assert_looks_like_the_scene(rgb):
@@ -211,6 +231,7 @@ def test_rgb_bands_chosen_at_prepare_or_export(tmp_path, capsys):
     """A B, G, R, NIR file: --rgb-bands 3,2,1 at prepare is kept in the manifest; export can
     override it and says which bands it shows and why; a bad choice names the bands."""
     from labeling_state import make_waiting_state
+
     from raydal.al.humanloop import ExportOptions, export_batch
     from raydal.al.thumbnails import Thumbnails
     from raydal.cli import main as cli
@@ -219,19 +240,42 @@ def test_rgb_bands_chosen_at_prepare_or_export(tmp_path, capsys):
 
     classes = _rgbn_folder(tmp_path / "archive", order=(2, 1, 0, 3))
     with pytest.raises(ConfigError, match=r"'rgb_bands'.*\['B1', 'B2', 'B3', 'B4'\].*Got '3,2,9'"):
-        prepare("folder", tmp_path / "archive", tmp_path / "bad", size=24, seed=0, classes=classes,
-                rgb_bands=["3", "2", "9"])
-    cli(["prepare", "folder", str(tmp_path / "archive"), str(tmp_path / "shards"), "--size", "24",
-         "--classes", str(classes), "--rgb-bands", "3,2,1"])
+        prepare(
+            "folder",
+            tmp_path / "archive",
+            tmp_path / "bad",
+            size=24,
+            seed=0,
+            classes=classes,
+            rgb_bands=["3", "2", "9"],
+        )
+    cli(
+        [
+            "prepare",
+            "folder",
+            str(tmp_path / "archive"),
+            str(tmp_path / "shards"),
+            "--size",
+            "24",
+            "--classes",
+            str(classes),
+            "--rgb-bands",
+            "3,2,1",
+        ]
+    )
     manifest = load_manifest(tmp_path / "shards")
     assert manifest.reader_settings["rgb_bands"] == ["3", "2", "1"]
     assert Thumbnails(manifest).bands == [2, 1, 0]
     info = make_waiting_state(tmp_path / "shards", tmp_path / "state", n_labeled=1, n_pending=2)
     logged = []
     out = export_batch(info["state_dir"], log=logged.append)
-    assert logged == [("thumbnails show bands B3, B2, B1 as R, G, B (chosen with --rgb-bands at prepare); source "
-                       "pixel values, one linear map and one stretch for the three bands (the per-band scaling of "
-                       "the shards is not used)")]
+    assert logged == [
+        (
+            "thumbnails show bands B3, B2, B1 as R, G, B (chosen with --rgb-bands at prepare); source "
+            "pixel values, one linear map and one stretch for the three bands (the per-band scaling of "
+            "the shards is not used)"
+        )
+    ]
     thumb = np.asarray(Image.open(next((out / "thumbs").iterdir())).convert("RGB"))
     _assert_looks_like_the_scene(thumb)
     logged.clear()

@@ -31,14 +31,28 @@ FAKE_GPU = "fake_gpu"
 #: The keys Ray's autoscaler reads even when the fake provider ignores them: without
 #: ``file_mounts`` the monitor dies with KeyError (/work/shared/docs/ray-notes.md).
 _EMPTY_KEYS: dict[str, Any] = dict(
-    file_mounts={}, cluster_synced_files=[], file_mounts_sync_continuously=False, rsync_exclude=[],
-    rsync_filter=[], initialization_commands=[], setup_commands=[], head_setup_commands=[],
-    worker_setup_commands=[], head_start_ray_commands=[], worker_start_ray_commands=[],
+    file_mounts={},
+    cluster_synced_files=[],
+    file_mounts_sync_continuously=False,
+    rsync_exclude=[],
+    rsync_filter=[],
+    initialization_commands=[],
+    setup_commands=[],
+    head_setup_commands=[],
+    worker_setup_commands=[],
+    head_start_ray_commands=[],
+    worker_start_ray_commands=[],
 )
 
 
-def fake_autoscaling_config(cluster_yaml: str | os.PathLike, gcs_port: int, *, worker_cpus: int = 1,
-                            max_workers: int = 2, idle_timeout_minutes: float = 0.25) -> dict[str, Any]:
+def fake_autoscaling_config(
+    cluster_yaml: str | os.PathLike,
+    gcs_port: int,
+    *,
+    worker_cpus: int = 1,
+    max_workers: int = 2,
+    idle_timeout_minutes: float = 0.25,
+) -> dict[str, Any]:
     """The autoscaling config of ``cluster_yaml`` for Ray's fake multi-node provider.
 
     Node types keep their names; each worker type gets ``worker_cpus`` CPUs, its GPUs
@@ -63,9 +77,15 @@ def fake_autoscaling_config(cluster_yaml: str | os.PathLike, gcs_port: int, *, w
         max_workers=min(source["max_workers"], max_workers),
         upscaling_speed=source.get("upscaling_speed", 1.0),
         idle_timeout_minutes=idle_timeout_minutes,
-        provider=dict(type="external", module="fake_provider.NamedHeadFakeProvider", head_node_type=head,
-                      use_node_id_as_ip=True, disable_node_updaters=True, disable_launch_config_check=True,
-                      gcs_address=f"127.0.0.1:{gcs_port}"),
+        provider=dict(
+            type="external",
+            module="fake_provider.NamedHeadFakeProvider",
+            head_node_type=head,
+            use_node_id_as_ip=True,
+            disable_node_updaters=True,
+            disable_launch_config_check=True,
+            gcs_address=f"127.0.0.1:{gcs_port}",
+        ),
         auth=dict(ssh_user=source.get("auth", {}).get("ssh_user", "ubuntu")),
         head_node_type=head,
         available_node_types=node_types,
@@ -114,26 +134,43 @@ class FakeCluster:
         config_file = self.temp / "autoscaling.yaml"
         config_file.write_text(yaml.safe_dump(self.config))
         # Token auth stays on: RAY_AUTH_MODE=token and the suite's token (tests/conftest.py).
-        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0",
-                    "RAY_FAKE_CLUSTER": "1",
-                    # every node on 127.0.0.1 (Ray 2.60 swaps it for the machine address otherwise)
-                    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-                    "PYTHONPATH": os.pathsep.join(
-                        filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])),
-                    "AUTOSCALER_UPDATE_INTERVAL_S": str(self.update_interval_s),
-                    "AUTOSCALER_HEARTBEAT_TIMEOUT_S": str(self.heartbeat_timeout_s),
-                    # Ray Train's placement-group cleaner finds the State API here, not by guessing
-                    # among the Ray instances of this machine ("Found multiple active Ray instances")
-                    "RAY_API_SERVER_ADDRESS": self.job_address,
-                    # the GCS marks a killed raylet's node dead after ~3 s instead of ~15-30 s
-                    "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
+        self.env = {
+            **os.environ,
+            "RAY_AUTH_MODE": "token",
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_FAKE_CLUSTER": "1",
+            # every node on 127.0.0.1 (Ray 2.60 swaps it for the machine address otherwise)
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])),
+            "AUTOSCALER_UPDATE_INTERVAL_S": str(self.update_interval_s),
+            "AUTOSCALER_HEARTBEAT_TIMEOUT_S": str(self.heartbeat_timeout_s),
+            # Ray Train's placement-group cleaner finds the State API here, not by guessing
+            # among the Ray instances of this machine ("Found multiple active Ray instances")
+            "RAY_API_SERVER_ADDRESS": self.job_address,
+            # the GCS marks a killed raylet's node dead after ~3 s instead of ~15-30 s
+            "RAY_health_check_period_ms": "1000",
+            "RAY_health_check_failure_threshold": "3",
+        }
         done = subprocess.run(
-            [str(ray_bin), "start", "--head", f"--port={self.gcs_port}", "--node-ip-address=127.0.0.1",
-             "--num-cpus=0", f"--autoscaling-config={config_file}", f"--temp-dir={self.temp}",
-             "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-             f"--dashboard-agent-listen-port={free_port()}", f"--ray-client-server-port={free_port()}",
-             "--disable-usage-stats"],
-            env=self.env, capture_output=True, text=True, timeout=180,
+            [
+                str(ray_bin),
+                "start",
+                "--head",
+                f"--port={self.gcs_port}",
+                "--node-ip-address=127.0.0.1",
+                "--num-cpus=0",
+                f"--autoscaling-config={config_file}",
+                f"--temp-dir={self.temp}",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={self.dashboard_port}",
+                f"--dashboard-agent-listen-port={free_port()}",
+                f"--ray-client-server-port={free_port()}",
+                "--disable-usage-stats",
+            ],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=180,
         )
         if done.returncode != 0:
             self.stop()
@@ -175,8 +212,10 @@ class FakeCluster:
         import ray._raylet
 
         client = ray._raylet.GcsClient(address=self.gcs_address)
-        return [dict(node_id=info.node_id.hex(), alive=info.state == 0, resources=dict(info.resources_total))
-                for info in client.get_all_node_info(timeout=10).values()]
+        return [
+            dict(node_id=info.node_id.hex(), alive=info.state == 0, resources=dict(info.resources_total))
+            for info in client.get_all_node_info(timeout=10).values()
+        ]
 
     def worker_raylet_pids(self) -> dict[str, int]:
         """The live worker nodes' raylets: node id -> PID."""
@@ -188,15 +227,17 @@ class FakeCluster:
                 pids[node_id] = proc.pid
         return pids
 
-
     def autoscaler_events(self) -> list[str]:
         """monitor.log's launch and termination lines: "Adding 1 node(s) of type worker_gpu.",
         "Terminating the node with id ... (idle)", ..."""
         if not self.monitor_log.exists():
             return []
         keep = (":event_summary:", "Terminating the node")
-        return [line.split(" -- ", 1)[-1] for line in self.monitor_log.read_text().splitlines()
-                if any(k in line for k in keep)]
+        return [
+            line.split(" -- ", 1)[-1]
+            for line in self.monitor_log.read_text().splitlines()
+            if any(k in line for k in keep)
+        ]
 
     def diagnose(self) -> str:
         """The GCS's nodes and the autoscaler's last status (monitor.log's tail), for failure messages."""
@@ -209,8 +250,8 @@ class FakeCluster:
 
 
 def load_psutil():
-    import ray  # noqa: F401  (puts Ray's bundled psutil on sys.path)
     import psutil
+    import ray  # noqa: F401  (puts Ray's bundled psutil on sys.path)
 
     return psutil
 

@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from fake_cluster import FAKE_GPU, FakeCluster, load_psutil, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,9 +37,31 @@ IDLE_TIMEOUT_MINUTES = 0.25
 
 #: The job: 2 fits of 1 epoch (10, then 15 labeled) of a tiny CNN on 16x16 BigEarthNet-shaped rows.
 JOB_ARGS = (
-    "--executor", "ray", "--strategy", "mge", "--backbone", "smallcnn", "--epochs", "1", "--batch-size", "8",
-    "--b", "5", "--m", "2", "--initial-labeled", "10", "--iterations", "1", "--trials", "1",
-    "--num-workers", "1", "--cpus-per-worker", "1", "--no-report",
+    "--executor",
+    "ray",
+    "--strategy",
+    "mge",
+    "--backbone",
+    "smallcnn",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "8",
+    "--b",
+    "5",
+    "--m",
+    "2",
+    "--initial-labeled",
+    "10",
+    "--iterations",
+    "1",
+    "--trials",
+    "1",
+    "--num-workers",
+    "1",
+    "--cpus-per-worker",
+    "1",
+    "--no-report",
 )
 
 
@@ -89,8 +110,11 @@ def cluster():
     pytest.importorskip("ray")
     if not Path(sys.executable).with_name("ray").exists():
         pytest.skip("the ray CLI is not installed next to this Python")
-    fake = FakeCluster(ROOT / "cluster.yaml", Path("/tmp") / f"raydal-autoscale-{os.getpid()}",
-                       config_options=dict(worker_cpus=1, max_workers=2, idle_timeout_minutes=IDLE_TIMEOUT_MINUTES))
+    fake = FakeCluster(
+        ROOT / "cluster.yaml",
+        Path("/tmp") / f"raydal-autoscale-{os.getpid()}",
+        config_options=dict(worker_cpus=1, max_workers=2, idle_timeout_minutes=IDLE_TIMEOUT_MINUTES),
+    )
     try:
         fake.start()
         yield fake
@@ -118,9 +142,21 @@ def submit(cluster):
     started: list[subprocess.Popen] = []
 
     def run(args: list[str], env_vars: dict[str, str], log: Path) -> subprocess.Popen:
-        cmd = [str(Path(sys.executable).with_name("ray")), "job", "submit", "--address", cluster.job_address,
-               "--working-dir", str(ROOT), "--runtime-env-json", json.dumps({"env_vars": env_vars}),
-               "--", sys.executable, "jobs/al_bigearthnet.py", *args]
+        cmd = [
+            str(Path(sys.executable).with_name("ray")),
+            "job",
+            "submit",
+            "--address",
+            cluster.job_address,
+            "--working-dir",
+            str(ROOT),
+            "--runtime-env-json",
+            json.dumps({"env_vars": env_vars}),
+            "--",
+            sys.executable,
+            "jobs/al_bigearthnet.py",
+            *args,
+        ]
         for _ in range(12):
             with log.open("w") as out:
                 proc = subprocess.Popen(cmd, env=cluster.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
@@ -150,23 +186,40 @@ def _raylet_of(pid: int) -> int:
     return proc.pid
 
 
-@pytest.mark.parametrize(("score_workers", "fault", "hung_in"), [
-    (0, "train:epoch", "RayTrainWorker"),  # scoring in the Train workers: removed before it scores
-    (1, "score:batch", "MapWorker"),  # scoring on a Ray Data actor: removed mid-scoring
-], ids=["score-in-train-workers", "score-on-ray-data"])
-def test_al_job_scales_out_survives_a_node_loss_and_scales_in(cluster, ben_shards, submit, tmp_path, score_workers,
-                                                              fault, hung_in):
+@pytest.mark.parametrize(
+    ("score_workers", "fault", "hung_in"),
+    [
+        (0, "train:epoch", "RayTrainWorker"),  # scoring in the Train workers: removed before it scores
+        (1, "score:batch", "MapWorker"),  # scoring on a Ray Data actor: removed mid-scoring
+    ],
+    ids=["score-in-train-workers", "score-on-ray-data"],
+)
+def test_al_job_scales_out_survives_a_node_loss_and_scales_in(
+    cluster, ben_shards, submit, tmp_path, score_workers, fault, hung_in
+):
     state_dir, trace, log = tmp_path / "state", tmp_path / "trace.txt", tmp_path / "job.log"
     assert [n for n in cluster.nodes() if n["alive"]] == [
-        n for n in cluster.nodes() if n["node_id"] == cluster.head_node_id]  # only the head, no CPU
+        n for n in cluster.nodes() if n["node_id"] == cluster.head_node_id
+    ]  # only the head, no CPU
     # The first process to reach the fault point hangs there and its node is then removed;
     # the retries and every later pass go on (hang-once).
     env_vars = {"RAYDAL_FAULT": f"{fault}=hang-once", "RAYDAL_FAULT_TRACE": str(trace)}
     seen_events = len(cluster.autoscaler_events())
     submitted = time.time()
     with _NodeWatcher(cluster) as watcher:
-        job = submit(["--shards-dir", str(ben_shards), "--state-dir", str(state_dir), *JOB_ARGS,
-                      "--score-workers", str(score_workers)], env_vars, log)
+        job = submit(
+            [
+                "--shards-dir",
+                str(ben_shards),
+                "--state-dir",
+                str(state_dir),
+                *JOB_ARGS,
+                "--score-workers",
+                str(score_workers),
+            ],
+            env_vars,
+            log,
+        )
         marker = trace.with_name(f"{trace.name}.{fault}.once")
 
         def hanging_pid():
@@ -205,8 +258,9 @@ def test_al_job_scales_out_survives_a_node_loss_and_scales_in(cluster, ben_shard
         # the rest of the job ran on the other worker nodes, or on one launched after the loss
         others = watcher.alive_workers_at(killed) - {victim}
         if not others:
-            assert any(killed < first_seen < finished for first_seen, _ in launched.values()), \
+            assert any(killed < first_seen < finished for first_seen, _ in launched.values()), (
                 "the only worker node was removed and no worker node came up after it"
+            )
         events = cluster.autoscaler_events()[seen_events:]
         assert sum("Adding 1 node(s) of type worker_gpu" in e for e in events) >= 2, events
         # the removed node left the provider too (as "lost contact with raylet" or, with nothing

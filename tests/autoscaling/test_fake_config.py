@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from fake_cluster import FAKE_GPU, fake_autoscaling_config
 
 ROOT = Path(__file__).resolve().parents[2]

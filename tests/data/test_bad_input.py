@@ -30,7 +30,7 @@ def _break_ucmerced(root) -> dict[str, str]:
     (images / "runway/runway00.tif").unlink()  # its label row stays
     label_file = root / "LandUse_Multilabeled.txt"
     lines = label_file.read_text().splitlines()
-    label_file.write_text("\n".join(l for l in lines if not l.startswith("harbor00\t")) + "\n")
+    label_file.write_text("\n".join(line for line in lines if not line.startswith("harbor00\t")) + "\n")
     return {
         "beach00.tif": "cannot be read",
         "forest00.tif": "has 4 bands, expected 3",

@@ -176,8 +176,13 @@ def test_a_folder_of_neither_layout_names_both(tmp_path):
     with pytest.raises(DatasetNotFoundError) as info:
         get_reader("bigearthnet", tmp_path)
     text = str(info.value)
-    for looked_for in ("BigEarthNet-S2", "metadata.parquet", "BigEarthNet-v1.0", "_labels_metadata.json",
-                       "raydal synth bigearthnet"):
+    for looked_for in (
+        "BigEarthNet-S2",
+        "metadata.parquet",
+        "BigEarthNet-v1.0",
+        "_labels_metadata.json",
+        "raydal synth bigearthnet",
+    ):
         assert looked_for in text
     assert main(["prepare", "bigearthnet", str(tmp_path), str(tmp_path / "out")]) == 2
 
@@ -195,8 +200,12 @@ def test_a_forced_version_looks_only_for_its_layout(v1_root, tmp_path_factory):
 
 @pytest.mark.parametrize(
     ("settings", "match"),
-    [({"version": "v3"}, "'version'"), ({"nomenclature": 20}, "'nomenclature'"),
-     ({"nomenclature": True}, "'nomenclature'"), ({"drop_snow_cloud": "yes"}, "'drop_snow_cloud'")],
+    [
+        ({"version": "v3"}, "'version'"),
+        ({"nomenclature": 20}, "'nomenclature'"),
+        ({"nomenclature": True}, "'nomenclature'"),
+        ({"drop_snow_cloud": "yes"}, "'drop_snow_cloud'"),
+    ],
 )
 def test_bad_settings(v1_root, settings, match):
     with pytest.raises(ConfigError, match=match):
@@ -211,7 +220,9 @@ def test_prepare_packs_a_v1_archive(v1_root, tmp_path):
     assert manifest.classes == list(BigEarthNetReader.classes) and manifest.bands == 12
     assert manifest.split_rule.startswith("published")
     counts = {s: manifest.splits[s]["count"] for s in ("pool", "val", "test")}
-    assert counts == {s: len(_list(v1_root / f"{f}.csv")) for s, f in (("pool", "train"), ("val", "val"), ("test", "test"))}
+    assert counts == {
+        s: len(_list(v1_root / f"{f}.csv")) for s, f in (("pool", "train"), ("val", "val"), ("test", "test"))
+    }
     test = read_split(manifest, "test")
     assert test["image"].shape == (counts["test"], 12, 12, 12) and test["image"].dtype == np.uint8
     reader = get_reader(manifest.dataset, manifest.source_root, **manifest.reader_settings)  # as thumbnails do
@@ -221,12 +232,32 @@ def test_prepare_packs_a_v1_archive(v1_root, tmp_path):
 
 def test_cli_prepare_v1_with_43_classes(v1_root, tmp_path, capsys):
     out = tmp_path / "s"
-    assert main(["prepare", "bigearthnet", str(v1_root), str(out), "--size", "12", "--nomenclature", "43",
-                 "--keep-snow-cloud", "--bigearthnet-version", "v1"]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                "bigearthnet",
+                str(v1_root),
+                str(out),
+                "--size",
+                "12",
+                "--nomenclature",
+                "43",
+                "--keep-snow-cloud",
+                "--bigearthnet-version",
+                "v1",
+            ]
+        )
+        == 0
+    )
     manifest = load_manifest(out)
     assert manifest.classes == list(CLASSES_43)
-    assert manifest.reader_settings == {"reflectance_max": 4000, "version": "v1", "nomenclature": 43,
-                                        "drop_snow_cloud": False}
+    assert manifest.reader_settings == {
+        "reflectance_max": 4000,
+        "version": "v1",
+        "nomenclature": 43,
+        "drop_snow_cloud": False,
+    }
     assert sum(s["count"] for s in manifest.splits.values()) == len(_all_patches(v1_root))
 
 
@@ -244,7 +275,10 @@ def test_v1_generator_profiles_and_metadata(v1_root):
     for band in BigEarthNetReader.band_names:
         with rasterio.open(folder / f"{name}_{band}.tif") as src:
             assert (src.count, src.dtypes[0], src.crs) == (1, "uint16", crs)
-            assert (src.transform.c, src.transform.f) == (metadata["coordinates"]["ulx"], metadata["coordinates"]["uly"])
+            assert (src.transform.c, src.transform.f) == (
+                metadata["coordinates"]["ulx"],
+                metadata["coordinates"]["uly"],
+            )
             sizes[band] = (src.width, src.transform.a)
     assert sizes["B02"] == (12, 10.0) and sizes["B8A"] == (6, 20.0) and sizes["B09"] == (2, 60.0)
     assert len(list(folder.iterdir())) == 13

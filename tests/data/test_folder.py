@@ -37,8 +37,13 @@ def _write_labels(path, rows, header=("id", "labels")):
 
 
 def test_prepare_keeps_unlabeled_images_in_the_pool(folder_root, tmp_path):
-    m = prepare("folder", folder_root, tmp_path / "shards", labels=folder_root / "labels.csv",
-                classes=folder_root / "classes.txt")
+    m = prepare(
+        "folder",
+        folder_root,
+        tmp_path / "shards",
+        labels=folder_root / "labels.csv",
+        classes=folder_root / "classes.txt",
+    )
     rows = _csv_rows(folder_root)
     labeled = {r["id"] for r in rows if r["labels"]}
     unlabeled = {r["id"] for r in rows if not r["labels"]}
@@ -60,8 +65,7 @@ def test_prepare_keeps_unlabeled_images_in_the_pool(folder_root, tmp_path):
 
 
 def test_percentile_rule_is_computed_over_the_archive_and_recorded(folder_root, tmp_path):
-    m = prepare("folder", folder_root, tmp_path / "shards", labels=folder_root / "labels.csv",
-                percentiles=(5, 95))
+    m = prepare("folder", folder_root, tmp_path / "shards", labels=folder_root / "labels.csv", percentiles=(5, 95))
     reader = get_reader("folder", folder_root)
     pixels = np.concatenate([reader.load_raw(p).reshape(-1, 4) for p in reader.files]).astype(np.float64)
     lo, hi = np.percentile(pixels, [5, 95], axis=0)
@@ -72,8 +76,9 @@ def test_percentile_rule_is_computed_over_the_archive_and_recorded(folder_root, 
     # the manifest's settings rebuild the reader with the same conversion, without recomputing it
     again = get_reader("folder", folder_root, **m.reader_settings)
     path = reader.files[0]
-    np.testing.assert_array_equal(again.load_image(path), np.rint(np.clip(
-        (again.load_raw(path) - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8))
+    np.testing.assert_array_equal(
+        again.load_image(path), np.rint(np.clip((again.load_raw(path) - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
+    )
     assert again.settings() == m.reader_settings
     # a packed image is the formula applied to its file
     data = read_split(m, "pool", ids=["patch_0000"]) if "patch_0000" in read_ids(m, "pool") else None
@@ -144,9 +149,14 @@ def test_split_column_and_classes_from_labels(folder_root, tmp_path, copy_archiv
 def test_label_rows_by_relative_path(folder_root, tmp_path, copy_archive):
     root = copy_archive(folder_root)
     files = sorted(root.glob("images/*/*.tif"))
-    _write_labels(root / "labels.csv", [[files[0].relative_to(root).as_posix(), "water"],
-                                        [files[1].relative_to(root).with_suffix("").as_posix(), "forest;water"]],
-                  header=("path", "labels"))
+    _write_labels(
+        root / "labels.csv",
+        [
+            [files[0].relative_to(root).as_posix(), "water"],
+            [files[1].relative_to(root).with_suffix("").as_posix(), "forest;water"],
+        ],
+        header=("path", "labels"),
+    )
     index, problems = get_reader("folder", root, labels=root / "labels.csv").scan()
     assert not problems
     labeled = dict(zip(index.ids, index.labeled))
@@ -158,24 +168,33 @@ def test_bad_label_rows_are_listed_together(folder_root, tmp_path, copy_archive)
     root = copy_archive(folder_root)
     rows = _csv_rows(root)
     labeled = [r for r in rows if r["labels"]]
-    _write_labels(root / "labels.csv", [
-        [labeled[0]["id"], "water;lava"],          # unknown class
-        ["no_such_patch", "water"],                # row without image
-        [labeled[1]["id"], labeled[1]["labels"]],
-        [labeled[1]["id"], "forest"],              # duplicate row
-        [labeled[2]["id"], "", "test"],            # held out without labels
-        [labeled[3]["id"], "water", "holdout"],    # bad split value
-    ], header=("id", "labels", "split"))
+    _write_labels(
+        root / "labels.csv",
+        [
+            [labeled[0]["id"], "water;lava"],  # unknown class
+            ["no_such_patch", "water"],  # row without image
+            [labeled[1]["id"], labeled[1]["labels"]],
+            [labeled[1]["id"], "forest"],  # duplicate row
+            [labeled[2]["id"], "", "test"],  # held out without labels
+            [labeled[3]["id"], "water", "holdout"],  # bad split value
+        ],
+        header=("id", "labels", "split"),
+    )
     with pytest.raises(DatasetError) as info:
         prepare("folder", root, tmp_path / "out", labels=root / "labels.csv", classes=root / "classes.txt")
     reasons = " | ".join(f"{w}: {r}" for w, r in info.value.problems)
-    for needle in ("labels.csv:2: unknown class ['lava']", "labels.csv:3: label row without image",
-                   "labels.csv:5: duplicate row", "labels.csv:6: split 'test' but no labels",
-                   "labels.csv:7: split 'holdout'"):
+    for needle in (
+        "labels.csv:2: unknown class ['lava']",
+        "labels.csv:3: label row without image",
+        "labels.csv:5: duplicate row",
+        "labels.csv:6: split 'test' but no labels",
+        "labels.csv:7: split 'holdout'",
+    ):
         assert needle in reasons, (needle, reasons)
     assert "--skip-bad" in str(info.value) and not (tmp_path / "out").exists()
-    m = prepare("folder", root, tmp_path / "out", labels=root / "labels.csv", classes=root / "classes.txt",
-                skip_bad=True)
+    m = prepare(
+        "folder", root, tmp_path / "out", labels=root / "labels.csv", classes=root / "classes.txt", skip_bad=True
+    )
     # an image whose row is bad is left out, never silently unlabeled
     assert m.quarantined == 5 and sum(v["count"] for v in m.splits.values()) == 36
     kept = {i for split in m.splits for i in read_ids(m, split)}
@@ -213,7 +232,7 @@ def test_duplicate_ids_across_folders(folder_root, tmp_path, copy_archive):
     twin.write_bytes(first.read_bytes())
     with pytest.raises(DatasetError) as info:
         prepare("folder", root, tmp_path / "out", labels=root / "labels.csv")
-    (where, why), = info.value.problems
+    ((where, why),) = info.value.problems
     assert where == str(twin) and f"duplicate image id {first.stem!r}" in why and str(first) in why
     assert "--id-from path" in why
     index, problems = get_reader("folder", root, id_from="path", classes=["water"]).scan()
@@ -276,13 +295,51 @@ def test_corrupt_file(folder_root, tmp_path, copy_archive):
 
 def test_cli_synth_and_prepare_folder(tmp_path, capsys):
     archive, shards = tmp_path / "arch", tmp_path / "shards"
-    assert main(["synth", "folder", str(archive), "--n", "12", "--size", "16", "--dtype", "uint16",
-                 "--labeled-share", "0.25"]) == 0
+    assert (
+        main(
+            [
+                "synth",
+                "folder",
+                str(archive),
+                "--n",
+                "12",
+                "--size",
+                "16",
+                "--dtype",
+                "uint16",
+                "--labeled-share",
+                "0.25",
+            ]
+        )
+        == 0
+    )
     rows = _csv_rows(archive)
     assert len(rows) == 12 and sum(bool(r["labels"]) for r in rows) == 3
-    assert main(["prepare", "folder", str(archive), str(shards), "--labels", str(archive / "labels.csv"),
-                 "--classes", str(archive / "classes.txt"), "--scaling", "range", "--value-range", "0,4000",
-                 "--test-share", "0.34", "--val-share", "0", "--band-names", "r,g,b,n"]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                "folder",
+                str(archive),
+                str(shards),
+                "--labels",
+                str(archive / "labels.csv"),
+                "--classes",
+                str(archive / "classes.txt"),
+                "--scaling",
+                "range",
+                "--value-range",
+                "0,4000",
+                "--test-share",
+                "0.34",
+                "--val-share",
+                "0",
+                "--band-names",
+                "r,g,b,n",
+            ]
+        )
+        == 0
+    )
     manifest = json.loads((shards / "manifest.json").read_text())
     assert manifest["scaling"]["lo"] == [0.0] * 4 and manifest["scaling"]["hi"] == [4000.0] * 4
     assert manifest["band_names"] == ["r", "g", "b", "n"]
@@ -300,7 +357,11 @@ def test_synth_folder_is_deterministic(tmp_path):
 
 
 def test_cli_reflectance_max_reaches_bigearthnet(ben_root, tmp_path):
-    assert main(["prepare", "bigearthnet", str(ben_root), str(tmp_path / "s"), "--size", "12",
-                 "--reflectance-max", "2000"]) == 0
+    assert (
+        main(
+            ["prepare", "bigearthnet", str(ben_root), str(tmp_path / "s"), "--size", "12", "--reflectance-max", "2000"]
+        )
+        == 0
+    )
     m = load_manifest(tmp_path / "s")
     assert m.reader_settings == {"reflectance_max": 2000} and m.scaling["clip"] == [0, 2000]

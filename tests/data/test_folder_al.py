@@ -20,15 +20,33 @@ from raydal.exceptions import StateError
 def folder_shards(tmp_path_factory):
     base = tmp_path_factory.mktemp("folder-al")
     root = synthesize("folder", base / "archive", n=48, size=16, seed=3, labeled_share=0.25)
-    return prepare("folder", root, base / "shards", labels=root / "labels.csv", classes=root / "classes.txt",
-                   test_share=0.25, val_share=0.25).root
+    return prepare(
+        "folder",
+        root,
+        base / "shards",
+        labels=root / "labels.csv",
+        classes=root / "classes.txt",
+        test_share=0.25,
+        val_share=0.25,
+    ).root
 
 
 def _config(shards, tmp_path, **overrides) -> ALConfig:
     fields = dict(
-        dataset="folder", shards_dir=str(shards), state_dir=str(tmp_path / "state"), mode="human",
-        strategy="mge+clustering", b=4, m=2, initial_labeled=8, iterations=2, seed=0, backbone="smallcnn",
-        executor="local", score_batch_size=32, train={"epochs": 1, "batch_size": 8, "lr": 0.05},
+        dataset="folder",
+        shards_dir=str(shards),
+        state_dir=str(tmp_path / "state"),
+        mode="human",
+        strategy="mge+clustering",
+        b=4,
+        m=2,
+        initial_labeled=8,
+        iterations=2,
+        seed=0,
+        backbone="smallcnn",
+        executor="local",
+        score_batch_size=32,
+        train={"epochs": 1, "batch_size": 8, "lr": 0.05},
     )
     fields.update(overrides)
     return ALConfig(**fields)
@@ -81,8 +99,7 @@ def test_human_run_starts_from_archive_labels_and_sends_the_rest_to_annotators(f
 
 def test_without_a_test_split_the_report_says_so(tmp_path):
     root = synthesize("folder", tmp_path / "archive", n=24, size=16, seed=4, labeled_share=0.5)
-    shards = prepare("folder", root, tmp_path / "shards", labels=root / "labels.csv", test_share=0,
-                     val_share=0).root
+    shards = prepare("folder", root, tmp_path / "shards", labels=root / "labels.csv", test_share=0, val_share=0).root
     cfg = _config(shards, tmp_path, initial_labeled=4, iterations=1)
     lines: list[str] = []
     state = ActiveLearner(cfg, LocalExecutor(cfg), log=lines.append).run()

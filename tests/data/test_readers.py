@@ -82,7 +82,9 @@ def test_ucmerced_label_file_parsing_is_lenient(copy_archive, ucm_root):
     label_file = root / "LandUse_Multilabeled.txt"
     lines = label_file.read_text().splitlines()
     # Spaces instead of tabs, rows in another order, padding, LF line ends, a blank line.
-    rewritten = [lines[0].replace("\t", "   ")] + ["  " + " ".join(l.split("\t")) + " " for l in reversed(lines[1:])]
+    rewritten = [lines[0].replace("\t", "   ")] + [
+        "  " + " ".join(line.split("\t")) + " " for line in reversed(lines[1:])
+    ]
     label_file.write_text("\n".join(rewritten[:5] + [""] + rewritten[5:]) + "\n")
     expected = get_reader("ucmerced", ucm_root).index()
     index = get_reader("ucmerced", root).index()
@@ -164,7 +166,11 @@ def test_treesatai_band_order_setting(treesat_root):
 
 @pytest.mark.parametrize(
     ("settings", "match"),
-    [({"threshold": 1.5}, "'threshold'"), ({"band_order": "bgr"}, "'band_order'"), ({"band_order": ("R", "G", "B")}, "'band_order'")],
+    [
+        ({"threshold": 1.5}, "'threshold'"),
+        ({"band_order": "bgr"}, "'band_order'"),
+        ({"band_order": ("R", "G", "B")}, "'band_order'"),
+    ],
 )
 def test_treesatai_bad_settings(treesat_root, settings, match):
     with pytest.raises(ConfigError, match=match):

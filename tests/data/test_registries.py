@@ -14,7 +14,7 @@ from raydal.exceptions import ConfigError
 from raydal.models import list_models
 from raydal.query import get_strategy, list_strategies
 
-READER = '''
+READER = """
 from raydal.data import register_dataset
 from raydal.data.ucmerced import UCMercedReader
 
@@ -22,9 +22,9 @@ from raydal.data.ucmerced import UCMercedReader
 @register_dataset
 class ToyReader(UCMercedReader):
     name = "toy"
-'''
+"""
 
-GENERATOR = '''
+GENERATOR = """
 from raydal.data.synth import register_generator
 from raydal.data.synth.ucmerced import write_archive
 
@@ -32,9 +32,9 @@ from raydal.data.synth.ucmerced import write_archive
 @register_generator("toy")
 def write_toy(out_dir, n, size, rng, difficulty):
     write_archive(out_dir, n, size, rng, difficulty)
-'''
+"""
 
-STRATEGY = '''
+STRATEGY = """
 from raydal.query.base import register_strategy
 from raydal.query.random import RandomStrategy
 
@@ -42,7 +42,7 @@ from raydal.query.random import RandomStrategy
 @register_strategy("toy-random")
 class ToyRandom(RandomStrategy):
     pass
-'''
+"""
 
 
 def test_built_in_entries_are_found():

@@ -179,8 +179,9 @@ def test_read_ids_reads_footers_and_skips_the_labeled_column_when_all_are_labele
     """read_ids gives the ids in shard order; with every row labeled (the manifest says so) it
     never reads the 'labeled' column, and asking for the unlabeled ones reads nothing."""
     m = ucm_shards
-    expected = np.concatenate([pq.read_table(f, columns=["id"])["id"].to_numpy(zero_copy_only=False)
-                               for f in m.split_files("pool")]).astype(str)
+    expected = np.concatenate(
+        [pq.read_table(f, columns=["id"])["id"].to_numpy(zero_copy_only=False) for f in m.split_files("pool")]
+    ).astype(str)
     assert m.unlabeled.get("pool") == 0
     read_columns = []
     real_read = pq.ParquetFile.read
@@ -205,8 +206,9 @@ def test_prepare_writes_an_id_index_that_the_driver_reads_instead_of_the_footers
 
     m = ucm_shards
     for split in SPLITS:
-        from_files = np.concatenate([pq.read_table(f, columns=["id"])["id"].to_numpy(zero_copy_only=False)
-                                     for f in m.split_files(split)]).astype(str)
+        from_files = np.concatenate(
+            [pq.read_table(f, columns=["id"])["id"].to_numpy(zero_copy_only=False) for f in m.split_files(split)]
+        ).astype(str)
         assert m.file_rows(split) == [pq.ParquetFile(f).metadata.num_rows for f in m.split_files(split)]
         assert pq.read_table(m.ids_file(split))["id"].to_pylist() == from_files.tolist()
 
@@ -217,5 +219,7 @@ def test_prepare_writes_an_id_index_that_the_driver_reads_instead_of_the_footers
         monkeypatch.setattr("raydal.data.shards.open_shard", no_shard_file)
         assert read_ids(m, split).tolist() == from_files.tolist()
         ids, starts = shares.split_index(m, split)
-        assert ids.to_pylist() == from_files.tolist() and starts.tolist() == np.cumsum([0, *m.file_rows(split)]).tolist()
+        assert (
+            ids.to_pylist() == from_files.tolist() and starts.tolist() == np.cumsum([0, *m.file_rows(split)]).tolist()
+        )
         monkeypatch.undo()

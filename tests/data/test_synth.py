@@ -35,7 +35,12 @@ def test_refuses_a_non_empty_folder(tmp_path):
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"dataset": "eurosat"}, "'dataset'"), ({"n": 0}, "'n'"), ({"size": 4}, "'size'"), ({"difficulty": 2.0}, "'difficulty'")],
+    [
+        ({"dataset": "eurosat"}, "'dataset'"),
+        ({"n": 0}, "'n'"),
+        ({"size": 4}, "'size'"),
+        ({"difficulty": 2.0}, "'difficulty'"),
+    ],
 )
 def test_bad_arguments(tmp_path, kwargs, match):
     args = {"dataset": "ucmerced", "out_dir": tmp_path / "a", "n": 5, "size": 16} | kwargs
@@ -63,7 +68,13 @@ def test_treesatai_profiles(treesat_root):
         assert (src.count, src.dtypes[0], src.crs.to_epsg(), src.width) == (4, "uint8", 25832, 24)
         assert src.transform.a == pytest.approx(60.8 / 24)
     with rasterio.open(treesat_root / "s1/60m" / name) as src:
-        assert (src.count, src.dtypes[0], src.nodata, src.crs.to_epsg(), src.shape) == (3, "float32", -9999.0, 32632, (6, 6))
+        assert (src.count, src.dtypes[0], src.nodata, src.crs.to_epsg(), src.shape) == (
+            3,
+            "float32",
+            -9999.0,
+            32632,
+            (6, 6),
+        )
     with rasterio.open(treesat_root / "s2/60m" / name) as src:
         assert (src.count, src.dtypes[0], src.crs.to_epsg(), src.shape) == (12, "uint16", 32632, (6, 6))
     train = (treesat_root / "train_filenames.lst").read_text().split()
@@ -145,7 +156,25 @@ def test_full_ucmerced_archive_has_the_real_labels(tmp_path):
     np.testing.assert_array_equal(index.labels, np.stack([real[i] for i in index.ids]))
     # hence the real archive's facts (the annotation's README): counts, labels per image, co-occurrence
     labels = index.labels.astype(int)
-    assert labels.sum(0).tolist() == [100, 718, 691, 886, 115, 105, 100, 103, 975, 102, 1300, 294, 100, 102, 100, 1009, 203]
+    assert labels.sum(0).tolist() == [
+        100,
+        718,
+        691,
+        886,
+        115,
+        105,
+        100,
+        103,
+        975,
+        102,
+        1300,
+        294,
+        100,
+        102,
+        100,
+        1009,
+        203,
+    ]
     assert np.bincount(labels.sum(1)).tolist() == [0, 224, 426, 512, 442, 365, 119, 12]
     truth = np.stack(list(real.values())).astype(int)
     np.testing.assert_array_equal(labels.T @ labels, truth.T @ truth)
@@ -160,7 +189,7 @@ def test_small_ucmerced_archives_take_evenly_spaced_real_images(tmp_path):
     a = _label_file(synthesize("ucmerced", tmp_path / "a", n=60, size=8, seed=1) / "LandUse_Multilabeled.txt")
     b = _label_file(synthesize("ucmerced", tmp_path / "b", n=60, size=8, seed=2) / "LandUse_Multilabeled.txt")
     assert list(a) == list(b)
-    per_scene = {s: sorted(int(n[len(s):]) for n in a if n.rstrip("0123456789") == s) for s in R.scenes}
+    per_scene = {s: sorted(int(n[len(s) :]) for n in a if n.rstrip("0123456789") == s) for s in R.scenes}
     assert all(per_scene[s] == [0, 33, 67] for s in R.scenes[:18])  # 60 = 18 scenes x 3 + 3 scenes x 2
     assert all(per_scene[s] == [0, 50] for s in R.scenes[18:])
     for name, row in a.items():

@@ -11,11 +11,31 @@ pytestmark = pytest.mark.ray
 
 def test_cli_sweep_grid_over_b(ray_local, tiny_shards, tmp_path, capsys):
     sweep = tmp_path / "sweep"
-    rc = cli([
-        "sweep", "ucmerced", str(sweep), "--param", "b=4,6", "--shards-dir", str(tiny_shards),
-        "--strategy", "mge+clustering", "--backbone", "smallcnn", "--epochs", "1", "--batch-size", "8",
-        "--initial-labeled", "10", "--iterations", "1", "--m", "2",
-    ])
+    rc = cli(
+        [
+            "sweep",
+            "ucmerced",
+            str(sweep),
+            "--param",
+            "b=4,6",
+            "--shards-dir",
+            str(tiny_shards),
+            "--strategy",
+            "mge+clustering",
+            "--backbone",
+            "smallcnn",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--initial-labeled",
+            "10",
+            "--iterations",
+            "1",
+            "--m",
+            "2",
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert "sweep results:" in out

@@ -12,14 +12,25 @@ from raydal.config import ALConfig
 pytestmark = pytest.mark.ray
 
 
-def test_evaluate_and_predict_fallbacks_run_in_tasks_with_the_local_results(ray_local, tiny_shards, tmp_path,
-                                                                          monkeypatch):
+def test_evaluate_and_predict_fallbacks_run_in_tasks_with_the_local_results(
+    ray_local, tiny_shards, tmp_path, monkeypatch
+):
     import raydal.distributed.executor as ray_executor
     from raydal.al.executor import LocalExecutor
 
-    cfg = ALConfig(dataset="ucmerced", shards_dir=str(tiny_shards), state_dir=str(tmp_path / "state"),
-                   strategy="random", b=4, initial_labeled=8, seed=0, backbone="smallcnn", executor="ray",
-                   score_batch_size=16, train={"epochs": 1, "batch_size": 8, "lr": 0.05})
+    cfg = ALConfig(
+        dataset="ucmerced",
+        shards_dir=str(tiny_shards),
+        state_dir=str(tmp_path / "state"),
+        strategy="random",
+        b=4,
+        initial_labeled=8,
+        seed=0,
+        backbone="smallcnn",
+        executor="ray",
+        score_batch_size=16,
+        train={"epochs": 1, "batch_size": 8, "lr": 0.05},
+    )
     local = LocalExecutor(cfg)
     pool = local.pool_ids()
     checkpoint = local.train(pool[:8].tolist(), {}, str(tmp_path / "ckpt"), None, seed=0)

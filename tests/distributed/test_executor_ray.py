@@ -13,9 +13,21 @@ pytestmark = pytest.mark.ray
 
 def _config(shards, state_dir) -> ALConfig:
     return ALConfig(
-        dataset="ucmerced", shards_dir=str(shards), state_dir=str(state_dir), strategy="mge+clustering",
-        b=5, m=2, initial_labeled=10, iterations=1, seed=0, backbone="smallcnn", warm_start=True,
-        executor="ray", num_workers=2, cpus_per_worker=0.5, score_batch_size=16,
+        dataset="ucmerced",
+        shards_dir=str(shards),
+        state_dir=str(state_dir),
+        strategy="mge+clustering",
+        b=5,
+        m=2,
+        initial_labeled=10,
+        iterations=1,
+        seed=0,
+        backbone="smallcnn",
+        warm_start=True,
+        executor="ray",
+        num_workers=2,
+        cpus_per_worker=0.5,
+        score_batch_size=16,
         train={"epochs": 2, "batch_size": 8, "lr": 0.05},
     )
 
@@ -33,6 +45,7 @@ def test_one_worker_group_start_per_iteration_and_exact_resume(ray_local, tiny_s
         def wrapper(*args, **kwargs):
             calls[name] += 1
             return fn(*args, **kwargs)
+
         return wrapper
 
     # One train_with_ray = one TorchTrainer.fit (in a Ray task since the driver imports no torch).

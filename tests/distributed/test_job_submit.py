@@ -37,11 +37,23 @@ def ray_head(tmp_path_factory):
     # the suite's token (tests/conftest.py) for the head and for the clients below.
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
     start = subprocess.run(
-        [str(ray_bin), "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2",
-         f"--dashboard-agent-listen-port={agent}",  # the default 52365 may be taken on a shared machine
-         f"--temp-dir={temp}", "--disable-usage-stats"],
-        env=env, capture_output=True, text=True, timeout=180,
+        [
+            str(ray_bin),
+            "start",
+            "--head",
+            f"--port={port}",
+            "--node-ip-address=127.0.0.1",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dash}",
+            "--num-cpus=2",
+            f"--dashboard-agent-listen-port={agent}",  # the default 52365 may be taken on a shared machine
+            f"--temp-dir={temp}",
+            "--disable-usage-stats",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     try:
         if start.returncode != 0:
@@ -75,8 +87,14 @@ def test_job_server_refuses_a_client_without_the_token(ray_head, tmp_path):
     """What a user sees who skips docs/security.md's `export RAY_AUTH_MODE=token`: refused."""
     env = {k: v for k, v in ray_head["env"].items() if not k.startswith("RAY_AUTH")}
     env["HOME"] = str(tmp_path)  # no ~/.ray/auth_token either
-    done = subprocess.run([ray_head["ray"], "job", "list", "--address", ray_head["address"]],
-                          env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    done = subprocess.run(
+        [ray_head["ray"], "job", "list", "--address", ray_head["address"]],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert done.returncode != 0
     assert "Missing authentication token" in done.stdout + done.stderr
 
@@ -84,11 +102,44 @@ def test_job_server_refuses_a_client_without_the_token(ray_head, tmp_path):
 def test_job_submit_runs_an_al_experiment(ray_head, tiny_shards, tmp_path):
     state_dir = tmp_path / "state"
     cmd = [
-        ray_head["ray"], "job", "submit", "--address", ray_head["address"], "--working-dir", str(ROOT),
-        "--", sys.executable, "jobs/al_ucmerced.py", "--executor", "ray",
-        "--shards-dir", str(tiny_shards), "--state-dir", str(state_dir), "--strategy", "ll+clustering",
-        "--backbone", "smallcnn", "--epochs", "2", "--batch-size", "8", "--b", "5", "--m", "2",
-        "--initial-labeled", "10", "--iterations", "1", "--trials", "1", "--num-workers", "2", "--cpus-per-worker", "0.5",
+        ray_head["ray"],
+        "job",
+        "submit",
+        "--address",
+        ray_head["address"],
+        "--working-dir",
+        str(ROOT),
+        "--",
+        sys.executable,
+        "jobs/al_ucmerced.py",
+        "--executor",
+        "ray",
+        "--shards-dir",
+        str(tiny_shards),
+        "--state-dir",
+        str(state_dir),
+        "--strategy",
+        "ll+clustering",
+        "--backbone",
+        "smallcnn",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--b",
+        "5",
+        "--m",
+        "2",
+        "--initial-labeled",
+        "10",
+        "--iterations",
+        "1",
+        "--trials",
+        "1",
+        "--num-workers",
+        "2",
+        "--cpus-per-worker",
+        "0.5",
     ]
     for attempt in range(12):
         done = subprocess.run(cmd, env=ray_head["env"], capture_output=True, text=True, timeout=900, cwd=ROOT)

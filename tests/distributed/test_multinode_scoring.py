@@ -57,7 +57,9 @@ def test_actors_over_two_nodes_give_the_in_process_candidates_and_selection(ray_
     strategy = get_strategy("mge+clustering", backend="torch")
     k = strategy.candidate_count(b=4, m=3)
     lines: list[str] = []
-    got = score_pool_ray(ckpt, tiny_shards, labeled, strategy, k, concurrency=actors, batch_size=8, progress=lines.append)
+    got = score_pool_ray(
+        ckpt, tiny_shards, labeled, strategy, k, concurrency=actors, batch_size=8, progress=lines.append
+    )
     want = _in_process(manifest, model, strategy, k, labeled, batch_size=8)
     assert len(got.ids) == manifest.splits["pool"]["count"] - len(labeled) and len(got.cand_ids) == k
     _assert_identical(got, want)

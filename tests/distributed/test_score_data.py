@@ -75,8 +75,9 @@ def test_tpd_with_previous_probabilities_and_a_growing_pool(ray_local, setup, ti
     first = _in_process(manifest, model, "tpd+clustering", 9, labeled, 16)  # iteration 1: probabilities only
     assert first.uncertainty_name is None and len(first.cand_ids) == 0
     prev = (first.ids, np.clip(first.probs[::-1] + 0.1, 0, 1))  # a "previous model" that disagrees
-    got = score_pool_data(ckpt, tiny_shards, labeled, "tpd+clustering", 9, prev, workers=2, min_workers=1,
-                          batch_size=16)
+    got = score_pool_data(
+        ckpt, tiny_shards, labeled, "tpd+clustering", 9, prev, workers=2, min_workers=1, batch_size=16
+    )
     _assert_identical(got, _in_process(manifest, model, "tpd+clustering", 9, labeled, 16, prev))
 
 
@@ -103,7 +104,9 @@ def test_the_actor_outside_ray_scores_batches_like_score_pool(setup):
 
     manifest, model, ckpt, _ = setup
     actor = PoolScoringActor(_checkpoint_bytes(ckpt), manifest, "mge", 6)
-    table = pa.concat_tables([pq.read_table(f, columns=["id", "image", "labels"]) for f in manifest.split_files("pool")])
+    table = pa.concat_tables(
+        [pq.read_table(f, columns=["id", "image", "labels"]) for f in manifest.split_files("pool")]
+    )
     batches = [table.slice(start, 16) for start in range(0, table.num_rows, 16)]
     # the numpy batches Ray Data hands over: binary columns as object arrays of bytes
     outs = [actor({c: np.asarray(b[c].to_pylist(), dtype=object) for c in b.column_names}) for b in batches]

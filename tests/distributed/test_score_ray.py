@@ -77,9 +77,12 @@ def test_warm_actors_are_reused_and_load_each_new_checkpoint(ray_local, setup, t
     lines: list[str] = []
     first = score.score_pool_ray(ckpt, tiny_shards, None, "ll", 6, concurrency=1, batch_size=16, progress=lines.append)
     actors = list(score._WARM.actors)
-    other = create_model("smallcnn", num_classes=manifest.num_classes, in_channels=manifest.bands, ll=True, seed=7).eval()
-    second = score.score_pool_ray(save_checkpoint(tmp_path / "next", other), tiny_shards, None, "ll", 6,
-                                  concurrency=1, batch_size=16)
+    other = create_model(
+        "smallcnn", num_classes=manifest.num_classes, in_channels=manifest.bands, ll=True, seed=7
+    ).eval()
+    second = score.score_pool_ray(
+        save_checkpoint(tmp_path / "next", other), tiny_shards, None, "ll", 6, concurrency=1, batch_size=16
+    )
     assert score._WARM.actors == actors  # no new actor for the next iteration
     _assert_same(first, _in_process(manifest, model, "ll", 6, None))
     _assert_same(second, _in_process(manifest, other, "ll", 6, None))
@@ -98,8 +101,9 @@ def test_the_actors_score_at_the_given_precision(ray_local, setup, tiny_shards):
 
     manifest, model, ckpt = setup
     got = score_pool_ray(ckpt, tiny_shards, None, "ll", 5, concurrency=1, batch_size=32, amp="bf16")
-    local = {amp: score_pool(model, iter_batches(manifest, "pool", 32), "ll", 5, amp=amp).probs
-             for amp in ("bf16", "off")}
+    local = {
+        amp: score_pool(model, iter_batches(manifest, "pool", 32), "ll", 5, amp=amp).probs for amp in ("bf16", "off")
+    }
     to_bf16 = np.abs(got.probs - local["bf16"]).mean()
     to_fp32 = np.abs(got.probs - local["off"]).mean()
     assert to_bf16 < to_fp32 / 10, (to_bf16, to_fp32)
@@ -128,8 +132,16 @@ def test_scoring_worker_outside_ray_scores_pieces_like_score_pool(setup, tiny_sh
     strategy = get_strategy("mge")
     pieces, total = plan_pieces(manifest.split_files("pool"), 16, None, batches=2)
     worker = ScoringWorker("cpu", 1)
-    job = dict(key="j1", checkpoint_dir=str(ckpt), manifest_dir=str(tiny_shards), strategy=strategy, k=5,
-               prev_probs=None, batch_size=16, amp="auto")
+    job = dict(
+        key="j1",
+        checkpoint_dir=str(ckpt),
+        manifest_dir=str(tiny_shards),
+        strategy=strategy,
+        k=5,
+        prev_probs=None,
+        batch_size=16,
+        amp="auto",
+    )
     outs = [worker.score(job, piece) for piece in pieces]
     model_before = worker._model
     worker.score(dict(job, key="j2"), pieces[0])  # the next job, same checkpoint: the model is kept

@@ -11,7 +11,8 @@ pytestmark = pytest.mark.ray
 
 
 def test_an_iteration_scores_on_ray_data_and_selects_what_in_process_scoring_selects(
-        ray_local, tiny_shards, tmp_path, monkeypatch):
+    ray_local, tiny_shards, tmp_path, monkeypatch
+):
     import raydal.distributed.score as warm_module
     import raydal.distributed.score_data as data_module
     import raydal.distributed.train as train_module
@@ -29,6 +30,7 @@ def test_an_iteration_scores_on_ray_data_and_selects_what_in_process_scoring_sel
             out = fn(*args, **kwargs)
             calls[name].append(record(args, kwargs, out))
             return out
+
         monkeypatch.setattr(owner, name, wrapper)
 
     spy(train_module, "train_with_ray", lambda a, kw, out: kw.get("score"))
@@ -36,12 +38,26 @@ def test_an_iteration_scores_on_ray_data_and_selects_what_in_process_scoring_sel
     spy(warm_module, "score_pool_ray", lambda a, kw, out: None)
     queries: list = []
     query = RayExecutor.query
-    monkeypatch.setattr(RayExecutor, "query", lambda self, *a, **kw: queries.append((kw, query(self, *a, **kw)))
-                        or queries[-1][1])
+    monkeypatch.setattr(
+        RayExecutor, "query", lambda self, *a, **kw: queries.append((kw, query(self, *a, **kw))) or queries[-1][1]
+    )
     cfg = ALConfig(
-        dataset="ucmerced", shards_dir=str(tiny_shards), state_dir=str(tmp_path / "state"), strategy="mge+clustering",
-        b=5, m=2, initial_labeled=10, iterations=1, seed=0, backbone="smallcnn", executor="ray",
-        num_workers=1, cpus_per_worker=0.5, score_workers=2, score_workers_min=1, score_batch_size=16,
+        dataset="ucmerced",
+        shards_dir=str(tiny_shards),
+        state_dir=str(tmp_path / "state"),
+        strategy="mge+clustering",
+        b=5,
+        m=2,
+        initial_labeled=10,
+        iterations=1,
+        seed=0,
+        backbone="smallcnn",
+        executor="ray",
+        num_workers=1,
+        cpus_per_worker=0.5,
+        score_workers=2,
+        score_workers_min=1,
+        score_batch_size=16,
         train={"epochs": 1, "batch_size": 8, "lr": 0.05},
     )
     learner = ActiveLearner(cfg, RayExecutor(cfg), log=lambda s: None)
@@ -51,7 +67,7 @@ def test_an_iteration_scores_on_ray_data_and_selects_what_in_process_scoring_sel
     assert not list((tmp_path / "state").rglob(POOL_SCORES_FILE))
     learner.step()  # query: on 1-2 Ray Data actors
     assert calls["score_pool_data"] == [(2, 1)] and calls["score_pool_ray"] == []
-    (args, got), = queries
+    ((args, got),) = queries
     assert len(got.selected) == 5 and got.score_seconds > 0
 
     # The same query in this process: the in-process batches, the same probabilities, the same selection.

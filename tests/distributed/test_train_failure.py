@@ -5,7 +5,6 @@ import os
 import signal
 import threading
 import time
-
 from pathlib import Path
 
 import pytest
@@ -70,8 +69,19 @@ def test_killed_worker_restarts_from_last_checkpoint(ray_local, tiny_shards, tmp
     result: dict = {}
 
     def train(folder):
-        return train_with_ray(spec, cfg, tiny_shards, labeled, folder, num_workers=2, cpus_per_worker=0.5,
-                              max_failures=2, validate=False, run_name="fail", torch_threads=1)
+        return train_with_ray(
+            spec,
+            cfg,
+            tiny_shards,
+            labeled,
+            folder,
+            num_workers=2,
+            cpus_per_worker=0.5,
+            max_failures=2,
+            validate=False,
+            run_name="fail",
+            torch_threads=1,
+        )
 
     def run():
         try:

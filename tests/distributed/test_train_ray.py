@@ -32,9 +32,18 @@ def ray_run(ray_local, tiny_shards, tmp_path_factory):
     spec = ModelSpec("smallcnn", num_classes=manifest.num_classes, in_channels=manifest.bands)
     cfg = TrainConfig(epochs=3, batch_size=8, lr=0.025, seed=0, threshold=THRESHOLD)  # not the default
     out = tmp_path_factory.mktemp("ray_train")
-    result = train_with_ray(spec, cfg, tiny_shards, labeled, out, num_workers=2, cpus_per_worker=0.5,
-                            run_name="test", evaluate_splits=("val", "test"),
-                            score=PoolScoring("mge+clustering", K, batch_size=7))
+    result = train_with_ray(
+        spec,
+        cfg,
+        tiny_shards,
+        labeled,
+        out,
+        num_workers=2,
+        cpus_per_worker=0.5,
+        run_name="test",
+        evaluate_splits=("val", "test"),
+        score=PoolScoring("mge+clustering", K, batch_size=7),
+    )
     return manifest, labeled, out, result
 
 
@@ -91,9 +100,20 @@ def test_labeled_rows_are_read_once_per_fit(ray_local, tiny_shards, tmp_path):
 
     def run():
         try:
-            result["r"] = train_with_ray(spec, cfg, shards, labeled, out, num_workers=2, cpus_per_worker=0.5,
-                                         validate=False, checkpoint_every=4, checkpoint_seconds=None,
-                                         run_name="once", max_failures=0)
+            result["r"] = train_with_ray(
+                spec,
+                cfg,
+                shards,
+                labeled,
+                out,
+                num_workers=2,
+                cpus_per_worker=0.5,
+                validate=False,
+                checkpoint_every=4,
+                checkpoint_seconds=None,
+                run_name="once",
+                max_failures=0,
+            )
         except BaseException as err:  # noqa: BLE001 - reported below
             result["err"] = err
 
@@ -124,8 +144,12 @@ def test_ray_checkpoint_scores_like_rank0_validation_in_process(ray_run):
     assert not (result.checkpoint_dir / "train_state.pt").exists()
     model = load_checkpoint(result.checkpoint_dir)
     first = evaluate(model, iter_batches(manifest, "val", 16), threshold=THRESHOLD, return_probs=True)
-    second = evaluate(load_checkpoint(result.checkpoint_dir), iter_batches(manifest, "val", 16), threshold=THRESHOLD,
-                      return_probs=True)
+    second = evaluate(
+        load_checkpoint(result.checkpoint_dir),
+        iter_batches(manifest, "val", 16),
+        threshold=THRESHOLD,
+        return_probs=True,
+    )
     np.testing.assert_array_equal(first["probs"], second["probs"])
     assert first["micro_f1"] == pytest.approx(result.metrics["val_micro_f1"])
     assert first["loss"] == pytest.approx(result.metrics["val_loss"], rel=1e-5)

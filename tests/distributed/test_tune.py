@@ -24,9 +24,19 @@ INITIAL, ITERATIONS = 10, 1
 @pytest.fixture(scope="module")
 def base(tiny_shards, tmp_path_factory) -> ALConfig:
     return ALConfig(
-        dataset="ucmerced", shards_dir=str(tiny_shards), state_dir=str(tmp_path_factory.mktemp("unused")),
-        strategy="ll+clustering", b=5, m=2, initial_labeled=INITIAL, iterations=ITERATIONS, seed=0,
-        backbone="smallcnn", warm_start=True, executor="local", score_batch_size=32,
+        dataset="ucmerced",
+        shards_dir=str(tiny_shards),
+        state_dir=str(tmp_path_factory.mktemp("unused")),
+        strategy="ll+clustering",
+        b=5,
+        m=2,
+        initial_labeled=INITIAL,
+        iterations=ITERATIONS,
+        seed=0,
+        backbone="smallcnn",
+        warm_start=True,
+        executor="local",
+        score_batch_size=32,
         train={"epochs": 1, "batch_size": 8, "lr": 0.05},
     )
 
@@ -116,24 +126,37 @@ def test_trial_state_dirs_are_deterministic_from_overrides_and_base(base, tmp_pa
     longer = ALConfig.from_dict({**base.to_dict(), "train": {**base.train, "epochs": 2}})
     assert trial_config(longer, {"b": 5, "train.ll_lambda": 0.2}, tmp_path).state_dir != one.state_dir
     # Tune's samplers hand out NumPy scalars: same trial as the Python value
-    assert trial_config(base, {"b": np.int64(5), "train.ll_lambda": np.float64(0.2)}, tmp_path).state_dir == one.state_dir
+    assert (
+        trial_config(base, {"b": np.int64(5), "train.ll_lambda": np.float64(0.2)}, tmp_path).state_dir == one.state_dir
+    )
     # more iterations is the same experiment, continued
     more = ALConfig.from_dict({**base.to_dict(), "iterations": 3})
     assert trial_config(more, {"b": 5, "train.ll_lambda": 0.2}, tmp_path).state_dir == one.state_dir
 
 
-@pytest.mark.parametrize("space, kwargs, match", [
-    ({"lambda": [0.1, 1.0]}, {}, r"Unknown sweep parameter.*'lambda'.*train\.ll_lambda"),
-    ({"train.nope": [1]}, {}, r"Unknown sweep parameter.*train\.nope"),
-    ({"iterations": [1, 2]}, {}, r"Unknown sweep parameter.*iterations"),
-    ({"b": [5, 0]}, {}, r"'b' parameter of ALConfig must be an int >= 1\. Got 0"),
-    ({"train.ll_lambda": [-1.0]}, {}, r"'ll_lambda' parameter of TrainConfig"),
-    ({"strategy": ["ll+clustering", "entropy"]}, {}, r"'strategy' parameter of ALConfig must be one of .*Got 'entropy'"),
-    ({"backbone": ["smallcnn", "vit"]}, {}, r"'backbone' parameter of ALConfig must be one of .*smallcnn.*Got 'vit'"),
-    ({"b": [5]}, {"num_samples": 3}, r"sweep the seed instead: 'seed': \[0, 1, 2\]"),
-    ({"b": [5]}, {"metric": "loss"}, r"'metric' parameter of run_sweep"),
-    ({"b": [5]}, {"scheduler": "pbt"}, r"'scheduler' parameter of run_sweep"),
-])
+@pytest.mark.parametrize(
+    "space, kwargs, match",
+    [
+        ({"lambda": [0.1, 1.0]}, {}, r"Unknown sweep parameter.*'lambda'.*train\.ll_lambda"),
+        ({"train.nope": [1]}, {}, r"Unknown sweep parameter.*train\.nope"),
+        ({"iterations": [1, 2]}, {}, r"Unknown sweep parameter.*iterations"),
+        ({"b": [5, 0]}, {}, r"'b' parameter of ALConfig must be an int >= 1\. Got 0"),
+        ({"train.ll_lambda": [-1.0]}, {}, r"'ll_lambda' parameter of TrainConfig"),
+        (
+            {"strategy": ["ll+clustering", "entropy"]},
+            {},
+            r"'strategy' parameter of ALConfig must be one of .*Got 'entropy'",
+        ),
+        (
+            {"backbone": ["smallcnn", "vit"]},
+            {},
+            r"'backbone' parameter of ALConfig must be one of .*smallcnn.*Got 'vit'",
+        ),
+        ({"b": [5]}, {"num_samples": 3}, r"sweep the seed instead: 'seed': \[0, 1, 2\]"),
+        ({"b": [5]}, {"metric": "loss"}, r"'metric' parameter of run_sweep"),
+        ({"b": [5]}, {"scheduler": "pbt"}, r"'scheduler' parameter of run_sweep"),
+    ],
+)
 def test_bad_sweeps_fail_before_any_ray_work(base, tmp_path, space, kwargs, match):
     from raydal.distributed.tune import run_sweep
 

@@ -60,8 +60,9 @@ def test_random_pairs_are_disjoint_seeded_and_cover_the_batch():
     assert p.shape == (3, 2) and p.dtype == torch.long
     assert len(set(p.flatten().tolist())) == 6 and p.max() < 7
     assert torch.equal(p, random_pairs(7, torch.Generator().manual_seed(3)))
-    assert not torch.equal(random_pairs(100, torch.Generator().manual_seed(3)),
-                           random_pairs(100, torch.Generator().manual_seed(4)))
+    assert not torch.equal(
+        random_pairs(100, torch.Generator().manual_seed(3)), random_pairs(100, torch.Generator().manual_seed(4))
+    )
 
 
 def test_loss_prediction_module_shapes():

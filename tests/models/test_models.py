@@ -32,9 +32,7 @@ def test_densenet121_shapes(bands):
         out = model(torch.rand(2, bands, 32, 32))
     assert out.logits.shape == (2, 15)
     assert out.embeddings.shape == (2, 1024)
-    assert [tuple(f.shape) for f in out.features] == [
-        (2, 256, 8, 8), (2, 512, 4, 4), (2, 1024, 2, 2), (2, 1024, 1, 1)
-    ]
+    assert [tuple(f.shape) for f in out.features] == [(2, 256, 8, 8), (2, 512, 4, 4), (2, 1024, 2, 2), (2, 1024, 1, 1)]
     assert out.pred_loss.shape == (2,)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from raydal.exceptions import ConfigError
@@ -18,7 +17,9 @@ def test_pieces_are_the_in_process_batches(tiny_shards):
     want = [b["id"].tolist() for b in iter_batches(manifest, "pool", 7, exclude=exclude)]
     got = [decode_batch(t, manifest)["id"].tolist() for p in pieces for t in read_piece(p, 7)]
     assert got == want and total == sum(map(len, want))
-    assert [p.count for p in pieces[:-1]] == [14] * (len(pieces) - 1) and [p.index for p in pieces] == list(range(len(pieces)))
+    assert [p.count for p in pieces[:-1]] == [14] * (len(pieces) - 1) and [p.index for p in pieces] == list(
+        range(len(pieces))
+    )
     assert any(len(p.files) > 1 for p in pieces)  # a piece spans a shard boundary
 
 

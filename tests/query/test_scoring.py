@@ -190,11 +190,19 @@ def test_executor_scores_at_the_training_precision(model, manifest, tiny_shards,
 
     ckpt = save_checkpoint(tmp_path / "ckpt", model)
     pool_ids = read_split(manifest, "pool")["id"].tolist()
-    reference = {amp: score_pool(model, iter_batches(manifest, "pool", 32), "mge", 5, amp=amp).probs
-                 for amp in ("off", "bf16")}
+    reference = {
+        amp: score_pool(model, iter_batches(manifest, "pool", 32), "mge", 5, amp=amp).probs for amp in ("off", "bf16")
+    }
     for train, want in (({"amp": "bf16"}, "bf16"), ({"amp": "off"}, "off"), ({}, "off")):
-        cfg = ALConfig(shards_dir=str(tiny_shards), state_dir=str(tmp_path / "s"), strategy="mge",
-                       backbone="smallcnn", executor="local", score_batch_size=32, train=train)
+        cfg = ALConfig(
+            shards_dir=str(tiny_shards),
+            state_dir=str(tmp_path / "s"),
+            strategy="mge",
+            backbone="smallcnn",
+            executor="local",
+            score_batch_size=32,
+            train=train,
+        )
         executor = LocalExecutor(cfg)
         assert executor.amp == train.get("amp", "auto")
         got = executor.query(str(ckpt), pool_ids, [], b=5, prev_probs=None, seed=0)

@@ -57,8 +57,10 @@ def test_default_space_is_bit_identical_and_normalized_clusters_the_unit_rows():
     base = select_diverse(unc, h, 6, 3, seed=1, backend="sklearn")
     np.testing.assert_array_equal(select_diverse(unc, h, 6, 3, seed=1, backend="sklearn", space="penultimate"), base)
     unit = cluster_space(h, "normalized")
-    np.testing.assert_array_equal(select_diverse(unc, h, 6, 3, seed=1, backend="sklearn", space="normalized"),
-                                  select_diverse(unc, unit, 6, 3, seed=1, backend="sklearn"))
+    np.testing.assert_array_equal(
+        select_diverse(unc, h, 6, 3, seed=1, backend="sklearn", space="normalized"),
+        select_diverse(unc, unit, 6, 3, seed=1, backend="sklearn"),
+    )
 
 
 def test_config_defaults_are_the_papers_and_bad_space_is_refused():

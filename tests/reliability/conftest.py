@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from rel_helpers import read_state, run_job
 
 
@@ -30,38 +29,13 @@ def ray_cluster(tmp_path_factory):
     """A simulated 3-node Ray cluster on 127.0.0.1: a head without CPUs (the driver, as on a real
     cluster) and 2 workers of 2 CPUs each, armed with ``NODE_FAULTS``; ``add_worker()`` replaces a
     removed one."""
-    ray = pytest.importorskip("ray")
-    import ray._private.ray_constants
-    import ray._private.utils
-    from ray.cluster_utils import Cluster
+    pytest.importorskip("ray")
+    from raydal.distributed.session import simulated_cluster
 
-    if ray.is_initialized():
-        ray.shutdown()
     trace = tmp_path_factory.mktemp("cluster") / "trace.txt"
     env = {"RAYDAL_FAULT": NODE_FAULTS, "RAYDAL_FAULT_TRACE": str(trace)}
-    common = dict(node_ip_address="127.0.0.1", object_store_memory=150 * 2**20)
-    with pytest.MonkeyPatch.context() as mp:
-        # Keep every node and the driver on loopback, and the cluster's address out of
-        # /tmp/ray/ray_current_cluster, where any plain ray.init() on this machine would join it.
-        mp.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        mp.setattr(ray._private.ray_constants, "ENABLE_RAY_CLUSTER", False)
-        mp.setattr(ray._private.utils, "write_ray_address", lambda *a, **kw: None)
-        cluster = Cluster(initialize_head=True, head_node_args=dict(
-            common, num_cpus=0, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=0,
-            temp_dir=f"/tmp/raydal-rel-{os.getpid()}"))
-
-        def add_worker():
-            return cluster.add_node(num_cpus=2, env_vars=env, **common)
-
-        for _ in range(2):
-            add_worker()
-        cluster.wait_for_nodes()
-        ray.init(address=cluster.address, logging_level="WARNING")
-        try:
-            yield {"cluster": cluster, "trace": trace, "add_worker": add_worker}
-        finally:
-            ray.shutdown()
-            cluster.shutdown()
+    with simulated_cluster(2, 2, f"/tmp/raydal-rel-{os.getpid()}", head_cpus=0, worker_env=env, dashboard=True) as sim:
+        yield {"cluster": sim.cluster, "trace": trace, "add_worker": sim.add_worker}
 
 
 def node_of(cluster, pid: int):

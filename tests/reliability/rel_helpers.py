@@ -12,9 +12,31 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: A tiny AL run: smallcnn, 1 epoch, 2 query rounds of 5 on the 120-image fake archive.
 RUN_ARGS = (
-    "--executor", "local", "--strategy", "mge+clustering", "--backbone", "smallcnn", "--epochs", "1",
-    "--batch-size", "8", "--lr", "0.05", "--b", "5", "--m", "2", "--initial-labeled", "10",
-    "--iterations", "2", "--trials", "1", "--seed", "0", "--no-report",
+    "--executor",
+    "local",
+    "--strategy",
+    "mge+clustering",
+    "--backbone",
+    "smallcnn",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "8",
+    "--lr",
+    "0.05",
+    "--b",
+    "5",
+    "--m",
+    "2",
+    "--initial-labeled",
+    "10",
+    "--iterations",
+    "2",
+    "--trials",
+    "1",
+    "--seed",
+    "0",
+    "--no-report",
 )
 
 
@@ -26,16 +48,24 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def raydal_cli(*args: str, fault: str | None = None, trace: Path | None = None, timeout: int = 600,
-               preexec_fn=None) -> subprocess.CompletedProcess:
+def raydal_cli(
+    *args: str, fault: str | None = None, trace: Path | None = None, timeout: int = 600, preexec_fn=None
+) -> subprocess.CompletedProcess:
     """``python -m raydal.cli ARGS``; ``fault``: RAYDAL_FAULT, ``trace``: RAYDAL_FAULT_TRACE."""
     extra = {}
     if fault:
         extra["RAYDAL_FAULT"] = fault
     if trace:
         extra["RAYDAL_FAULT_TRACE"] = str(trace)
-    return subprocess.run([sys.executable, "-m", "raydal.cli", *args], env=cli_env(**extra), cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout, preexec_fn=preexec_fn)
+    return subprocess.run(
+        [sys.executable, "-m", "raydal.cli", *args],
+        env=cli_env(**extra),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=preexec_fn,
+    )
 
 
 def run_job(shards: Path, state_dir: Path, **kw) -> subprocess.CompletedProcess:
@@ -44,7 +74,6 @@ def run_job(shards: Path, state_dir: Path, **kw) -> subprocess.CompletedProcess:
 
 def read_state(state_dir: Path) -> dict:
     return json.loads((Path(state_dir) / "state.json").read_text())
-
 
 
 def assert_same_run(final: dict, reference: dict, pool_ids: set[str]) -> None:

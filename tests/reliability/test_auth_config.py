@@ -7,7 +7,6 @@ import os
 
 import pytest
 import yaml
-
 from rel_helpers import ROOT
 
 pytestmark = pytest.mark.reliability

@@ -7,13 +7,12 @@ import shutil
 import signal
 
 import pytest
+from rel_helpers import raydal_cli, read_state
 
 from raydal.al.executor import LocalExecutor
 from raydal.al.loop import ActiveLearner
 from raydal.config import ALConfig
 from raydal.data.shards import load_manifest, read_split
-
-from rel_helpers import raydal_cli, read_state
 
 pytestmark = pytest.mark.reliability
 
@@ -21,9 +20,20 @@ pytestmark = pytest.mark.reliability
 @pytest.fixture
 def waiting_state(tiny_shards, tmp_path):
     """A human-mode state dir waiting for the 10 initial labels, and a filled label file."""
-    cfg = ALConfig(dataset="ucmerced", shards_dir=str(tiny_shards), state_dir=str(tmp_path / "state"),
-                   mode="human", strategy="random", b=5, initial_labeled=10, iterations=1, seed=0,
-                   backbone="smallcnn", executor="local", train={"epochs": 1, "batch_size": 8})
+    cfg = ALConfig(
+        dataset="ucmerced",
+        shards_dir=str(tiny_shards),
+        state_dir=str(tmp_path / "state"),
+        mode="human",
+        strategy="random",
+        b=5,
+        initial_labeled=10,
+        iterations=1,
+        seed=0,
+        backbone="smallcnn",
+        executor="local",
+        train={"epochs": 1, "batch_size": 8},
+    )
     state = ActiveLearner(cfg, LocalExecutor(cfg), log=lambda s: None).run()
     manifest = load_manifest(tiny_shards)
     data = read_split(manifest, "pool", ids=state.pending["ids"])

@@ -16,8 +16,12 @@ pytestmark = pytest.mark.reliability
 def _two_generations(root) -> tuple[StateStore, ALState, ALState, list[str]]:
     messages: list[str] = []
     store = StateStore(str(root), log=messages.append)
-    first = ALState(config={"strategy": "ll"}, fingerprint="f", phase="label",
-                    pending={"iteration": 0, "ids": ["a", "b"], "probs": {}})
+    first = ALState(
+        config={"strategy": "ll"},
+        fingerprint="f",
+        phase="label",
+        pending={"iteration": 0, "ids": ["a", "b"], "probs": {}},
+    )
     store.save(first)
     second = ALState.from_state_dict(first.state_dict())
     second.record_labels({"a": None, "b": None}, by="oracle")

@@ -12,19 +12,33 @@ import subprocess
 import sys
 
 import pytest
+from rel_helpers import assert_same_run, cli_env, read_state, run_job
 
 from raydal.data.shards import load_manifest, read_ids
-
-from rel_helpers import assert_same_run, cli_env, raydal_cli, read_state, run_job
 
 pytestmark = pytest.mark.reliability
 
 #: Every fault point of one run, in the order a run reaches them; each entry kills the job that
 #: resumed after the previous kill (``@N``: the N-th time that process reaches the point).
 FULL_CHAIN = [
-    "init:start", "save:mid", "label:start", "save:start", "train:start", "train:mid", "train:end",
-    "evaluate:val", "evaluate:test", "save:end", "score:start", "score:end", "select:end", "save:mid",
-    "label:start", "save:start@2", "train:mid", "save:end@2",
+    "init:start",
+    "save:mid",
+    "label:start",
+    "save:start",
+    "train:start",
+    "train:mid",
+    "train:end",
+    "evaluate:val",
+    "evaluate:test",
+    "save:end",
+    "score:start",
+    "score:end",
+    "select:end",
+    "save:mid",
+    "label:start",
+    "save:start@2",
+    "train:mid",
+    "save:end@2",
 ]
 #: The default suite's share: mid-training, between scoring and saving, a half-written state file.
 QUICK_CHAIN = ["train:mid", "select:end", "save:mid"]
@@ -44,10 +58,13 @@ def _walk(chain: list[str], shards, state_dir, pool: set[str]) -> None:
         assert labeled <= pool and pending <= pool and not labeled & pending
 
 
-@pytest.mark.parametrize("chain", [
-    pytest.param(QUICK_CHAIN, id="quick"),
-    pytest.param(FULL_CHAIN, id="every-point", marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    "chain",
+    [
+        pytest.param(QUICK_CHAIN, id="quick"),
+        pytest.param(FULL_CHAIN, id="every-point", marks=pytest.mark.slow),
+    ],
+)
 def test_kill_at_fault_points_then_resume(chain, reference_run, tiny_shards, tmp_path):
     reached = set(reference_run["points"])
     assert {p.split("@")[0] for p in chain} <= reached, "a fault point is not on the job's code path"
@@ -63,8 +80,21 @@ def test_kill_at_fault_points_then_resume(chain, reference_run, tiny_shards, tmp
 
 def test_every_loop_phase_has_fault_points(reference_run):
     """The points docs/service.md lists are the ones a run reaches (train, evaluate, score, select, save)."""
-    expected = {"init:start", "label:start", "train:start", "train:mid", "train:end", "evaluate:val",
-                "evaluate:test", "score:start", "score:end", "select:end", "save:start", "save:mid", "save:end"}
+    expected = {
+        "init:start",
+        "label:start",
+        "train:start",
+        "train:mid",
+        "train:end",
+        "evaluate:val",
+        "evaluate:test",
+        "score:start",
+        "score:end",
+        "select:end",
+        "save:start",
+        "save:mid",
+        "save:end",
+    }
     assert set(reference_run["points"]) == expected
     assert {p.split("@")[0] for p in FULL_CHAIN} == expected
 
@@ -72,6 +102,9 @@ def test_every_loop_phase_has_fault_points(reference_run):
 def test_bad_fault_spec_is_refused():
     bad = subprocess.run(
         [sys.executable, "-c", "from raydal.faults import fault_point; fault_point('train:mid')"],
-        env=cli_env(RAYDAL_FAULT="train:mid=explode"), capture_output=True, text=True, timeout=120,
+        env=cli_env(RAYDAL_FAULT="train:mid=explode"),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert bad.returncode == 1 and "POINT[@N][=ACTION]" in bad.stderr

@@ -10,7 +10,6 @@ import sys
 import tempfile
 
 import pytest
-
 from rel_helpers import ROOT, cli_env
 
 pytestmark = [pytest.mark.reliability, pytest.mark.ray]
@@ -39,8 +38,14 @@ print("LISTENING " + json.dumps({"sockets": found, "dashboard": ray._private.wor
 def test_embedded_ray_listens_on_loopback_only():
     temp = tempfile.mkdtemp(prefix="rdl-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     try:
-        done = subprocess.run([sys.executable, "-c", PROBE], env=cli_env(RAYDAL_RAY_TMPDIR=temp),
-                              cwd=ROOT, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            [sys.executable, "-c", PROBE],
+            env=cli_env(RAYDAL_RAY_TMPDIR=temp),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
     finally:
         shutil.rmtree(temp, ignore_errors=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -6,13 +6,12 @@ from __future__ import annotations
 import threading
 
 import pytest
+from conftest import node_of, wait_for_marker
 
 from raydal.data.shards import load_manifest, read_ids
 from raydal.models import ModelSpec, read_checkpoint_meta
 from raydal.query import get_strategy
 from raydal.training import TrainConfig, train_in_process
-
-from conftest import node_of, wait_for_marker
 
 pytestmark = [pytest.mark.reliability, pytest.mark.ray]
 
@@ -52,8 +51,16 @@ def test_worker_node_removed_while_scoring(ray_cluster, tiny_shards, tmp_path):
     strategy, b, m = get_strategy("mge+clustering"), 5, 3
 
     def query():
-        scores = score_pool_ray(ckpt.checkpoint_dir, tiny_shards, labeled, strategy, k=strategy.candidate_count(b, m),
-                                concurrency=2, batch_size=4, num_cpus=0.5)
+        scores = score_pool_ray(
+            ckpt.checkpoint_dir,
+            tiny_shards,
+            labeled,
+            strategy,
+            k=strategy.candidate_count(b, m),
+            concurrency=2,
+            batch_size=4,
+            num_cpus=0.5,
+        )
         unlabeled = sorted(set(pool) - set(labeled))
         return scores, strategy.select(b, scores=scores, pool_ids=unlabeled, m=m, seed=0)
 
@@ -85,12 +92,17 @@ def test_worker_node_removed_while_scoring_on_ray_data(ray_cluster, tiny_shards,
     pool = list(read_ids(manifest, "pool"))
     labeled = pool[:20]
     spec = ModelSpec("smallcnn", num_classes=manifest.num_classes, in_channels=manifest.bands)
-    ckpt = train_in_process(spec, TrainConfig(epochs=1, batch_size=8, seed=0), read_split(manifest, "pool", ids=labeled),
-                            out_dir=tmp_path / "m").checkpoint_dir
+    ckpt = train_in_process(
+        spec,
+        TrainConfig(epochs=1, batch_size=8, seed=0),
+        read_split(manifest, "pool", ids=labeled),
+        out_dir=tmp_path / "m",
+    ).checkpoint_dir
     strategy, b, m = get_strategy("mge+clustering"), 5, 3
     k = strategy.candidate_count(b, m)
-    thread, out = _in_thread(lambda: score_pool_data(ckpt, tiny_shards, labeled, strategy, k, workers=2,
-                                                     batch_size=4, num_cpus=0.5))
+    thread, out = _in_thread(
+        lambda: score_pool_data(ckpt, tiny_shards, labeled, strategy, k, workers=2, batch_size=4, num_cpus=0.5)
+    )
     pid = wait_for_marker(trace, "score:batch", alive=thread.is_alive)
     ray_cluster["cluster"].remove_node(node_of(ray_cluster["cluster"], pid))  # an actor is mid-batch there
     thread.join(timeout=600)
@@ -101,8 +113,9 @@ def test_worker_node_removed_while_scoring_on_ray_data(ray_cluster, tiny_shards,
     assert list(got.ids) == list(want.ids) == sorted(set(pool) - set(labeled))  # every row once
     assert (got.probs == want.probs).all() and list(got.cand_ids) == list(want.cand_ids)
     unlabeled = sorted(set(pool) - set(labeled))
-    assert (strategy.select(b, scores=got, pool_ids=unlabeled, m=m, seed=0)
-            == strategy.select(b, scores=want, pool_ids=unlabeled, m=m, seed=0))
+    assert strategy.select(b, scores=got, pool_ids=unlabeled, m=m, seed=0) == strategy.select(
+        b, scores=want, pool_ids=unlabeled, m=m, seed=0
+    )
 
 
 def test_worker_node_removed_while_training(ray_cluster, tiny_shards, tmp_path):
@@ -115,10 +128,21 @@ def test_worker_node_removed_while_training(ray_cluster, tiny_shards, tmp_path):
     epochs = 4
     cfg = TrainConfig(epochs=epochs, batch_size=8, lr=0.025, seed=0)
 
-    thread, out = _in_thread(lambda: train_with_ray(
-        spec, cfg, tiny_shards, labeled, tmp_path / "train", num_workers=2, cpus_per_worker=0.5,
-        max_failures=2, validate=False, run_name="node-loss",
-        checkpoint_every=1))  # checkpoint every epoch (default: every 10): the kill at epoch 2 resumes
+    thread, out = _in_thread(
+        lambda: train_with_ray(
+            spec,
+            cfg,
+            tiny_shards,
+            labeled,
+            tmp_path / "train",
+            num_workers=2,
+            cpus_per_worker=0.5,
+            max_failures=2,
+            validate=False,
+            run_name="node-loss",
+            checkpoint_every=1,
+        )
+    )  # checkpoint every epoch (default: every 10): the kill at epoch 2 resumes
     pid = wait_for_marker(ray_cluster["trace"], "train:epoch", alive=thread.is_alive)  # epoch 2 reported
     ray_cluster["cluster"].remove_node(node_of(ray_cluster["cluster"], pid))
     thread.join(timeout=900)

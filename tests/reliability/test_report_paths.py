@@ -10,7 +10,16 @@ from raydal.al.state import ALState, StateStore
 
 pytestmark = pytest.mark.reliability
 
-HOSTILE = ["../../escaped", "/tmp/escaped-abs", "..", "a/../../b", "con:", "x\x00y", "~/escaped", "f1_curves.png/../../z"]
+HOSTILE = [
+    "../../escaped",
+    "/tmp/escaped-abs",
+    "..",
+    "a/../../b",
+    "con:",
+    "x\x00y",
+    "~/escaped",
+    "f1_curves.png/../../z",
+]
 
 
 def _files(root):
@@ -21,13 +30,22 @@ def test_report_writes_only_inside_its_output_folder(tmp_path):
     runs = tmp_path / "runs"
     dirs = []
     for n, name in enumerate(HOSTILE):
-        state = ALState(config={"strategy": name, "seed": n, "b": name, "dataset": name}, fingerprint=name,
-                        phase="done")
+        state = ALState(
+            config={"strategy": name, "seed": n, "b": name, "dataset": name}, fingerprint=name, phase="done"
+        )
         state.labeled = {name: {"iteration": 0, "by": name}}
-        state.history = [{"iteration": i, "n_labeled": 10 + 5 * i, "checkpoint": name, "selected": [name],
-                          "test": {"micro_f1": 0.1 * i, "macro_f1": 0.05 * i},
-                          "val": {"micro_f1": 0.1 * i, "macro_f1": 0.05 * i},
-                          "seconds": {"train": 1.0, "eval": 1.0, "score": 1.0, "select": 1.0}} for i in range(3)]
+        state.history = [
+            {
+                "iteration": i,
+                "n_labeled": 10 + 5 * i,
+                "checkpoint": name,
+                "selected": [name],
+                "test": {"micro_f1": 0.1 * i, "macro_f1": 0.05 * i},
+                "val": {"micro_f1": 0.1 * i, "macro_f1": 0.05 * i},
+                "seconds": {"train": 1.0, "eval": 1.0, "score": 1.0, "select": 1.0},
+            }
+            for i in range(3)
+        ]
         StateStore(str(runs / f"run{n}")).save(state)
         dirs.append(str(runs / f"run{n}"))
     before = _files(tmp_path)

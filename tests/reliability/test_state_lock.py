@@ -11,11 +11,10 @@ import sys
 import time
 
 import pytest
+from rel_helpers import ROOT, RUN_ARGS, cli_env, raydal_cli, run_job
 
 from raydal.al.state import LOCK_FILE, StateStore
 from raydal.exceptions import StateLockedError
-
-from rel_helpers import RUN_ARGS, ROOT, cli_env, raydal_cli, run_job
 
 pytestmark = pytest.mark.reliability
 
@@ -33,10 +32,22 @@ def _wait_for(trace, point: str, proc: subprocess.Popen, timeout: float = 300) -
 def test_second_run_and_import_are_refused_while_a_job_runs(tiny_shards, tmp_path):
     state_dir, trace = tmp_path / "state", tmp_path / "trace.txt"
     holder = subprocess.Popen(
-        [sys.executable, "-m", "raydal.cli", "run", "ucmerced", "--shards-dir", str(tiny_shards),
-         "--state-dir", str(state_dir), *RUN_ARGS],
-        env=cli_env(RAYDAL_FAULT="train:mid=hang", RAYDAL_FAULT_TRACE=str(trace)), cwd=ROOT,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "raydal.cli",
+            "run",
+            "ucmerced",
+            "--shards-dir",
+            str(tiny_shards),
+            "--state-dir",
+            str(state_dir),
+            *RUN_ARGS,
+        ],
+        env=cli_env(RAYDAL_FAULT="train:mid=hang", RAYDAL_FAULT_TRACE=str(trace)),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         _wait_for(trace, "train:mid", holder)  # the job holds the state dir, mid-training

@@ -8,14 +8,13 @@ import subprocess
 import sys
 
 import pytest
+from rel_helpers import ROOT, assert_same_run, cli_env, read_state, run_job
 
 from raydal.al.executor import LocalExecutor
 from raydal.al.loop import ActiveLearner
 from raydal.al.state import STATE_FILE, StateStore
 from raydal.data.shards import load_manifest, read_ids
 from raydal.exceptions import StorageError
-
-from rel_helpers import ROOT, assert_same_run, cli_env, read_state, run_job
 
 pytestmark = pytest.mark.reliability
 
@@ -55,8 +54,15 @@ def test_disk_full_while_saving_the_state(reference_run, tmp_path):
         "    s.human_labels = {f'x{i}': [0, 1, 2] for i in range(2000)}\n"
         "    store.save(s)\n"
     )
-    out = subprocess.run([sys.executable, "-c", grow, str(state_dir)], env=cli_env(), cwd=ROOT, capture_output=True,
-                         text=True, timeout=120, preexec_fn=_file_size_limit(2 * len(before)))
+    out = subprocess.run(
+        [sys.executable, "-c", grow, str(state_dir)],
+        env=cli_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=_file_size_limit(2 * len(before)),
+    )
     assert out.returncode == 1 and "StorageError: Storage failed while writing" in out.stderr, out.stderr
     assert (state_dir / STATE_FILE).read_bytes() == before
     assert not list(state_dir.glob(f".{STATE_FILE}.*.tmp"))
@@ -137,9 +143,21 @@ def make_uri_config(tiny_shards, tmp_path, monkeypatch):
     monkeypatch.setenv("RAYDAL_CACHE", str(tmp_path / "cache"))
 
     def make(state_dir: str) -> ALConfig:
-        return ALConfig(dataset="ucmerced", shards_dir=str(tiny_shards), state_dir=state_dir,
-                        strategy="mge+clustering", b=5, m=2, initial_labeled=10, iterations=2, seed=0,
-                        backbone="smallcnn", warm_start=True, executor="local", score_batch_size=32,
-                        train={"epochs": 1, "batch_size": 8, "lr": 0.05})
+        return ALConfig(
+            dataset="ucmerced",
+            shards_dir=str(tiny_shards),
+            state_dir=state_dir,
+            strategy="mge+clustering",
+            b=5,
+            m=2,
+            initial_labeled=10,
+            iterations=2,
+            seed=0,
+            backbone="smallcnn",
+            warm_start=True,
+            executor="local",
+            score_batch_size=32,
+            train={"epochs": 1, "batch_size": 8, "lr": 0.05},
+        )
 
     return make

@@ -31,9 +31,33 @@ BUCKET = "raydal-test"
 SHARDS = f"s3://{BUCKET}/shards"
 STATE = f"s3://{BUCKET}/runs/folder"
 #: A tiny human-mode run: smallcnn, 1 epoch, queries of 3 images.
-RUN_ARGS = ("--mode", "human", "--executor", "local", "--strategy", "random", "--backbone", "smallcnn",
-            "--epochs", "1", "--batch-size", "8", "--lr", "0.05", "--b", "3", "--initial-labeled", "6",
-            "--iterations", "1", "--trials", "1", "--seed", "0", "--no-report")
+RUN_ARGS = (
+    "--mode",
+    "human",
+    "--executor",
+    "local",
+    "--strategy",
+    "random",
+    "--backbone",
+    "smallcnn",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "8",
+    "--lr",
+    "0.05",
+    "--b",
+    "3",
+    "--initial-labeled",
+    "6",
+    "--iterations",
+    "1",
+    "--trials",
+    "1",
+    "--seed",
+    "0",
+    "--no-report",
+)
 
 
 def _free_port() -> int:
@@ -52,8 +76,11 @@ def s3(tmp_path_factory):
     endpoint = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("moto") / "server.log"
     with open(log, "wb") as out:
-        server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                  stdout=out, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -67,9 +94,13 @@ def s3(tmp_path_factory):
         with pytest.MonkeyPatch.context() as mp:
             for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_ENDPOINT_URL_S3"):
                 mp.delenv(name, raising=False)
-            for name, value in (("AWS_ENDPOINT_URL", endpoint), ("AWS_ACCESS_KEY_ID", "testing"),
-                                ("AWS_SECRET_ACCESS_KEY", "testing"), ("AWS_DEFAULT_REGION", "us-east-1"),
-                                ("AWS_EC2_METADATA_DISABLED", "true")):
+            for name, value in (
+                ("AWS_ENDPOINT_URL", endpoint),
+                ("AWS_ACCESS_KEY_ID", "testing"),
+                ("AWS_SECRET_ACCESS_KEY", "testing"),
+                ("AWS_DEFAULT_REGION", "us-east-1"),
+                ("AWS_EC2_METADATA_DISABLED", "true"),
+            ):
                 mp.setenv(name, value)
             mp.setenv("RAYDAL_CACHE", str(tmp_path_factory.mktemp("raydal-cache")))  # checkpoint downloads
             client = boto3.client("s3")
@@ -96,8 +127,9 @@ def _state(client) -> dict:
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory) -> Path:
     """A folder archive of 24 images, half of them without labels (human mode has something to ask)."""
-    return synthesize("folder", tmp_path_factory.mktemp("s3-archive") / "archive", n=24, size=16, seed=2,
-                      labeled_share=0.5)
+    return synthesize(
+        "folder", tmp_path_factory.mktemp("s3-archive") / "archive", n=24, size=16, seed=2, labeled_share=0.5
+    )
 
 
 def _label_rows(exported: Path, classes: list[str]) -> str:
@@ -118,14 +150,20 @@ def test_prepare_run_export_import_predict_on_s3(s3, archive, tmp_path, monkeypa
 
     # prepare straight into the bucket: the same shards as a local prepare, manifest.json included
     assert main(["prepare", "folder", str(archive), SHARDS, "--shard-size", "8", *labels]) == 0
-    local = prepare("folder", archive, tmp_path / "local-shards", shard_size=8, labels=archive / "labels.csv",
-                    classes=archive / "classes.txt")
+    local = prepare(
+        "folder",
+        archive,
+        tmp_path / "local-shards",
+        shard_size=8,
+        labels=archive / "labels.csv",
+        classes=archive / "classes.txt",
+    )
     manifest = load_manifest(SHARDS)
     assert manifest.root == SHARDS and manifest.splits == local.splits
     files = [f for split in manifest.splits for f in manifest.split_files(split)]
     files += [manifest.ids_file(split) for split in manifest.splits]  # the id index beside the manifest
     assert all(f.startswith(SHARDS + "/") for f in files)
-    assert _keys(s3, "shards/") == sorted(["shards/manifest.json"] + [f[len(f"s3://{BUCKET}/"):] for f in files])
+    assert _keys(s3, "shards/") == sorted(["shards/manifest.json"] + [f[len(f"s3://{BUCKET}/") :] for f in files])
     for split in manifest.splits:
         on_s3, here = read_split(manifest, split), read_split(local, split)
         assert on_s3["id"].tolist() == here["id"].tolist()
@@ -142,7 +180,7 @@ def test_prepare_run_export_import_predict_on_s3(s3, archive, tmp_path, monkeypa
     assert len(pending) == 3 and set(pending) <= set(read_ids(manifest, "pool").tolist())
     checkpoint = state["history"][0]["checkpoint"]
     assert checkpoint.startswith(STATE + "/checkpoints/")
-    ckpt_key = checkpoint[len(f"s3://{BUCKET}/"):]
+    ckpt_key = checkpoint[len(f"s3://{BUCKET}/") :]
     assert {f"{ckpt_key}/model.pt", f"{ckpt_key}/model.json"} <= set(_keys(s3, ckpt_key + "/"))
 
     # predict with the run on S3 over the shards on S3, into a local folder
@@ -153,8 +191,12 @@ def test_prepare_run_export_import_predict_on_s3(s3, archive, tmp_path, monkeypa
     probs = np.array([table[f"p_{c}"] for c in manifest.classes]).T
     assert probs.shape == (24, len(manifest.classes)) and ((probs > 0) & (probs < 1)).all()
     # the same checkpoint, named by its URI, over the same shards prepared locally: the same numbers
-    assert main(["predict", checkpoint, str(local.root), str(tmp_path / "pred-local"), "--executor", "local",
-                 "--no-export"]) == 0
+    assert (
+        main(
+            ["predict", checkpoint, str(local.root), str(tmp_path / "pred-local"), "--executor", "local", "--no-export"]
+        )
+        == 0
+    )
     again = pq.read_table(tmp_path / "pred-local" / "predictions.parquet").to_pydict()
     assert again["id"] == table["id"] and again["predicted"] == table["predicted"]
     np.testing.assert_allclose(np.array([again[f"p_{c}"] for c in manifest.classes]).T, probs, atol=1e-6)
@@ -182,18 +224,26 @@ def test_missing_and_incomplete_shards_on_s3_name_the_uri(s3, archive):
     with pytest.raises(DatasetNotFoundError, match=f"s3://{BUCKET}/nowhere"):
         load_manifest(f"s3://{BUCKET}/nowhere")
     target = f"s3://{BUCKET}/partial"
-    manifest = prepare("folder", archive, target, shard_size=8, labels=archive / "labels.csv",
-                       classes=archive / "classes.txt")
+    manifest = prepare(
+        "folder", archive, target, shard_size=8, labels=archive / "labels.csv", classes=archive / "classes.txt"
+    )
     with pytest.raises(ConfigError, match="already holds"):
         prepare("folder", archive, target, labels=archive / "labels.csv", classes=archive / "classes.txt")
     victim = manifest.split_files("val")[0]
-    s3.delete_object(Bucket=BUCKET, Key=victim[len(f"s3://{BUCKET}/"):])
+    s3.delete_object(Bucket=BUCKET, Key=victim[len(f"s3://{BUCKET}/") :])
     with pytest.raises(DatasetNotFoundError, match="incomplete") as info:
         load_manifest(target + "/")
     assert victim in str(info.value)
     # overwrite replaces the whole set (the stale objects go), manifest.json written last
-    again = prepare("folder", archive, target, shard_size=12, overwrite=True, labels=archive / "labels.csv",
-                    classes=archive / "classes.txt")
+    again = prepare(
+        "folder",
+        archive,
+        target,
+        shard_size=12,
+        overwrite=True,
+        labels=archive / "labels.csv",
+        classes=archive / "classes.txt",
+    )
     assert load_manifest(target).splits == again.splits
     assert len(_keys(s3, "partial/")) == 1 + sum(len(s["files"]) + 1 for s in again.splits.values())  # + id index
 
@@ -224,9 +274,23 @@ def test_ray_executor_trains_scores_and_selects_from_s3(s3, ray_local, tiny_arch
     shards = f"s3://{BUCKET}/ray-shards"
     prepare("ucmerced", tiny_archive, shards, size=32, seed=0, shard_size=32)
     state_dir = f"s3://{BUCKET}/ray-run"
-    cfg = ALConfig(dataset="ucmerced", shards_dir=shards, state_dir=state_dir, strategy="mge+clustering", b=5, m=2,
-                   initial_labeled=10, iterations=1, seed=0, backbone="smallcnn", executor="ray", num_workers=1,
-                   cpus_per_worker=0.5, score_batch_size=16, train={"epochs": 1, "batch_size": 8, "lr": 0.05})
+    cfg = ALConfig(
+        dataset="ucmerced",
+        shards_dir=shards,
+        state_dir=state_dir,
+        strategy="mge+clustering",
+        b=5,
+        m=2,
+        initial_labeled=10,
+        iterations=1,
+        seed=0,
+        backbone="smallcnn",
+        executor="ray",
+        num_workers=1,
+        cpus_per_worker=0.5,
+        score_batch_size=16,
+        train={"epochs": 1, "batch_size": 8, "lr": 0.05},
+    )
     executor = RayExecutor(cfg)
 
     def no_second_pass(*args, **kwargs):
@@ -258,9 +322,15 @@ def test_pool_scores_saved_beside_a_checkpoint_load_back_from_s3(s3, tmp_path):
     from raydal.query.candidates import PoolScores
     from raydal.utils import upload_dir
 
-    scores = PoolScores(ids=np.array(["a", "b", "c"]), probs=np.arange(6, dtype=np.float32).reshape(3, 2),
-                        uncertainty_name="mge", uncertainty=np.array([0.1, 0.3, 0.2]), cand_ids=np.array(["b"]),
-                        cand_uncertainty=np.array([0.3]), cand_embeddings=np.ones((1, 4), np.float32))
+    scores = PoolScores(
+        ids=np.array(["a", "b", "c"]),
+        probs=np.arange(6, dtype=np.float32).reshape(3, 2),
+        uncertainty_name="mge",
+        uncertainty=np.array([0.1, 0.3, 0.2]),
+        cand_ids=np.array(["b"]),
+        cand_uncertainty=np.array([0.3]),
+        cand_embeddings=np.ones((1, 4), np.float32),
+    )
     folder = tmp_path / "iter-0000"
     (folder / "checkpoint").mkdir(parents=True)
     save_pool_scores(folder / "pool_scores.npz", "key-1", scores)

@@ -3,8 +3,12 @@
 import numpy as np
 import pytest
 
-QUADRANTS = [(slice(0, 16), slice(0, 16)), (slice(0, 16), slice(16, 32)),
-             (slice(16, 32), slice(0, 16)), (slice(16, 32), slice(16, 32))]
+QUADRANTS = [
+    (slice(0, 16), slice(0, 16)),
+    (slice(0, 16), slice(16, 32)),
+    (slice(16, 32), slice(0, 16)),
+    (slice(16, 32), slice(16, 32)),
+]
 
 
 def learnable_split(n: int, seed: int, classes: int = 4) -> dict:

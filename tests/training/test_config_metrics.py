@@ -17,15 +17,18 @@ def test_config_defaults_follow_the_paper_ucmerced_schedule():
     assert tree.lr_decay_epoch == 160 and tree.ll_stop_epoch == 120
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("epochs", 0, "The 'epochs' parameter of TrainConfig must be an int >= 1. Got 0 instead."),
-    ("batch_size", 2.5, "'batch_size' parameter of TrainConfig must be an int >= 1. Got 2.5"),
-    ("lr", 0, "'lr' parameter of TrainConfig must be a float > 0"),
-    ("ll_stop_at", 1.5, "'ll_stop_at' parameter of TrainConfig must be a float in [0, 1]"),
-    ("amp", "fp16", "'amp' parameter of TrainConfig must be one of ('auto', 'bf16', 'off')"),
-    ("warm_start", "yes", "'warm_start' parameter of TrainConfig must be a bool"),
-    ("lr_decay_factor", 0.0, "'lr_decay_factor'"),
-])
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("epochs", 0, "The 'epochs' parameter of TrainConfig must be an int >= 1. Got 0 instead."),
+        ("batch_size", 2.5, "'batch_size' parameter of TrainConfig must be an int >= 1. Got 2.5"),
+        ("lr", 0, "'lr' parameter of TrainConfig must be a float > 0"),
+        ("ll_stop_at", 1.5, "'ll_stop_at' parameter of TrainConfig must be a float in [0, 1]"),
+        ("amp", "fp16", "'amp' parameter of TrainConfig must be one of ('auto', 'bf16', 'off')"),
+        ("warm_start", "yes", "'warm_start' parameter of TrainConfig must be a bool"),
+        ("lr_decay_factor", 0.0, "'lr_decay_factor'"),
+    ],
+)
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(ConfigError) as err:
         TrainConfig(**{field: value})

@@ -28,7 +28,7 @@ def fast_cfg(**kw) -> TrainConfig:
 
 
 def batches_of(split, size=16):
-    return [{k: v[i:i + size] for k, v in split.items()} for i in range(0, len(split["image"]), size)]
+    return [{k: v[i : i + size] for k, v in split.items()} for i in range(0, len(split["image"]), size)]
 
 
 def test_training_improves_f1_over_init(train_split, val_split, tmp_path):
@@ -76,13 +76,19 @@ def _train_backbone(cfg, train_split):
 def test_ll_gradient_stop_in_the_loop(train_split):
     """After ll_stop_epoch the LL loss leaves the backbone alone: lambda changes nothing."""
     stopped = dict(epochs=1, ll_stop_at=0.0, augment=True)
-    for p, q in zip(_train_backbone(fast_cfg(ll_lambda=0.0, **stopped), train_split),
-                    _train_backbone(fast_cfg(ll_lambda=1.0, **stopped), train_split)):
+    for p, q in zip(
+        _train_backbone(fast_cfg(ll_lambda=0.0, **stopped), train_split),
+        _train_backbone(fast_cfg(ll_lambda=1.0, **stopped), train_split),
+    ):
         torch.testing.assert_close(p, q)
     joint = dict(epochs=1, ll_stop_at=1.0)
-    diffs = [(p - q).abs().max().item() for p, q in zip(
-        _train_backbone(fast_cfg(ll_lambda=0.0, **joint), train_split),
-        _train_backbone(fast_cfg(ll_lambda=1.0, **joint), train_split))]
+    diffs = [
+        (p - q).abs().max().item()
+        for p, q in zip(
+            _train_backbone(fast_cfg(ll_lambda=0.0, **joint), train_split),
+            _train_backbone(fast_cfg(ll_lambda=1.0, **joint), train_split),
+        )
+    ]
     assert max(diffs) > 1e-4
 
 
@@ -101,8 +107,7 @@ def test_warm_start_loads_previous_weights_cold_start_does_not(train_split, tmp_
     save_checkpoint(tmp_path / "prev", previous)
     warm = build_initial_model(SPEC, fast_cfg(warm_start=True), tmp_path / "prev")
     cold = build_initial_model(SPEC, fast_cfg(warm_start=False), tmp_path / "prev")
-    for p, w, c, f in zip(previous.parameters(), warm.parameters(), cold.parameters(),
-                          SPEC.build(seed=0).parameters()):
+    for p, w, c, f in zip(previous.parameters(), warm.parameters(), cold.parameters(), SPEC.build(seed=0).parameters()):
         assert torch.equal(p, w)
         assert torch.equal(c, f)  # the seeded fresh init
     assert not torch.equal(previous.head.weight, cold.head.weight)
@@ -132,16 +137,18 @@ def test_resume_from_a_checkpoint_matches_an_uninterrupted_run(train_split, val_
     source = as_epoch_source(train_split, cfg.batch_size, cfg.seed)
     val = as_epoch_source(val_split, 32, None)
     full = build_initial_model(SPEC, cfg, None)
-    history = fit(full, cfg, source, CPU, keep, val_batches=val,
-                  checkpoint=CheckpointPolicy(every_epochs=2, every_seconds=None))
+    history = fit(
+        full, cfg, source, CPU, keep, val_batches=val, checkpoint=CheckpointPolicy(every_epochs=2, every_seconds=None)
+    )
     assert sorted(kept) == [2, 4]
     assert [h["checkpointed"] for h in history] == [False, True, False, True]
     assert {"model.pt", "model.json", "train_state.pt"} <= {p.name for p in kept[2].iterdir()}
 
     resumed = create_model("smallcnn", 4, 3, ll=True, seed=99)  # weights come from the checkpoint
     reported = []
-    history2 = fit(resumed, cfg, source, CPU, lambda m, c: reported.append(m["epoch"]),
-                   val_batches=val, resume_dir=kept[2])
+    history2 = fit(
+        resumed, cfg, source, CPU, lambda m, c: reported.append(m["epoch"]), val_batches=val, resume_dir=kept[2]
+    )
     assert reported == [3, 4]
     assert [h["epoch"] for h in history2] == [1, 2, 3, 4]
     assert history2[-1]["train_loss"] == pytest.approx(history[-1]["train_loss"], rel=1e-5)
@@ -182,8 +189,12 @@ def test_in_process_training_on_prepared_shards(tiny_shards, tmp_path):
     labeled = list(read_ids(manifest, "pool"))[:30]
     spec = ModelSpec("smallcnn", num_classes=manifest.num_classes, in_channels=manifest.bands)
     result = train_in_process(
-        spec, fast_cfg(epochs=2, batch_size=10), read_split(manifest, "pool", ids=labeled),
-        lambda epoch: iter_batches(manifest, "val", 16), tmp_path, device=CPU,
+        spec,
+        fast_cfg(epochs=2, batch_size=10),
+        read_split(manifest, "pool", ids=labeled),
+        lambda epoch: iter_batches(manifest, "val", 16),
+        tmp_path,
+        device=CPU,
     )
     assert result.metrics["train_samples"] == 30
     assert result.metrics["val_n_samples"] == manifest.splits["val"]["count"]
@@ -195,8 +206,10 @@ def test_in_process_training_on_prepared_shards(tiny_shards, tmp_path):
 def test_densenet121_full_size_training_step(tmp_path):
     """The paper's model at TreeSatAI size (288 x 288, 4 bands): one short epoch."""
     rng = np.random.default_rng(0)
-    data = {"image": rng.integers(0, 256, (4, 288, 288, 4), dtype=np.uint8),
-            "labels": (rng.random((4, 15)) < 0.3).astype(np.uint8)}
+    data = {
+        "image": rng.integers(0, 256, (4, 288, 288, 4), dtype=np.uint8),
+        "labels": (rng.random((4, 15)) < 0.3).astype(np.uint8),
+    }
     spec = ModelSpec("densenet121", num_classes=15, in_channels=4)
     result = train_in_process(spec, fast_cfg(epochs=1, batch_size=2, lr=0.01), data, data, tmp_path, device=CPU)
     assert np.isfinite(result.metrics["train_loss"]) and result.metrics["val_n_samples"] == 4

@@ -15,8 +15,17 @@ import raydal.training.shares as shares
 from raydal.data.shards import ROW_GROUP_BYTES, SCHEMA, iter_batches, load_manifest, read_ids, read_split
 from raydal.exceptions import DatasetError
 from raydal.training.shares import (
-    evaluation_rows, file_rows, iter_row_tables, iter_share_batches, locate_ids, plan_labeled_shares, prefetch,
-    read_share, row_nbytes, split_share, subsample_rows,
+    evaluation_rows,
+    file_rows,
+    iter_row_tables,
+    iter_share_batches,
+    locate_ids,
+    plan_labeled_shares,
+    prefetch,
+    read_share,
+    row_nbytes,
+    split_share,
+    subsample_rows,
 )
 
 
@@ -29,13 +38,16 @@ def write_shards(template, out, n: int, size: int, rows_per_group: int, seed: in
     files = []
     for start in range(0, n, per_file):
         k = min(per_file, n - start)
-        table = pa.table({
-            "id": [f"img-{i:05d}" for i in range(start, start + k)],
-            "image": [rng.integers(0, 255, size * size * bands, dtype=np.uint8).tobytes() for _ in range(k)],
-            "labels": [rng.integers(0, 2, classes, dtype=np.uint8).tobytes() for _ in range(k)],
-            "path": [f"x/{i}.tif" for i in range(start, start + k)],
-            "labeled": [True] * k,
-        }, schema=SCHEMA)
+        table = pa.table(
+            {
+                "id": [f"img-{i:05d}" for i in range(start, start + k)],
+                "image": [rng.integers(0, 255, size * size * bands, dtype=np.uint8).tobytes() for _ in range(k)],
+                "labels": [rng.integers(0, 2, classes, dtype=np.uint8).tobytes() for _ in range(k)],
+                "path": [f"x/{i}.tif" for i in range(start, start + k)],
+                "labeled": [True] * k,
+            },
+            schema=SCHEMA,
+        )
         name = f"pool/part-{len(files):05d}.parquet"
         pq.write_table(table, out / name, row_group_size=rows_per_group, write_statistics=["id"])
         files.append(name)
@@ -66,8 +78,11 @@ class Recorder:
                 names = [pf.metadata.schema.column(i).name for i in range(pf.metadata.num_columns)]
                 for g in groups:
                     rg = pf.metadata.row_group(g)
-                    self.bytes += sum(rg.column(i).total_compressed_size for i, name in enumerate(names)
-                                      if columns is None or name in columns)
+                    self.bytes += sum(
+                        rg.column(i).total_compressed_size
+                        for i, name in enumerate(names)
+                        if columns is None or name in columns
+                    )
                 return read(groups, columns=columns, **kw)
 
             pf.read_row_groups = read_row_groups
@@ -211,8 +226,13 @@ def test_local_executor_evaluates_the_subsample_every_iteration(tiny_shards, tmp
     m = load_manifest(tiny_shards)
     net = ModelSpec("smallcnn", num_classes=m.num_classes, in_channels=m.bands).build(seed=0)
     checkpoint = str(save_checkpoint(tmp_path / "ckpt", net))
-    cfg = dict(dataset="ucmerced", shards_dir=str(tiny_shards), state_dir=str(tmp_path / "run"),
-               backbone="smallcnn", executor="local")
+    cfg = dict(
+        dataset="ucmerced",
+        shards_dir=str(tiny_shards),
+        state_dir=str(tmp_path / "run"),
+        backbone="smallcnn",
+        executor="local",
+    )
     sub = LocalExecutor(ALConfig(**cfg, eval_max_samples=9))
     first, second = sub.evaluate(checkpoint, "val"), sub.evaluate(checkpoint, "val")
     assert first["n_samples"] == 9 and first == second
@@ -247,6 +267,10 @@ def test_the_driver_reads_a_splits_ids_once_and_workers_check_them(tiny_shards, 
 @pytest.mark.parametrize("per_group, statistics", [(1, ["id"]), (1, False), (3, ["id"])])
 def test_file_ids_from_the_footer_or_the_column(tmp_path, per_group, statistics):
     ids = [f"S2A_MSIL2A_{i:07d}" for i in range(40)]
-    pq.write_table(pa.table({"id": ids, "image": [bytes(64)] * 40}), tmp_path / "f.parquet",
-                   row_group_size=per_group, write_statistics=statistics)
+    pq.write_table(
+        pa.table({"id": ids, "image": [bytes(64)] * 40}),
+        tmp_path / "f.parquet",
+        row_group_size=per_group,
+        write_statistics=statistics,
+    )
     assert shares.file_ids(pq.ParquetFile(tmp_path / "f.parquet")).to_pylist() == ids

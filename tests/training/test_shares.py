@@ -11,8 +11,14 @@ from raydal.query.scoring import merge_pool_scores, score_pool
 from raydal.training import evaluate
 from raydal.training.loop import CheckpointPolicy, EpochProgress
 from raydal.training.shares import (
-    combine_evaluations, evaluation_part, file_rows, iter_range_batches, locate_ids, plan_labeled_shares,
-    read_share, row_ranges,
+    combine_evaluations,
+    evaluation_part,
+    file_rows,
+    iter_range_batches,
+    locate_ids,
+    plan_labeled_shares,
+    read_share,
+    row_ranges,
 )
 
 
@@ -65,8 +71,10 @@ def test_row_ranges_cover_a_split_once_in_balanced_parts(manifest, world):
 def test_ranks_evaluation_and_scores_combine_to_the_one_process_result(manifest, model):
     world = 3
     files = {s: file_rows(manifest, s) for s in ("val", "pool")}
-    parts = [evaluation_part(model, iter_range_batches(manifest, row_ranges(files["val"], r, world), 5), "cpu")
-             for r in range(world)]
+    parts = [
+        evaluation_part(model, iter_range_batches(manifest, row_ranges(files["val"], r, world), 5), "cpu")
+        for r in range(world)
+    ]
     combined = combine_evaluations(parts)
     whole = evaluate(model, iter_batches(manifest, "val", 64), "cpu")
     assert combined["micro_f1"] == whole["micro_f1"] and combined["mAP"] == pytest.approx(whole["mAP"])
@@ -74,8 +82,15 @@ def test_ranks_evaluation_and_scores_combine_to_the_one_process_result(manifest,
 
     labeled = set(read_ids(manifest, "pool")[:10].tolist())
     k = 12
-    ranks = [score_pool(model, iter_range_batches(manifest, row_ranges(files["pool"], r, world), 8, exclude=labeled),
-                        "mge+clustering", k) for r in range(world)]
+    ranks = [
+        score_pool(
+            model,
+            iter_range_batches(manifest, row_ranges(files["pool"], r, world), 8, exclude=labeled),
+            "mge+clustering",
+            k,
+        )
+        for r in range(world)
+    ]
     merged = merge_pool_scores(ranks, k)
     ref = score_pool(model, iter_batches(manifest, "pool", 64, exclude=labeled), "mge+clustering", k)
     assert merged.ids.tolist() == ref.ids.tolist()

@@ -70,7 +70,9 @@ def synthesize(
         raise ConfigError(f"The 'difficulty' parameter must be a float in [0, 1]. Got {difficulty!r} instead.")
     out_dir = Path(out_dir).expanduser()
     if out_dir.exists() and any(out_dir.iterdir()):
-        raise ConfigError(f"The 'out_dir' of synthesize must be empty or absent. {out_dir} is not empty: choose a new folder.")
+        raise ConfigError(
+            f"The 'out_dir' of synthesize must be empty or absent. {out_dir} is not empty: choose a new folder."
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     _WRITERS[dataset](out_dir, n, size, make_rng(seed), float(difficulty), **options)
     return out_dir

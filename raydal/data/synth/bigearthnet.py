@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from raydal.data.bigearthnet import BigEarthNetReader as Reader
 from raydal.data.bigearthnet import CLASSES_43, NOMENCLATURE_19
+from raydal.data.bigearthnet import BigEarthNetReader as Reader
 from raydal.data.synth import register_generator
 from raydal.data.synth._tiff import north_up, write_tif
 from raydal.data.synth.painter import paint_chunks, sample_grades, sample_labels
@@ -54,12 +54,16 @@ def write_archive(
     n = DEFAULT_N if n is None else n
     size = DEFAULT_SIZE if size is None else size
     if size % 6:
-        raise ConfigError(f"The 'size' parameter of the bigearthnet generator must be a multiple of 6 (60 m bands are size/6 px). Got {size} instead.")
+        raise ConfigError(
+            f"The 'size' parameter of the bigearthnet generator must be a multiple of 6 (60 m bands are size/6 px). Got {size} instead."
+        )
     if version == "v1":
         _write_v1(out_dir, n, size, rng, difficulty)
         return
     if version != "v2":
-        raise ConfigError(f"The 'version' option of the bigearthnet generator must be 'v1' or 'v2'. Got {version!r} instead.")
+        raise ConfigError(
+            f"The 'version' option of the bigearthnet generator must be 'v1' or 'v2'. Got {version!r} instead."
+        )
     labels = sample_labels(n, np.array(PRIORS), rng)
     patch_ids, s1_names, countries = _names(n, rng)
     origins = np.stack([rng.uniform(300_000, 700_000, n), rng.uniform(4_000_000, 7_000_000, n)], 1)
@@ -68,7 +72,9 @@ def write_archive(
     chunks = paint_chunks(labels, (size, size), len(Reader.band_names), rng, difficulty, groups=products, grades=grades)
     for start, images in chunks:
         for i, image in enumerate(images, start):
-            _write_bands(out_dir / Reader.s2_dir / _product(patch_ids[i]) / patch_ids[i], image, "EPSG:32632", origins[i])
+            _write_bands(
+                out_dir / Reader.s2_dir / _product(patch_ids[i]) / patch_ids[i], image, "EPSG:32632", origins[i]
+            )
 
     import pyarrow as pa
     import pyarrow.parquet as pq

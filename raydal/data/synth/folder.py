@@ -47,10 +47,13 @@ def write_archive(
 ) -> None:
     """Write ``n`` GeoTIFFs of ``size`` px and a labels CSV with ``labeled_share`` of the rows filled."""
     if dtype not in DTYPES:
-        raise ConfigError(f"The 'dtype' parameter of the folder generator must be one of {DTYPES}. Got {dtype!r} instead.")
+        raise ConfigError(
+            f"The 'dtype' parameter of the folder generator must be one of {DTYPES}. Got {dtype!r} instead."
+        )
     if not 0 <= labeled_share <= 1:
-        raise ConfigError(f"The 'labeled_share' parameter of the folder generator must be in [0, 1]. "
-                          f"Got {labeled_share!r} instead.")
+        raise ConfigError(
+            f"The 'labeled_share' parameter of the folder generator must be in [0, 1]. Got {labeled_share!r} instead."
+        )
     n = DEFAULT_N if n is None else n
     size = DEFAULT_SIZE if size is None else size
     labels = sample_labels(n, np.array(PRIORS), rng)

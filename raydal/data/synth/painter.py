@@ -93,7 +93,9 @@ def sample_labels(n: int, priors: np.ndarray, rng: np.random.Generator) -> np.nd
     return labels.astype(np.uint8)
 
 
-def sample_grades(labels: np.ndarray, rng: np.random.Generator, difficulty: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+def sample_grades(
+    labels: np.ndarray, rng: np.random.Generator, difficulty: float = 0.3
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-image difficulty grades and per-region hardness kinds.
 
     labels: uint8 [N, C]. Returns ``(grades, kinds)``: grades float [N] in
@@ -172,7 +174,9 @@ def paint(
             x0 = (slot % GRID) * slot_w + t.jitter[c, 1] % (slot_w - reg_w + 1)
             region = (slice(y0, y0 + reg_h), slice(x0, x0 + reg_w))
             texture = _texture(yy[region], xx[region], styles, c, t.label_phases[c], h, w)
-            mark = (styles.colours[c] - _BACKGROUND) * contrast + amplitude * texture[..., None] * styles.band_weights[c]
+            mark = (styles.colours[c] - _BACKGROUND) * contrast + amplitude * texture[..., None] * styles.band_weights[
+                c
+            ]
             if how == "covered":  # a band of the region stays background (a cloud, a crown over it)
                 hidden = round(reg_h * 0.7 * extra)
                 mark[:hidden] = 0.0

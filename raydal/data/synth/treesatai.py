@@ -61,7 +61,9 @@ def write_archive(
 ) -> None:
     """Write a fake archive of ``n`` aerial patches of ``size`` x ``size`` px into ``out_dir``."""
     if layout not in LAYOUTS:
-        raise ConfigError(f"The 'layout' parameter of the treesatai generator must be one of {list(LAYOUTS)}. Got {layout!r} instead.")
+        raise ConfigError(
+            f"The 'layout' parameter of the treesatai generator must be one of {list(LAYOUTS)}. Got {layout!r} instead."
+        )
     n = DEFAULT_N if n is None else n
     size = DEFAULT_SIZE if size is None else size
     classes = Reader.classes

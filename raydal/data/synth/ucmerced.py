@@ -78,7 +78,9 @@ def write_archive(out_dir: Path, n: int | None, size: int | None, rng: np.random
     size = DEFAULT_SIZE if size is None else size
     max_n = IMAGES_PER_SCENE * len(Reader.scenes)
     if not 1 <= n <= max_n:
-        raise ConfigError(f"The 'n' parameter of the ucmerced generator must be an int in [1, {max_n}]. Got {n} instead.")
+        raise ConfigError(
+            f"The 'n' parameter of the ucmerced generator must be an int in [1, {max_n}]. Got {n} instead."
+        )
     all_names, all_labels = real_labels()
     row_of = {name: row for row, name in enumerate(all_names)}
     names = real_names(n)
@@ -88,10 +90,13 @@ def write_archive(out_dir: Path, n: int | None, size: int | None, rng: np.random
     bands = len(Reader.band_names)
     key = int(rng.integers(1 << 62))
 
-    odd = {int(i): ODD_SHAPES[k] for k, i in enumerate(rng.choice(n, size=min(len(ODD_SHAPES), n // 10), replace=False))}
+    odd = {
+        int(i): ODD_SHAPES[k] for k, i in enumerate(rng.choice(n, size=min(len(ODD_SHAPES), n // 10), replace=False))
+    }
     images_dir = out_dir / Reader.images_dir
-    chunks = paint_chunks(labels, (size, size), bands, rng, difficulty, groups=scenes, grades=grades,
-                          group_key=key, fill_grid=True)
+    chunks = paint_chunks(
+        labels, (size, size), bands, rng, difficulty, groups=scenes, grades=grades, group_key=key, fill_grid=True
+    )
     for start, images in chunks:
         for i, image in enumerate(images, start):
             if i in odd:
