@@ -153,6 +153,7 @@ def test_no_path_escapes_out_dir(run, tmp_path):
         "model/model.pt",
         "model/model.json",
         "input-shards/manifest.json",
+        "input-shards/ids-pool.parquet",
     }
     assert fixed <= set(files)
     assert all(f in fixed or f.startswith("input-shards/pool/part-") for f in files), files

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 
@@ -28,12 +29,28 @@ def setup(tiny_shards, tmp_path_factory):
     return manifest, model, ckpt, labeled
 
 
-def _in_process(manifest, model, strategy, k, exclude, batch_size, prev=None):
-    """The reference: ``score_pool`` over the in-process batches."""
+@contextlib.contextmanager
+def _one_thread():
+    """Bit-identity holds at equal intra-op thread counts: the actors run 1 (``torch_threads=1``), so does
+    the reference (a CPU convolution's float sums depend on how the threads split it)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _in_process(manifest, model, strategy, k, exclude, batch_size, prev=None, amp="auto"):
+    """The reference: ``score_pool`` over the in-process batches, on one thread as the actors."""
     from raydal.data.shards import iter_batches
     from raydal.query import score_pool
 
-    return score_pool(model, iter_batches(manifest, "pool", batch_size, exclude=exclude), strategy, k, prev_probs=prev)
+    with _one_thread():
+        batches = iter_batches(manifest, "pool", batch_size, exclude=exclude)
+        return score_pool(model, batches, strategy, k, prev_probs=prev, amp=amp)
 
 
 def _assert_identical(got, want):
@@ -56,7 +73,9 @@ def test_two_actors_give_the_in_process_scores_candidates_and_selection(ray_loca
     k = strategy.candidate_count(b=4, m=3)
     lines: list[str] = []
     # batch 7: batches straddle shard files (32 rows each) and the labeled holes
-    got = score_pool_data(ckpt, tiny_shards, labeled, strategy, k, workers=2, batch_size=7, progress=lines.append)
+    got = score_pool_data(
+        ckpt, tiny_shards, labeled, strategy, k, workers=2, batch_size=7, progress=lines.append, torch_threads=1
+    )
     want = _in_process(manifest, model, strategy, k, labeled, batch_size=7)
     assert len(got.ids) == manifest.splits["pool"]["count"] - len(labeled) and len(got.cand_ids) == k
     assert not labeled & set(got.ids.tolist())
@@ -76,7 +95,7 @@ def test_tpd_with_previous_probabilities_and_a_growing_pool(ray_local, setup, ti
     assert first.uncertainty_name is None and len(first.cand_ids) == 0
     prev = (first.ids, np.clip(first.probs[::-1] + 0.1, 0, 1))  # a "previous model" that disagrees
     got = score_pool_data(
-        ckpt, tiny_shards, labeled, "tpd+clustering", 9, prev, workers=2, min_workers=1, batch_size=16
+        ckpt, tiny_shards, labeled, "tpd+clustering", 9, prev, workers=2, min_workers=1, batch_size=16, torch_threads=1
     )
     _assert_identical(got, _in_process(manifest, model, "tpd+clustering", 9, labeled, 16, prev))
 
@@ -86,11 +105,8 @@ def test_the_actors_score_at_the_given_precision(ray_local, setup, tiny_shards):
     from raydal.distributed.score_data import score_pool_data
 
     manifest, model, ckpt, _ = setup
-    got = score_pool_data(ckpt, manifest, None, "ll", 5, workers=1, batch_size=32, amp="bf16")
-    from raydal.data.shards import iter_batches
-    from raydal.query import score_pool
-
-    want = score_pool(model, iter_batches(manifest, "pool", 32), "ll", 5, amp="bf16")
+    got = score_pool_data(ckpt, manifest, None, "ll", 5, workers=1, batch_size=32, amp="bf16", torch_threads=1)
+    want = _in_process(manifest, model, "ll", 5, None, 32, amp="bf16")
     _assert_identical(got, want)
     assert not np.array_equal(got.probs, _in_process(manifest, model, "ll", 5, None, 32).probs)  # fp32 differs
 
