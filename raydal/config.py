@@ -216,9 +216,9 @@ class ALConfig:
     )
     cluster_features: str = setting(
         "penultimate",
-        "space the diversity step clusters in: penultimate "
-        "(features h, the paper) or normalized (h / ||h||, beyond the paper)",
-        choices=("penultimate", "normalized"),
+        "space the diversity step clusters in: penultimate (features h, the paper), normalized "
+        "(h / ||h||) or gradient (MGE's gradient embedding (p - y_hat) h^T); the last two beyond the paper",
+        choices=("penultimate", "normalized", "gradient"),
         kind=RESULT,
     )
     eval_max_samples: int | None = setting(

@@ -71,6 +71,8 @@ def save_pool_scores(path: Path, key: str, scores) -> None:
     )
     if scores.uncertainty is not None:
         arrays["uncertainty"] = scores.uncertainty
+    if scores.feature_norm is not None:
+        arrays["feature_norm"] = scores.feature_norm
     np.savez(tmp, **arrays)
     tmp.replace(path)
 
@@ -96,6 +98,7 @@ def load_pool_scores(path: "str | Path", key: str):
             cand_ids=unpack_ids(f["cand_ids"]),
             cand_uncertainty=f["cand_uncertainty"],
             cand_embeddings=f["cand_embeddings"],
+            feature_norm=f["feature_norm"] if "feature_norm" in f else None,
         )
 
 

@@ -80,7 +80,8 @@ class ScoringWorker:
         """Score one piece for ``job`` (see ``score_pool_ray``).
 
         Returns ``id`` [n] str, ``probs`` float32 [n, C], ``uncertainty`` float64 [n],
-        ``candidate`` bool [n], ``embeddings`` float32 [n_candidates, D] and ``node``.
+        ``feature_norm`` float32 [n], ``candidate`` bool [n], ``embeddings`` float32
+        [n_candidates, D] and ``node``.
         """
         from raydal.data.shards import decode_batch
         from raydal.faults import fault_point
@@ -96,6 +97,7 @@ class ScoringWorker:
             "id": np.concatenate([o["id"] for o in outs]),
             "probs": np.concatenate([o["probs"] for o in outs]),
             "uncertainty": np.concatenate([o["uncertainty"] for o in outs]),
+            "feature_norm": np.concatenate([o["feature_norm"] for o in outs]),
             "candidate": np.concatenate([o["candidate"] for o in outs]),
             "embeddings": np.concatenate([o["embeddings"] for o in outs]),
             "node": self.node_id,
@@ -292,6 +294,7 @@ def score_pool_ray(
     ids: list[np.ndarray | None] = [None] * len(pieces)
     probs: np.ndarray | None = None
     uncs = np.zeros(total, dtype=np.float64)
+    norms = np.zeros(total, dtype=np.float32)
     nodes: set[str | None] = set()
     t0 = time.perf_counter()
     with _WARM.lock:
@@ -307,6 +310,7 @@ def score_pool_ray(
                     probs = np.empty((total, out["probs"].shape[1]), dtype=np.float32)
                 probs[rows] = out["probs"]
                 uncs[rows] = out["uncertainty"]
+                norms[rows] = out["feature_norm"]
                 cand = out["candidate"]
                 top.add(out["id"][cand], out["uncertainty"][cand], out["embeddings"])
                 report.update(len(out["id"]))
@@ -320,7 +324,9 @@ def score_pool_ray(
         )
     ids_all = [np.concatenate(ids)] if pieces else []
     probs_all = [probs] if probs is not None else []
-    return PoolScores.assemble(ids_all, probs_all, [uncs] if uncertainty_name else None, uncertainty_name, top)
+    return PoolScores.assemble(
+        ids_all, probs_all, [uncs] if uncertainty_name else None, uncertainty_name, top, feature_norm=[norms]
+    )
 
 
 def _prev_arrays(prev_probs: "Mapping[str, Any] | tuple[Any, Any]") -> tuple[np.ndarray, np.ndarray]:

@@ -90,8 +90,8 @@ class PoolScoringActor:
         """batch: shard columns ``id``, ``image``, ``labels`` (one forward batch).
 
         Returns ``id`` [n] str, ``probs`` float32 [n, C], ``uncertainty`` float64 [n],
-        ``candidate`` bool [n] and ``embedding`` [n] bytes (float32 [D] where
-        ``candidate``, empty elsewhere).
+        ``feature_norm`` float32 [n], ``candidate`` bool [n] and ``embedding`` [n] bytes
+        (float32 [D] where ``candidate``, empty elsewhere).
         """
         from raydal.data.shards import decode_batch
         from raydal.faults import fault_point
@@ -105,6 +105,7 @@ class PoolScoringActor:
             "id": out["id"],
             "probs": out["probs"],
             "uncertainty": out["uncertainty"],
+            "feature_norm": out["feature_norm"],
             "candidate": out["candidate"],
             "embedding": embedding,
         }
@@ -294,6 +295,7 @@ def score_pool_data(
     ids: list[np.ndarray] = []
     probs: list[np.ndarray] = []
     uncs: list[np.ndarray] = []
+    norms: list[np.ndarray] = []
     report = ScoringProgress(max(0, manifest.splits["pool"]["count"] - len(exclude)), progress)
     t0 = time.perf_counter()
     for block in ds.iter_batches(batch_format="numpy", batch_size=None, prefetch_batches=2):
@@ -301,6 +303,7 @@ def score_pool_data(
         ids.append(block_ids)
         probs.append(np.asarray(block["probs"], dtype=np.float32).reshape(len(block_ids), -1))
         uncs.append(np.asarray(block["uncertainty"], dtype=np.float64))
+        norms.append(np.asarray(block["feature_norm"], dtype=np.float32))
         rows = np.flatnonzero(block["candidate"])
         if len(rows):
             emb = np.frombuffer(b"".join(block["embedding"][rows]), dtype=np.float32).reshape(len(rows), -1)
@@ -312,4 +315,6 @@ def score_pool_data(
             f"  scored {total:,} rows in {time.perf_counter() - t0:.1f}s on Ray Data, "
             f"{low}-{high} actor(s) of {num_gpus:g} GPU / {num_cpus:g} CPU"
         )
-    return PoolScores.assemble(ids, probs, uncs if uncertainty_name else None, uncertainty_name, top)
+    return PoolScores.assemble(
+        ids, probs, uncs if uncertainty_name else None, uncertainty_name, top, feature_norm=norms
+    )

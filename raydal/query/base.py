@@ -78,7 +78,8 @@ class QueryStrategy:
     mge_feature_norm: beyond the paper (default True, the paper's MGE): False drops the ||h||
         factor of the MGE uncertainty, leaving ||p - y_hat||.
     cluster_features: beyond the paper: the space k-means++ clusters the candidates in,
-        "penultimate" (the paper: features h) or "normalized" (h / ||h||).
+        "penultimate" (the paper: features h), "normalized" (h / ||h||) or "gradient"
+        (MGE's gradient embedding (p - y_hat) h^T, C*D floats per candidate).
     """
 
     #: Name of the per-sample uncertainty this strategy ranks by, or None.
@@ -207,6 +208,8 @@ class QueryStrategy:
         ids = np.asarray(scores.cand_ids)[order]
         if not self.clustering:
             return ids[:b].tolist()
+        # the gradient space reads the candidates' probabilities from the pool's (K*C floats)
+        probs = scores.candidate_probs()[order] if self.cluster_features == "gradient" else None
         picks = select_diverse(
             np.asarray(scores.cand_uncertainty)[order],
             np.asarray(scores.cand_embeddings)[order],
@@ -216,6 +219,7 @@ class QueryStrategy:
             backend=self.backend,
             niter=self.niter,
             space=self.cluster_features,
+            probs=probs,
         )
         return ids[picks].tolist()
 

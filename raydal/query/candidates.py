@@ -202,6 +202,9 @@ class PoolScores:
     cand_ids: [K] str, the K most uncertain, most uncertain first (ties: id ascending).
     cand_uncertainty: float64 [K].
     cand_embeddings: float32 [K, D] the candidates' penultimate features.
+    feature_norm: float32 [N] ||h||_2 of every row's penultimate features, aligned with
+        ``ids`` (the query diagnostics correlate the uncertainty with it), or None where
+        the scorer did not record it (pool scores saved by an earlier raydal).
     """
 
     ids: np.ndarray
@@ -211,6 +214,7 @@ class PoolScores:
     cand_ids: np.ndarray
     cand_uncertainty: np.ndarray
     cand_embeddings: np.ndarray
+    feature_norm: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n, k = len(self.ids), len(self.cand_ids)
@@ -223,11 +227,29 @@ class PoolScores:
                 f"PoolScores candidates disagree: {k} ids, uncertainty {self.cand_uncertainty.shape}, "
                 f"embeddings {self.cand_embeddings.shape}."
             )
+        if self.feature_norm is not None and self.feature_norm.shape != (n,):
+            raise QueryError(f"PoolScores.feature_norm must be [N={n}]. Got {self.feature_norm.shape}.")
 
     @property
     def prev_probs(self) -> tuple[np.ndarray, np.ndarray]:
         """(ids, probs): what the next iteration passes as ``prev_probs``."""
         return self.ids, self.probs
+
+    def candidate_probs(self) -> np.ndarray:
+        """float32 [K, C]: the probabilities of ``cand_ids``, looked up in ``probs`` (``ids`` is sorted).
+
+        What the gradient embedding of the diversity step needs besides ``cand_embeddings``:
+        K*C floats at selection time, so no scorer keeps C x D floats per candidate.
+        """
+        rows = np.searchsorted(self.ids, self.cand_ids)
+        found = rows < len(self.ids)
+        found[found] = self.ids[rows[found]] == np.asarray(self.cand_ids)[found]
+        if not found.all():
+            raise QueryError(
+                f"PoolScores: candidate {np.asarray(self.cand_ids)[~found][0]!r} is not among the scored ids; "
+                "the scores were assembled wrongly (this is a bug)."
+            )
+        return self.probs[rows]
 
     @classmethod
     def assemble(
@@ -237,8 +259,12 @@ class PoolScores:
         uncertainty: list[np.ndarray] | None,
         uncertainty_name: str | None,
         top: TopKCandidates,
+        feature_norm: list[np.ndarray] | None = None,
     ) -> "PoolScores":
-        """Concatenate per-block outputs, sort by id, attach the top-K: shared by both scoring paths."""
+        """Concatenate per-block outputs, sort by id, attach the top-K: shared by both scoring paths.
+
+        feature_norm: per-block ||h|| [n] float32 aligned with ``ids``, or None (not recorded).
+        """
         # Memory: at most one concatenated copy and one sorted copy of each array (a 10^6 pool is scored).
         # Parts that arrive in id order (the ranks' sorted parts, sorted shards) are not copied again;
         # otherwise the stable sort merges their sorted runs (timsort) instead of sorting from scratch.
@@ -250,9 +276,11 @@ class PoolScores:
                 raise QueryError("The pool holds duplicate sample ids; re-prepare the shards (ids must be unique).")
         all_probs = _concat(probs, np.float32) if probs else np.zeros((0, 0), np.float32)
         unc = _concat(uncertainty, np.float64) if uncertainty is not None and ids else None
+        norms = _concat(feature_norm, np.float32) if feature_norm is not None and ids else None
         if order is not None:
             all_probs = all_probs[order]
             unc = unc[order] if unc is not None else None
+            norms = norms[order] if norms is not None else None
         cand_ids, cand_unc, cand_emb = top.result()
         if cand_emb is None:
             cand_emb = np.zeros((0, 0), np.float32)
@@ -264,6 +292,7 @@ class PoolScores:
             cand_ids=cand_ids,
             cand_uncertainty=cand_unc,
             cand_embeddings=cand_emb,
+            feature_norm=norms,
         )
 
 

@@ -10,18 +10,24 @@ from raydal.query.ranking import as_numpy, check_finite, rank_desc
 
 __all__ = ["CLUSTER_FEATURES", "cluster_space", "gradient_embedding", "select_diverse"]
 
-#: Spaces the diversity step can cluster in; "penultimate" is the paper's. "gradient" needs the
-#: candidates' probabilities, which PoolScores does not carry yet: only ``cluster_space`` offers it.
-CLUSTER_FEATURES = ("penultimate", "normalized")
+#: Spaces the diversity step can cluster in; "penultimate" is the paper's, the others are beyond it.
+CLUSTER_FEATURES = ("penultimate", "normalized", "gradient")
 
 
 def gradient_embedding(probs: "np.ndarray", features: "np.ndarray") -> np.ndarray:
-    """BADGE's approximated gradient embedding: row i is vec((p_i - y_hat_i) h_i^T), shape [N, C*D]."""
-    p = np.asarray(as_numpy(probs), dtype=np.float64)
-    h = np.asarray(as_numpy(features), dtype=np.float64)
+    """MGE's (BADGE's) approximated last-layer gradient embedding, float32 [N, C*D].
+
+    probs: [N, C] sigmoid probabilities p; features: [N, D] penultimate features h.
+    Row i is vec((p_i - y_hat_i) h_i^T) with y_hat = 1[p >= 0.5]: the gradient of the
+    BCE loss against the pseudo-labels w.r.t. the last layer's weights, whose norm is
+    the MGE uncertainty (``raydal.query.mge``). Float32, as k-means clusters it: the
+    m*b candidates cost m*b*C*D*4 bytes (60 x 17 x 1024: 4 MB; 3000 x 19 x 2048: 470 MB).
+    """
+    p = np.asarray(as_numpy(probs), dtype=np.float32)
+    h = np.asarray(as_numpy(features), dtype=np.float32)
     if p.ndim != 2 or h.ndim != 2 or p.shape[0] != h.shape[0]:
         raise QueryError(f"gradient_embedding expects probs [N, C] and features [N, D]. Got {p.shape} and {h.shape}.")
-    g = p - (p >= 0.5)
+    g = p - (p >= 0.5).astype(np.float32)
     return (g[:, :, None] * h[:, None, :]).reshape(len(h), -1)
 
 
@@ -59,6 +65,7 @@ def select_diverse(
     backend: str = "auto",
     niter: int = NITER,
     space: str = "penultimate",
+    probs: "np.ndarray | torch.Tensor | None" = None,  # noqa: F821
 ) -> np.ndarray:
     """Pick ``b`` uncertain and mutually diverse samples (the paper's two-step query).
 
@@ -69,7 +76,9 @@ def select_diverse(
     seed: seeds k-means++; the same seed gives the same picks within a backend.
     backend: clustering backend, "auto" | "faiss" | "torch" | "sklearn".
     space: beyond the paper: "penultimate" (the paper) clusters ``features`` as given,
-        "normalized" clusters them L2-normalised (see ``cluster_space``).
+        "normalized" clusters them L2-normalised, "gradient" clusters the gradient
+        embeddings (p - y_hat) h^T (see ``cluster_space``).
+    probs: [N, C] sigmoid probabilities aligned with ``features``; needed by "gradient" only.
 
     Steps: rank by uncertainty (ties: lower index first), keep the top min(N, m*b),
     cluster their features into b clusters (k-means++ seeding, then k-means) and
@@ -91,6 +100,19 @@ def select_diverse(
         raise QueryError(
             f"select_diverse expects features of shape [N={unc.shape[0]}, D]. Got shape {feats.shape} instead."
         )
+    if space not in CLUSTER_FEATURES:
+        raise ConfigError(
+            f"The 'space' parameter of select_diverse must be one of {', '.join(CLUSTER_FEATURES)}. "
+            f"Got {space!r} instead."
+        )
+    if space == "gradient":
+        if probs is None:
+            raise QueryError("select_diverse: space 'gradient' needs the candidates' probabilities: pass probs=[N, C].")
+        probs = as_numpy(probs)
+        if probs.ndim != 2 or probs.shape[0] != unc.shape[0]:
+            raise QueryError(
+                f"select_diverse expects probs of shape [N={unc.shape[0]}, C]. Got shape {probs.shape} instead."
+            )
     check_finite(unc, "uncertainty")
     order = rank_desc(unc)
     n = len(unc)
@@ -98,7 +120,7 @@ def select_diverse(
         return order[:b].astype(np.int64)
     top = order[: min(n, m * b)]
     check_finite(feats[top], "features")
-    cand = feats[top] if space == "penultimate" else cluster_space(feats[top], space)
+    cand = cluster_space(feats[top], space, probs[top] if probs is not None else None)
     labels = kmeans(cand, b, seed=seed, niter=niter, backend=backend).labels
     # ``top`` is ranked, so the first occurrence of each label is that cluster's most uncertain member.
     _, first = np.unique(labels, return_index=True)

@@ -108,6 +108,13 @@ def batch_uncertainties(
     return out
 
 
+def feature_norms(embeddings: np.ndarray) -> np.ndarray:
+    """float32 [N]: ||h||_2 of each row of ``embeddings`` [N, D] (summed in float64, so the value
+    does not depend on how a BLAS would split the sum)."""
+    h = np.asarray(embeddings, dtype=np.float64)
+    return np.sqrt(np.einsum("ij,ij->i", h, h)).astype(np.float32)
+
+
 # ---------------------------------------------------------------------- previous predictions
 
 
@@ -197,7 +204,8 @@ class BlockScorer:
         """Score one block. ids: [n] str; images: uint8 [n, H, W, B].
 
         Returns ``id`` [n], ``probs`` float32 [n, C], ``uncertainty`` float64 [n]
-        (zeros when none is computed), ``candidate`` bool [n] and ``embeddings``
+        (zeros when none is computed), ``feature_norm`` float32 [n] (||h||_2 of every
+        row, for the query diagnostics), ``candidate`` bool [n] and ``embeddings``
         float32 [n_candidates, D] for the rows where ``candidate`` is True.
         """
         ids = np.asarray(ids, dtype=str)
@@ -216,6 +224,7 @@ class BlockScorer:
             "id": ids,
             "probs": scored["probs"].astype(np.float32),
             "uncertainty": unc,
+            "feature_norm": feature_norms(scored["embeddings"]),
             "candidate": cand,
             "embeddings": scored["embeddings"][cand].astype(np.float32),
         }
@@ -247,14 +256,17 @@ def score_pool(
         model.to(device)
     scorer = BlockScorer(model, strategy, k, prev_probs, device, amp)
     top = TopKCandidates(scorer.k)
-    ids, probs, uncs = [], [], []
+    ids, probs, uncs, norms = [], [], [], []
     for batch in batches:
         out = scorer(batch["id"], batch["image"])
         ids.append(out["id"])
         probs.append(out["probs"])
         uncs.append(out["uncertainty"])
+        norms.append(out["feature_norm"])
         top.add(out["id"][out["candidate"]], out["uncertainty"][out["candidate"]], out["embeddings"])
-    return PoolScores.assemble(ids, probs, uncs if scorer.uncertainty_name else None, scorer.uncertainty_name, top)
+    return PoolScores.assemble(
+        ids, probs, uncs if scorer.uncertainty_name else None, scorer.uncertainty_name, top, feature_norm=norms
+    )
 
 
 def merge_pool_scores(parts: "Sequence[PoolScores]", k: int) -> PoolScores:
@@ -271,6 +283,12 @@ def merge_pool_scores(parts: "Sequence[PoolScores]", k: int) -> PoolScores:
     top = TopKCandidates(k if name is not None else 0)
     for p in parts:
         top.add(p.cand_ids, p.cand_uncertainty, p.cand_embeddings if len(p.cand_ids) else None)
+    norms = [p.feature_norm for p in parts] if all(p.feature_norm is not None for p in parts) else None
     return PoolScores.assemble(
-        [p.ids for p in parts], [p.probs for p in parts], [p.uncertainty for p in parts] if name else None, name, top
+        [p.ids for p in parts],
+        [p.probs for p in parts],
+        [p.uncertainty for p in parts] if name else None,
+        name,
+        top,
+        feature_norm=norms,
     )

@@ -6,7 +6,7 @@ import pytest
 from raydal.config import ALConfig
 from raydal.exceptions import ConfigError, QueryError
 from raydal.query import get_strategy
-from raydal.query.diversity import cluster_space, gradient_embedding, select_diverse
+from raydal.query.diversity import CLUSTER_FEATURES, cluster_space, gradient_embedding, select_diverse
 from raydal.query.mge import mge_uncertainty
 
 
@@ -41,11 +41,11 @@ def test_normalized_features_have_unit_norm():
 def test_gradient_embedding_is_the_outer_product():
     p, h = _data(n=6, c=3, d=4)
     g = gradient_embedding(p, h)
-    assert g.shape == (6, 12)
+    assert g.shape == (6, 12) and g.dtype == np.float32  # float32: what k-means clusters, half the memory
     for i in range(6):
-        np.testing.assert_allclose(g[i], np.outer(p[i] - (p[i] >= 0.5), h[i]).ravel())
+        np.testing.assert_allclose(g[i], np.outer(p[i] - (p[i] >= 0.5), h[i]).ravel(), rtol=1e-6)
     # its norm is the MGE uncertainty (the Frobenius norm of the outer product)
-    np.testing.assert_allclose(np.linalg.norm(g, axis=1), mge_uncertainty(p, h))
+    np.testing.assert_allclose(np.linalg.norm(g.astype(np.float64), axis=1), mge_uncertainty(p, h), rtol=1e-6)
     np.testing.assert_array_equal(cluster_space(h, "gradient", probs=p), g)
     with pytest.raises(QueryError, match="probabilities"):
         cluster_space(h, "gradient")
@@ -70,3 +70,63 @@ def test_config_defaults_are_the_papers_and_bad_space_is_refused():
     assert s.mge_feature_norm is True and s.cluster_features == "penultimate"
     with pytest.raises(ConfigError, match="cluster_features"):
         get_strategy("mge+clustering", cluster_features="gradients")
+    # the config offers exactly the spaces the diversity step knows
+    assert tuple(ALConfig.__dataclass_fields__["cluster_features"].metadata["choices"]) == CLUSTER_FEATURES
+    assert get_strategy("mge+clustering", cluster_features="gradient").cluster_features == "gradient"
+
+
+# Six candidates with a known answer (b=2, m=3): h splits them {0,1,2} | {3,4,5} (the second coordinate's
+# sign), the class they are uncertain about splits them {0,1,3} | {2,4,5}. In the gradient space
+# (p - y_hat) h^T the class split is 0.45*sqrt(2)*|h| ~ 0.65 apart, the h split only 0.45*0.4 = 0.18.
+_H = np.array([[1, 0.2], [1, 0.2], [1, 0.2], [1, -0.2], [1, -0.2], [1, -0.2]])
+_R = np.array([[0.45, 0], [0.44, 0], [0, 0.43], [0.42, 0], [0, 0.41], [0, 0.40]])  # p - y_hat; p < 0.5: y_hat = 0
+
+
+def _known_scores(extra_rows: int = 4):
+    """PoolScores of a pool: the six candidates above plus ``extra_rows`` certain rows, ids sorted."""
+    from raydal.query.candidates import PoolScores
+
+    probs = np.vstack([_R, np.zeros((extra_rows, 2))]).astype(np.float32)
+    feats = np.vstack([_H, np.ones((extra_rows, 2))]).astype(np.float32)
+    unc = mge_uncertainty(probs, feats)
+    ids = np.array([f"id{i:02d}" for i in range(len(probs))])
+    order = np.argsort(-unc, kind="stable")[:6]
+    return PoolScores(
+        ids=ids,
+        probs=probs,
+        uncertainty_name="mge",
+        uncertainty=unc,
+        cand_ids=ids[order],
+        cand_uncertainty=unc[order],
+        cand_embeddings=feats[order],
+    )
+
+
+@pytest.mark.parametrize("backend", ["sklearn", "torch"])
+def test_gradient_space_clusters_by_the_uncertain_class_where_penultimate_clusters_by_h(backend):
+    unc = mge_uncertainty(_R, _H)
+    assert np.array_equal(np.argsort(-unc), np.arange(6))  # candidates 0..5, most uncertain first
+    for seed in range(3):
+        pen = select_diverse(unc, _H, 2, 3, seed=seed, backend=backend)
+        grad = select_diverse(unc, _H, 2, 3, seed=seed, backend=backend, space="gradient", probs=_R)
+        assert sorted(pen.tolist()) == [0, 3]  # each h group's most uncertain
+        assert sorted(grad.tolist()) == [0, 2]  # each uncertain class's most uncertain
+    scores = _known_scores()
+    np.testing.assert_array_equal(scores.candidate_probs(), _R.astype(np.float32))
+    assert get_strategy("mge+clustering", backend=backend).select(2, scores=scores, m=3) == ["id00", "id03"]
+    strategy = get_strategy("mge+clustering", backend=backend, cluster_features="gradient")
+    assert strategy.select(2, scores=scores, m=3) == ["id00", "id02"]
+
+
+def test_gradient_space_is_the_penultimate_space_of_the_gradient_embeddings():
+    p, h = _data(n=60)
+    unc = mge_uncertainty(p, h)
+    got = select_diverse(unc, h, 6, 3, seed=2, backend="sklearn", space="gradient", probs=p)
+    want = select_diverse(unc, gradient_embedding(p, h), 6, 3, seed=2, backend="sklearn")
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(QueryError, match="probabilities"):
+        select_diverse(unc, h, 6, 3, space="gradient")
+    with pytest.raises(QueryError, match="probs of shape"):
+        select_diverse(unc, h, 6, 3, space="gradient", probs=p[:5])
+    with pytest.raises(ConfigError, match="space"):
+        select_diverse(unc, h, 6, 3, space="grad")
