@@ -242,7 +242,7 @@ def _train_worker(config: dict[str, Any]) -> dict[str, Any]:
         prev = ray.get(prev) if isinstance(prev, ray.ObjectRef) else prev
         batches = iter_share_batches(manifest, score["rows"][rank], score["batch_size"], exclude=config["labeled"])
         part["scores"] = score_pool(
-            net, batches, score["strategy"], score["k"], prev_probs=prev, device=device, amp=cfg.amp
+            net, _with_fault_point(batches), score["strategy"], score["k"], prev_probs=prev, device=device, amp=cfg.amp
         )
     parts = _gather_to_rank0(part, rank, world)
     if rank == 0:
@@ -254,6 +254,15 @@ def _train_worker(config: dict[str, Any]) -> dict[str, Any]:
             out["scores"] = merge_pool_scores([p["scores"] for p in parts], score["k"])
         out["seconds"].update(evaluate_seconds=t1 - t0, score_seconds=time.perf_counter() - t1)
     return out
+
+
+def _with_fault_point(batches):
+    """``batches``, passing the ``score:batch`` fault point before each (tests remove a node mid-scoring here)."""
+    from raydal.faults import fault_point
+
+    for batch in batches:
+        fault_point("score:batch")
+        yield batch
 
 
 @dataclass

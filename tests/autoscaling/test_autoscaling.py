@@ -9,9 +9,9 @@ have had. After the job, the idle worker nodes must go. Two placements of the po
 scoring (``--score-workers``):
 
 - 0: in the Train workers after training. The node removed is the one whose train
-  worker has reported its last epoch, before it evaluates and scores the pool (no
-  fault point inside that scoring loop); Ray Train restarts the worker group from the
-  epoch's checkpoint on a node the autoscaler launches.
+  worker is in its first scoring batch (the ``score:batch`` fault point of the
+  in-worker scoring loop); Ray Train restarts the worker group from the last epoch's
+  checkpoint on a node the autoscaler launches, which evaluates and scores again.
 - 1: on a Ray Data actor of its own. The node removed is the one whose scoring actor
   is in its first batch; Ray Data restarts the actor and retries the batch.
 """
@@ -189,7 +189,7 @@ def _raylet_of(pid: int) -> int:
 @pytest.mark.parametrize(
     ("score_workers", "fault", "hung_in"),
     [
-        (0, "train:epoch", "RayTrainWorker"),  # scoring in the Train workers: removed before it scores
+        (0, "score:batch", "RayTrainWorker"),  # scoring in the Train workers: removed mid-scoring
         (1, "score:batch", "MapWorker"),  # scoring on a Ray Data actor: removed mid-scoring
     ],
     ids=["score-in-train-workers", "score-on-ray-data"],
