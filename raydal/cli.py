@@ -20,20 +20,15 @@ def _location(text: str) -> Path | str:
 def _cmd_synth(args: argparse.Namespace) -> None:
     from raydal.data.synth import synthesize
 
-    options = {"dtype": args.dtype, "labeled_share": args.labeled_share, "version": args.bigearthnet_version}
+    options = {
+        "seed": args.seed,
+        "dtype": args.dtype,
+        "labeled_share": args.labeled_share,
+        "version": args.bigearthnet_version,
+    }
     options = {k: v for k, v in options.items() if v is not None}
-    out = synthesize(args.dataset, args.out_dir, n=args.n, size=args.size, seed=args.seed, **options)
+    out = synthesize(args.dataset, args.out_dir, n=args.n, size=args.size, **options)
     print(f"wrote a fake {args.dataset} archive to {out}")
-
-
-def _numbers(text: str | None, flag: str) -> list[float] | None:
-    """``"0,10000"`` -> [0.0, 10000.0]."""
-    if text is None:
-        return None
-    try:
-        return [float(v) for v in text.split(",")]
-    except ValueError:
-        raise ConfigError(f"{flag} must be numbers joined by ',' (e.g. 0,10000). Got {text!r} instead.") from None
 
 
 def _default(obj, name: str):
@@ -43,29 +38,31 @@ def _default(obj, name: str):
     return inspect.signature(obj.__init__ if isinstance(obj, type) else obj).parameters[name].default
 
 
+def _given(args: argparse.Namespace, *names: str) -> dict:
+    """The options among ``names`` given on the command line (an unset flag is None: not given)."""
+    return {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+
+
+_READER = "reader."
+
+
 def _reader_settings(args: argparse.Namespace) -> dict:
-    """Reader settings given on the command line (only those set)."""
-    settings = {
-        "threshold": args.threshold,
-        "band_order": args.band_order,
-        "reflectance_max": args.reflectance_max,
-        "version": args.bigearthnet_version,
-        "nomenclature": args.nomenclature,
-        "drop_snow_cloud": False if args.keep_snow_cloud else None,
-        "labels": args.labels,
-        "classes": args.classes,
-        "scaling": args.scaling,
-        "value_range": _numbers(args.value_range, "--value-range"),
-        "percentiles": _numbers(args.percentiles, "--percentiles"),
-        "nan_fill": args.nan_fill,
-        "id_from": args.id_from,
-        "band_names": args.band_names.split(",") if args.band_names else None,
-        "val_share": args.val_share,
-        "test_share": args.test_share,
-        "stats_images": args.stats_images,
-        "rgb_bands": args.rgb_bands.split(",") if args.rgb_bands else None,
-    }
-    return {k: v for k, v in settings.items() if v is not None}
+    """The reader settings given on the command line (only those set), checked against the
+    dataset's reader: a flag of another reader is refused, naming the reader's own."""
+    import dataclasses
+
+    from raydal.data import reader_class
+
+    given = {k[len(_READER) :]: v for k, v in vars(args).items() if k.startswith(_READER) and v is not None}
+    settings = reader_class(args.dataset).Settings
+    own = [f.name for f in dataclasses.fields(settings)] if settings is not None else []
+    foreign = sorted(set(given) - set(own))
+    if foreign:
+        raise ConfigError(
+            f"{foreign} are not settings of the {args.dataset} reader (its settings: {own or 'none'}). "
+            "Fix: leave those flags out (`raydal prepare --help` groups the flags by reader)."
+        )
+    return given
 
 
 def _cmd_prepare(args: argparse.Namespace) -> None:
@@ -75,11 +72,9 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
         args.dataset,
         args.root,
         args.out_dir,
-        size=args.size,
-        seed=args.seed,
-        shard_size=args.shard_size,
         skip_bad=args.skip_bad,
         overwrite=args.overwrite,
+        **_given(args, "size", "seed", "shard_size"),
         **_reader_settings(args),
     )
     counts = ", ".join(f"{k} {v['count']}" for k, v in manifest.splits.items())
@@ -104,10 +99,9 @@ def _setting_sources():
     )
 
 
-def _flag_help(cls, f, prefix: str) -> str:
-    """The declaration's help, its choices and its built-in default (or that a preset sets it)."""
-    from raydal.config import PAPER_PRESETS
-
+def _setting_help(f, default_note: str | None = None) -> str:
+    """A declaration's help, its choices and range, and its default (``default_note`` instead
+    where the default is not the declaration's alone)."""
     meta = f.metadata
     text = meta["help"].replace("%", "%%")
     if meta["choices"] is not None:
@@ -115,55 +109,81 @@ def _flag_help(cls, f, prefix: str) -> str:
     if meta["range"] is not None:
         text += f"; {meta['range']}"
     default = f.default if f.default is not dataclasses.MISSING else None
-    in_preset = any(f.name in (p.get("train", {}) if prefix else p) for p in PAPER_PRESETS.values())
-    if in_preset:
-        text += f" (default: the dataset's paper preset, else {default})"
+    if default_note is not None:
+        text += f" ({default_note})"
     elif default not in (None, ""):
-        text += f" (default: {default})"
+        shown = ",".join(f"{v:g}" for v in default) if isinstance(default, (tuple, list)) else default
+        text += f" (default: {shown})"
     return text
+
+
+def add_setting_flags(g, cls, prefix: str = "", help_for=None, added: dict | None = None, only=None) -> None:
+    """A flag on ``g`` for every field of dataclass ``cls`` declared with ``raydal.settings.setting``.
+
+    The flag is ``--field-name`` (or the declared ``flag``); a bool gets ``--x``/``--no-x`` (or the
+    declared ``off_flag``); its type, choices, help and metavar are the declaration's. Every flag
+    defaults to None, "not given", so the default stays the declaration's. dest is ``prefix`` +
+    the field name. help_for(field) -> help text (default: :func:`_setting_help`). added: flag ->
+    dest of flags already on the parser: a second declaration of one flag (two readers' same
+    setting) shares it. only: the names of the fields to add (default: all).
+    """
+    from raydal.settings import declared_settings, value_type
+
+    added = {} if added is None else added
+    for f in declared_settings(cls):
+        meta = f.metadata
+        if not meta["cli"] or (only is not None and f.name not in only):
+            continue
+        dest = prefix + f.name
+        flag = meta["flag"] or "--" + f.name.replace("_", "-")
+        if flag in added:
+            if added[flag] != dest:
+                raise TypeError(f"{cls.__name__}.{f.name} declares {flag}, which is {added[flag]}'s flag already")
+            continue
+        added[flag] = dest
+        help_text = help_for(f) if help_for else _setting_help(f)
+        base, _ = value_type(cls, f.name)
+        if base is bool:
+            pair = g.add_mutually_exclusive_group()
+            pair.add_argument(flag, dest=dest, action="store_true", default=None, help=help_text)
+            pair.add_argument(
+                meta["off_flag"] or "--no-" + flag[2:],
+                dest=dest,
+                action="store_false",
+                default=None,
+                help=f"the opposite of {flag}",
+            )
+            continue
+        g.add_argument(
+            flag,
+            dest=dest,
+            default=None,
+            help=help_text,
+            type=meta["parse"] or (base if base in (int, float) else str),
+            choices=meta["choices"],
+            metavar=meta["metavar"] or f.name.upper(),
+        )
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of ``raydal run`` / ``jobs/al_*.py`` / ``raydal sweep``, derived from the config dataclasses.
 
-    Every field declared with ``raydal.settings.setting`` gets a flag (``--field-name``,
-    or its declared ``flag``); bools get ``--x``/``--no-x`` (or the declared ``off_flag``).
+    Every field declared with ``raydal.settings.setting`` gets a flag (:func:`add_setting_flags`).
     Every flag defaults to None, "not given": the default comes from the config layers
     (``raydal.config.resolve_config``).
     """
-    from raydal.config import PRESETS
-    from raydal.settings import declared_settings, value_type
+    from raydal.config import PAPER_PRESETS, PRESETS, preset_layer
 
+    papers = [preset_layer("paper", dataset) for dataset in PAPER_PRESETS]
     for title, cls, prefix in _setting_sources():
-        g = p.add_argument_group(title)
-        for f in declared_settings(cls):
-            meta = f.metadata
-            if not meta["cli"]:
-                continue
-            dest = prefix + f.name
-            flag = meta["flag"] or "--" + f.name.replace("_", "-")
-            help_text = _flag_help(cls, f, prefix)
-            base, _ = value_type(cls, f.name)
-            if base is bool:
-                pair = g.add_mutually_exclusive_group()
-                pair.add_argument(flag, dest=dest, action="store_true", default=None, help=help_text)
-                pair.add_argument(
-                    meta["off_flag"] or "--no-" + flag[2:],
-                    dest=dest,
-                    action="store_false",
-                    default=None,
-                    help=f"the opposite of {flag}",
-                )
-                continue
-            g.add_argument(
-                flag,
-                dest=dest,
-                default=None,
-                help=help_text,
-                type=base if base in (int, float) else str,
-                choices=meta["choices"],
-                metavar=f.name.upper(),
-            )
+
+        def help_for(f, prefix=prefix):
+            layers = [p.get("train", {}) for p in papers] if prefix else papers
+            if any(f.name in layer for layer in layers):
+                return _setting_help(f, f"default: the dataset's paper preset, else {f.default}")
+            return _setting_help(f)
+
+        add_setting_flags(p.add_argument_group(title), cls, prefix, help_for)
     g = p.add_argument_group("configuration")
     g.add_argument(
         "--preset",
@@ -314,21 +334,13 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     config = exp.run
     space = _param_space(args)
     ensure_shards(config.dataset, config.shards_dir, exp.data_root, exp.image_size, exp.fake_n, seed=config.seed)
-    resources = {"CPU": args.cpus_per_trial}
-    if args.gpus_per_trial:
-        resources["GPU"] = args.gpus_per_trial
-    run_sweep(
-        config,
-        space,
-        args.sweep_dir,
-        num_samples=args.num_samples,
-        max_concurrent_trials=args.max_concurrent_trials,
-        resources_per_trial=resources,
-        metric=args.metric,
-        scheduler=None if args.scheduler == "fifo" else args.scheduler,
-    )
+    options = {k[len(_SWEEP) :]: v for k, v in vars(args).items() if k.startswith(_SWEEP) and v is not None}
+    run_sweep(config, space, args.sweep_dir, **options)
     print((Path(args.sweep_dir) / SWEEP_MD).read_text())
     print(f"sweep results: {Path(args.sweep_dir) / SWEEP_JSON}; curves: raydal report {args.sweep_dir}")
+
+
+_SWEEP = "sweep."
 
 
 def _expand_state_dirs(dirs: list[Path]) -> list[str]:
@@ -360,10 +372,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
     from raydal.al.humanloop import ExportOptions, export_batch
     from raydal.settings import declared_settings
 
-    given = {
-        f.name: getattr(args, f.name) for f in declared_settings(ExportOptions) if getattr(args, f.name) is not None
-    }
-    options = ExportOptions(**given)
+    options = ExportOptions(**_given(args, *(f.name for f in declared_settings(ExportOptions))))
     out = export_batch(str(args.state_dir), args.out, options, log=print)
     print(
         f"exported the pending batch to {out}: batch.csv (fill in 'labels'), "
@@ -379,14 +388,11 @@ def _cmd_export(args: argparse.Namespace) -> None:
 def _cmd_import(args: argparse.Namespace) -> None:
     from raydal.al.humanloop import import_labels
 
-    extra = {"max_bytes": args.max_bytes} if args.max_bytes is not None else {}
     result = import_labels(
         str(args.state_dir),
         args.file,
-        annotator=args.annotator,
         allow_changes=args.allow_changes,
-        on_disagreement=args.on_disagreement,
-        **extra,
+        **_given(args, "annotator", "max_bytes", "on_disagreement"),
     )
     if result["already_imported"]:
         print(f"{args.file} was already imported: nothing changed")
@@ -424,9 +430,10 @@ def _cmd_relabel(args: argparse.Namespace) -> None:
 
 
 def _cmd_skip(args: argparse.Namespace) -> None:
-    from raydal.al.humanloop import skip_images
+    from raydal.al.humanloop import import_labels, skip_images
 
-    result = skip_images(str(args.state_dir), args.ids, reason=args.reason, by=args.by)
+    by = args.by if args.by is not None else _default(import_labels, "annotator")
+    result = skip_images(str(args.state_dir), args.ids, reason=args.reason, by=by)
     print(
         f"marked {len(result['skipped'])} image(s) unlabelable ({result['unchanged']} were already); "
         f"{result['remaining']} still pending; next phase: {result['phase']}"
@@ -444,11 +451,11 @@ def _cmd_label_studio(args: argparse.Namespace) -> None:
         title=args.project,
         export=export,
         import_options={k: v for k, v in imports.items() if v},
-        annotator=args.annotator,
         log=print,
+        **_given(args, "annotator"),
     )
     if args.follow:
-        summary = link.follow(poll_s=args.poll)
+        summary = link.follow(**({"poll_s": args.poll} if args.poll is not None else {}))
     else:
         summary = link.sync()
     print(
@@ -489,9 +496,25 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     )
 
 
+def add_reader_arguments(p: argparse.ArgumentParser) -> None:
+    """The readers' settings as flags, one group per dataset, derived from each reader's
+    declared ``Settings`` (``raydal.data.base.ArchiveReader.Settings``): a new reader's
+    settings get flags without a CLI edit. dest: ``reader.<setting>``."""
+    from raydal.data import list_datasets, reader_class
+
+    added: dict = {}
+    for name in list_datasets():
+        reader = reader_class(name)
+        if reader.Settings is None:
+            continue
+        add_setting_flags(p.add_argument_group(f"{name} reader settings"), reader.Settings, _READER, added=added)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from raydal.data import bigearthnet, folder
-    from raydal.data.bigearthnet import BigEarthNetReader
+    from raydal.data import synth
+    from raydal.data.shards import prepare
+    from raydal.data.synth import bigearthnet as synth_ben
+    from raydal.data.synth import folder as synth_folder
 
     parser = argparse.ArgumentParser(prog="raydal", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -501,15 +524,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir", type=Path)
     p.add_argument("--n", type=int, default=None, help="number of images (default per dataset)")
     p.add_argument("--size", type=int, default=None, help="image side in pixels (default: the real size)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", choices=("float32", "uint16"), default=None, help="folder: pixel type (default float32)")
+    p.add_argument("--seed", type=int, default=None, help=f"(default {_default(synth.synthesize, 'seed')})")
+    p.add_argument(
+        "--dtype",
+        choices=synth_folder.DTYPES,
+        default=None,
+        help=f"folder: pixel type (default {_default(synth_folder.write_archive, 'dtype')})",
+    )
     p.add_argument(
         "--labeled-share",
         type=float,
         default=None,
-        help="folder: share of images with labels in labels.csv (default 0.5)",
+        help="folder: share of images with labels in labels.csv "
+        f"(default {_default(synth_folder.write_archive, 'labeled_share')})",
     )
-    p.add_argument("--bigearthnet-version", choices=("v1", "v2"), default=None, help="bigearthnet: layout (default v2)")
+    p.add_argument(
+        "--bigearthnet-version",
+        choices=("v1", "v2"),
+        default=None,
+        help=f"bigearthnet: layout (default {_default(synth_ben.write_archive, 'version')})",
+    )
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("prepare", help="validate an archive and pack it into Parquet shards")
@@ -517,109 +551,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("root", type=Path, help="the archive's folder")
     p.add_argument("out_dir", type=_location, help="a folder, or a storage URI (s3://bucket/shards)")
     p.add_argument("--size", type=int, default=None, help="model input side in pixels (default per dataset)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the val/test/pool split")
-    p.add_argument("--shard-size", type=int, default=512, help="images per Parquet shard")
+    p.add_argument(
+        "--seed", type=int, default=None, help=f"seed of the val/test/pool split (default {_default(prepare, 'seed')})"
+    )
+    p.add_argument(
+        "--shard-size",
+        type=int,
+        default=None,
+        help=f"images per Parquet shard (default {_default(prepare, 'shard_size')})",
+    )
     p.add_argument(
         "--skip-bad",
         action="store_true",
         help="skip bad files and list them in OUT_DIR/quarantine.csv instead of stopping",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing shard set in OUT_DIR")
-    p.add_argument(
-        "--threshold",
-        type=float,
-        default=None,
-        help="TreeSatAI: keep a genus when its area fraction is > this (default 0.07)",
-    )
-    p.add_argument(
-        "--band-order", default=None, help="TreeSatAI aerial band order: torchgeo (IR,G,B,R; default) or nir-rgb"
-    )
-    p.add_argument(
-        "--reflectance-max",
-        type=int,
-        default=None,
-        help=f"BigEarthNet: digital number mapped to 255 (default {_default(BigEarthNetReader, 'reflectance_max')})",
-    )
-    p.add_argument(
-        "--bigearthnet-version",
-        choices=bigearthnet.VERSIONS,
-        default=None,
-        help=f"BigEarthNet layout (default {_default(BigEarthNetReader, 'version')}: v2 when "
-        "BigEarthNet-S2 and metadata.parquet are there, else v1)",
-    )
-    p.add_argument(
-        "--nomenclature",
-        type=int,
-        choices=bigearthnet.NOMENCLATURES,
-        default=None,
-        help="BigEarthNet v1: 19 classes by the published mapping or the 43 CORINE classes "
-        f"(default {_default(BigEarthNetReader, 'nomenclature')})",
-    )
-    p.add_argument(
-        "--keep-snow-cloud",
-        action="store_true",
-        default=None,
-        help="BigEarthNet v1: keep the patches of the published snow and cloud/shadow lists",
-    )
-    g = p.add_argument_group("folder (your own archive; docs/data.md)")
-    g.add_argument(
-        "--labels",
-        type=Path,
-        default=None,
-        help="labels CSV: id (or path), labels (class names joined by ';'), optional split; "
-        "images without a row or with empty labels are unlabeled pool images",
-    )
-    g.add_argument(
-        "--classes", type=Path, default=None, help="classes file, one name a line (default: from the labels)"
-    )
-    g.add_argument(
-        "--scaling",
-        choices=folder.SCALINGS,
-        default=None,
-        help="to uint8: none (uint8 sources), range (--value-range) or percentile (per band over the "
-        "archive); default none for uint8 archives, percentile otherwise",
-    )
-    g.add_argument("--value-range", default=None, metavar="LO,HI", help="the fixed range of --scaling range")
-    g.add_argument(
-        "--percentiles",
-        default=None,
-        metavar="LO,HI",
-        help="the percentiles of --scaling percentile (default "
-        f"{','.join(f'{v:g}' for v in _default(folder.FolderReader, 'percentiles'))})",
-    )
-    g.add_argument(
-        "--stats-images",
-        type=int,
-        default=None,
-        help=f"percentiles from at most this many images (default {_default(folder.FolderReader, 'stats_images')})",
-    )
-    g.add_argument("--nan-fill", type=float, default=None, help="replace NaN/inf pixels by this (default: refuse them)")
-    g.add_argument(
-        "--id-from",
-        choices=folder.ID_FROM,
-        default=None,
-        help="image id: the file name without extension (stem, default) or the relative path",
-    )
-    g.add_argument("--band-names", default=None, metavar="R,G,B,NIR", help="band names (default: from the files)")
-    g.add_argument(
-        "--rgb-bands",
-        default=None,
-        metavar="R,G,B",
-        help="the bands thumbnails show as red, green, blue: 3 names or 1-based numbers, e.g. 1,2,3 "
-        "(default: by band name; files that name no bands: 1,2,3 up to 4 bands, else 4,3,2)",
-    )
-    g.add_argument(
-        "--val-share",
-        type=float,
-        default=None,
-        help=f"share of labeled images held out as val (default {_default(folder.FolderReader, 'val_share')})",
-    )
-    g.add_argument(
-        "--test-share",
-        type=float,
-        default=None,
-        help=f"share of labeled images held out as test (default {_default(folder.FolderReader, 'test_share')})",
-    )
+    add_reader_arguments(p)
     p.set_defaults(func=_cmd_prepare)
 
     p = sub.add_parser("run", help="run (or resume) an active-learning experiment")
@@ -627,6 +574,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_arguments(p)
     p.add_argument("--no-report", dest="report", action="store_false", help="skip the report at the end")
     p.set_defaults(func=_cmd_run)
+
+    from raydal.al.sweep import SweepOptions
 
     p = sub.add_parser("sweep", help="Ray Tune sweep of AL settings (lambda, m, b, ...): one AL run per trial")
     p.add_argument("dataset", choices=_datasets(), metavar="DATASET", help="%(choices)s")
@@ -639,16 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(train.ll_lambda is lambda of eq. 3); repeat for more axes",
     )
     p.add_argument("--param-file", type=Path, default=None, help="YAML mapping of sweep keys to value lists")
-    p.add_argument("--num-samples", type=int, default=1)
-    p.add_argument("--max-concurrent-trials", type=int, default=None)
-    p.add_argument("--cpus-per-trial", type=float, default=1.0)
-    p.add_argument("--gpus-per-trial", type=float, default=0.0)
-    p.add_argument(
-        "--metric",
-        default="auc_micro_f1",
-        help="rank trials by this (val_auc_micro_f1 to pick settings without touching test)",
-    )
-    p.add_argument("--scheduler", choices=("fifo", "asha"), default="fifo")
+    add_setting_flags(p.add_argument_group("sweep (raydal.al.sweep.SweepOptions)"), SweepOptions, _SWEEP)
     add_run_arguments(p)
     p.set_defaults(func=_cmd_sweep)
 
@@ -658,9 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--at", default=None, help="label counts for the table, e.g. 200,400")
     p.set_defaults(func=_cmd_report)
 
-    from raydal.al.humanloop import DISAGREEMENT_POLICIES, ExportOptions
-    from raydal.al.labelfiles import DEFAULT_MAX_BYTES
-    from raydal.settings import declared_settings, value_type
+    from raydal.al.humanloop import DISAGREEMENT_POLICIES, ExportOptions, import_labels
 
     p = sub.add_parser("export", help="write the pending query batch for annotators (CSV, Label Studio, thumbnails)")
     p.add_argument("state_dir", type=_location)
@@ -671,16 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="output folder (default STATE_DIR/export/iter-NNNN, NNNN the iteration whose model queried the batch, or export/initial for the initial set; "
         "needed for a state dir on a storage URI)",
     )
-    for f in declared_settings(ExportOptions):  # flags derived from the declarations; None: not given
-        base, _ = value_type(ExportOptions, f.name)
-        default = f" (default: {f.default})" if f.default is not None else ""
-        p.add_argument(
-            "--" + f.name.replace("_", "-"),
-            default=None,
-            type=base if base is int else str,
-            choices=f.metadata["choices"],
-            help=f.metadata["help"] + default,
-        )
+    add_setting_flags(p, ExportOptions)
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser(
@@ -689,12 +618,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("state_dir", type=_location)
     p.add_argument("file", type=_location)
-    p.add_argument("--annotator", default="annotator", help="recorded as who labeled these samples")
+    p.add_argument(
+        "--annotator",
+        default=None,
+        help=f"recorded as who labeled these samples (default {_default(import_labels, 'annotator')})",
+    )
     p.add_argument(
         "--max-bytes",
         type=int,
         default=None,
-        help=f"refuse label files larger than this many bytes (default {DEFAULT_MAX_BYTES})",
+        help=f"refuse label files larger than this many bytes (default {_default(import_labels, 'max_bytes')})",
     )
     p.add_argument(
         "--allow-changes",
@@ -704,10 +637,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--on-disagreement",
-        default="refuse",
+        default=None,
         metavar="|".join(DISAGREEMENT_POLICIES),
-        help="several different answers for one image: refuse the import (default), keep the "
-        "majority answer (a tie is refused), the latest, or the preferred annotator's",
+        help="several different answers for one image: refuse the import, keep the "
+        "majority answer (a tie is refused), the latest, or the preferred annotator's "
+        f"(default {_default(import_labels, 'on_disagreement')})",
     )
     p.set_defaults(func=_cmd_import)
 
@@ -722,10 +656,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("state_dir", type=_location)
     p.add_argument("ids", nargs="+", help="image ids")
     p.add_argument("--reason", required=True, help="why they cannot be labeled (recorded)")
-    p.add_argument("--by", default="annotator", help="who decided (recorded)")
+    p.add_argument(
+        "--by",
+        default=None,
+        help=f"who decided (recorded; default {_default(import_labels, 'annotator')}, as import-labels --annotator)",
+    )
     p.set_defaults(func=_cmd_skip)
 
-    from raydal.al import labelstudio, lssync
+    from raydal.al import lssync
 
     p = sub.add_parser(
         "label-studio",
@@ -736,14 +674,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", default=None, help=f"Label Studio's address (default ${lssync.ENV_URL})")
     p.add_argument("--api-key", default=None, help=f"a Label Studio access token (default ${lssync.ENV_API_KEY})")
     p.add_argument("--project", default=None, help="project title, made or reused (default: 'raydal STATE_DIR_NAME')")
-    predictions = next(f for f in declared_settings(ExportOptions) if f.name == "predictions")
+    add_setting_flags(p, ExportOptions, only=("predictions",))
     p.add_argument(
-        "--predictions",
-        choices=labelstudio.PREDICTION_MODES,
-        default=None,
-        help=f"{predictions.metadata['help']} (default: {predictions.default})",
+        "--annotator", default=None, help=f"recorded as who labeled (default {_default(lssync.Link, 'annotator')})"
     )
-    p.add_argument("--annotator", default="label-studio", help="recorded as who labeled")
     p.add_argument(
         "--allow-changes",
         action="store_true",
@@ -753,7 +687,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--on-disagreement",
         default=None,
         metavar="|".join(DISAGREEMENT_POLICIES),
-        help="several different answers for one task: as import-labels --on-disagreement (default refuse)",
+        help="several different answers for one task: as import-labels --on-disagreement "
+        f"(default {_default(import_labels, 'on_disagreement')})",
     )
     p.add_argument(
         "--follow",
@@ -761,7 +696,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep going: when a batch is labeled, train, query and push "
         "the next, until the run is done (Ctrl-C stops)",
     )
-    p.add_argument("--poll", type=float, default=30.0, help="--follow: seconds between looks at Label Studio")
+    p.add_argument(
+        "--poll",
+        type=float,
+        default=None,
+        help=f"--follow: seconds between looks at Label Studio (default {_default(lssync.Link.follow, 'poll_s')})",
+    )
     p.set_defaults(func=_cmd_label_studio)
 
     from raydal import predict as pr

@@ -34,8 +34,11 @@ from raydal.settings import (
     RESULT,
     Interval,
     check_settings,
+    check_value,
+    declared_default,
     field_kind,
     fields_of_kind,
+    param_error,
     setting,
 )
 from raydal.utils import dataclass_from_dict
@@ -45,43 +48,45 @@ PRESETS = ("paper", "demo")
 #: "auto": the LL loss-prediction module only for strategies that rank by it; "on": always (ablation).
 LL_MODULE_MODES = ("auto", "on")
 
-#: The paper's protocol per dataset (method.md, "Training protocol in the paper"): the
-#: ``paper`` preset, applied under every run of that dataset. BigEarthNet is not in the
-#: paper: it reuses TreeSatAI's protocol (1000 initial + b = 1000 up to 18000 labels, cold start).
+#: The settings the paper's protocol fixes for a dataset (method.md, "Training protocol in
+#: the paper"); the ``paper`` preset of a dataset in :data:`PAPER_PRESETS` gives every one of
+#: them, so ``--print-config`` marks them "paper".
+PAPER_PROTOCOL = (
+    "b",
+    "m",
+    "initial_labeled",
+    "label_budget",
+    "trials",
+    "image_size",
+    "warm_start",
+    "train.lr",
+    "train.epochs",
+    "train.batch_size",
+)
+_TREESATAI = dict(
+    b=1000,
+    m=4,
+    initial_labeled=1000,
+    label_budget=18000,
+    trials=3,
+    image_size=288,
+    warm_start=False,
+    train=dict(lr=0.01, epochs=200, batch_size=100),
+)
+#: The paper's protocol per dataset, as it differs from the built-in defaults (which are
+#: the paper's UCMerced values: b 20, m 3, 40 initial labels, warm start, 100 epochs of
+#: batch 10 at lr 0.025); the rest of :data:`PAPER_PROTOCOL` comes from the declarations
+#: (:func:`preset_layer`). The ``paper`` preset applies under every run of that dataset.
+#: BigEarthNet is not in the paper: it reuses TreeSatAI's protocol (1000 initial + b = 1000
+#: up to 18000 labels, cold start) at its 120 px and the built-in 100 epochs.
 PAPER_PRESETS: dict[str, dict[str, Any]] = {
-    "ucmerced": dict(
-        b=20,
-        m=3,
-        initial_labeled=40,
-        iterations=None,
-        label_budget=400,
-        trials=3,
-        image_size=256,
-        warm_start=True,
-        train=dict(lr=0.025, epochs=100, batch_size=10),
-    ),
-    "treesatai": dict(
-        b=1000,
-        m=4,
-        initial_labeled=1000,
-        iterations=None,
-        label_budget=18000,
-        trials=3,
-        image_size=288,
-        warm_start=False,
-        train=dict(lr=0.01, epochs=200, batch_size=100),
-    ),
-    "bigearthnet": dict(
-        b=1000,
-        m=4,
-        initial_labeled=1000,
-        iterations=None,
-        label_budget=18000,
-        trials=3,
-        image_size=120,
-        warm_start=False,
-        train=dict(lr=0.01, epochs=100, batch_size=100),
-    ),
+    "ucmerced": dict(label_budget=400, trials=3, image_size=256),
+    "treesatai": _TREESATAI,
+    "bigearthnet": {
+        **_TREESATAI,
+        "image_size": 120,
+        "train": {k: v for k, v in _TREESATAI["train"].items() if k != "epochs"},
+    },
 }
 
 #: What the paper's protocol needs but the paper does not state (method.md): raydal's choices,
@@ -97,22 +102,18 @@ PAPER_PRESET_NOTES: dict[str, str] = {
     "bigearthnet": "BigEarthNet is not in the paper: its paper preset is TreeSatAI's protocol, reused",
 }
 
-#: ``--preset demo``: a small model on a small generated archive, a few minutes on 2 CPU cores.
-DEMO_PRESET: dict[str, Any] = dict(
+#: ``--preset demo`` as it differs from the built-in defaults (:data:`DEMO_PRESET` is the whole preset).
+_DEMO = dict(
     backbone="smallcnn",
     image_size=32,
     fake_n=840,
-    b=20,
-    m=3,
-    initial_labeled=40,
     iterations=4,
-    label_budget=None,
-    trials=1,
     num_workers=2,
     cpus_per_worker=0.5,
-    score_concurrency=1,
     train=dict(epochs=8, batch_size=16, lr=0.05),
 )
+#: What ``--preset demo`` resets to the built-in defaults over the dataset's paper protocol.
+DEMO_BUILT_IN = ("b", "m", "initial_labeled", "trials")
 
 #: The two stopping criteria: a layer that sets either replaces both (see :func:`merge_layers`).
 STOP_KEYS = ("iterations", "label_budget")
@@ -153,7 +154,7 @@ def _clustering_backends() -> tuple[str, ...]:
 
 def _check(cond: bool, cls: str, name: str, what: str, value: Any) -> None:
     if not cond:
-        raise ConfigError(f"The '{name}' parameter of {cls} must be {what}. Got {value!r} instead.")
+        raise param_error(name, cls, what, value)
 
 
 @dataclass
@@ -589,13 +590,40 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def default_of(key: str) -> Any:
+    """The declared default of a flat config key: an ExperimentConfig or ALConfig field, or
+    ``train.<TrainConfig field>``."""
+    from raydal.training.config import TrainConfig
+
+    if key.startswith("train."):
+        return declared_default(TrainConfig, key[len("train.") :])
+    return declared_default(ExperimentConfig if key in ExperimentConfig.keys() else ALConfig, key)
+
+
+def _with_defaults(layer: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """``layer`` with each of the flat ``keys`` it does not set at its declared default."""
+    out = copy.deepcopy(dict(layer))
+    for key in keys:
+        if key.startswith("train."):
+            out.setdefault("train", {}).setdefault(key[len("train.") :], default_of(key))
+        else:
+            out.setdefault(key, default_of(key))
+    return out
+
+
 def preset_layer(name: str, dataset: str) -> dict[str, Any]:
-    """The settings of preset ``name`` for ``dataset`` ("paper": the dataset's protocol, if known)."""
+    """The settings of preset ``name`` for ``dataset``: "paper", the dataset's protocol
+    (every :data:`PAPER_PROTOCOL` setting; nothing for a dataset the paper has no protocol
+    for); "demo", :data:`DEMO_PRESET` with the built-in :data:`DEMO_BUILT_IN`."""
+    check_value(name, "preset", None, PRESETS)
     if name == "paper":
-        return copy.deepcopy(PAPER_PRESETS.get(dataset, {}))
-    if name == "demo":
-        return copy.deepcopy(DEMO_PRESET)
-    raise ConfigError(f"The 'preset' parameter must be one of {list(PRESETS)}. Got {name!r} instead.")
+        return _with_defaults(PAPER_PRESETS[dataset], PAPER_PROTOCOL) if dataset in PAPER_PRESETS else {}
+    return copy.deepcopy(DEMO_PRESET)
+
+
+#: ``--preset demo``: a small model on a small generated archive, a few minutes on 2 CPU cores;
+#: the built-in :data:`DEMO_BUILT_IN` settings whatever the dataset's protocol says.
+DEMO_PRESET: dict[str, Any] = _with_defaults(_DEMO, DEMO_BUILT_IN)
 
 
 def merge_layers(layers: list[Mapping[str, Any]]) -> dict[str, Any]:

@@ -35,7 +35,7 @@ import functools
 import math
 import types
 import typing
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,9 +49,13 @@ __all__ = [
     "Interval",
     "LazyChoices",
     "check_settings",
+    "check_value",
+    "declared_default",
     "declared_settings",
     "field_kind",
     "fields_of_kind",
+    "make_settings",
+    "param_error",
     "setting",
     "value_type",
 ]
@@ -150,6 +154,8 @@ def setting(
     off_flag: str | None = None,
     cli: bool = True,
     kind: str | None = None,
+    parse: Callable[[str], Any] | None = None,
+    metavar: str | None = None,
 ) -> Any:
     """A dataclass field with its rules: ``default``, ``help``, numeric ``range``, ``choices``.
 
@@ -160,7 +166,9 @@ def setting(
     cli: False keeps the field off the command line (set through ``--config`` only).
     kind: :data:`RESULT`, :data:`EXECUTION` or :data:`IDENTITY`; every field of a run's
         config (ALConfig, TrainConfig, ExperimentConfig) declares one. None: not a run
-        setting (options of a command such as ``raydal export``).
+        setting (options of a command such as ``raydal export``, a reader's settings).
+    parse: how the flag's text becomes the value (default: the field's type), e.g. a
+        comma-separated list; metavar: the flag's placeholder in ``--help``.
     """
     if kind is not None and kind not in KINDS:
         raise ValueError(f"setting(kind={kind!r}): one of {KINDS}")
@@ -174,6 +182,8 @@ def setting(
         "off_flag": off_flag,
         "cli": cli,
         "kind": kind,
+        "parse": parse,
+        "metavar": metavar,
     }
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
@@ -188,8 +198,14 @@ def value_type(cls: type, name: str) -> tuple[type, bool]:
     hint = _hints(cls)[name]
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         args = [a for a in typing.get_args(hint) if a is not type(None)]
-        return (args[0] if len(args) == 1 else object), True
+        return ((typing.get_origin(args[0]) or args[0]) if len(args) == 1 else object), True
     return (typing.get_origin(hint) or hint), False
+
+
+def declared_default(cls: type, name: str) -> Any:
+    """The declared default of field ``name`` of ``cls`` (its factory's value for a mutable one)."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
 def declared_settings(cls: type) -> list[dataclasses.Field]:
@@ -219,17 +235,54 @@ def fields_of_kind(cls: type, *kinds: str) -> list[str]:
     return [f.name for f in dataclasses.fields(cls) if field_kind(cls, f.name) in kinds]
 
 
+def _allowed(rule: Interval | Sequence | type) -> str:
+    """A rule in words: an :class:`Interval`, a sequence of choices or a type."""
+    if isinstance(rule, Interval):
+        return str(rule)
+    if isinstance(rule, type):
+        return {bool: "a bool", int: "an int", float: "a float", str: "a string"}.get(rule, f"a {rule.__name__}")
+    return f"one of {rule!r}"
+
+
 def describe(cls: type, f: dataclasses.Field) -> str:
     """What field ``f`` accepts, in words: "an int >= 1", "one of [...] or None"."""
     base, nullable = value_type(cls, f.name)
     meta = f.metadata
-    if meta["range"] is not None:
-        text = str(meta["range"])
-    elif meta["choices"] is not None:
-        text = f"one of {meta['choices']!r}"
-    else:
-        text = {bool: "a bool", int: "an int", float: "a float", str: "a string"}.get(base, f"a {base.__name__}")
+    rule = next((r for r in (meta["range"], meta["choices"]) if r is not None), base)
+    text = _allowed(rule)
     return f"{text} or None" if nullable else text
+
+
+def param_error(name: str, owner: str | None, allowed: str, value: Any) -> ConfigError:
+    """The one form of a bad-parameter message: its parameter, owner, what is allowed and the value.
+
+    ``param_error("b", "ALConfig", "an int >= 1", 0)``: "The 'b' parameter of ALConfig must be
+    an int >= 1. Got 0 instead." Every range or choice check of raydal words its error here.
+    """
+    of = f" of {owner}" if owner else ""
+    return ConfigError(f"The '{name}' parameter{of} must be {allowed}. Got {value!r} instead.")
+
+
+def check_value(
+    value: Any, name: str, owner: str | None, rule: Interval | Sequence | type, *, nullable: bool = False
+) -> Any:
+    """``value`` when ``rule`` allows it (or it is None and ``nullable``); else :func:`param_error`.
+
+    rule: an :class:`Interval` (type and range), a sequence of choices, or a type
+    (``bool``: a bool and nothing else). For a parameter that is no declared field.
+    """
+    if value is None and nullable:
+        return value
+    if isinstance(rule, Interval):
+        good = value in rule
+    elif isinstance(rule, type):
+        good = _ok(rule, value)
+    else:
+        good = value in rule and (isinstance(value, str) or not isinstance(value, bool))
+    if not good:
+        allowed = _allowed(rule)
+        raise param_error(name, owner, f"{allowed} or None" if nullable else allowed, value)
+    return value
 
 
 def _ok(base: type, value: Any) -> bool:
@@ -242,13 +295,16 @@ def _ok(base: type, value: Any) -> bool:
     return base is object or isinstance(value, base)
 
 
-def check_settings(obj: Any) -> None:
+def check_settings(obj: Any, owner: str | None = None) -> None:
     """Validate every declared field of dataclass instance ``obj`` (type, range, choices).
+
+    owner: who the message names (default: the dataclass, e.g. ``run_sweep`` for its options).
 
     Raises:
         ConfigError: "The 'b' parameter of ALConfig must be an int >= 1. Got 0 instead."
     """
     cls = type(obj)
+    owner = owner or cls.__name__
     for f in declared_settings(cls):
         value = getattr(obj, f.name)
         base, nullable = value_type(cls, f.name)
@@ -262,6 +318,20 @@ def check_settings(obj: Any) -> None:
             and (meta["choices"] is None or value in meta["choices"])
         )
         if not good:
-            raise ConfigError(
-                f"The '{f.name}' parameter of {cls.__name__} must be {describe(cls, f)}. Got {value!r} instead."
-            )
+            raise param_error(f.name, owner, describe(cls, f), value)
+
+
+def make_settings(cls: type, values: Mapping[str, Any], owner: str) -> Any:
+    """An instance of the settings dataclass ``cls`` from keyword ``values``, validated.
+
+    Raises:
+        ConfigError: a name ``cls`` does not declare (listing those it does), or a bad value
+            (the message names ``owner``, the function or class the values were given to).
+    """
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(f"Unknown parameter(s) {unknown} of {owner}. Valid: {names}.")
+    obj = cls(**values)
+    check_settings(obj, owner)
+    return obj

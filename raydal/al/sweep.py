@@ -32,13 +32,14 @@ from raydal.al.report import area_under_curve
 from raydal.config import ALConfig
 from raydal.constants import SWEEP_JSON, SWEEP_LOCK, SWEEP_MD
 from raydal.exceptions import ConfigError, RaydalError
-from raydal.settings import RESULT, fields_of_kind
+from raydal.settings import RESULT, Interval, fields_of_kind, make_settings, setting
 from raydal.utils import atomic_write_json, is_uri
 
 __all__ = [
     "METRICS",
     "SCHEDULERS",
     "SweepPlan",
+    "SweepOptions",
     "SweepResult",
     "curve_metrics",
     "default_concurrency",
@@ -66,6 +67,47 @@ METRICS = (
     "val_macro_f1",
 )
 SCHEDULERS = ("fifo", "asha")
+
+
+@dataclass
+class SweepOptions:
+    """How a sweep runs (``run_sweep``'s keyword arguments, ``raydal sweep``'s flags): each
+    option's default, range and help declared once."""
+
+    num_samples: int = setting(
+        1,
+        "Tune's repeats of the grid; with search-space entries, the number of samples (repeated "
+        "trials of a pure grid are identical: sweep the seed instead)",
+        Interval(int, 1),
+    )
+    max_concurrent_trials: int | None = setting(
+        None,
+        "trials at once (default: what the cluster holds now with one CPU left over; give it on an "
+        "autoscaling cluster)",
+        Interval(int, 1),
+    )
+    cpus_per_trial: float = setting(1.0, "CPUs of one trial", Interval(float, 0))
+    gpus_per_trial: float = setting(0.0, "GPUs of one trial (each trial trains on its own)", Interval(float, 0))
+    resources_per_trial: dict[str, float] | None = setting(
+        None,
+        "Ray resources of one trial, e.g. {'CPU': 4, 'GPU': 1} (default: cpus_per_trial, gpus_per_trial)",
+        cli=False,
+    )
+    metric: str = setting(
+        "auc_micro_f1",
+        "rank trials by this, higher is better (val_auc_micro_f1 to pick settings without touching test)",
+        choices=METRICS,
+    )
+    scheduler: str | None = setting("fifo", "fifo (None too), or asha to stop weak trials early", choices=SCHEDULERS)
+
+    @property
+    def resources(self) -> dict[str, float]:
+        """Ray resources of one trial: ``resources_per_trial``, else the CPUs and any GPUs."""
+        if self.resources_per_trial is not None:
+            return dict(self.resources_per_trial)
+        return {"CPU": self.cpus_per_trial, **({"GPU": self.gpus_per_trial} if self.gpus_per_trial else {})}
+
+
 _TRAIN_PREFIX = "train."
 #: Where every trial runs: in process in its Tune actor, on the device its resources give
 #: it. The Ray executor's own placement settings do not apply there, so none is swept.
@@ -105,7 +147,7 @@ def plain(value: Any) -> Any:
 
 
 def _slug(overrides: dict[str, Any], limit: int = 80) -> str:
-    """A readable, filesystem-safe name of the overrides: ``b=5,train.ll_lambda=0.1``."""
+    """A readable, filesystem-safe name of the overrides: ``b=5,train.ll_lambda=0.2``."""
 
     def fmt(v: Any) -> str:
         return f"{v:.4g}" if isinstance(v, float) else str(v)
@@ -240,7 +282,7 @@ class SweepPlan:
     base: the fixed part of every trial, paths made absolute, ``executor="local"``.
     sweep_dir: absolute folder of the sweep. points: the grid points (search-space
     entries left out). resources: Ray resources of one trial. max_reports: trained
-    iterations of one trial (ASHA's horizon).
+    iterations of one trial (ASHA's horizon). options: the checked :class:`SweepOptions`.
     """
 
     base: ALConfig
@@ -248,6 +290,7 @@ class SweepPlan:
     points: list[dict[str, Any]]
     resources: dict[str, float]
     max_reports: int
+    options: SweepOptions = field(default_factory=SweepOptions)
 
 
 def plan_sweep(
@@ -255,41 +298,27 @@ def plan_sweep(
     param_space: dict[str, Any],
     sweep_dir: str | Path,
     *,
-    num_samples: int = 1,
-    max_concurrent_trials: int | None = None,
-    resources_per_trial: dict[str, float] | None = None,
-    metric: str = "auc_micro_f1",
-    scheduler: str | None = None,
     is_search_space: Callable[[Any], bool] = lambda value: False,
+    **options: Any,
 ) -> SweepPlan:
     """Check everything about a sweep that can be checked without Ray, and plan it.
 
-    Arguments as in ``raydal.distributed.tune.run_sweep``; ``is_search_space`` tells
-    sampled entries (Tune's ``Domain`` objects) from constants. Every grid point is
-    built into a trial config (which checks strategy, backbone and dataset names).
+    Arguments as in ``raydal.distributed.tune.run_sweep`` (options: :class:`SweepOptions`
+    fields); ``is_search_space`` tells sampled entries (Tune's ``Domain`` objects) from
+    constants. Every grid point is built into a trial config (which checks strategy,
+    backbone and dataset names).
 
     Raises:
-        ConfigError: bad keys, values, metric, scheduler, mode, num_samples or resources.
+        ConfigError: bad keys, values, options (metric, scheduler, num_samples, resources) or mode.
     """
     _check_keys(param_space)
     _check_values(param_space)
-    if metric not in METRICS:
-        raise ConfigError(f"The 'metric' parameter of run_sweep must be one of {METRICS}. Got {metric!r} instead.")
-    if scheduler not in (None, *SCHEDULERS):
-        raise ConfigError(
-            f"The 'scheduler' parameter of run_sweep must be one of {SCHEDULERS} or None. Got {scheduler!r} instead."
-        )
+    opts: SweepOptions = make_settings(SweepOptions, options, "run_sweep")
+    num_samples = opts.num_samples
     if base.mode != "simulation":
         raise ConfigError(
             f"The 'mode' of a swept ALConfig must be 'simulation' (the archive's labels answer); "
             f"got {base.mode!r}. Sweeps cannot wait for annotators."
-        )
-    if not isinstance(num_samples, int) or num_samples < 1:
-        raise ConfigError(f"The 'num_samples' parameter of run_sweep must be an int >= 1. Got {num_samples!r} instead.")
-    if max_concurrent_trials is not None and (not isinstance(max_concurrent_trials, int) or max_concurrent_trials < 1):
-        raise ConfigError(
-            "The 'max_concurrent_trials' parameter of run_sweep must be an int >= 1 or None. "
-            f"Got {max_concurrent_trials!r} instead."
         )
     if is_uri(str(sweep_dir)):
         raise ConfigError(
@@ -314,13 +343,13 @@ def plan_sweep(
     points = list(grid_points({k: v for k, v in param_space.items() if k not in sampled}))
     for point in points:  # every grid point builds a valid config (ALConfig checks the names too)
         trial_config(base, point, sweep_dir)
-    resources = dict(resources_per_trial or {"CPU": 1})
+    resources = opts.resources
     if not resources or any(not isinstance(v, (int, float)) or v < 0 for v in resources.values()):
         raise ConfigError(
             f"resources_per_trial must map Ray resource names to numbers >= 0, e.g. "
-            f"{{'CPU': 1}} or {{'CPU': 4, 'GPU': 1}}. Got {resources_per_trial!r} instead."
+            f"{{'CPU': 1}} or {{'CPU': 4, 'GPU': 1}}. Got {opts.resources_per_trial!r} instead."
         )
-    return SweepPlan(base, sweep_dir, points, resources, max_reports(base))
+    return SweepPlan(base, sweep_dir, points, resources, max_reports(base), opts)
 
 
 # -- the results ------------------------------------------------------------------------------

@@ -71,6 +71,11 @@ class ArchiveReader:
     default_size: ClassVar[int]
     #: How the folder that ``root`` must point at looks, for error messages.
     layout_hint: ClassVar[str]
+    #: The reader's settings, the constructor's keyword arguments after ``root``: a dataclass
+    #: declaring each with ``raydal.settings.setting`` (default, range or choices, help, flag),
+    #: whose defaults the constructor's signature reads. ``raydal prepare`` derives its flags
+    #: from it. None: the reader takes no settings.
+    Settings: ClassVar[type | None] = None
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser().resolve()

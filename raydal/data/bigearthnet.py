@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any, ClassVar
@@ -41,7 +42,8 @@ import numpy as np
 
 from raydal.data import register_dataset
 from raydal.data.base import ArchiveIndex, ArchiveReader, Problem
-from raydal.exceptions import ConfigError, DatasetError, DatasetNotFoundError
+from raydal.exceptions import DatasetError, DatasetNotFoundError
+from raydal.settings import Interval, check_settings, param_error, setting
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +139,35 @@ VERSIONS = ("auto", "v1", "v2")
 NOMENCLATURES = (19, 43)
 
 
+@dataclass
+class BigEarthNetSettings:
+    """The settings of :class:`BigEarthNetReader` (``raydal prepare bigearthnet`` flags)."""
+
+    reflectance_max: int = setting(
+        4000,
+        "BigEarthNet: digital number mapped to 255 (uint8 = clip(dn, 0, this) * 255 / this)",
+        Interval(int, 1, 65535),
+    )
+    version: str = setting(
+        "auto",
+        "BigEarthNet layout: v2 (reBEN), v1, or auto (v2 when BigEarthNet-S2 and metadata.parquet are there, else v1)",
+        choices=VERSIONS,
+        flag="--bigearthnet-version",
+    )
+    nomenclature: int = setting(
+        19,
+        "BigEarthNet v1: 19 classes by the published mapping or the 43 CORINE classes (v2 publishes 19 only)",
+        choices=NOMENCLATURES,
+    )
+    drop_snow_cloud: bool = setting(
+        True,
+        "BigEarthNet v1: leave out the patches of the published snow and cloud/shadow lists "
+        "(--keep-snow-cloud: keep them)",
+        flag="--drop-snow-cloud",
+        off_flag="--keep-snow-cloud",
+    )
+
+
 @register_dataset
 class BigEarthNetReader(ArchiveReader):
     """Reader of BigEarthNet Sentinel-2 patches: v2 (reBEN) or v1, found by ``version="auto"``."""
@@ -175,40 +206,21 @@ class BigEarthNetReader(ArchiveReader):
     )
     layout_hint = f"{layout_v2}, or {layout_v1}"
 
+    Settings = BigEarthNetSettings
+
     def __init__(
         self,
         root: str | Path,
-        reflectance_max: int = 4000,
-        version: str = "auto",
-        nomenclature: int = 19,
-        drop_snow_cloud: bool = True,
+        reflectance_max: int = BigEarthNetSettings.reflectance_max,
+        version: str = BigEarthNetSettings.version,
+        nomenclature: int = BigEarthNetSettings.nomenclature,
+        drop_snow_cloud: bool = BigEarthNetSettings.drop_snow_cloud,
     ) -> None:
-        """root: the archive folder. version: ``"auto"`` (v2 when its layout is there, else v1),
-        ``"v1"`` or ``"v2"``. nomenclature: v1 only, 19 (the published 43 -> 19 mapping) or 43.
-        drop_snow_cloud: v1 only, leave out the patches of the published snow and cloud/shadow
-        lists (v2's metadata.parquet has left them out already)."""
-        if (
-            isinstance(reflectance_max, bool)
-            or not isinstance(reflectance_max, int)
-            or not 0 < reflectance_max <= 65535
-        ):
-            raise ConfigError(
-                f"The 'reflectance_max' parameter of BigEarthNetReader must be an int in [1, 65535]. "
-                f"Got {reflectance_max!r} instead."
-            )
-        if version not in VERSIONS:
-            raise ConfigError(
-                f"The 'version' parameter of BigEarthNetReader must be one of {list(VERSIONS)}. Got {version!r} instead."
-            )
-        if isinstance(nomenclature, bool) or nomenclature not in NOMENCLATURES:
-            raise ConfigError(
-                f"The 'nomenclature' parameter of BigEarthNetReader must be one of {list(NOMENCLATURES)}. "
-                f"Got {nomenclature!r} instead."
-            )
-        if not isinstance(drop_snow_cloud, bool):
-            raise ConfigError(
-                f"The 'drop_snow_cloud' parameter of BigEarthNetReader must be a bool. Got {drop_snow_cloud!r} instead."
-            )
+        """root: the archive folder; the settings: :class:`BigEarthNetSettings` (v2's
+        metadata.parquet has left the snow and cloud/shadow patches out already)."""
+        check_settings(
+            BigEarthNetSettings(reflectance_max, version, nomenclature, drop_snow_cloud), "BigEarthNetReader"
+        )
         self.reflectance_max = reflectance_max
         self.version = version
         self.nomenclature = int(nomenclature)
@@ -249,9 +261,11 @@ class BigEarthNetReader(ArchiveReader):
             if v2_missing:
                 raise self._not_found(v2_missing[0])
             if self.nomenclature != 19:
-                raise ConfigError(
-                    f"The 'nomenclature' parameter of BigEarthNetReader must be 19 for a v2 (reBEN) archive, "
-                    f"which publishes 19 classes only; {self.root} holds v2. Got {self.nomenclature} instead."
+                raise param_error(
+                    "nomenclature",
+                    "BigEarthNetReader",
+                    f"19 for a v2 (reBEN) archive, which publishes 19 classes only ({self.root} holds v2)",
+                    self.nomenclature,
                 )
             self.layout = "v2"
             return

@@ -30,6 +30,7 @@ import csv
 import io
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ import numpy as np
 from raydal.data import register_dataset
 from raydal.data.base import ArchiveIndex, ArchiveReader, Problem, _error_text, _ignore_not_georeferenced
 from raydal.exceptions import ConfigError, DatasetError, DatasetNotFoundError
+from raydal.settings import Interval, check_settings, param_error, setting
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -47,6 +49,69 @@ ID_FROM = ("stem", "path")
 SPLIT_VALUES = {"": "", "train": "train", "pool": "train", "val": "val", "validation": "val", "test": "test"}
 #: PIL modes converted before reading: palette and alpha are display details, not bands.
 _PIL_CONVERT = {"P": "RGB", "PA": "RGB", "RGBA": "RGB", "CMYK": "RGB", "YCbCr": "RGB", "LA": "L", "1": "L"}
+
+
+def _names(text: str) -> list[str]:
+    """``"R,G,B"`` -> ["R", "G", "B"] (a flag's comma-separated names)."""
+    return [v.strip() for v in text.split(",")]
+
+
+def _numbers(text: str) -> list[float] | str:
+    """``"0,10000"`` -> [0.0, 10000.0] (a flag's comma-separated numbers); text that is none
+    stays text, for the reader's check to refuse naming the parameter."""
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        return text
+
+
+_SHARE = Interval(float, 0, 1, "left")
+
+
+@dataclass
+class FolderSettings:
+    """The settings of :class:`FolderReader` (``raydal prepare folder`` flags; docs/data.md)."""
+
+    labels: str | Path | None = setting(
+        None,
+        "labels CSV: id (or path), labels (class names joined by ';'), optional split; "
+        "images without a row or with empty labels are unlabeled pool images",
+        parse=Path,
+    )
+    classes: str | Path | Sequence[str] | None = setting(
+        None, "classes file, one name a line (default: from the labels)", parse=Path
+    )
+    scaling: str | None = setting(
+        None,
+        "to uint8: none (uint8 sources), range (--value-range) or percentile (per band over the "
+        "archive); default none for uint8 archives, percentile otherwise",
+        choices=SCALINGS,
+    )
+    value_range: Sequence[float] | Sequence[Sequence[float]] | None = setting(
+        None, "the fixed range of --scaling range: [lo, hi], or one per band", parse=_numbers, metavar="LO,HI"
+    )
+    percentiles: Sequence[float] = setting(
+        (2.0, 98.0), "the (low, high) percentiles of --scaling percentile", parse=_numbers, metavar="LO,HI"
+    )
+    nan_fill: float | None = setting(
+        None, "replace NaN/inf pixels by this (default: refuse them)", Interval(float, -np.inf, np.inf, "neither")
+    )
+    id_from: str = setting(
+        "stem", "image id: the file name without extension (stem) or the relative path", choices=ID_FROM
+    )
+    band_names: Sequence[str] | None = setting(
+        None, "band names (default: from the files)", parse=_names, metavar="R,G,B,NIR"
+    )
+    val_share: float = setting(0.25, "share of labeled images held out as val (without a split column)", _SHARE)
+    test_share: float = setting(0.25, "share of labeled images held out as test (without a split column)", _SHARE)
+    stats_images: int = setting(500, "percentiles from at most this many images", Interval(int, 1))
+    rgb_bands: Sequence[str] | None = setting(
+        None,
+        "the bands thumbnails show as red, green, blue: 3 names or 1-based numbers, e.g. 1,2,3 "
+        "(default: by band name; files that name no bands: 1,2,3 up to 4 bands, else 4,3,2)",
+        parse=_names,
+        metavar="R,G,B",
+    )
 
 
 @register_dataset
@@ -79,50 +144,52 @@ class FolderReader(ArchiveReader):
     band_names: tuple[str, ...] = ()
     layout_hint = "image files (.tif, .tiff, .png, .jpg, .jpeg) at any depth"
 
+    Settings = FolderSettings
+
     def __init__(
         self,
         root: str | Path,
-        labels: str | Path | None = None,
-        classes: str | Path | Sequence[str] | None = None,
-        scaling: str | None = None,
-        value_range: Sequence[float] | Sequence[Sequence[float]] | None = None,
-        percentiles: Sequence[float] = (2.0, 98.0),
-        nan_fill: float | None = None,
-        id_from: str = "stem",
-        band_names: Sequence[str] | None = None,
-        val_share: float = 0.25,
-        test_share: float = 0.25,
-        stats_images: int = 500,
-        rgb_bands: Sequence[str] | None = None,
+        labels: str | Path | None = FolderSettings.labels,
+        classes: str | Path | Sequence[str] | None = FolderSettings.classes,
+        scaling: str | None = FolderSettings.scaling,
+        value_range: Sequence[float] | Sequence[Sequence[float]] | None = FolderSettings.value_range,
+        percentiles: Sequence[float] = FolderSettings.percentiles,
+        nan_fill: float | None = FolderSettings.nan_fill,
+        id_from: str = FolderSettings.id_from,
+        band_names: Sequence[str] | None = FolderSettings.band_names,
+        val_share: float = FolderSettings.val_share,
+        test_share: float = FolderSettings.test_share,
+        stats_images: int = FolderSettings.stats_images,
+        rgb_bands: Sequence[str] | None = FolderSettings.rgb_bands,
     ) -> None:
         cls = "FolderReader"
-        if scaling is not None and scaling not in SCALINGS:
-            raise ConfigError(
-                f"The 'scaling' parameter of {cls} must be one of {SCALINGS} or None. Got {scaling!r} instead."
-            )
-        if id_from not in ID_FROM:
-            raise ConfigError(f"The 'id_from' parameter of {cls} must be one of {ID_FROM}. Got {id_from!r} instead.")
-        pct = [float(p) for p in percentiles]
+        check_settings(
+            FolderSettings(
+                labels=labels,
+                classes=classes,
+                scaling=scaling,
+                value_range=value_range,
+                percentiles=percentiles,
+                nan_fill=nan_fill,
+                id_from=id_from,
+                band_names=band_names,
+                val_share=val_share,
+                test_share=test_share,
+                stats_images=stats_images,
+                rgb_bands=rgb_bands,
+            ),
+            cls,
+        )
+        try:
+            pct = [float(p) for p in percentiles]
+        except (TypeError, ValueError):
+            pct = []
         if len(pct) != 2 or not 0 <= pct[0] < pct[1] <= 100:
-            raise ConfigError(
-                f"The 'percentiles' parameter of {cls} must be (low, high) with 0 <= low < high <= 100. "
-                f"Got {percentiles!r} instead."
-            )
-        for name, share in (("val_share", val_share), ("test_share", test_share)):
-            if not isinstance(share, (int, float)) or not 0 <= share < 1:
-                raise ConfigError(f"The '{name}' parameter of {cls} must be a float in [0, 1). Got {share!r} instead.")
+            raise param_error("percentiles", cls, "(low, high) with 0 <= low < high <= 100", percentiles)
         if val_share + test_share >= 1:
             raise ConfigError(
                 f"val_share + test_share of {cls} must be < 1 (some labeled images stay in the pool). "
                 f"Got {val_share} + {test_share} instead."
-            )
-        if nan_fill is not None and not np.isfinite(nan_fill):
-            raise ConfigError(
-                f"The 'nan_fill' parameter of {cls} must be a finite number or None. Got {nan_fill!r} instead."
-            )
-        if not isinstance(stats_images, int) or stats_images < 1:
-            raise ConfigError(
-                f"The 'stats_images' parameter of {cls} must be an int >= 1. Got {stats_images!r} instead."
             )
         if scaling == "range" and value_range is None:
             raise ConfigError(
@@ -536,10 +603,7 @@ def _parse_range(value: Any) -> np.ndarray:
     except (TypeError, ValueError):
         arr = None
     if arr is None or not len(arr) or not np.isfinite(arr).all() or (arr[:, 0] >= arr[:, 1]).any():
-        raise ConfigError(
-            f"The 'value_range' parameter of FolderReader must be [lo, hi] (or one per band) with "
-            f"finite lo < hi. Got {value!r} instead."
-        )
+        raise param_error("value_range", "FolderReader", "[lo, hi] (or one per band) with finite lo < hi", value)
     return arr
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,9 +28,32 @@ import numpy as np
 
 from raydal.data import register_dataset
 from raydal.data.base import ArchiveIndex, ArchiveReader, Problem
-from raydal.exceptions import ConfigError, DatasetError
+from raydal.exceptions import DatasetError
+from raydal.settings import Interval, check_settings, param_error, setting
 
 _BOTH = "train+test"
+
+
+def _band_order_arg(text: str) -> str | list[str]:
+    """``--band-order``: a named order (``torchgeo``) or the band names in file order (``NIR,R,G,B``)."""
+    return [b.strip() for b in text.split(",")] if "," in text else text
+
+
+@dataclass
+class TreeSatAISettings:
+    """The settings of :class:`TreeSatAIReader` (``raydal prepare treesatai`` flags)."""
+
+    threshold: float = setting(
+        0.07,
+        "TreeSatAI: keep a genus when its area fraction is > this (the benchmark's rule; 0 keeps every "
+        "genus present, as torchgeo does)",
+        Interval(float, 0, 1, "left"),
+    )
+    band_order: str | list[str] = setting(
+        "torchgeo",
+        "TreeSatAI aerial band order: torchgeo (IR,G,B,R), nir-rgb (NIR,R,G,B), or the names R,G,B,NIR in file order",
+        parse=_band_order_arg,
+    )
 
 
 @register_dataset
@@ -55,11 +79,15 @@ class TreeSatAIReader(ArchiveReader):
         "labels/TreeSatBA_v9_60m_multi_labels.json, train_filenames.lst and test_filenames.lst"
     )
 
-    def __init__(self, root: str | Path, threshold: float = 0.07, band_order: str | Sequence[str] = "torchgeo") -> None:
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold < 1:
-            raise ConfigError(
-                f"The 'threshold' parameter of TreeSatAIReader must be a float in [0, 1). Got {threshold!r} instead."
-            )
+    Settings = TreeSatAISettings
+
+    def __init__(
+        self,
+        root: str | Path,
+        threshold: float = TreeSatAISettings.threshold,
+        band_order: str | Sequence[str] = TreeSatAISettings.band_order,
+    ) -> None:
+        check_settings(TreeSatAISettings(threshold, band_order), "TreeSatAIReader")
         self.threshold = float(threshold)
         self.file_band_order = self._parse_band_order(band_order)
         self._take = [self.file_band_order.index(b) for b in self.band_names]
@@ -73,9 +101,11 @@ class TreeSatAIReader(ArchiveReader):
         else:
             names = tuple("NIR" if str(b).upper() == "IR" else str(b).upper() for b in band_order)
         if sorted(names) != sorted(self.band_names):
-            raise ConfigError(
-                f"The 'band_order' parameter of TreeSatAIReader must be one of {list(self.band_orders)} "
-                f"or an order of the names R, G, B, NIR (IR). Got {band_order!r} instead."
+            raise param_error(
+                "band_order",
+                "TreeSatAIReader",
+                f"one of {list(self.band_orders)} or an order of the names R, G, B, NIR (IR)",
+                band_order,
             )
         return names
 

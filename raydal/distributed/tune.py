@@ -120,16 +120,7 @@ def _scheduler(name: str | None, metric: str, max_reports: int):
     )
 
 
-def run_sweep(
-    base: ALConfig,
-    param_space: dict[str, Any],
-    sweep_dir: str | Path,
-    num_samples: int = 1,
-    max_concurrent_trials: int | None = None,
-    resources_per_trial: dict[str, float] | None = None,
-    metric: str = "auc_micro_f1",
-    scheduler: str | None = None,
-) -> SweepResult:
+def run_sweep(base: ALConfig, param_space: dict[str, Any], sweep_dir: str | Path, **options: Any) -> SweepResult:
     """Run one AL trial per point of ``param_space`` on Ray Tune; resumable on ``sweep_dir``.
 
     Args:
@@ -141,14 +132,13 @@ def run_sweep(
             "train.ll_lambda": tune.loguniform(0.01, 1.0)}``. A list is a grid.
         sweep_dir: a local (or shared, on a cluster) folder; re-running the same sweep
             on it resumes every trial from its state dir.
-        num_samples: Tune's repeats of the grid; with search-space objects, the number
-            of samples. Repeated trials of a pure grid are identical: sweep ``seed``.
-        max_concurrent_trials: trials at once. Default: what the cluster holds now with
-            one CPU left over (1 on a 2-core box).
-        resources_per_trial: Ray resources of one trial, default ``{"CPU": 1}``; e.g.
-            ``{"CPU": 4, "GPU": 1}`` trains each trial on its own GPU.
-        metric: ranking metric, one of :data:`METRICS` (higher is better).
-        scheduler: ``None``/``"fifo"``, or ``"asha"`` to stop weak trials early.
+        options: :class:`~raydal.al.sweep.SweepOptions` fields, each declared there with
+            its default: ``num_samples`` (Tune's repeats of the grid, or the number of
+            samples of search-space entries), ``max_concurrent_trials`` (default: what
+            the cluster holds now with one CPU left over), ``resources_per_trial`` (or
+            ``cpus_per_trial``/``gpus_per_trial``; e.g. ``{"CPU": 4, "GPU": 1}`` trains each
+            trial on its own GPU), ``metric`` (one of :data:`METRICS`, higher is better),
+            ``scheduler`` (``"fifo"``, or ``"asha"`` to stop weak trials early).
 
     Returns:
         The trials, best first; also written to ``sweep_dir/sweep.json`` and ``sweep.md``.
@@ -156,20 +146,11 @@ def run_sweep(
     Raises:
         ConfigError: bad keys, values, metric, scheduler or resources, before any Ray work.
     """
-    plan = plan_sweep(
-        base,
-        param_space,
-        sweep_dir,
-        num_samples=num_samples,
-        max_concurrent_trials=max_concurrent_trials,
-        resources_per_trial=resources_per_trial,
-        metric=metric,
-        scheduler=scheduler,
-        is_search_space=_is_search_space,
-    )
-    base, sweep_dir, resources = plan.base, plan.sweep_dir, plan.resources
+    plan = plan_sweep(base, param_space, sweep_dir, is_search_space=_is_search_space, **options)
+    base, sweep_dir, resources, opts = plan.base, plan.sweep_dir, plan.resources, plan.options
+    metric = opts.metric
     space = _tune_space(param_space)
-    sched = _scheduler(scheduler, metric, plan.max_reports)
+    sched = _scheduler(opts.scheduler, metric, plan.max_reports)
 
     # -- Ray -----------------------------------------------------------------------------
     import ray
@@ -178,7 +159,7 @@ def run_sweep(
     from raydal.distributed.session import ensure_ray
 
     ensure_ray()
-    concurrency = default_concurrency(resources, ray.cluster_resources(), max_concurrent_trials)
+    concurrency = default_concurrency(resources, ray.cluster_resources(), opts.max_concurrent_trials)
     Path(sweep_dir).mkdir(parents=True, exist_ok=True)
     trainable = tune.with_resources(
         tune.with_parameters(_run_trial, base=base.to_dict(), sweep_dir=sweep_dir), resources
@@ -190,7 +171,7 @@ def run_sweep(
         tune_config=tune.TuneConfig(
             metric=metric,
             mode="max",
-            num_samples=num_samples,
+            num_samples=opts.num_samples,
             max_concurrent_trials=concurrency,
             scheduler=sched,
         ),

@@ -346,7 +346,7 @@ def test_cli_synth_and_prepare_folder(tmp_path, capsys):
     assert manifest["splits"]["test"]["count"] == 1 and manifest["splits"]["val"]["count"] == 0
     assert manifest["unlabeled"]["pool"] == 9
     assert main(["prepare", "folder", str(archive), str(tmp_path / "bad"), "--percentiles", "2,x"]) == 2
-    assert "--percentiles must be numbers" in capsys.readouterr().err
+    assert "The 'percentiles' parameter of FolderReader must be (low, high)" in capsys.readouterr().err
 
 
 def test_synth_folder_is_deterministic(tmp_path):
