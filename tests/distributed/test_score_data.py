@@ -62,6 +62,8 @@ def _assert_identical(got, want):
     np.testing.assert_array_equal(got.cand_ids, want.cand_ids)
     np.testing.assert_array_equal(got.cand_uncertainty, want.cand_uncertainty)
     np.testing.assert_array_equal(got.cand_embeddings, want.cand_embeddings)
+    assert got.feature_norm is not None  # ||h|| of every row, for the query diagnostics
+    np.testing.assert_array_equal(got.feature_norm, want.feature_norm)
 
 
 def test_two_actors_give_the_in_process_scores_candidates_and_selection(ray_local, setup, tiny_shards):
@@ -83,6 +85,23 @@ def test_two_actors_give_the_in_process_scores_candidates_and_selection(ray_loca
     assert strategy.select(4, scores=got, m=3, seed=0) == strategy.select(4, scores=want, m=3, seed=0)
     assert any(f"{len(got.ids)}/{len(got.ids)} rows (100%)" in line for line in lines)
     assert "on Ray Data, 2-2 actor(s)" in lines[-1]
+
+
+def test_gradient_clustering_selects_the_in_process_ids(ray_local, setup, tiny_shards):
+    """``cluster_features=gradient``: the strategy instance reaches the actors, the candidates and their
+    probabilities come back bit for bit, so the gradient-space selection is the in-process one."""
+    from raydal.distributed.score_data import score_pool_data
+    from raydal.query import get_strategy
+
+    manifest, model, ckpt, labeled = setup
+    strategy = get_strategy("mge+clustering", backend="torch", cluster_features="gradient")
+    k = strategy.candidate_count(b=5, m=4)
+    got = score_pool_data(ckpt, tiny_shards, labeled, strategy, k, workers=2, batch_size=16, torch_threads=1)
+    want = _in_process(manifest, model, strategy, k, labeled, batch_size=16)
+    _assert_identical(got, want)
+    np.testing.assert_array_equal(got.candidate_probs(), want.candidate_probs())
+    for seed in range(3):
+        assert strategy.select(5, scores=got, m=4, seed=seed) == strategy.select(5, scores=want, m=4, seed=seed)
 
 
 def test_tpd_with_previous_probabilities_and_a_growing_pool(ray_local, setup, tiny_shards):

@@ -130,3 +130,30 @@ def test_gradient_space_is_the_penultimate_space_of_the_gradient_embeddings():
         select_diverse(unc, h, 6, 3, space="gradient", probs=p[:5])
     with pytest.raises(ConfigError, match="space"):
         select_diverse(unc, h, 6, 3, space="grad")
+
+
+def test_in_process_scoring_records_feature_norms_and_selects_in_the_gradient_space(manifest, model):
+    """``score_pool`` keeps ||h|| of every pool row (the candidates' equal their embeddings' norms) and a
+    strategy with ``cluster_features=gradient`` clusters the gradient embeddings of the candidates."""
+    from raydal.data.shards import iter_batches
+    from raydal.query import score_pool
+    from raydal.query.candidates import PoolScores
+
+    strategy = get_strategy("mge+clustering", backend="torch", cluster_features="gradient")
+    scores = score_pool(model, iter_batches(manifest, "pool", 16), strategy, strategy.candidate_count(4, 3))
+    assert scores.feature_norm.shape == scores.ids.shape and scores.feature_norm.dtype == np.float32
+    rows = np.searchsorted(scores.ids, scores.cand_ids)
+    np.testing.assert_allclose(scores.feature_norm[rows], np.linalg.norm(scores.cand_embeddings, axis=1), rtol=1e-6)
+    np.testing.assert_array_equal(scores.candidate_probs(), scores.probs[rows])
+    want = select_diverse(
+        scores.cand_uncertainty,
+        gradient_embedding(scores.candidate_probs(), scores.cand_embeddings),
+        4,
+        3,
+        seed=1,
+        backend="torch",
+    )
+    assert strategy.select(4, scores=scores, m=3, seed=1) == scores.cand_ids[want].tolist()  # most uncertain first
+    broken = PoolScores(**{**vars(scores), "cand_ids": np.array(["nope"] * len(scores.cand_ids))})
+    with pytest.raises(QueryError, match="not among the scored ids"):
+        broken.candidate_probs()
