@@ -32,6 +32,9 @@ class QueryResult:
         selected_probs: id -> [C] probabilities of the current model (for export).
         pool_ids, pool_probs: [N] ids and [N, C] probabilities of the scored pool
             (kept for TPD's next round and for reports); None when not scored.
+        uncertainty_name, pool_uncertainty, pool_feature_norm: what the strategy ranked by,
+            its [N] scores and the [N] feature norms ||h|| of the scored pool, for the query
+            diagnostics (``raydal.query.diagnostics``); None where not computed or recorded.
     """
 
     selected: list[str]
@@ -40,6 +43,9 @@ class QueryResult:
     pool_probs: np.ndarray | None = None
     score_seconds: float = 0.0
     select_seconds: float = 0.0
+    uncertainty_name: str | None = None
+    pool_uncertainty: np.ndarray | None = None
+    pool_feature_norm: np.ndarray | None = None
 
     @classmethod
     def from_scores(
@@ -62,7 +68,17 @@ class QueryResult:
                     f"{selected[int(np.flatnonzero(rows < 0)[0])]!r}: this is a bug."
                 )
             probs = dict(zip(selected, scores.probs[rows].round(6).tolist()))
-            return cls(selected, probs, np.asarray(scores.ids), scores.probs, score_seconds, select_seconds)
+            return cls(
+                selected,
+                probs,
+                np.asarray(scores.ids),
+                scores.probs,
+                score_seconds,
+                select_seconds,
+                uncertainty_name=scores.uncertainty_name,
+                pool_uncertainty=scores.uncertainty,
+                pool_feature_norm=scores.feature_norm,
+            )
         return cls(selected, predicted or {}, None, None, score_seconds, select_seconds)
 
 

@@ -299,6 +299,7 @@ class ActiveLearner:
         )
         fault_point("select:end")
         self._record_agreement(record, prev, result)
+        self._record_diagnostics(record, result)
         del prev
         selected = list(result.selected)
         rows = positions(pool, selected)
@@ -345,6 +346,23 @@ class ActiveLearner:
             prev, (result.pool_ids, result.pool_probs), stop_ids, self.config.train_config().threshold
         )
         record[stopping.HISTORY_KEY] = {"kappa": None if n == 0 else round(kappa, 6), "n": n}
+
+    def _record_diagnostics(self, record: dict[str, Any], result) -> None:
+        """The query's diagnostics (``raydal.query.diagnostics``: rank correlations of the uncertainty
+        with ||h|| and with the number of predicted labels, the picked batch's predicted labels against
+        the pool's), kept in the history ``record``; nothing for a strategy that scores nothing."""
+        if result.pool_ids is None:
+            return
+        from raydal.query.diagnostics import HISTORY_KEY, query_diagnostics
+
+        record[HISTORY_KEY] = query_diagnostics(
+            result.pool_probs,
+            positions(result.pool_ids, result.selected),
+            self.config.train_config().threshold,
+            uncertainty=result.pool_uncertainty,
+            uncertainty_name=result.uncertainty_name,
+            feature_norm=result.pool_feature_norm,
+        )
 
     def _label(self) -> None:
         """Simulation: the archive's known labels answer the pending batch."""

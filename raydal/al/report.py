@@ -26,7 +26,7 @@ from raydal.al.state import StateStore
 from raydal.al.stats import LEVEL, interval_text, paired_difference, verdict_text
 from raydal.config import setting_kind
 from raydal.constants import F1_CURVES_PNG, REPORT_JSON, REPORT_MD
-from raydal.exceptions import StateError
+from raydal.exceptions import RaydalError, StateError
 from raydal.settings import IDENTITY, RESULT
 
 METRICS = ("micro_f1", "macro_f1", "macro_f1_present")
@@ -280,6 +280,133 @@ def stopping_section(runs: list[dict[str, Any]], summary: dict[str, Any]) -> lis
     return lines + [""]
 
 
+#: Over-represented classes of a picked batch the report names per query.
+TOP_CLASSES = 3
+
+
+def _class_names(run: dict[str, Any], n: int) -> list[str]:
+    """The run's class names from its shards' manifest; ``class i`` where that cannot be read."""
+    from raydal.data.shards import load_manifest
+    from raydal.exceptions import RaydalError
+
+    try:
+        names = list(load_manifest(run["config"].get("shards_dir") or "").classes)
+    except (RaydalError, OSError, ValueError):
+        names = []
+    return names if len(names) == n else [f"class {i}" for i in range(n)]
+
+
+def _rho(value: float | None) -> str:
+    return "–" if value is None else f"{value:+.2f}"
+
+
+def over_picked(diag: dict[str, Any], names: list[str], top: int = TOP_CLASSES) -> list[dict[str, Any]]:
+    """The ``top`` classes whose share of the picked batch most exceeds their share of the pool
+    (shares of images predicted to carry the class), most over-represented first."""
+    picked, pool = np.asarray(diag["label_counts"]["picked"]), np.asarray(diag["label_counts"]["pool"])
+    if not diag["n_picked"] or not diag["n_scored"]:
+        return []
+    share, share0 = picked / diag["n_picked"], pool / diag["n_scored"]
+    order = [int(i) for i in np.argsort(share0 - share, kind="stable") if share[i] > share0[i]][:top]
+    return [{"class": names[i], "picked": float(share[i]), "pool": float(share0[i])} for i in order]
+
+
+def diagnostics_section(runs: list[dict[str, Any]], summary: dict[str, Any]) -> list[str]:
+    """The report's "Query diagnostics" lines (``raydal.query.diagnostics``, beyond the paper): per
+    group the mean over its recorded queries, then per run and query; ``summary["query_diagnostics"]``:
+    state dir -> one entry per query (``recorded`` False for a run from before the diagnostics)."""
+    from raydal.query import get_strategy
+    from raydal.query.diagnostics import HISTORY_KEY
+
+    summary["query_diagnostics"] = {}
+    per_group: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    missing: dict[str, int] = defaultdict(int)  # queries of a scoring strategy without diagnostics
+    rows: list[str] = []
+    for run in runs:
+        try:
+            scores = get_strategy(run["strategy"]).requires_scoring
+        except RaydalError:
+            scores = True
+        entries = []
+        queried = [h for h in run["history"] if "select" in h.get("seconds", {})]  # the last model has no query
+        if queried and not any(HISTORY_KEY in h for h in queried):
+            why = "not recorded (a run from before the query diagnostics)" if scores else "not scored (random)"
+            summary["query_diagnostics"][run["state_dir"]] = [
+                {"iteration": h["iteration"], "n_labeled": h["n_labeled"], "recorded": False} for h in queried
+            ]
+            rows.append(f"| {run['state_dir']} | all {len(queried)} | – | {why} | | | |")
+            if scores:
+                missing[run["group"]] += len(queried)
+            continue
+        for h in queried:
+            diag = h.get(HISTORY_KEY)
+            entry = {"iteration": h["iteration"], "n_labeled": h["n_labeled"], "recorded": diag is not None}
+            if diag is None:
+                entries.append(entry)
+                missing[run["group"]] += 1
+                rows.append(f"| {run['state_dir']} | {h['iteration']} | {h['n_labeled']} | not recorded | | | |")
+                continue
+            names = _class_names(run, len(diag["label_counts"]["pool"]))
+            entry.update(diag, over_picked=over_picked(diag, names))
+            entries.append(entry)
+            per_group[run["group"]].append(entry)
+            lpi = diag["labels_per_image"]
+            labels = "–" if lpi["picked"] is None else f"{lpi['picked']:.2f} vs {lpi['pool']:.2f}"
+            classes = ", ".join(
+                f"{c['class']} {100 * c['picked']:.0f}% vs {100 * c['pool']:.0f}%" for c in entry["over_picked"]
+            )
+            rows.append(
+                f"| {run['state_dir']} | {h['iteration']} | {h['n_labeled']} | {_rho(diag['spearman_feature_norm'])} "
+                f"| {_rho(diag['spearman_n_labels'])} | {labels} | {classes or '–'} |"
+            )
+        summary["query_diagnostics"][run["state_dir"]] = entries
+    if not rows:
+        return []
+    lines = [
+        "## Query diagnostics (beyond the paper)",
+        "",
+        (
+            "What each query ranked by, over the scored unlabeled pool: Spearman's ρ of the strategy's "
+            "uncertainty with the feature norm ‖h‖ (penultimate features) and with the number of predicted "
+            "labels (p >= the run's threshold); predicted labels per image of the picked batch vs the pool; "
+            f"and the {TOP_CLASSES} classes most over-represented in the picked batch (share of picked images "
+            "predicted to carry the class vs the pool's share). A ρ near 1 says the uncertainty mostly "
+            "measures that quantity (docs/query.md, switches beyond the paper)."
+        ),
+        "",
+        "| strategy | queries | mean ρ(u, ‖h‖) | mean ρ(u, #labels) | labels/image picked vs pool (mean) |",
+        "|---|---|---|---|---|",
+    ]
+    for group in sorted(set(per_group) | set(missing)):
+        entries = per_group.get(group, [])
+        if not entries:
+            lines.append(f"| {group} | {missing[group]} | not recorded | not recorded | not recorded |")
+            continue
+        cells = []
+        for key in ("spearman_feature_norm", "spearman_n_labels"):
+            vals = [e[key] for e in entries if e[key] is not None]
+            cells.append(_rho(float(np.mean(vals)) if vals else None))
+        lpi = [e["labels_per_image"] for e in entries if e["labels_per_image"]["picked"] is not None]
+        picked_pool = (
+            f"{np.mean([x['picked'] for x in lpi]):.2f} vs {np.mean([x['pool'] for x in lpi]):.2f}" if lpi else "–"
+        )
+        also = f" (+{missing[group]} not recorded)" if missing.get(group) else ""
+        lines.append(f"| {group} | {len(entries)}{also} | {cells[0]} | {cells[1]} | {picked_pool} |")
+    lines += [
+        "",
+        "<details><summary>Per query</summary>",
+        "",
+        "| run | iteration | labeled | ρ(u, ‖h‖) | ρ(u, #labels) | labels/image picked vs pool "
+        "| most over-picked classes (picked vs pool) |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        "</details>",
+        "",
+    ]
+    return lines
+
+
 def build_report(
     state_dirs: list[str], out_dir: str | Path, at: list[int] | None = None, baseline: str = "random"
 ) -> dict[str, Any]:
@@ -408,6 +535,7 @@ def build_report(
             lines.append(f"| {strategy} | {base} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += stopping_section(runs, summary)
+    lines += diagnostics_section(runs, summary)
     lines += [
         "## Seconds per iteration (mean)",
         "",
