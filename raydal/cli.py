@@ -511,7 +511,7 @@ def add_reader_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from raydal.data import synth
+    from raydal.data import bigearthnet, synth
     from raydal.data.shards import prepare
     from raydal.data.synth import bigearthnet as synth_ben
     from raydal.data.synth import folder as synth_folder
@@ -524,7 +524,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir", type=Path)
     p.add_argument("--n", type=int, default=None, help="number of images (default per dataset)")
     p.add_argument("--size", type=int, default=None, help="image side in pixels (default: the real size)")
-    p.add_argument("--seed", type=int, default=None, help=f"(default {_default(synth.synthesize, 'seed')})")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help=f"seed of the generated archive (default {_default(synth.synthesize, 'seed')})",
+    )
     p.add_argument(
         "--dtype",
         choices=synth_folder.DTYPES,
@@ -540,7 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--bigearthnet-version",
-        choices=("v1", "v2"),
+        choices=[v for v in bigearthnet.VERSIONS if v != "auto"],  # a concrete layout to write
         default=None,
         help=f"bigearthnet: layout (default {_default(synth_ben.write_archive, 'version')})",
     )
