@@ -310,3 +310,93 @@ def test_treesatai_fractions_have_a_long_tail():
     assert np.median(multi[:, 0]) > 2 * np.median(multi[:, 1])
     freq = labels.mean(0)
     assert freq.max() > 10 * freq.min()
+
+
+# -- the difficulty knobs (painter.Knobs) and the calibrated UC Merced archive ----------------------------------
+def test_knobs_of_a_difficulty_are_the_painters_defaults():
+    """``Knobs.of(d)`` is what ``difficulty`` alone sets, and passing it changes nothing."""
+    import dataclasses
+
+    from raydal.data.synth.painter import Knobs
+
+    assert dataclasses.astuple(Knobs.of(0.0)) == pytest.approx((1.0, 6.0, 0.95, 0.2, 0.0))
+    assert dataclasses.astuple(Knobs.of(1.0)) == pytest.approx((0.4, 40.0, 0.6, 0.6, 0.0))
+    labels = np.eye(6, dtype=np.uint8)
+    plain = paint(labels, (30, 30), 3, np.random.default_rng(0), 0.3, group_key=5)
+    knobbed = paint(labels, (30, 30), 3, np.random.default_rng(0), 0.3, group_key=5, knobs=Knobs.of(0.3))
+    np.testing.assert_array_equal(plain, knobbed)
+
+
+def _one_label_mark(**knobs) -> np.ndarray:
+    """Class 2 alone on a noiseless background, painted with ``Knobs.of(0)`` changed by ``knobs``: float [H, W, 3]."""
+    import dataclasses
+
+    from raydal.data.synth.painter import Knobs
+
+    look = dataclasses.replace(Knobs.of(0.0), noise=0.0, **knobs)
+    labels = np.zeros((1, 4), np.uint8)
+    labels[0, 2] = 1
+    empty = paint(np.zeros_like(labels), (60, 60), 3, np.random.default_rng(1), group_key=9, knobs=look)
+    marked = paint(labels, (60, 60), 3, np.random.default_rng(1), group_key=9, knobs=look)
+    return marked.astype(float)[0] - empty.astype(float)[0]
+
+
+def test_contrast_and_cover_knobs_fade_and_shrink_a_label():
+    full, faint, small = _one_label_mark(), _one_label_mark(contrast=0.3), _one_label_mark(cover=0.5)
+    region = np.abs(full).sum(-1) > 1
+    assert np.abs(faint[region]).mean() == pytest.approx(0.3 * np.abs(full[region]).mean(), rel=0.1)
+    assert (np.abs(small).sum(-1) > 1).sum() == pytest.approx(0.25 * region.sum(), rel=0.15)
+
+
+def test_noise_knob_sets_the_pixel_noise():
+    from raydal.data.synth.painter import Knobs
+
+    blank = np.zeros((20, 4), np.uint8)
+    for noise in (5.0, 30.0):
+        look = Knobs(contrast=1.0, noise=noise, cover=0.9, hard_share=0.0)
+        images = paint(blank, (40, 40), 3, np.random.default_rng(0), groups=np.zeros(20, int), knobs=look)
+        spread = images.astype(float).std(0).mean()  # across images of one group: the noise alone
+        assert spread == pytest.approx(noise, rel=0.1)
+
+
+def test_own_layout_knob_moves_labels_away_from_the_group_layout():
+    """With ``own_layout`` 1 images of one group with the same labels no longer paint them in the same
+    places; with 0 they do; the draw is seeded."""
+    from raydal.data.synth.painter import Knobs
+
+    labels = np.zeros((8, 6), np.uint8)
+    labels[:, [1, 4]] = 1
+    groups = np.zeros(8, int)
+
+    def images(own: float, seed: int = 0) -> np.ndarray:
+        look = Knobs(contrast=1.0, noise=0.0, cover=0.9, hard_share=0.0, own_layout=own)
+        return paint(labels, (30, 30), 3, np.random.default_rng(seed), groups=groups, group_key=3, knobs=look)
+
+    def spread(x: np.ndarray) -> float:
+        return float(x.astype(float).std(0).mean())
+
+    assert spread(images(0.0)) < 2.0  # background tint jitter only
+    assert spread(images(1.0)) > 10.0
+    np.testing.assert_array_equal(images(0.5, seed=4), images(0.5, seed=4))
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [({"contrast": 1.5}, "'contrast'"), ({"noise": -1.0}, "'noise'"), ({"brightness": 0.5}, "brightness")],
+)
+def test_ucmerced_refuses_bad_knobs(tmp_path, options, match):
+    with pytest.raises(ConfigError, match=match):
+        synthesize("ucmerced", tmp_path / "a", n=21, size=16, **options)
+
+
+def test_calibrated_ucmerced_archive_is_seeded_and_harder(tmp_path):
+    """``CALIBRATED``: the same arguments write the same archive; its label marks are fainter and
+    its noise stronger than at the default difficulty."""
+    from raydal.data.synth.ucmerced import CALIBRATED
+
+    a = _files(synthesize("ucmerced", tmp_path / "a", n=42, size=24, seed=1, **CALIBRATED))
+    b = _files(synthesize("ucmerced", tmp_path / "b", n=42, size=24, seed=1, **CALIBRATED))
+    default = synthesize("ucmerced", tmp_path / "c", n=42, size=24, seed=1)
+    assert a == b
+    assert a != _files(default)
+    assert CALIBRATED == {"difficulty": 1.0, "contrast": 0.3}  # docs/data.md "Calibration" quotes these

@@ -45,6 +45,39 @@ HARDNESS_KINDS = ("small", "faint", "covered")
 
 
 @dataclass(frozen=True)
+class Knobs:
+    """The painter's difficulty knobs. ``Knobs.of(difficulty)`` gives the ones that one number in
+    [0, 1] sets (what every generator uses unless it says otherwise); a generator may set any knob on
+    its own (``dataclasses.replace``), as the UC Merced one does with its calibrated values."""
+
+    contrast: float  # strength of a label's colour and texture against the background, 0..1
+    noise: float  # standard deviation of the pixel noise, grey levels
+    cover: float  # share of its slot's side a label region fills, 0..1
+    hard_share: float  # share of images given a hardness grade (``sample_grades``), 0..1
+    own_layout: float = 0.0  # share of images that place their labels on their own, not as their group does
+
+    @classmethod
+    def of(cls, difficulty: float) -> "Knobs":
+        return cls(
+            contrast=1.0 - 0.6 * difficulty,
+            noise=6.0 + 34.0 * difficulty,
+            cover=0.95 - 0.35 * difficulty,
+            hard_share=0.2 + 0.4 * difficulty,
+        )
+
+    def check(self) -> None:
+        """Raise ConfigError naming the first knob out of its range."""
+        ranges = {"contrast": (0.0, 1.0), "noise": (0.0, 255.0), "cover": (0.05, 1.0)}
+        ranges |= {"hard_share": (0.0, 1.0), "own_layout": (0.0, 1.0)}
+        for name, (low, high) in ranges.items():
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not low <= value <= high:
+                raise ConfigError(
+                    f"The painter knob {name!r} must be a number in [{low}, {high}]. Got {value!r} instead."
+                )
+
+
+@dataclass(frozen=True)
 class Styles:
     """What each of C classes looks like in B bands."""
 
@@ -94,17 +127,17 @@ def sample_labels(n: int, priors: np.ndarray, rng: np.random.Generator) -> np.nd
 
 
 def sample_grades(
-    labels: np.ndarray, rng: np.random.Generator, difficulty: float = 0.3
+    labels: np.ndarray, rng: np.random.Generator, difficulty: float = 0.3, share: float | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-image difficulty grades and per-region hardness kinds.
 
     labels: uint8 [N, C]. Returns ``(grades, kinds)``: grades float [N] in
-    [0, 1], 0 for most images and up to 1 for a share of 0.2 + 0.4 *
-    ``difficulty`` of them (uniform in [0.3, 1]); kinds int [N, C], an index
-    into ``HARDNESS_KINDS`` per label region.
+    [0, 1], 0 for most images and up to 1 for a share of them (uniform in
+    [0.3, 1]): ``share``, by default 0.2 + 0.4 * ``difficulty`` (``Knobs.hard_share``);
+    kinds int [N, C], an index into ``HARDNESS_KINDS`` per label region.
     """
     n, c = np.asarray(labels).shape
-    hard = rng.random(n) < 0.2 + 0.4 * difficulty
+    hard = rng.random(n) < (Knobs.of(difficulty).hard_share if share is None else share)
     grades = np.where(hard, rng.uniform(0.3, 1.0, n), 0.0)
     kinds = rng.integers(0, len(HARDNESS_KINDS), size=(n, c))
     return grades, kinds
@@ -120,6 +153,7 @@ def paint(
     grades: tuple[np.ndarray, np.ndarray] | None = None,
     group_key: int | None = None,
     fill_grid: bool = False,
+    knobs: Knobs | None = None,
 ) -> np.ndarray:
     """Paint one image per label row.
 
@@ -134,6 +168,10 @@ def paint(
     fill_grid: paint every slot of the grid, shared among the image's labels
         (``_place``), so each image has the same textured area whatever its
         label count; by default each label paints one slot.
+    knobs: the difficulty knobs (default ``Knobs.of(difficulty)``). With
+        ``own_layout`` > 0 that share of the images (drawn from ``rng``) places
+        its labels, their texture phases and offsets by a template of its own
+        instead of its group's: same background, different layout.
     Returns uint8 [N, H, W, bands].
     """
     h, w = shape
@@ -144,9 +182,10 @@ def paint(
     groups = np.arange(n) if groups is None else np.asarray(groups)
     grade, kind = grades if grades is not None else (np.zeros(n), np.zeros((n, num_classes), int))
     styles = class_styles(num_classes, bands)
-    contrast = 1.0 - 0.6 * difficulty
+    knobs = Knobs.of(difficulty) if knobs is None else knobs
+    contrast = knobs.contrast
     amplitude = 45.0 * contrast
-    cover = 0.95 - 0.35 * difficulty  # share of its slot a label paints
+    cover = knobs.cover  # share of its slot a label paints
 
     # What a group shares: background tint and pattern, where each label sits, texture phase.
     key = int(rng.integers(1 << 62)) if group_key is None else group_key
@@ -155,15 +194,21 @@ def paint(
 
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     images = rng.standard_normal((n, h, w, bands), dtype=np.float32)
-    images *= 6.0 + 34.0 * difficulty
+    images *= knobs.noise
     images += (_BACKGROUND + rng.uniform(-3.0, 3.0, size=(n, 1, 1, bands))).astype(np.float32)
     for j, t in enumerate(shared):
         wave = np.sin(2 * np.pi * t.freq[0] * yy / h + t.phase[0]) * np.sin(2 * np.pi * t.freq[1] * xx / w + t.phase[1])
         images[member == j] += t.tint + wave[..., None] * t.amplitude
 
+    # Drawn only when asked for, so archives without it stay byte for byte as they were.
+    own = {}
+    if knobs.own_layout > 0:
+        for i in np.flatnonzero(rng.random(n) < knobs.own_layout):
+            own[int(i)] = _group_template(int(rng.integers(1 << 62)), int(ids[member[i]]), num_classes, bands)
+
     slot_h, slot_w = h // GRID, w // GRID
     for i in range(n):
-        t = shared[member[i]]
+        t = own.get(i, shared[member[i]])
         for c, slot in _place(np.flatnonzero(labels[i]), t.slots, fill_grid):
             how = HARDNESS_KINDS[kind[i, c]]
             extra = float(grade[i])
@@ -257,6 +302,7 @@ def paint_chunks(
     grades: tuple[np.ndarray, np.ndarray] | None = None,
     group_key: int | None = None,
     fill_grid: bool = False,
+    knobs: Knobs | None = None,
 ):
     """``paint`` in chunks of rows that keep memory under ~``max_bytes``.
 
@@ -273,4 +319,4 @@ def paint_chunks(
     for start in range(0, n, step):
         rows = slice(start, start + step)
         part = (grades[0][rows], grades[1][rows])
-        yield start, paint(labels[rows], shape, bands, rng, difficulty, groups[rows], part, key, fill_grid)
+        yield start, paint(labels[rows], shape, bands, rng, difficulty, groups[rows], part, key, fill_grid, knobs)
