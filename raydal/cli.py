@@ -60,7 +60,7 @@ def _reader_settings(args: argparse.Namespace) -> dict:
     if foreign:
         raise ConfigError(
             f"{foreign} are not settings of the {args.dataset} reader (its settings: {own or 'none'}). "
-            "Fix: leave those flags out (`raydal prepare --help` groups the flags by reader)."
+            "Fix: leave those flags out (`raydal prepare --help` and `raydal run --help` group them by reader)."
         )
     return given
 
@@ -184,6 +184,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
             return _setting_help(f)
 
         add_setting_flags(p.add_argument_group(title), cls, prefix, help_for)
+    add_reader_arguments(p)  # ExperimentConfig.reader: handed to the reader when the shards are prepared
     g = p.add_argument_group("configuration")
     g.add_argument(
         "--preset",
@@ -208,10 +209,13 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    """The config flags given on the command line (``train.*`` as a nested mapping)."""
+    """The config flags given on the command line (``train.*`` and the reader's as nested mappings)."""
     from raydal.settings import declared_settings
 
     out: dict = {}
+    reader = _reader_settings(args)
+    if reader:
+        out["reader"] = reader
     for _, cls, prefix in _setting_sources():
         for f in declared_settings(cls):
             value = getattr(args, prefix + f.name, None)
@@ -251,7 +255,15 @@ def _cmd_run(args: argparse.Namespace) -> None:
     if note:
         print(note)
     config = exp.run
-    ensure_shards(config.dataset, config.shards_dir, exp.data_root, exp.image_size, exp.fake_n, seed=config.seed)
+    ensure_shards(
+        config.dataset,
+        config.shards_dir,
+        exp.data_root,
+        exp.image_size,
+        exp.fake_n,
+        seed=config.seed,
+        reader=exp.reader,
+    )
     if executor_needs_ray(config.executor):
         from raydal.distributed.driver import run_trial_on_ray
         from raydal.distributed.session import ensure_ray
@@ -333,7 +345,15 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
         return
     config = exp.run
     space = _param_space(args)
-    ensure_shards(config.dataset, config.shards_dir, exp.data_root, exp.image_size, exp.fake_n, seed=config.seed)
+    ensure_shards(
+        config.dataset,
+        config.shards_dir,
+        exp.data_root,
+        exp.image_size,
+        exp.fake_n,
+        seed=config.seed,
+        reader=exp.reader,
+    )
     options = {k[len(_SWEEP) :]: v for k, v in vars(args).items() if k.startswith(_SWEEP) and v is not None}
     run_sweep(config, space, args.sweep_dir, **options)
     print((Path(args.sweep_dir) / SWEEP_MD).read_text())

@@ -38,6 +38,7 @@ from raydal.settings import (
     declared_default,
     field_kind,
     fields_of_kind,
+    make_settings,
     param_error,
     setting,
 )
@@ -118,6 +119,9 @@ DEMO_BUILT_IN = ("b", "m", "initial_labeled", "trials")
 #: The two stopping criteria: a layer that sets either replaces both (see :func:`merge_layers`).
 STOP_KEYS = ("iterations", "label_budget")
 #: TrainConfig fields that follow the run's field of the same name unless set in ``train``.
+#: The mappings of a config whose layers merge field by field: the training settings
+#: (TrainConfig fields) and the dataset reader's settings (ExperimentConfig.reader).
+NESTED_KEYS = ("train", "reader")
 RUN_OWNED_TRAIN_FIELDS = ("seed", "warm_start")
 
 
@@ -449,9 +453,28 @@ class ExperimentConfig:
         choices=_strategies,
         kind=EXECUTION,
     )
+    # the dataset reader's settings when the shards are prepared (raydal prepare's reader flags,
+    # which raydal run takes too); the flags are the readers' declarations, so no flag of its own
+    reader: dict = setting(
+        help="settings of the dataset's reader when the shards are prepared (as raydal prepare's "
+        "reader flags), e.g. {threshold: 0.2} for treesatai",
+        default_factory=dict,
+        cli=False,
+        kind=IDENTITY,
+    )
 
     def __post_init__(self) -> None:
         check_settings(self)
+        if self.reader:
+            from raydal.data import reader_class
+
+            cls = reader_class(self.run.dataset)
+            if cls.Settings is None:
+                raise ConfigError(
+                    f"The {self.run.dataset} reader has no settings, yet 'reader' gives {sorted(self.reader)}. "
+                    "Fix: leave 'reader' (and the reader flags) out for this dataset."
+                )
+            make_settings(cls.Settings, self.reader, cls.__name__)
 
     @staticmethod
     def keys() -> tuple[str, ...]:
@@ -506,10 +529,13 @@ class ExperimentConfig:
             )
         if paper and run.dataset in PAPER_PRESET_NOTES:
             head.append(f"# paper: {PAPER_PRESET_NOTES[run.dataset]}")
-        lines = []
+        lines, head_key = [], ""
         for line in body.splitlines():
-            key, parent = line.split(":", 1)[0].strip(), ("train." if line.startswith("  ") else "")
-            if line.rstrip().endswith(":"):  # a mapping's head (train:)
+            key = line.split(":", 1)[0].strip()
+            if not line.startswith(" "):
+                head_key = key
+            parent = f"{head_key}." if line.startswith("  ") else ""
+            if line.rstrip().endswith(":") or key.startswith("-"):  # a mapping's or list's head, a list item
                 lines.append(line)
                 continue
             source = sources.get(parent + key, "built-in")
@@ -582,10 +608,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"Config file {path} does not exist: check the path.") from err
     except yaml.YAMLError as err:
         raise ConfigError(f"Config file {path} is not valid YAML: {err}") from err
-    if not isinstance(data, dict) or not isinstance(data.get("train", {}), dict):
+    if not isinstance(data, dict) or not all(isinstance(data.get(k) or {}, dict) for k in NESTED_KEYS):
         raise ConfigError(
             f"Config file {path} must hold a mapping of config fields (training settings "
-            "as a mapping under 'train:'); see `raydal run DATASET --print-config`."
+            "as a mapping under 'train:', the reader's under 'reader:'); see `raydal run DATASET --print-config`."
         )
     return data
 
@@ -627,7 +653,7 @@ DEMO_PRESET: dict[str, Any] = _with_defaults(_DEMO, DEMO_BUILT_IN)
 
 
 def merge_layers(layers: list[Mapping[str, Any]]) -> dict[str, Any]:
-    """Merge config layers, later ones winning key by key (``train`` field by field).
+    """Merge config layers, later ones winning key by key (``train`` and ``reader`` field by field).
 
     The stopping rule is one setting: a layer that gives ``iterations`` or
     ``label_budget`` replaces both (the one it leaves out becomes None), so
@@ -638,10 +664,11 @@ def merge_layers(layers: list[Mapping[str, Any]]) -> dict[str, Any]:
         layer = dict(layer)
         if any(k in layer for k in STOP_KEYS):
             out.update({k: None for k in STOP_KEYS})
-        train = layer.pop("train", None) or {}
+        nested = {key: layer.pop(key, None) or {} for key in NESTED_KEYS}
         out.update(layer)
-        if train:
-            out["train"] = {**out.get("train", {}), **train}
+        for key, values in nested.items():
+            if values:
+                out[key] = {**out.get(key, {}), **values}
     return out
 
 
@@ -700,7 +727,8 @@ def config_sources(
     config_file: str | Path | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> dict[str, str]:
-    """Where each value of :func:`resolve_config` comes from, by flat key (``b``, ``train.lr``):
+    """Where each value of :func:`resolve_config` comes from, by flat key (``b``, ``train.lr``,
+    ``reader.threshold``):
     the last layer that sets it, else "built-in". A layer that sets one stopping criterion
     sets both (:func:`merge_layers`)."""
     out: dict[str, str] = {}
@@ -708,8 +736,10 @@ def config_sources(
         if any(k in layer for k in STOP_KEYS):
             out.update({k: source for k in STOP_KEYS})
         for key, value in layer.items():
-            if key == "train":
-                out.update({f"train.{k}": source for k in value or {}})
+            if key in NESTED_KEYS:
+                out.update({f"{key}.{k}": source for k in value or {}})
+                if not value:  # written empty (reader: {}): the source of that line
+                    out[key] = source
             else:
                 out[key] = source
     return out

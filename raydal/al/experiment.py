@@ -9,6 +9,7 @@ in-process (:func:`run_trial_local`) or a driver actor on Ray
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,18 +35,31 @@ def ensure_shards(
     fake_n: int | None,
     seed: int,
     log: Callable[[str], None] = print,
+    reader: Mapping[str, Any] | None = None,
 ) -> Path | str:
     """Prepared shards in ``shards_dir`` (a folder or a storage URI): reused if complete, else
     prepared from ``data_root``, else from a fake archive generated next to them
-    (``<shards_dir>-archive``; local folders only)."""
-    from raydal.data.shards import prepare
+    (``<shards_dir>-archive``; local folders only).
+
+    reader: the dataset reader's settings for preparing (``ExperimentConfig.reader``, raydal
+    prepare's reader flags). Shards already prepared are reused as they are: the settings they
+    were prepared with are logged beside the given ones (remove the shards to prepare them again).
+    """
+    from raydal.data.shards import load_manifest, prepare
     from raydal.data.synth import synthesize
     from raydal.exceptions import DatasetNotFoundError
     from raydal.utils import file_exists, is_uri, join_location
 
+    reader = dict(reader or {})
     shards_dir = str(shards_dir).rstrip("/") if is_uri(shards_dir) else Path(shards_dir)
     if file_exists(join_location(shards_dir, MANIFEST_NAME)):
         log(f"using prepared shards in {shards_dir}")
+        if reader:
+            log(
+                f"the reader settings given ({reader}) apply when shards are prepared; these were prepared with "
+                f"{load_manifest(shards_dir).reader_settings}. To prepare them with yours, remove {shards_dir} "
+                "or pass another --shards-dir"
+            )
         return shards_dir
     if data_root is None and is_uri(shards_dir):
         raise DatasetNotFoundError(
@@ -57,8 +71,8 @@ def ensure_shards(
         if not data_root.exists():
             log(f"no --data-root given: generating a fake {dataset} archive in {data_root}")
             synthesize(dataset, data_root, n=fake_n, size=size, seed=seed)
-    log(f"preparing shards from {data_root} into {shards_dir}")
-    prepare(dataset, data_root, shards_dir, size=size, seed=seed)
+    log(f"preparing shards from {data_root} into {shards_dir}" + (f" (reader settings {reader})" if reader else ""))
+    prepare(dataset, data_root, shards_dir, size=size, seed=seed, **reader)
     return shards_dir
 
 
