@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from raydal.config import ALConfig
 from raydal.constants import MANIFEST_NAME, META_FILE, MODEL_FILE, SPLITS
 from raydal.exceptions import ConfigError, ModelError, StateError
 from raydal.utils import file_exists, is_uri, join_location, read_bytes
@@ -230,7 +231,9 @@ def folder_settings(pre: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
-def predict_arrays_local(checkpoint: str, manifest, batch_size: int = 64) -> tuple[list[str], list[str], np.ndarray]:
+def predict_arrays_local(
+    checkpoint: str, manifest, batch_size: int = ALConfig.score_batch_size
+) -> tuple[list[str], list[str], np.ndarray]:
     """Forward passes in this process over every split: ``(ids [N], paths [N], probs float32 [N, C])``.
 
     Full float32 precision on every device (no bf16 autocast on CUDA), so the
@@ -265,7 +268,7 @@ def predict(
     out_dir: str | Path,
     executor: str = "auto",
     threshold: float | None = None,
-    batch_size: int = 64,
+    batch_size: int = ALConfig.score_batch_size,
     concurrency: int = 1,
     export: bool = True,
     skip_bad: bool = False,

@@ -206,8 +206,23 @@ DECLARATIONS = [
     ExportOptions,
     *[r.Settings for r in _readers_with_settings()],
 ]
-#: Where a copy would hide: the entry points, the presets, the Python API, the sweep.
-SOURCES = ["raydal/cli.py", "raydal/config.py", "raydal/api.py", "raydal/al/sweep.py", "raydal/distributed/tune.py"]
+#: Library functions whose parameters carry a run setting's default under their own name.
+FORWARD_PASSES = [
+    "raydal/distributed/score.py",
+    "raydal/distributed/score_data.py",
+    "raydal/distributed/predict.py",
+    "raydal/distributed/train.py",
+    "raydal/predict.py",
+]
+#: Where a copy would hide: the entry points, the presets, the Python API, the sweep, the forward passes.
+SOURCES = [
+    "raydal/cli.py",
+    "raydal/config.py",
+    "raydal/api.py",
+    "raydal/al/sweep.py",
+    "raydal/distributed/tune.py",
+    *FORWARD_PASSES,
+]
 
 
 def _literal_patterns():
@@ -277,3 +292,80 @@ def test_one_message_form_for_every_range_check():
     with pytest.raises(ConfigError, match=r"^The 'k' parameter of f must be a bool\. Got 1 instead\.$"):
         check_value(1, "k", "f", bool)
     assert str(param_error("x", None, "an int", "y")) == "The 'x' parameter must be an int. Got 'y' instead."
+
+
+# -- parameters that stand for a run setting read its declaration ------------------------------------
+
+#: parameter (or dataclass field) name -> the ALConfig setting whose default it is.
+STANDS_FOR = {
+    "batch_size": "score_batch_size",
+    "eval_batch_size": "score_batch_size",
+    "cpus_per_worker": "cpus_per_worker",
+}
+
+
+def _defaults_standing_for_settings(source: str):
+    """``(where, parameter, default node)`` of every parameter or dataclass field named in
+    :data:`STANDS_FOR` that has a default, in ``source``."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = node.args
+            positional = args.posonlyargs + args.args
+            pairs = list(zip(positional[len(positional) - len(args.defaults) :], args.defaults))
+            pairs += [(a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is not None]
+            yield from ((node.name, a.arg, d) for a, d in pairs if a.arg in STANDS_FOR)
+        elif isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, ast.AnnAssign) and item.value is not None:
+                    name = getattr(item.target, "id", None)
+                    if name in STANDS_FOR:
+                        yield node.name, name, item.value
+
+
+def _copies(source: str) -> list[str]:
+    """The defaults among them that are not a read of their setting's declaration (``ALConfig.<setting>``)."""
+    return [
+        f"{where}({name}={ast.unparse(default)})"
+        for where, name, default in _defaults_standing_for_settings(source)
+        if not (
+            isinstance(default, ast.Attribute)
+            and ast.unparse(default.value) == "ALConfig"
+            and default.attr == STANDS_FOR[name]
+        )
+    ]
+
+
+def test_forward_pass_defaults_read_the_run_settings():
+    """Scoring, evaluation and prediction batches default to ``score_batch_size``, Ray Train
+    workers' CPUs to ``cpus_per_worker``: each reads the declaration, none writes a number."""
+    found = []
+    for path in FORWARD_PASSES:
+        found += [f"{path}: {c}" for c in _copies((ROOT / path).read_text())]
+    assert found == []
+    from raydal import predict
+    from raydal.distributed import predict as dpredict
+    from raydal.distributed import score, score_data, train
+
+    batch = declared_default(ALConfig, "score_batch_size")
+    for fn, name in [
+        (score.score_pool_ray, "batch_size"),
+        (score_data.score_pool_data, "batch_size"),
+        (dpredict.predict_arrays_ray, "batch_size"),
+        (predict.predict_arrays_local, "batch_size"),
+        (predict.predict, "batch_size"),
+        (train.train_with_ray, "eval_batch_size"),
+    ]:
+        assert inspect.signature(fn).parameters[name].default == batch, fn.__name__
+    assert train.PoolScoring("random", 0).batch_size == batch
+    cpus = inspect.signature(train.train_with_ray).parameters["cpus_per_worker"].default
+    assert cpus == declared_default(ALConfig, "cpus_per_worker")
+
+
+def test_the_forward_pass_scan_finds_a_copy():
+    planted = """
+def score(x, batch_size: int = 64, *, cpus_per_worker=0.5, eval_batch_size=ALConfig.score_batch_size): ...
+@dataclass
+class P:
+    batch_size: int = 64
+"""
+    assert _copies(planted) == ["score(batch_size=64)", "score(cpus_per_worker=0.5)", "P(batch_size=64)"]

@@ -153,7 +153,7 @@ class RayExecutor(LocalExecutor):
             run_name=f"raydal-{cfg.fingerprint()}",
             num_workers=cfg.num_workers,
             use_gpu=cfg.use_gpu,
-            cpus_per_worker=self._cpus_per_worker(),
+            cpus_per_worker=cfg.cpus_per_worker,  # None: train_with_ray's share, one cluster CPU left free
             validate=False,  # the loop records val and test of the final model
             eval_batch_size=cfg.score_batch_size,
             eval_max_samples=cfg.eval_max_samples,
@@ -170,14 +170,6 @@ class RayExecutor(LocalExecutor):
                 key=key, scores=result.pool_scores, score_seconds=result.metrics.get("score_seconds", 0.0)
             )
         return checkpoint
-
-    def _cpus_per_worker(self) -> float:
-        """The configured value, or up to 1 CPU each with one cluster CPU left for Ray Data reads."""
-        if self.config.cpus_per_worker is not None:
-            return self.config.cpus_per_worker
-        from raydal.distributed.session import cpu_share_leaving_one_free
-
-        return cpu_share_leaving_one_free(self.config.num_workers)
 
     def checkpoint_stored(self, local, stored):
         """The loop uploaded this run's checkpoint: its evaluations and pool scores are now

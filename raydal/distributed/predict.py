@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from raydal.config import ALConfig
+
 __all__ = ["predict_batch", "predict_arrays_ray"]
 
 #: (checkpoint, manifest, device) -> (model, manifest) of this worker process: one at a time.
@@ -54,7 +56,11 @@ def predict_batch(
 
 
 def predict_arrays_ray(
-    checkpoint: str, manifest, batch_size: int = 64, concurrency: int = 1, num_gpus: float = 0
+    checkpoint: str,
+    manifest,
+    batch_size: int = ALConfig.score_batch_size,
+    concurrency: int = 1,
+    num_gpus: float = 0,
 ) -> tuple[list[str], list[str], np.ndarray]:
     """``(ids [N], paths [N], probs float32 [N, C])`` of every split of ``manifest``, on Ray Data.
 

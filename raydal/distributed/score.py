@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from raydal.config import ALConfig
 from raydal.exceptions import ConfigError, QueryError
 from raydal.query.base import QueryStrategy, get_strategy
 from raydal.query.candidates import PoolScores, TopKCandidates
@@ -216,7 +217,7 @@ def score_pool_ray(
     prev_probs: "Mapping[str, Any] | tuple[Any, Any] | None" = None,
     *,
     concurrency: int = 1,
-    batch_size: int = 64,
+    batch_size: int = ALConfig.score_batch_size,
     num_gpus: float = 0,
     num_cpus: float | None = None,
     torch_threads: int | None = None,

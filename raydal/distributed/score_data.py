@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from raydal.config import ALConfig
 from raydal.constants import META_FILE, MODEL_FILE
 from raydal.exceptions import ConfigError
 from raydal.query.base import QueryStrategy, get_strategy
@@ -206,7 +207,7 @@ def score_pool_data(
     *,
     workers: int = 1,
     min_workers: int | None = None,
-    batch_size: int = 64,
+    batch_size: int = ALConfig.score_batch_size,
     num_gpus: float = 0,
     num_cpus: float | None = None,
     torch_threads: int | None = None,

@@ -45,8 +45,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from raydal.config import ALConfig
 from raydal.constants import CHECKPOINT_SUBDIR, ENV_TRAIN_LOG_LEVEL, HISTORY_FILE, TRAIN_STATE_FILE
 from raydal.exceptions import ConfigError, RaydalError
+from raydal.settings import Interval, check_value
 from raydal.training.config import TrainConfig
 from raydal.training.in_process import TrainResult
 from raydal.training.policy import CheckpointPolicy
@@ -70,7 +72,7 @@ class PoolScoring:
     strategy: "str | QueryStrategy"  # noqa: F821  (an instance carries its options)
     k: int
     prev_probs: tuple[np.ndarray, np.ndarray] | None = None
-    batch_size: int = 64
+    batch_size: int = ALConfig.score_batch_size
 
 
 def _sync_from_rank0(net) -> None:
@@ -306,12 +308,11 @@ def train_with_ray(
     run_name: str | None = None,
     num_workers: int = 2,
     use_gpu: bool = False,
-    cpus_per_worker: float = 0.5,
+    cpus_per_worker: float | None = ALConfig.cpus_per_worker,
     max_failures: int = 2,
     validate: bool = True,
     checkpoint_every: int | None = CheckpointPolicy.every_epochs,
-    eval_batch_size: int = 64,
-    shuffle_buffer: int = 1000,
+    eval_batch_size: int = ALConfig.score_batch_size,
     torch_threads: int | None = None,
     label_overrides: Mapping[str, Sequence[int]] | None = None,
     checkpoint_seconds: float | None = CheckpointPolicy.every_seconds,
@@ -333,13 +334,12 @@ def train_with_ray(
     ``storage_path``: where Ray persists checkpoints (local path or URI such as
     ``s3://bucket/prefix``; default ``out_dir/ray``); ``run_name``: prefix of
     the Ray run's name, made unique per call (Ray silently resumes a reused
-    name). ``cpus_per_worker`` 0.5 leaves room for other work on small
-    machines. ``max_failures``: worker-group restarts, each resuming from the
-    last checkpoint, written after every ``checkpoint_every``-th epoch, once
+    name). ``cpus_per_worker``: CPUs each worker reserves (default: as the
+    ``cpus_per_worker`` setting's, up to 1 with one cluster CPU left for Ray Data's
+    read tasks, ``raydal.distributed.session.cpu_share_leaving_one_free``).
+    ``max_failures``: worker-group restarts, each resuming from the last checkpoint, written after every ``checkpoint_every``-th epoch, once
     ``checkpoint_seconds`` have passed since the last one, and after the last
     epoch (``CheckpointPolicy``; None turns a criterion off).
-    ``shuffle_buffer``: ignored (kept for compatibility): each worker holds its
-    share in memory and shuffles all of it every epoch.
     ``label_overrides``: id -> class indices replacing archive labels (human mode).
     ``evaluate_splits``: splits the workers evaluate after training (e.g.
     ``("val", "test")``), into ``TrainResult.evaluations``; ``score``: score the
@@ -358,7 +358,7 @@ def train_with_ray(
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from raydal.data.shards import load_manifest
-    from raydal.distributed.session import ensure_ray
+    from raydal.distributed.session import cpu_share_leaving_one_free, ensure_ray
     from raydal.query import get_strategy
     from raydal.training.shares import (
         evaluation_rows,
@@ -368,18 +368,11 @@ def train_with_ray(
         whole_split,
     )
 
-    if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 1:
-        raise ConfigError(
-            f"The 'num_workers' parameter of train_with_ray must be an int >= 1. Got {num_workers!r} instead."
-        )
-    if not isinstance(cpus_per_worker, (int, float)) or cpus_per_worker <= 0:
-        raise ConfigError(
-            f"The 'cpus_per_worker' parameter of train_with_ray must be a number > 0. Got {cpus_per_worker!r} instead."
-        )
-    if not isinstance(max_failures, int) or max_failures < -1:
-        raise ConfigError(
-            f"The 'max_failures' parameter of train_with_ray must be an int >= -1 (-1: retry forever). Got {max_failures!r} instead."
-        )
+    check_value(num_workers, "num_workers", "train_with_ray", Interval(int, 1))
+    check_value(
+        cpus_per_worker, "cpus_per_worker", "train_with_ray", Interval(float, 0, None, "neither"), nullable=True
+    )
+    check_value(max_failures, "max_failures", "train_with_ray", Interval(int, -1))  # -1: retry forever
     policy = CheckpointPolicy(checkpoint_every, checkpoint_seconds)
     ids = sorted({str(i) for i in labeled_ids})
     if len(ids) < 2 * num_workers:
@@ -413,6 +406,8 @@ def train_with_ray(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ensure_ray()
+    if cpus_per_worker is None:
+        cpus_per_worker = cpu_share_leaving_one_free(num_workers)
 
     init = ray.put(
         dict(weights=_shipped(spec.weights), checkpoint=_shipped(init_checkpoint) if cfg.warm_start else None)
