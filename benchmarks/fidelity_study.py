@@ -409,7 +409,7 @@ def write_results(size_name: str, runs_dir: Path, results: Path, command: str) -
     few = min(n_trials.values(), default=0) < MIN_TRIALS
     record = runs_dir / ARCHIVE_RECORD
     painted = (
-        "difficulty "
+        "painted with "
         + ", ".join(f"{k} {v}" for k, v in json.loads(record.read_text()).items() if k in CALIBRATED)
         + ", calibrated on random only (docs/data.md)"
         if record.exists()
