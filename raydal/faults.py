@@ -7,9 +7,11 @@
 - ``@N``: act the N-th time this process reaches the point (default 1);
 - ``ACTION``: ``kill`` (default: SIGKILL of this process, no cleanup, no flush,
   like a power cut or the OOM killer), ``hang`` (sleep until killed, for tests
-  that remove a node while work is in flight) or ``hang-once`` (``hang`` in the
+  that remove a node while work is in flight), ``hang-once`` (``hang`` in the
   first process of the whole cluster that gets there, which writes its pid to
-  ``TRACE.POINT.once``; the others, retries included, go on; needs the trace).
+  ``TRACE.POINT.once``; the others, retries included, go on; needs the trace) or
+  ``pause-once`` (``hang-once`` until the file ``TRACE.POINT.go`` exists, then go on:
+  for tests that act while a process is held at a point, then let it finish).
 
 ``RAYDAL_FAULT_TRACE=FILE`` appends ``POINT PID HOSTNAME`` to FILE at every point
 reached (whether or not it acts), so a test can check that a point exists on the
@@ -29,7 +31,7 @@ from collections import Counter
 from raydal.constants import ENV_FAULT, ENV_FAULT_TRACE
 from raydal.exceptions import ConfigError
 
-ACTIONS = ("kill", "hang", "hang-once")
+ACTIONS = ("kill", "hang", "hang-once", "pause-once")
 _reached: Counter[str] = Counter()
 
 
@@ -61,15 +63,21 @@ def fault_point(name: str) -> None:
     wanted = parse_faults(spec or "").get(name)
     if wanted is None or wanted[0] != _reached[name]:
         return
-    if wanted[1] == "hang-once":
+    if wanted[1] in ("hang-once", "pause-once"):
         if not trace:
-            raise ConfigError(f"{ENV_FAULT}: the hang-once action needs {ENV_FAULT_TRACE} (its marker goes beside it).")
+            raise ConfigError(
+                f"{ENV_FAULT}: the {wanted[1]} action needs {ENV_FAULT_TRACE} (its marker goes beside it)."
+            )
         try:
             fd = os.open(f"{trace}.{name}.once", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             return
         os.write(fd, f"{os.getpid()}\n".encode())
         os.close(fd)
+    if wanted[1] == "pause-once":
+        while not os.path.exists(f"{trace}.{name}.go"):
+            time.sleep(0.05)
+        return
     if wanted[1] in ("hang", "hang-once"):
         while True:
             time.sleep(3600)

@@ -42,16 +42,22 @@ def tiny_shards(tiny_archive, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def ray_local(tmp_path_factory):
+def ray_local():
     """A 2-CPU local Ray started once per test module."""
-    ray = pytest.importorskip("ray")
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        _temp_dir=str(Path("/tmp") / f"raydal-ray-{os.getpid()}"),
-        logging_level="WARNING",
-    )
-    yield ray
-    ray.shutdown()
+    pytest.importorskip("ray")
+    from support import local_ray
+
+    with local_ray() as ray:
+        yield ray
+
+
+@pytest.fixture(scope="module")
+def ray_faults(request, tmp_path_factory):
+    """A 2-CPU local Ray (once per test module) whose tasks and actors trace every fault point and
+    arm the module's ``FAULTS`` (``RAYDAL_FAULT``, e.g. ``"train:epoch@4=pause-once"``); yields the trace file."""
+    pytest.importorskip("ray")
+    from support import fault_env, local_ray
+
+    trace = tmp_path_factory.mktemp("faults") / "trace.txt"
+    with local_ray(fault_env(trace, request.module.FAULTS)):
+        yield trace

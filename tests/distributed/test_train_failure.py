@@ -4,7 +4,6 @@ exactly as an uninterrupted run does, under the default checkpoint policy (every
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -15,49 +14,25 @@ from raydal.training import TrainConfig
 
 pytestmark = pytest.mark.ray
 
-
-def _parent(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("PPid:"):
-            return int(line.split()[1])
-    return 0
+#: The first Ray Train worker to report its 10th epoch (the first checkpoint) hangs there; the test kills it.
+#: The restarted workers reach the point again (at their 10th epoch) and go on.
+FAULTS = "train:epoch@10=hang-once"
 
 
-def _train_workers() -> list[int]:
-    """PIDs of this test's Ray Train worker processes (Ray titles them ray::RayTrainWorker).
+def _registered(storage: Path, name: str) -> bool:
+    """Whether Ray Train's controller has registered checkpoint ``name`` of a run under ``storage``
+    (the run's checkpoint manager snapshot lists it).
 
-    Only descendants of this Ray instance's raylet: the machine may run other Ray instances.
-    """
-    import ray
+    A worker's report only queues the checkpoint; the controller takes it at its next poll of the
+    worker (every 2 s). A worker killed before that would take the report with it."""
+    from ray.train.v2._internal.constants import CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
 
-    session = ray._private.worker.global_worker.node.get_session_dir_path()
-    raylets, workers = set(), []
-    for proc in Path("/proc").iterdir():
-        try:
-            if not proc.name.isdigit():
-                continue
-            cmd = (proc / "cmdline").read_bytes()
-            if b"raylet" in cmd and session.encode() in cmd:
-                raylets.add(int(proc.name))
-            elif b"RayTrainWorker" in cmd:
-                workers.append(int(proc.name))
-        except OSError:
-            continue
-    mine = []
-    for pid in workers:
-        try:
-            ancestor = pid
-            for _ in range(4):
-                ancestor = _parent(ancestor)
-                if ancestor in raylets:
-                    mine.append(pid)
-                    break
-        except OSError:
-            continue
-    return sorted(mine)
+    return any(name in snapshot.read_text() for snapshot in storage.glob(f"*/{CHECKPOINT_MANAGER_SNAPSHOT_FILENAME}"))
 
 
-def test_killed_worker_restarts_from_last_checkpoint(ray_local, tiny_shards, tmp_path):
+def test_killed_worker_restarts_from_last_checkpoint(ray_faults, tiny_shards, tmp_path):
+    from support import reached, wait_for_marker, wait_until
+
     from raydal.distributed.train import train_with_ray
 
     manifest = load_manifest(tiny_shards)
@@ -91,23 +66,22 @@ def test_killed_worker_restarts_from_last_checkpoint(ray_local, tiny_shards, tmp
 
     thread = threading.Thread(target=run)
     thread.start()
-    killed = None
-    deadline = time.time() + 400
-    while time.time() < deadline and thread.is_alive() and killed is None:
-        done = sorted((out / "ray").glob("*/epoch-*"))
-        if done:  # the first checkpoint (epoch 10 under the default policy) is committed
-            workers = _train_workers()
-            if workers:
-                killed = int(done[-1].name.split("-")[1])
-                os.kill(workers[-1], signal.SIGKILL)
-        time.sleep(0.2)
+    hung = wait_for_marker(ray_faults, "train:epoch", alive=thread.is_alive)  # epoch 10 reported, checkpointed
+    wait_until(
+        lambda: _registered(out / "ray", "epoch-00010"),
+        "epoch-10 checkpoint registered",
+        alive=thread.is_alive,
+    )
+    before = set(reached(ray_faults, "train:epoch"))  # the first worker group (both ranks reached epoch 9 at least)
+    os.kill(hung, signal.SIGKILL)
     thread.join(timeout=600)
     assert "err" not in result, result.get("err")
-    assert killed is not None and killed < epochs, "training ended before a worker could be killed"
     history = result["r"].history
-    assert [h["epoch"] for h in history] == list(range(1, epochs + 1))  # every epoch once, resumed not restarted
+    assert [h["epoch"] for h in history] == list(range(1, epochs + 1))
     assert read_checkpoint_meta(result["r"].checkpoint_dir)["extra"]["epoch"] == epochs
-    assert killed == 10
+    # Resumed, not restarted: each worker of the new group trained epochs 11..30 only.
+    restarted = [pid for pid in reached(ray_faults, "train:epoch") if pid not in before]
+    assert sorted(restarted.count(pid) for pid in set(restarted)) == [epochs - 10, epochs - 10]
     # Exact: same shares, seeds and optimizer state after the restart, so the same losses as a run
     # that was never interrupted.
     reference = train(tmp_path / "reference").history

@@ -108,3 +108,28 @@ def test_bad_fault_spec_is_refused():
         timeout=120,
     )
     assert bad.returncode == 1 and "POINT[@N][=ACTION]" in bad.stderr
+
+
+def test_pause_once_holds_the_first_process_until_released(tmp_path):
+    """``pause-once``: the first process at the point waits for the test's go; any other goes on."""
+    from support import fault_env, release, wait_for_marker
+
+    trace = tmp_path / "trace.txt"
+    env = cli_env(**fault_env(trace, "score:batch@2=pause-once"))
+    script = "from raydal.faults import fault_point; fault_point('score:batch'); fault_point('score:batch')"
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.PIPE, text=True)
+
+    first = start()
+    try:
+        assert wait_for_marker(trace, "score:batch", timeout=120, alive=lambda: first.poll() is None) == first.pid
+        second = start()
+        assert second.wait(timeout=120) == 0, second.stderr.read()  # the marker is taken: it goes on
+        assert first.poll() is None  # still held at its 2nd score:batch
+        release(trace, "score:batch")
+        assert first.wait(timeout=120) == 0, first.stderr.read()
+    finally:
+        first.kill()
+        first.wait()
+    assert [line.split()[:2] for line in trace.read_text().splitlines()].count(["score:batch", str(first.pid)]) == 2
