@@ -1,7 +1,7 @@
 """The Ray Train launcher: 2 CPU workers (DDP over gloo) on the tiny prepared archive.
 
 One ``fit()`` costs ~20 s on a 2-core box, so the module runs a single training
-and checks everything on it.
+and checks everything on it (and one longer fit that loses its pool files mid-way).
 """
 
 import json
@@ -17,13 +17,15 @@ from raydal.training import TrainConfig, evaluate
 pytestmark = pytest.mark.ray
 
 
+#: The first Ray Train worker to report its 4th epoch waits there until the test lets it go on.
+FAULTS = "train:epoch@4=pause-once"
 K = 10  # pool candidates kept by the in-worker scoring
 #: The fit's F1 threshold, not the default: the workers' evaluations must use it.
 THRESHOLD = 0.3
 
 
 @pytest.fixture(scope="module")
-def ray_run(ray_local, tiny_shards, tmp_path_factory):
+def ray_run(ray_faults, tiny_shards, tmp_path_factory):
     """One fit that also evaluates val/test and scores the pool in the workers (an AL iteration's run)."""
     from raydal.distributed.train import PoolScoring, train_with_ray
 
@@ -81,11 +83,12 @@ def test_workers_evaluate_and_score_like_one_process_on_the_checkpoint(ray_run):
     np.testing.assert_allclose(got.cand_embeddings, ref.cand_embeddings, atol=1e-4)
 
 
-def test_labeled_rows_are_read_once_per_fit(ray_local, tiny_shards, tmp_path):
-    """The pool files are deleted after the first checkpoint: training goes on from the rows in memory."""
+def test_labeled_rows_are_read_once_per_fit(ray_faults, tiny_shards, tmp_path):
+    """The pool files are deleted while a worker is held after epoch 4: training goes on from the rows in memory."""
     import shutil
     import threading
-    import time
+
+    from support import reached, release, wait_for_marker
 
     from raydal.distributed.train import train_with_ray
 
@@ -119,18 +122,15 @@ def test_labeled_rows_are_read_once_per_fit(ray_local, tiny_shards, tmp_path):
 
     thread = threading.Thread(target=run)
     thread.start()
-    deleted_after = None
-    deadline = time.time() + 400
-    while deleted_after is None and thread.is_alive() and time.time() < deadline:
-        done = sorted((out / "ray").glob("*/epoch-*"))
-        if done:
-            for f in manifest.split_files("pool"):
-                Path(f).unlink()
-            deleted_after = int(done[-1].name.split("-")[1])
-        time.sleep(0.02)
-    thread.join(timeout=600)
+    try:
+        held = wait_for_marker(ray_faults, "train:epoch", alive=thread.is_alive)  # a rank after epoch 4
+        for f in manifest.split_files("pool"):
+            Path(f).unlink()
+    finally:
+        release(ray_faults, "train:epoch")
+        thread.join(timeout=600)
     assert "err" not in result, result.get("err")
-    assert deleted_after is not None and deleted_after < epochs, "training ended before the pool was deleted"
+    assert reached(ray_faults, "train:epoch").count(held) == epochs  # it went on after the files were gone
     history = result["r"].history
     assert [h["epoch"] for h in history] == list(range(1, epochs + 1))
     assert all(h["train_samples"] == len(labeled) // 2 for h in history)  # each rank: its half, every epoch
