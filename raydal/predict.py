@@ -38,6 +38,7 @@ import numpy as np
 from raydal.config import ALConfig
 from raydal.constants import MANIFEST_NAME, META_FILE, MODEL_FILE, SPLITS
 from raydal.exceptions import ConfigError, ModelError, StateError
+from raydal.settings import Interval, check_value
 from raydal.utils import file_exists, is_uri, join_location, read_bytes
 
 PREDICTIONS = "predictions"
@@ -282,11 +283,9 @@ def predict(
     tasks at a time. export: also write the exported model (``model/model.pt2``) and preprocessing.json.
     Returns the path of predictions.parquet.
     """
-    if executor not in EXECUTORS:
-        raise ConfigError(f"The 'executor' parameter of predict must be one of {EXECUTORS}. Got {executor!r} instead.")
+    check_value(executor, "executor", "predict", EXECUTORS)
     for name, value in (("batch_size", batch_size), ("concurrency", concurrency)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"The '{name}' parameter of predict must be an int >= 1. Got {value!r} instead.")
+        check_value(value, name, "predict", Interval(int, 1))
     if is_uri(out_dir):
         raise ConfigError(
             f"The 'out_dir' parameter of predict must be a local folder. Got {out_dir!r} instead. "
@@ -299,8 +298,7 @@ def predict(
     pre = source.preprocessing or preprocessing_of(manifest)
     if threshold is None:
         threshold = pre["threshold"]
-    if not 0 < threshold < 1:
-        raise ConfigError(f"The 'threshold' parameter of predict must be in (0, 1). Got {threshold!r} instead.")
+    check_value(threshold, "threshold", "predict", Interval(float, 0, 1, "neither"))
     if _resolve_executor(executor) == "ray":
         from raydal.distributed.predict import predict_arrays_ray
 

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from raydal.exceptions import ConfigError
+from raydal.exceptions import ConfigError, RaydalError
 
 __all__ = [
     "EXECUTION",
@@ -253,26 +253,39 @@ def describe(cls: type, f: dataclasses.Field) -> str:
     return f"{text} or None" if nullable else text
 
 
-def param_error(name: str, owner: str | None, allowed: str, value: Any) -> ConfigError:
+def param_error(
+    name: str, owner: str | None, allowed: str, value: Any, error: type[RaydalError] = ConfigError
+) -> RaydalError:
     """The one form of a bad-parameter message: its parameter, owner, what is allowed and the value.
 
     ``param_error("b", "ALConfig", "an int >= 1", 0)``: "The 'b' parameter of ALConfig must be
     an int >= 1. Got 0 instead." Every range or choice check of raydal words its error here.
+    error: the exception class (a model's or a query's own error where that is what callers catch).
     """
     of = f" of {owner}" if owner else ""
-    return ConfigError(f"The '{name}' parameter{of} must be {allowed}. Got {value!r} instead.")
+    return error(f"The '{name}' parameter{of} must be {allowed}. Got {value!r} instead.")
 
 
 def check_value(
-    value: Any, name: str, owner: str | None, rule: Interval | Sequence | type, *, nullable: bool = False
+    value: Any,
+    name: str,
+    owner: str | None,
+    rule: Interval | Sequence | type,
+    *,
+    nullable: bool = False,
+    error: type[RaydalError] = ConfigError,
 ) -> Any:
     """``value`` when ``rule`` allows it (or it is None and ``nullable``); else :func:`param_error`.
 
     rule: an :class:`Interval` (type and range), a sequence of choices, or a type
     (``bool``: a bool and nothing else). For a parameter that is no declared field.
+    A NumPy scalar (``np.int64(3)``, a count computed from an array) is checked and
+    returned as the Python number it holds.
     """
     if value is None and nullable:
         return value
+    if type(value).__module__ == "numpy" and hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        value = value.item()
     if isinstance(rule, Interval):
         good = value in rule
     elif isinstance(rule, type):
@@ -281,7 +294,7 @@ def check_value(
         good = value in rule and (isinstance(value, str) or not isinstance(value, bool))
     if not good:
         allowed = _allowed(rule)
-        raise param_error(name, owner, f"{allowed} or None" if nullable else allowed, value)
+        raise param_error(name, owner, f"{allowed} or None" if nullable else allowed, value, error)
     return value
 
 

@@ -369,3 +369,47 @@ class P:
     batch_size: int = 64
 """
     assert _copies(planted) == ["score(batch_size=64)", "score(cpus_per_worker=0.5)", "P(batch_size=64)"]
+
+
+def test_library_range_checks_speak_the_one_form(tmp_path):
+    """The query, model, scoring, shard and predict functions word a bad parameter as the configs
+    do (settings.param_error), with their own exception types, and take NumPy counts as ints."""
+    import numpy as np
+    import torch
+
+    from raydal.data.shards import iter_batches, prepare
+    from raydal.distributed.score_data import actor_pool_sizes
+    from raydal.exceptions import ModelError
+    from raydal.models.factory import ModelSpec
+    from raydal.models.loss_prediction import random_pairs
+    from raydal.models.weights import adapt_first_conv_weight
+    from raydal.predict import predict
+    from raydal.query.candidates import TopKCandidates
+    from raydal.query.clustering import kmeans, resolve_backend
+    from raydal.query.diversity import select_diverse
+
+    form = r"^The '{}' parameter of {} must be {}\. Got {} instead\.$"
+    cases = [
+        (lambda: TopKCandidates(-1), "k", "TopKCandidates", "an int >= 0", "-1"),
+        (lambda: kmeans(np.zeros((5, 2)), 6), "k", r"kmeans \(on 5 rows\)", r"an int in \[1, 5\]", "6"),
+        (lambda: resolve_backend("gpu"), "backend", "resolve_backend", "one of .*", "'gpu'"),
+        (lambda: actor_pool_sizes(2, 3), "min_workers", "score_pool_data", r"an int <= workers \(2\)", "3"),
+        (lambda: ModelSpec("smallcnn", 0, 3), "num_classes", "ModelSpec", "an int >= 1", "0"),
+        (lambda: random_pairs(-2, None), "batch_size", "random_pairs", "an int >= 0", "-2"),
+        (lambda: prepare("ucmerced", tmp_path, tmp_path / "o", shard_size=0), "shard_size", "prepare", ".*", "0"),
+        (lambda: list(iter_batches(None, "pool", 0)), "batch_size", "iter_batches", "an int >= 1", "0"),
+        (lambda: predict("m", "i", tmp_path, executor="gpu"), "executor", "predict", "one of .*", "'gpu'"),
+        (
+            lambda: select_diverse(np.zeros(3), np.zeros((3, 2)), 1, 2, space="raw"),
+            "space",
+            "select_diverse",
+            "one of .*",
+            "'raw'",
+        ),
+    ]
+    for call, name, owner, allowed, got in cases:
+        with pytest.raises(ConfigError, match=form.format(name, owner, allowed, got)):
+            call()
+    with pytest.raises(ModelError, match=form.format("rgb_bands", "adapt_first_conv_weight", r".*\[0, 4\).*", ".*")):
+        adapt_first_conv_weight(torch.zeros(8, 3, 3, 3), 4, rgb_bands=(0, 0, 1))
+    assert TopKCandidates(np.int64(3)).k == 3 and type(TopKCandidates(np.int64(3)).k) is int

@@ -44,6 +44,7 @@ from raydal.constants import IDS_FILE, MANIFEST_NAME, QUARANTINE_NAME, SHARD_FOR
 from raydal.data import get_reader
 from raydal.data.base import BAD_FILE_FIX, ArchiveIndex, ArchiveReader, Problem
 from raydal.exceptions import ConfigError, DatasetError, DatasetNotFoundError
+from raydal.settings import Interval, check_value, param_error
 from raydal.utils import (
     atomic_write_json,
     file_exists,
@@ -115,7 +116,7 @@ class Manifest:
     def split_files(self, split: str) -> list[str]:
         """Locations of ``split``'s Parquet files, in order: absolute paths, or URIs for a URI root."""
         if split not in self.splits:
-            raise ConfigError(f"The 'split' parameter must be one of {list(self.splits)}. Got {split!r} instead.")
+            raise param_error("split", f"the shards at {self.root}", f"one of {list(self.splits)}", split)
         return [join_location(self.root, f) for f in self.splits[split]["files"]]
 
     def ids_file(self, split: str) -> str | None:
@@ -253,9 +254,9 @@ def prepare(
     ``out_dir`` (``s3://bucket/shards``) is built in a local temp folder
     (``$TMPDIR``) and then uploaded, manifest.json last.
     """
-    for name, value, low in (("shard_size", shard_size, 1), ("size", size, 1), ("workers", workers, 1)):
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
-            raise ConfigError(f"The {name!r} parameter of prepare must be an int >= {low}. Got {value!r} instead.")
+    check_value(shard_size, "shard_size", "prepare", Interval(int, 1))
+    for name, value in (("size", size), ("workers", workers)):
+        check_value(value, name, "prepare", Interval(int, 1), nullable=True)
     if is_uri(out_dir):
         target = _location(out_dir)
         _check_uri_empty(target, overwrite)
@@ -618,8 +619,7 @@ def iter_batches(
     ids: keep only these ids; exclude: drop these ids. Ids not in the split are
     ignored. Every batch holds ``batch_size`` rows except the last.
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"The 'batch_size' parameter must be an int >= 1. Got {batch_size!r} instead.")
+    check_value(batch_size, "batch_size", "iter_batches", Interval(int, 1))
     keep = None if ids is None else pa.array(list(ids), pa.string())
     drop = None if exclude is None else pa.array(list(exclude), pa.string())
 

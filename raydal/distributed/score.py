@@ -40,11 +40,12 @@ from typing import Any
 import numpy as np
 
 from raydal.config import ALConfig
-from raydal.exceptions import ConfigError, QueryError
+from raydal.exceptions import QueryError
 from raydal.query.base import QueryStrategy, get_strategy
 from raydal.query.candidates import PoolScores, TopKCandidates
 from raydal.query.pool import PoolPiece, ScoringProgress, batches_per_piece, plan_pieces, spread_over_nodes
 from raydal.query.scoring import BlockScorer
+from raydal.settings import Interval, check_value
 
 __all__ = ["ScoringWorker", "release_scoring_actors", "score_pool_ray"]
 
@@ -203,9 +204,7 @@ def _start_actors(n: int, num_cpus: float, num_gpus: float, torch_threads: int |
 
 
 def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ConfigError(f"The '{name}' parameter of score_pool_ray must be an int >= 1. Got {value!r} instead.")
-    return int(value)
+    return check_value(value, name, "score_pool_ray", Interval(int, 1))
 
 
 def score_pool_ray(
@@ -252,14 +251,8 @@ def score_pool_ray(
 
     concurrency = _positive_int("concurrency", concurrency)
     batch_size = _positive_int("batch_size", batch_size)
-    if isinstance(num_gpus, bool) or not isinstance(num_gpus, (int, float)) or num_gpus < 0:
-        raise ConfigError(
-            f"The 'num_gpus' parameter of score_pool_ray must be a number >= 0. Got {num_gpus!r} instead."
-        )
-    if num_cpus is not None and (isinstance(num_cpus, bool) or not isinstance(num_cpus, (int, float)) or num_cpus < 0):
-        raise ConfigError(
-            f"The 'num_cpus' parameter of score_pool_ray must be a number >= 0. Got {num_cpus!r} instead."
-        )
+    check_value(num_gpus, "num_gpus", "score_pool_ray", Interval(float, 0))
+    check_value(num_cpus, "num_cpus", "score_pool_ray", Interval(float, 0), nullable=True)
     check_amp(amp, "score_pool_ray")
     strategy = get_strategy(strategy)
     manifest = load_manifest(manifest_dir)

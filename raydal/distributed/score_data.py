@@ -43,10 +43,10 @@ import numpy as np
 
 from raydal.config import ALConfig
 from raydal.constants import META_FILE, MODEL_FILE
-from raydal.exceptions import ConfigError
 from raydal.query.base import QueryStrategy, get_strategy
 from raydal.query.candidates import PoolScores, TopKCandidates
 from raydal.query.pool import ScoringProgress
+from raydal.settings import Interval, check_value, param_error
 
 __all__ = ["PoolScoringActor", "actor_pool_sizes", "score_pool_data"]
 
@@ -186,15 +186,11 @@ def actor_pool_sizes(workers: int, min_workers: int | None = None) -> tuple[int,
     """(min_size, max_size) of the scoring actor pool: ``workers`` actors at most, ``min_workers``
     (default ``workers``: a fixed pool) at least. Ray Data starts the pool at its minimum and adds
     actors while batches queue and the cluster has room (an autoscaling cluster grows for them)."""
-    for name, value in (("workers", workers), ("min_workers", min_workers)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
-            raise ConfigError(f"The '{name}' parameter of score_pool_data must be an int >= 1. Got {value!r} instead.")
-    low = workers if min_workers is None else int(min_workers)
-    if low > workers:
-        raise ConfigError(
-            f"The 'min_workers' parameter of score_pool_data must be <= workers ({workers}). Got {low} instead."
-        )
-    return low, int(workers)
+    workers = check_value(workers, "workers", "score_pool_data", Interval(int, 1))
+    low = check_value(min_workers, "min_workers", "score_pool_data", Interval(int, 1), nullable=True)
+    if low is not None and low > workers:
+        raise param_error("min_workers", "score_pool_data", f"an int <= workers ({workers})", low)
+    return (workers if low is None else low), workers
 
 
 def score_pool_data(
@@ -242,15 +238,9 @@ def score_pool_data(
     from raydal.training.config import check_amp
 
     low, high = actor_pool_sizes(workers, min_workers)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ConfigError(
-            f"The 'batch_size' parameter of score_pool_data must be an int >= 1. Got {batch_size!r} instead."
-        )
+    batch_size = check_value(batch_size, "batch_size", "score_pool_data", Interval(int, 1))
     for name, value in (("num_gpus", num_gpus), ("num_cpus", num_cpus)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
-            raise ConfigError(
-                f"The '{name}' parameter of score_pool_data must be a number >= 0. Got {value!r} instead."
-            )
+        check_value(value, name, "score_pool_data", Interval(float, 0), nullable=True)
     check_amp(amp, "score_pool_data")
     strategy = get_strategy(strategy)
     manifest = manifest_dir if isinstance(manifest_dir, Manifest) else load_manifest(manifest_dir)

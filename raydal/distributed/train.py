@@ -394,15 +394,9 @@ def train_with_ray(
             )
     if score is not None:
         get_strategy(score.strategy)  # unknown names fail here, listing the valid ones
-        if not isinstance(score.k, int) or score.k < 0 or not isinstance(score.batch_size, int) or score.batch_size < 1:
-            raise ConfigError(
-                f"PoolScoring needs k >= 0 and batch_size >= 1. Got k={score.k!r}, batch_size={score.batch_size!r}."
-            )
-    if eval_max_samples is not None and (not isinstance(eval_max_samples, int) or eval_max_samples < 1):
-        raise ConfigError(
-            f"The 'eval_max_samples' parameter of train_with_ray must be an int >= 1 or None. "
-            f"Got {eval_max_samples!r} instead."
-        )
+        check_value(score.k, "k", "PoolScoring", Interval(int, 0))
+        check_value(score.batch_size, "batch_size", "PoolScoring", Interval(int, 1))
+    check_value(eval_max_samples, "eval_max_samples", "train_with_ray", Interval(int, 1), nullable=True)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ensure_ray()

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from raydal.exceptions import ConfigError
 from raydal.models.registry import get_builder, list_models
+from raydal.settings import Interval, check_value, param_error
 from raydal.utils import dataclass_from_dict
 
 if TYPE_CHECKING:
@@ -37,15 +37,9 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.backbone, str) or not self.backbone:
-            raise ConfigError(
-                f"The 'backbone' parameter of ModelSpec must be one of {list_models()}. Got {self.backbone!r} instead."
-            )
-        for field, minimum in (("num_classes", 1), ("in_channels", 1), ("ll_hidden", 1)):
-            value = getattr(self, field)
-            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise ConfigError(
-                    f"The '{field}' parameter of ModelSpec must be an int >= {minimum}. Got {value!r} instead."
-                )
+            raise param_error("backbone", "ModelSpec", f"one of {list_models()}", self.backbone)
+        for field in ("num_classes", "in_channels", "ll_hidden"):
+            object.__setattr__(self, field, check_value(getattr(self, field), field, "ModelSpec", Interval(int, 1)))
         if self.weights is not None:
             object.__setattr__(self, "weights", os.fspath(self.weights))  # a Path must survive model.json
         if self.rgb_bands is not None:

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from raydal.exceptions import ConfigError
+from raydal.settings import Interval, check_value
 
 
 class LossPredictionModule(nn.Module):
@@ -26,8 +27,7 @@ class LossPredictionModule(nn.Module):
         super().__init__()
         if not feature_channels:
             raise ConfigError("LossPredictionModule needs at least one hidden feature map. Got none.")
-        if hidden < 1:
-            raise ConfigError(f"The 'll_hidden' parameter must be an int >= 1. Got {hidden} instead.")
+        check_value(hidden, "ll_hidden", "LossPredictionModule", Interval(int, 1))
         self.feature_channels = tuple(int(c) for c in feature_channels)
         self.branches = nn.ModuleList(nn.Linear(c, hidden) for c in self.feature_channels)
         self.out = nn.Linear(hidden * len(self.feature_channels), 1)
@@ -57,8 +57,7 @@ def random_pairs(batch_size: int, generator: torch.Generator) -> torch.Tensor:
     A random permutation cut into consecutive pairs; with an odd batch the one
     sample left over is not paired. ``generator`` makes it reproducible.
     """
-    if batch_size < 0:
-        raise ConfigError(f"The 'batch_size' parameter of random_pairs must be >= 0. Got {batch_size} instead.")
+    check_value(batch_size, "batch_size", "random_pairs", Interval(int, 0))
     perm = torch.randperm(batch_size, generator=generator)
     n_pairs = batch_size // 2
     return perm[: 2 * n_pairs].reshape(n_pairs, 2)

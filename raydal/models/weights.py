@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import torch
 
 from raydal.exceptions import ModelError
+from raydal.settings import param_error
 
 #: DenseNet checkpoints from torchvision's model zoo use ``denselayerN.norm.1``.
 _LEGACY_DENSENET_KEY = re.compile(
@@ -56,9 +57,12 @@ def adapt_first_conv_weight(
     if rgb_bands and (
         len(rgb_bands) != 3 or len(set(rgb_bands)) != 3 or not all(0 <= b < in_channels for b in rgb_bands)
     ):
-        raise ModelError(
-            f"rgb_bands must name 3 distinct band indices in [0, {in_channels}) (the bands holding "
-            f"R, G, B). Got {rgb_bands} instead."
+        raise param_error(
+            "rgb_bands",
+            "adapt_first_conv_weight",
+            f"3 distinct band indices in [0, {in_channels}) (the bands holding R, G, B)",
+            rgb_bands,
+            ModelError,
         )
     mean = weight.mean(dim=1, keepdim=True)
     out = mean.repeat(1, in_channels, 1, 1)

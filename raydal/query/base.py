@@ -28,6 +28,7 @@ from raydal.query.candidates import PoolScores
 from raydal.query.clustering import NITER, resolve_backend
 from raydal.query.diversity import CLUSTER_FEATURES, select_diverse
 from raydal.query.ranking import check_finite, rank_desc
+from raydal.settings import Interval, check_value
 from raydal.utils import rng as make_rng
 
 log = logging.getLogger(__name__)
@@ -39,9 +40,7 @@ _REGISTRY: dict[str, Callable[..., "QueryStrategy"]] = {}
 
 
 def _check_int(owner: str, name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"The '{name}' parameter of {owner} must be an int >= {minimum}. Got {value!r} instead.")
-    return int(value)
+    return check_value(value, name, owner, Interval(int, minimum))
 
 
 def random_ids(pool_ids: Sequence[str] | np.ndarray, b: int, seed: int | np.random.Generator = 0) -> list[str]:
@@ -104,11 +103,7 @@ class QueryStrategy:
         self.clustering = bool(clustering)
         self.backend = backend
         self.niter = _check_int(f"strategy {name!r}", "niter", niter, 1)
-        if cluster_features not in CLUSTER_FEATURES:
-            raise ConfigError(
-                f"The 'cluster_features' option of strategy {name!r} must be one of {', '.join(CLUSTER_FEATURES)}. "
-                f"Got {cluster_features!r} instead."
-            )
+        check_value(cluster_features, "cluster_features", f"strategy {name!r}", CLUSTER_FEATURES)
         self.mge_feature_norm = bool(mge_feature_norm)
         self.cluster_features = cluster_features
 

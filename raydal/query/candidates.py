@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from raydal.exceptions import ConfigError, QueryError
+from raydal.exceptions import QueryError
 from raydal.query.ranking import check_finite, rank_desc
+from raydal.settings import Interval, check_value
 
 __all__ = ["PoolScores", "TopKCandidates", "pack_ids", "unpack_ids"]
 
@@ -61,9 +62,7 @@ class TopKCandidates:
     """
 
     def __init__(self, k: int):
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
-            raise ConfigError(f"The 'k' parameter of TopKCandidates must be an int >= 0. Got {k!r} instead.")
-        self.k = int(k)
+        self.k = check_value(k, "k", "TopKCandidates", Interval(int, 0))
         self._ids: list[np.ndarray] = []  # [0]: the kept rows (unordered), then buffered blocks
         self._unc: list[np.ndarray] = []
         self._emb: list[np.ndarray] = []

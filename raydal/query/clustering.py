@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from raydal.exceptions import ConfigError, QueryError
+from raydal.settings import Interval, check_value
 from raydal.utils import rng as make_rng
 
 log = logging.getLogger(__name__)
@@ -86,8 +87,7 @@ def resolve_backend(backend: str = "auto") -> str:
 
     Raises ConfigError for an unknown name or a backend whose package is missing.
     """
-    if backend not in BACKENDS:
-        raise ConfigError(f"The 'backend' parameter must be one of {list(BACKENDS)}. Got {backend!r} instead.")
+    check_value(backend, "backend", "resolve_backend", BACKENDS)
     if backend == "auto":
         faiss = _faiss()
         if faiss is not None and faiss.get_num_gpus() > 0:
@@ -132,10 +132,8 @@ def kmeans(
     if x.ndim != 2:
         raise QueryError(f"kmeans expects features of shape [n, d]. Got shape {x.shape} instead.")
     n = x.shape[0]
-    if not isinstance(k, (int, np.integer)) or not 1 <= k <= n:
-        raise ConfigError(f"The 'k' parameter of kmeans must be an int in [1, n={n}]. Got {k!r} instead.")
-    if not isinstance(niter, (int, np.integer)) or niter < 1:
-        raise ConfigError(f"The 'niter' parameter of kmeans must be an int >= 1. Got {niter!r} instead.")
+    k = check_value(k, "k", f"kmeans (on {n} rows)", Interval(int, 1, n))
+    niter = check_value(niter, "niter", "kmeans", Interval(int, 1))
     if not np.isfinite(x).all():
         bad = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
         raise QueryError(

@@ -7,6 +7,7 @@ import numpy as np
 from raydal.exceptions import ConfigError, QueryError
 from raydal.query.clustering import NITER, kmeans
 from raydal.query.ranking import as_numpy, check_finite, rank_desc
+from raydal.settings import Interval, check_value
 
 __all__ = ["CLUSTER_FEATURES", "cluster_space", "gradient_embedding", "select_diverse"]
 
@@ -48,11 +49,7 @@ def cluster_space(features: "np.ndarray", space: str = "penultimate", probs: "np
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(
-            f"The '{name}' parameter of select_diverse must be an int >= {minimum}. Got {value!r} instead."
-        )
-    return int(value)
+    return check_value(value, name, "select_diverse", Interval(int, minimum))
 
 
 def select_diverse(
@@ -100,11 +97,7 @@ def select_diverse(
         raise QueryError(
             f"select_diverse expects features of shape [N={unc.shape[0]}, D]. Got shape {feats.shape} instead."
         )
-    if space not in CLUSTER_FEATURES:
-        raise ConfigError(
-            f"The 'space' parameter of select_diverse must be one of {', '.join(CLUSTER_FEATURES)}. "
-            f"Got {space!r} instead."
-        )
+    check_value(space, "space", "select_diverse", CLUSTER_FEATURES)
     if space == "gradient":
         if probs is None:
             raise QueryError("select_diverse: space 'gradient' needs the candidates' probabilities: pass probs=[N, C].")

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from raydal.exceptions import ConfigError
+from raydal.settings import Interval, check_value
 from raydal.utils import read_parquet
 
 __all__ = ["PoolPiece", "ScoringProgress", "batches_per_piece", "plan_pieces", "read_piece", "spread_over_nodes"]
@@ -58,8 +59,7 @@ def plan_pieces(
     Returns (pieces, rows kept).
     """
     for name, value in (("batch_size", batch_size), ("batches", batches)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"The '{name}' parameter of plan_pieces must be an int >= 1. Got {value!r} instead.")
+        check_value(value, name, "plan_pieces", Interval(int, 1))
     drop = pa.array(sorted(str(i) for i in exclude), pa.string()) if exclude else None
     piece_rows = batch_size * batches
     pieces: list[PoolPiece] = []

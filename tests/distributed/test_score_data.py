@@ -2,75 +2,28 @@
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-import torch
+from score_reference import assert_identical, in_process
 
 from raydal.exceptions import ConfigError
 
 pytestmark = pytest.mark.ray
 
 
-@pytest.fixture(scope="module")
-def setup(tiny_shards, tmp_path_factory):
-    """(manifest, model, checkpoint folder, labeled ids): a seeded untrained SmallCNN with a loss head."""
-    from raydal.data.shards import load_manifest, read_ids
-    from raydal.models import create_model, save_checkpoint
-
-    manifest = load_manifest(tiny_shards)
-    torch.manual_seed(0)
-    model = create_model("smallcnn", num_classes=manifest.num_classes, in_channels=manifest.bands, ll=True).eval()
-    ckpt = save_checkpoint(tmp_path_factory.mktemp("data_ckpt") / "ckpt", model)
-    labeled = set(read_ids(manifest, "pool")[3:60:5].tolist())  # scattered over the shard files
-    return manifest, model, ckpt, labeled
+#: The reference, on one thread as the actors (``torch_threads=1``).
+_in_process = functools.partial(in_process, threads1=True)
 
 
-@contextlib.contextmanager
-def _one_thread():
-    """Bit-identity holds at equal intra-op thread counts: the actors run 1 (``torch_threads=1``), so does
-    the reference (a CPU convolution's float sums depend on how the threads split it)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _in_process(manifest, model, strategy, k, exclude, batch_size, prev=None, amp="auto"):
-    """The reference: ``score_pool`` over the in-process batches, on one thread as the actors."""
-    from raydal.data.shards import iter_batches
-    from raydal.query import score_pool
-
-    with _one_thread():
-        batches = iter_batches(manifest, "pool", batch_size, exclude=exclude)
-        return score_pool(model, batches, strategy, k, prev_probs=prev, amp=amp)
-
-
-def _assert_identical(got, want):
-    """Bit for bit: the Ray Data path forms the in-process batches, so every float is the same."""
-    np.testing.assert_array_equal(got.ids, want.ids)
-    np.testing.assert_array_equal(got.probs, want.probs)
-    assert got.uncertainty_name == want.uncertainty_name
-    np.testing.assert_array_equal(got.uncertainty, want.uncertainty)
-    np.testing.assert_array_equal(got.cand_ids, want.cand_ids)
-    np.testing.assert_array_equal(got.cand_uncertainty, want.cand_uncertainty)
-    np.testing.assert_array_equal(got.cand_embeddings, want.cand_embeddings)
-    assert got.feature_norm is not None  # ||h|| of every row, for the query diagnostics
-    np.testing.assert_array_equal(got.feature_norm, want.feature_norm)
-
-
-def test_two_actors_give_the_in_process_scores_candidates_and_selection(ray_local, setup, tiny_shards):
+def test_two_actors_give_the_in_process_scores_candidates_and_selection(ray_local, scoring_setup, tiny_shards):
     from raydal.distributed.score_data import score_pool_data
     from raydal.query import get_strategy
 
-    manifest, model, ckpt, labeled = setup
+    manifest, model, ckpt, labeled = scoring_setup
     strategy = get_strategy("mge+clustering", backend="torch")
     k = strategy.candidate_count(b=4, m=3)
     lines: list[str] = []
@@ -81,63 +34,63 @@ def test_two_actors_give_the_in_process_scores_candidates_and_selection(ray_loca
     want = _in_process(manifest, model, strategy, k, labeled, batch_size=7)
     assert len(got.ids) == manifest.splits["pool"]["count"] - len(labeled) and len(got.cand_ids) == k
     assert not labeled & set(got.ids.tolist())
-    _assert_identical(got, want)
+    assert_identical(got, want)
     assert strategy.select(4, scores=got, m=3, seed=0) == strategy.select(4, scores=want, m=3, seed=0)
     assert any(f"{len(got.ids)}/{len(got.ids)} rows (100%)" in line for line in lines)
     assert "on Ray Data, 2-2 actor(s)" in lines[-1]
 
 
-def test_gradient_clustering_selects_the_in_process_ids(ray_local, setup, tiny_shards):
+def test_gradient_clustering_selects_the_in_process_ids(ray_local, scoring_setup, tiny_shards):
     """``cluster_features=gradient``: the strategy instance reaches the actors, the candidates and their
     probabilities come back bit for bit, so the gradient-space selection is the in-process one."""
     from raydal.distributed.score_data import score_pool_data
     from raydal.query import get_strategy
 
-    manifest, model, ckpt, labeled = setup
+    manifest, model, ckpt, labeled = scoring_setup
     strategy = get_strategy("mge+clustering", backend="torch", cluster_features="gradient")
     k = strategy.candidate_count(b=5, m=4)
     got = score_pool_data(ckpt, tiny_shards, labeled, strategy, k, workers=2, batch_size=16, torch_threads=1)
     want = _in_process(manifest, model, strategy, k, labeled, batch_size=16)
-    _assert_identical(got, want)
+    assert_identical(got, want)
     np.testing.assert_array_equal(got.candidate_probs(), want.candidate_probs())
     for seed in range(3):
         assert strategy.select(5, scores=got, m=4, seed=seed) == strategy.select(5, scores=want, m=4, seed=seed)
 
 
-def test_tpd_with_previous_probabilities_and_a_growing_pool(ray_local, setup, tiny_shards):
+def test_tpd_with_previous_probabilities_and_a_growing_pool(ray_local, scoring_setup, tiny_shards):
     """TPD's previous probabilities reach the actors through the object store; a pool of 1 to 2
     actors (min_workers < workers) gives the same bits as a fixed one."""
     from raydal.distributed.score_data import score_pool_data
 
-    manifest, model, ckpt, labeled = setup
+    manifest, model, ckpt, labeled = scoring_setup
     first = _in_process(manifest, model, "tpd+clustering", 9, labeled, 16)  # iteration 1: probabilities only
     assert first.uncertainty_name is None and len(first.cand_ids) == 0
     prev = (first.ids, np.clip(first.probs[::-1] + 0.1, 0, 1))  # a "previous model" that disagrees
     got = score_pool_data(
         ckpt, tiny_shards, labeled, "tpd+clustering", 9, prev, workers=2, min_workers=1, batch_size=16, torch_threads=1
     )
-    _assert_identical(got, _in_process(manifest, model, "tpd+clustering", 9, labeled, 16, prev))
+    assert_identical(got, _in_process(manifest, model, "tpd+clustering", 9, labeled, 16, prev))
 
 
-def test_the_actors_score_at_the_given_precision(ray_local, setup, tiny_shards):
+def test_the_actors_score_at_the_given_precision(ray_local, scoring_setup, tiny_shards):
     """``amp`` reaches the actors: bf16 there is bf16 here, bit for bit."""
     from raydal.distributed.score_data import score_pool_data
 
-    manifest, model, ckpt, _ = setup
+    manifest, model, ckpt, _ = scoring_setup
     got = score_pool_data(ckpt, manifest, None, "ll", 5, workers=1, batch_size=32, amp="bf16", torch_threads=1)
     want = _in_process(manifest, model, "ll", 5, None, 32, amp="bf16")
-    _assert_identical(got, want)
+    assert_identical(got, want)
     assert not np.array_equal(got.probs, _in_process(manifest, model, "ll", 5, None, 32).probs)  # fp32 differs
 
 
-def test_the_actor_outside_ray_scores_batches_like_score_pool(setup):
+def test_the_actor_outside_ray_scores_batches_like_score_pool(scoring_setup):
     """The actor's logic is a plain class: the checkpoint as bytes in, ``BlockScorer`` rows out."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from raydal.distributed.score_data import PoolScoringActor, _checkpoint_bytes
 
-    manifest, model, ckpt, _ = setup
+    manifest, model, ckpt, _ = scoring_setup
     actor = PoolScoringActor(_checkpoint_bytes(ckpt), manifest, "mge", 6)
     table = pa.concat_tables(
         [pq.read_table(f, columns=["id", "image", "labels"]) for f in manifest.split_files("pool")]
@@ -163,7 +116,9 @@ def test_parameters_are_validated(tiny_shards):
     assert actor_pool_sizes(4) == (4, 4) and actor_pool_sizes(4, 1) == (1, 4)
     with pytest.raises(ConfigError, match="'workers' parameter of score_pool_data must be an int >= 1. Got 0"):
         score_pool_data("ckpt", tiny_shards, None, "mge", 5, workers=0)
-    with pytest.raises(ConfigError, match=r"'min_workers' parameter of score_pool_data must be <= workers \(2\)"):
+    with pytest.raises(
+        ConfigError, match=r"'min_workers' parameter of score_pool_data must be an int <= workers \(2\)\. Got 3"
+    ):
         score_pool_data("ckpt", tiny_shards, None, "mge", 5, workers=2, min_workers=3)
     with pytest.raises(ConfigError, match="'batch_size'"):
         score_pool_data("ckpt", tiny_shards, None, "mge", 5, batch_size=0)
@@ -173,10 +128,10 @@ def test_parameters_are_validated(tiny_shards):
         score_pool_data("ckpt", tiny_shards, None, "mge", 5, amp="fp16")
 
 
-def test_the_driver_side_imports_no_torch(setup):
+def test_the_driver_side_imports_no_torch(scoring_setup):
     """What the AL driver runs of this path (reading the checkpoint's bytes, planning the pool)
     needs NumPy, pyarrow and Ray only; torch is imported in the actors."""
-    _, _, ckpt, _ = setup
+    _, _, ckpt, _ = scoring_setup
     code = (
         "import sys\n"
         "from raydal.distributed.score_data import _checkpoint_bytes, actor_pool_sizes, score_pool_data\n"
