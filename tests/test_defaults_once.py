@@ -413,3 +413,17 @@ def test_library_range_checks_speak_the_one_form(tmp_path):
     with pytest.raises(ModelError, match=form.format("rgb_bands", "adapt_first_conv_weight", r".*\[0, 4\).*", ".*")):
         adapt_first_conv_weight(torch.zeros(8, 3, 3, 3), 4, rgb_bands=(0, 0, 1))
     assert TopKCandidates(np.int64(3)).k == 3 and type(TopKCandidates(np.int64(3)).k) is int
+
+
+def test_the_sweep_docs_show_every_option_with_its_declared_default():
+    """docs/sweeps.md's option table is SweepOptions: every field, its flag and its default."""
+    rows = {}
+    for line in (ROOT / "docs" / "sweeps.md").read_text().splitlines():
+        m = re.match(r"^\| `(\w+)` \((`--[\w-]+`|Python only)\) \| `([^`]*)` \|", line)
+        if m:
+            rows[m.group(1)] = (m.group(2), m.group(3))
+    assert list(rows) == [f.name for f in declared_settings(SweepOptions)]
+    for f in declared_settings(SweepOptions):
+        flag, default = rows[f.name]
+        assert default == str(f.default), f.name
+        assert flag == ("`--" + f.name.replace("_", "-") + "`" if f.metadata["cli"] else "Python only"), f.name
