@@ -25,7 +25,6 @@ _LAZY = {
     "unwrap": "checkpoint",
     "LossPredictionModule": "loss_prediction",
     "bce_per_sample": "loss_prediction",
-    "ll_joint_loss": "loss_prediction",
     "ll_pair_loss": "loss_prediction",
     "random_pairs": "loss_prediction",
     "ALNet": "net",
@@ -46,7 +45,6 @@ if TYPE_CHECKING:
     from raydal.models.loss_prediction import (
         LossPredictionModule,
         bce_per_sample,
-        ll_joint_loss,
         ll_pair_loss,
         random_pairs,
     )

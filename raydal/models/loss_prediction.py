@@ -97,17 +97,3 @@ def ll_pair_loss(
     sign = torch.sign(target[j] - target[k])
     per_pair = torch.clamp(-sign * (pred_losses[j] - pred_losses[k]) + margin, min=0)
     return per_pair.mean()
-
-
-def ll_joint_loss(
-    losses: torch.Tensor,
-    pred_losses: torch.Tensor,
-    pairs: torch.Tensor,
-    lam: float = 0.1,
-    margin: float = 1.0,
-) -> torch.Tensor:
-    """Eq. (3): ``mean(losses) + lam * ll_pair_loss(losses, pred_losses, pairs, margin)``.
-
-    With ``|B_p| = |B| / 2`` pairs, the paper's ``(2/|B|) * sum_pairs`` is the mean over pairs.
-    """
-    return losses.mean() + lam * ll_pair_loss(losses, pred_losses, pairs, margin)

@@ -15,7 +15,6 @@ from raydal.query.scoring import (
     PoolScores,
     PrevProbs,
     TopKCandidates,
-    batch_uncertainties,
     score_batch,
     score_pool,
 )
@@ -32,7 +31,6 @@ __all__ = [
     "QueryStrategy",
     "RandomStrategy",
     "TopKCandidates",
-    "batch_uncertainties",
     "get_strategy",
     "kmeans",
     "list_strategies",

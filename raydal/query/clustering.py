@@ -4,8 +4,7 @@ The diversity step of the two-step query clusters the m*b most uncertain
 samples' embeddings into b clusters. Three backends compute the same thing:
 
 - ``"faiss"``: ``faiss.Kmeans`` with ``init_method=ClusteringInitMethod_KMEANS_PLUS_PLUS``
-  (faiss >= 1.15; older versions are seeded with our own k-means++ and passed
-  ``init_centroids``). Runs on the GPU when ``faiss.get_num_gpus() > 0``.
+  (faiss >= 1.15, as pyproject.toml pins it). Runs on the GPU when ``faiss.get_num_gpus() > 0``.
 - ``"torch"``: k-means++ seeding plus Lloyd iterations in PyTorch, on CUDA when
   present. The fallback where FAISS is missing (a GPU box without faiss-gpu).
 - ``"sklearn"``: ``sklearn.cluster.KMeans(init="k-means++", n_init=1)``; the
@@ -263,17 +262,10 @@ def _kmeans_faiss(x: np.ndarray, k: int, seed: int, niter: int) -> KMeansResult:
         min_points_per_centroid=1,  # m*b points into b clusters is few per cluster by design
         max_points_per_centroid=max(n, 1),  # never subsample: every candidate gets a label
         gpu=use_gpu,
+        init_method=faiss.ClusteringInitMethod_KMEANS_PLUS_PLUS,
     )
-    init = None
-    plus_plus = getattr(faiss, "ClusteringInitMethod_KMEANS_PLUS_PLUS", None)
-    if plus_plus is not None:
-        params["init_method"] = plus_plus
-    else:  # faiss < 1.15: seed with our own k-means++ and hand faiss the centroids
-        import torch
-
-        init = x[kmeans_plus_plus(torch.from_numpy(x), k, seed)]
     km = faiss.Kmeans(d, k, **params)
-    km.train(x, init_centroids=init)
+    km.train(x)
     dist, lab = km.index.search(x, 1)
     return KMeansResult(
         labels=lab[:, 0].astype(np.int64),

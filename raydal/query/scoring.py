@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from raydal.exceptions import ConfigError, QueryError
-from raydal.query.base import QueryStrategy, get_strategy, list_strategies
+from raydal.query.base import QueryStrategy, get_strategy
 from raydal.query.candidates import PoolScores, TopKCandidates, unpack_ids
 from raydal.query.ranking import as_numpy, check_finite
 
@@ -29,7 +29,6 @@ __all__ = [
     "PrevProbs",
     "TopKCandidates",
     "merge_pool_scores",
-    "batch_uncertainties",
     "score_batch",
     "score_pool",
 ]
@@ -85,27 +84,6 @@ def _model_device(model: "torch.nn.Module") -> "torch.device":
     for p in model.parameters():
         return p.device
     return torch.device("cpu")
-
-
-def batch_uncertainties(
-    scored: Mapping[str, np.ndarray | None], prev_probs: np.ndarray | None = None
-) -> dict[str, np.ndarray]:
-    """Every registered uncertainty computable from one ``score_batch`` output.
-
-    scored: ``score_batch`` output. prev_probs: [N, C] previous-iteration probabilities or None.
-    Returns: {uncertainty name: [N] float64}, e.g. ``ll`` (when the model has a
-    loss head), ``mge``, and ``tpd`` (when ``prev_probs`` is given).
-    """
-    have = {k for k in ("pred_loss", "embeddings") if scored.get(k) is not None}
-    if prev_probs is not None:
-        have.add("prev_probs")
-    out: dict[str, np.ndarray] = {}
-    for name in list_strategies():
-        strategy = get_strategy(name)
-        if strategy.uncertainty is None or strategy.uncertainty in out or not strategy.uncertainty_needs <= have:
-            continue
-        out[strategy.uncertainty] = strategy.score(scored, prev_probs)
-    return out
 
 
 def feature_norms(embeddings: np.ndarray) -> np.ndarray:

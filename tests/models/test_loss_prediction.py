@@ -1,10 +1,10 @@
-"""LL losses against hand-computed values (eq. 2 and 3)."""
+"""LL losses against hand-computed values (eq. 2; eq. 3 is train_step's, tests/training/test_loop.py)."""
 
 import pytest
 import torch
 
 from raydal.exceptions import ConfigError
-from raydal.models import LossPredictionModule, ll_joint_loss, ll_pair_loss, random_pairs
+from raydal.models import LossPredictionModule, ll_pair_loss, random_pairs
 
 
 def test_pair_loss_hand_computed():
@@ -25,17 +25,6 @@ def test_pair_loss_correct_order_beyond_margin_is_zero():
     assert ll_pair_loss(losses, pred, torch.tensor([[0, 1]])).item() == 0.0
     assert ll_pair_loss(losses, pred, torch.tensor([[1, 0]])).item() == 0.0  # symmetric
     assert ll_pair_loss(losses, pred, torch.tensor([[0, 1]]), margin=4.0).item() == pytest.approx(1.0)
-
-
-def test_joint_loss_is_mean_plus_lambda_pair_loss():
-    losses = torch.tensor([2.0, 1.0, 0.5, 0.5])
-    pred = torch.tensor([0.3, 0.8, 0.1, 0.4])
-    pairs = torch.tensor([[0, 1], [2, 3]])
-    # mean = 1.0; pair loss = (1.5 + 1.0) / 2 = 1.25
-    assert ll_joint_loss(losses, pred, pairs).item() == pytest.approx(1.0 + 0.1 * 1.25)
-    assert ll_joint_loss(losses, pred, pairs, lam=0.5, margin=2.0).item() == pytest.approx(
-        1.0 + 0.5 * ((2.5 + 2.0) / 2)
-    )
 
 
 def test_pair_loss_gradient_reaches_predictions_not_targets():

@@ -12,7 +12,6 @@ from raydal.query import (
     PoolScores,
     PrevProbs,
     TopKCandidates,
-    batch_uncertainties,
     mge_uncertainty,
     score_batch,
     score_pool,
@@ -36,18 +35,6 @@ def test_score_batch_shapes_and_mode(model, manifest):
     with torch.no_grad():
         ref = model(preprocess(pool["image"][:5]))
     np.testing.assert_allclose(out["probs"], torch.sigmoid(ref.logits).numpy(), rtol=1e-5, atol=1e-6)
-
-
-def test_batch_uncertainties_lists_what_the_outputs_allow(model, manifest):
-    pool = read_split(manifest, "pool")
-    out = score_batch(model, pool["image"][:4])
-    assert set(batch_uncertainties(out)) == {"ll", "mge"}
-    both = batch_uncertainties(out, prev_probs=np.full_like(out["probs"], 0.5))
-    assert set(both) == {"ll", "mge", "tpd"}
-    np.testing.assert_allclose(both["mge"], mge_uncertainty(out["probs"], out["embeddings"]))
-    np.testing.assert_allclose(both["ll"], out["pred_loss"], rtol=1e-6)
-    no_head = dict(out, pred_loss=None)
-    assert "ll" not in batch_uncertainties(no_head)
 
 
 def test_topk_matches_a_global_sort_whatever_the_block_order():
