@@ -19,8 +19,9 @@ logical CPUs on 127.0.0.1, over a ``--pool``-row pool of ``--image-size`` x
               warm   ``score_pool_ray``: N warm actors (the first, cold call is reported apart)
               train  the training workers (``score_workers`` = 0): ``train_with_ray`` with N
                      workers, one epoch on ``--score-labeled`` rows, then the pool; its scoring seconds
-            seconds per call, steady rows/s (from 10% to 90% of the rows, i.e. without the
-            actors' start; data only), speedups over N = 1; every call of the data and warm
+            seconds per call; data only: the stand-in's own log of its forward passes gives the
+            seconds before the first pass (the actors' start) and the busy window from the first
+            pass to the last, with its rows/s and speedup over N = 1; every call of the data and warm
             paths must keep the same candidates (the train path trains a model per N first).
   training  ``train_with_ray`` on ``--labeled`` rows, global batch ``--batch``, with N = 1, 2, 4
             workers: median epoch time after the first, speedup over N = 1.
@@ -92,9 +93,10 @@ def bench_scoring_data(args, shards: Path, ckpt: Path) -> dict[str, Any]:
     t_cold, _ = _timed(
         lambda: score_pool_data(ckpt, shards, exclude, strategy, k, workers=max(args.actors), batch_size=args.batch)
     )
-    rows, base, base_rate, ref = [], None, None, None
+    rows, base, ref = [], None, None
     for n in args.actors:
         marks: list[tuple[float, int]] = []
+        wall0 = time.time()
         t0 = time.perf_counter()
         got = score_pool_data(
             ckpt,
@@ -107,20 +109,48 @@ def bench_scoring_data(args, shards: Path, ckpt: Path) -> dict[str, Any]:
             progress=lambda line: marks.append((time.perf_counter() - t0, _rows_in(line))),
         )
         t = time.perf_counter() - t0
-        rate = _steady_rate(marks)
         ref = got if ref is None else ref
         base = t if base is None else base
-        base_rate = rate if base_rate is None else base_rate
         rows.append(
             dict(
                 _row(args, n, t, base, got, ref),
-                steady_rows_per_s=rate,
-                steady_speedup=rate / base_rate,
-                steady_efficiency=rate / base_rate / n,
                 first_tenth_seconds=next((s for s, r in marks if r and r >= len(got.ids) / 10), None),
+                **_busy_window(wall0, wall0 + t),
             )
         )
+    first = rows[0].get("busy_rows_per_s")
+    for r in rows:
+        if first and r.get("busy_rows_per_s"):
+            r["busy_speedup"] = r["busy_rows_per_s"] / first
+            r["busy_efficiency"] = r["busy_speedup"] / r["workers"]
     return {"cold_first_call_seconds": t_cold, "k": k, "rows": rows}
+
+
+def _busy_window(start: float, end: float) -> dict[str, Any]:
+    """The stand-in's forward passes (``standin.FORWARD_LOG_ENV``) between wall times ``start`` and
+    ``end``: seconds until the first pass began (the actors' start: process, imports, checkpoint),
+    the window from the first pass's start to the last one's end, rows/s in it, and how many
+    processes ran passes. Measured where the work runs, not from the driver's progress lines
+    (which arrive in bursts)."""
+    folder = os.environ.get(standin.FORWARD_LOG_ENV)
+    if not folder:
+        return {}
+    passes = []
+    for f in Path(folder).glob("forward-*.txt"):
+        for line in f.read_text().splitlines():
+            pid, t0, t1, n = line.split()
+            if start <= float(t0) and float(t1) <= end:
+                passes.append((int(pid), float(t0), float(t1), int(n)))
+    if not passes:
+        return {}
+    first, last = min(p[1] for p in passes), max(p[2] for p in passes)
+    rows = sum(p[3] for p in passes)
+    return {
+        "start_seconds": first - start,
+        "busy_seconds": last - first,
+        "busy_rows_per_s": rows / (last - first),
+        "forward_processes": len({p[0] for p in passes}),
+    }
 
 
 def bench_scoring_in_training(args, shards: Path, work: Path) -> dict[str, Any]:
@@ -184,16 +214,6 @@ def _rows_in(line: str) -> int | None:
 
     found = re.match(r"\s*scored ([\d,]+)/", line)
     return int(found.group(1).replace(",", "")) if found else None
-
-
-def _steady_rate(marks: list[tuple[float, int | None]]) -> float:
-    """Rows/s between the progress marks nearest 10% and 90% of the rows: the pool's rate once the
-    actors run, without their start-up (the first rows wait for it) and without the tail."""
-    marks = [(t, r) for t, r in marks if r is not None]
-    total = marks[-1][1]
-    lo = min(marks, key=lambda m: abs(m[1] - 0.1 * total))
-    hi = min(marks, key=lambda m: abs(m[1] - 0.9 * total))
-    return (hi[1] - lo[1]) / (hi[0] - lo[0]) if hi[0] > lo[0] else float("nan")
 
 
 def write_image_pool(out_dir: Path, n: int, size: int, bands: int, rows_per_file: int, classes: int = 15) -> Path:
@@ -290,6 +310,8 @@ def run(args) -> dict[str, Any]:
     from raydal.models import create_model, save_checkpoint
 
     os.environ[standin.LATENCY_ROW_ENV] = str(args.ms_per_row)
+    forward_log = Path(tempfile.mkdtemp(prefix="raydal-standin-forward-"))
+    os.environ[standin.FORWARD_LOG_ENV] = str(forward_log)  # inherited by the cluster's processes
     work = Path(args.workdir or tempfile.mkdtemp(prefix="raydal-bench-scaling-"))
     t_write, shards = _timed(
         lambda: write_image_pool(work / "shards", args.pool, args.image_size, args.bands, args.rows_per_file)
@@ -325,6 +347,8 @@ def run(args) -> dict[str, Any]:
         for path in args.scoring if args.actors else []:
             res[f"scoring_{path}"] = paths[path]()
             print_scoring(res, path)
+            if args.json:  # after every path: a later failure keeps what was measured
+                Path(args.json).write_text(json.dumps(res, indent=1))
         if args.workers:
             res["training"] = bench_training(args, shards, work)
             print_training(res)
@@ -357,13 +381,14 @@ def print_scoring(res, path: str):
         print(f"first (cold) call with {s['rows'][-1]['workers']} actors: {s['cold_first_call_seconds']:.1f} s")
     print(
         f"{'N':>3s} {'seconds':>8s} {'ideal s':>8s} {'rows/s':>8s} {'speedup':>8s} {'/ N':>6s} "
-        f"{'steady/s':>9s} {'st.spd':>7s} {'/ N':>6s}  same candidates"
+        f"{'start s':>8s} {'busy s':>7s} {'busy r/s':>9s} {'b.spd':>6s} {'/ N':>6s}  same candidates"
     )
     for r in s["rows"]:
         steady = (
-            f"{r['steady_rows_per_s']:9.1f} {r['steady_speedup']:7.2f} {r['steady_efficiency']:6.2f}"
-            if "steady_rows_per_s" in r
-            else f"{'-':>9s} {'-':>7s} {'-':>6s}"
+            f"{r['start_seconds']:8.1f} {r['busy_seconds']:7.1f} {r['busy_rows_per_s']:9.1f} "
+            f"{r.get('busy_speedup', float('nan')):6.2f} {r.get('busy_efficiency', float('nan')):6.2f}"
+            if "busy_rows_per_s" in r
+            else f"{'-':>8s} {'-':>7s} {'-':>9s} {'-':>6s} {'-':>6s}"
         )
         print(
             f"{r['workers']:3d} {r['seconds']:8.2f} {r['ideal_seconds']:8.2f} {r['rows_per_s']:8.1f} "

@@ -26,13 +26,15 @@ from raydal.models.backbones import Backbone
 #: Milliseconds each forward pass sleeps, and per row (read when the model is built).
 LATENCY_ENV = "RAYDAL_STANDIN_MS"
 LATENCY_ROW_ENV = "RAYDAL_STANDIN_MS_PER_ROW"
+#: A folder where every process logs its forward passes (set it before the cluster starts).
+FORWARD_LOG_ENV = "RAYDAL_STANDIN_FORWARD_LOG"
 NAME = "standin_sleep"
 #: Embedding width D (``RAYDAL_STANDIN_EMBED``, read on import: set it before workers start).
 EMBED = int(os.environ.get("RAYDAL_STANDIN_EMBED", "16"))
 
 
 class SleepBackbone(Backbone):
-    """Sleeps, then maps the per-band pixel means through a fixed projection (trainable, tiny)."""
+    """Sleeps (logging the pass where ``FORWARD_LOG_ENV`` names a folder), then maps the per-band pixel means through a fixed projection (trainable, tiny)."""
 
     feature_channels = (EMBED,)
     embed_dim = EMBED
@@ -45,7 +47,12 @@ class SleepBackbone(Backbone):
         self.proj = nn.Linear(in_channels, EMBED)
 
     def forward(self, x: torch.Tensor):
+        start = time.time()
         time.sleep(self.latency_s + self.latency_row_s * len(x))
+        log = os.environ.get(FORWARD_LOG_ENV)
+        if log:  # one line per forward pass: pid, wall start, wall end, rows (the benchmark's busy windows)
+            with open(os.path.join(log, f"forward-{os.getpid()}.txt"), "a") as f:
+                f.write(f"{os.getpid()} {start:.6f} {time.time():.6f} {len(x)}\n")
         # A pixel's value spread over many frequencies: distinct inputs give distinct, varied outputs.
         pooled = x.mean(dim=(2, 3)) * 255.0
         emb = torch.sin(self.proj(pooled) * 7.0) + 1.0
