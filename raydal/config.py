@@ -49,8 +49,8 @@ PRESETS = ("paper", "demo")
 #: "auto": the LL loss-prediction module only for strategies that rank by it; "on": always (ablation).
 LL_MODULE_MODES = ("auto", "on")
 
-#: The settings the paper's protocol fixes for a dataset (method.md, "Training protocol in
-#: the paper"); the ``paper`` preset of a dataset in :data:`PAPER_PRESETS` gives every one of
+#: The settings the paper's protocol fixes for a dataset (its training protocol: docs/models.md,
+#: "Training protocol"); the ``paper`` preset of a dataset in :data:`PAPER_PRESETS` gives every one of
 #: them, so ``--print-config`` marks them "paper".
 PAPER_PROTOCOL = (
     "b",
@@ -90,7 +90,7 @@ PAPER_PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
-#: What the paper's protocol needs but the paper does not state (method.md): raydal's choices,
+#: What the paper's protocol needs but the paper does not state: raydal's choices,
 #: which ``--print-config`` marks as such while they come from the defaults or the paper preset.
 PAPER_UNSTATED: dict[str, str] = {
     "weights": "DenseNet121 trained from scratch, no pretrained weights",
@@ -291,7 +291,8 @@ class ALConfig:
         Interval(float, 0, None, "neither"),
         kind=EXECUTION,
     )
-    # Scoring on Ray Data actors reproduces in-process scoring bit for bit (same batches).
+    # Where the pool is scored (the training workers, Ray Data actors): the same batches, the
+    # same scores bit for bit.
     score_workers: int = setting(
         0,
         "pool scoring apart from training: 0 scores in the Ray Train workers after "

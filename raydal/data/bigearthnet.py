@@ -1,6 +1,6 @@
 """BigEarthNet Sentinel-2 patches of 1.2 km: v2 (reBEN, 19 labels) and v1 (43 CORINE labels, or 19).
 
-Layouts (see /work/shared/docs/datasets.md and docs/data.md)::
+Layouts (docs/data.md, "Supported archives")::
 
     v2  <root>/BigEarthNet-S2/<product>/<patch_id>/<patch_id>_<band>.tif
         <root>/metadata.parquet      patch_id, s1_name, split (train/validation/test), labels

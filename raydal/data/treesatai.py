@@ -1,6 +1,6 @@
 """TreeSatAI benchmark archive: 304x304 aerial CIR patches, 15 tree-genus labels.
 
-Layout (see /work/shared/docs/datasets.md)::
+Layout (docs/data.md, "Supported archives")::
 
     <root>/aerial/60m/*.tif          (some copies: aerial_60m/<species>/*.tif)
     <root>/s1/60m/*.tif  <root>/s2/60m/*.tif         same names; not read here

@@ -1,6 +1,6 @@
 """UC Merced Land Use, multi-label version: 2100 RGB aerial images, 17 labels.
 
-Layout (see /work/shared/docs/datasets.md)::
+Layout (docs/data.md, "Supported archives")::
 
     <root>/UCMerced_LandUse/Images/<scene>/<scene>NN.tif   8-bit RGB, ~256x256
     <root>/LandUse_Multilabeled.txt                        (or multilabels/…)

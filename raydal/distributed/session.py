@@ -73,8 +73,8 @@ def _free_port() -> int:
 def cpu_share_leaving_one_free(n: int) -> float:
     """CPUs for each of ``n`` actors or workers so one cluster CPU stays free, in [0.25, 1].
 
-    Ray Data's read tasks need that CPU: on 2 cores, 2 x 1-CPU workers next to a read
-    task wait forever (ray-notes).
+    Ray Data's read tasks need that CPU: on 2 cores, two 1-CPU workers that wait for a
+    read task's data leave it no CPU to run on, and wait forever.
     """
     import ray
 

@@ -1,4 +1,4 @@
-"""The LL loss-prediction module and its losses (method.md, "LL"; Yoo & Kweon 2019).
+"""The LL loss-prediction module and its losses (Yoo & Kweon 2019; docs/models.md, "The LL module and its losses").
 
 Shapes: ``B`` samples in a batch, ``P`` pairs, ``C_i`` channels of hidden map ``i``.
 """

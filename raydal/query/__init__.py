@@ -1,7 +1,10 @@
 """Query functions: uncertainty strategies behind a registry, k-means++ diversity, pool scoring.
 
 No Ray here: everything runs in one process (on CPU or a GPU box without Ray or
-FAISS). ``raydal.distributed.score`` runs the same scoring in Ray Data actors.
+FAISS). The Ray executor runs the same scoring in its Ray Train workers after
+training (the default), on Ray Data actors with ``score_workers`` N
+(``raydal.distributed.score_data``), or on warm Ray actors when the training run did
+not score (``raydal.distributed.score``).
 """
 
 from raydal.query.base import QueryStrategy, get_strategy, list_strategies, random_ids, register_strategy

@@ -1,9 +1,9 @@
 """What selection reads: the bounded top-K of candidates and the pool's scores (no torch).
 
 ``TopKCandidates`` keeps the running top-K by (uncertainty desc, id asc) with their
-embeddings; ``PoolScores`` is a scored pool. Both scoring paths
-(``raydal.query.scoring`` in process, ``raydal.distributed.score`` on Ray Data)
-produce them and ``QueryStrategy.select`` (``raydal.query.base``) consumes them,
+embeddings; ``PoolScores`` is a scored pool. Every scoring path (``raydal.query.scoring``
+in process or in the Ray Train workers, ``raydal.distributed.score_data`` on Ray Data
+actors, ``raydal.distributed.score`` on warm Ray actors) produces them and ``QueryStrategy.select`` (``raydal.query.base``) consumes them,
 so imports run one way: ``ranking`` <- ``candidates`` <- ``base`` <- ``scoring``.
 """
 

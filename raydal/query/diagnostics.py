@@ -2,8 +2,8 @@
 
 An uncertainty that mostly tracks the feature norm ||h||, or the number of labels
 the model predicts, picks images for how they look rather than for what the model
-does not know (issue 17: on generated images MGE's rank correlation with ||h|| was
-0.89 and its top picks were 4.9-label images). ``query_diagnostics`` measures this
+does not know (on raydal's generated UC Merced images MGE's rank correlation with ||h||
+was once 0.89 and its top picks were 4.9-label images). ``query_diagnostics`` measures this
 over the scored pool at query time, and keeps only what the report prints: two
 rank correlations and two per-class label counts, never per-sample arrays.
 """

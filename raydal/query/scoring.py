@@ -3,9 +3,11 @@
 Memory: scoring a pool of N samples keeps ids [N], probs [N, C] and the
 uncertainty [N], but embeddings only for the running top-K candidates
 (``TopKCandidates``), so the peak is O(N*C + K*D) whatever the pool size.
-``raydal.distributed.score.score_pool_ray`` runs the same ``BlockScorer`` in
-Ray Data actors and merges into the same accumulator, so both paths select
-the same samples.
+The Ray Train workers run ``score_pool`` on their share of the pool
+(``raydal.distributed.train.PoolScoring``), and the Ray Data actors
+(``raydal.distributed.score_data``) and warm Ray actors
+(``raydal.distributed.score.score_pool_ray``) run the same ``BlockScorer``, all
+merging into the same accumulator, so every path selects the same samples.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ def autocast_dtype(amp: str, device: "torch.device") -> "torch.dtype | None":  #
 
 @dataclass
 class TrainConfig:
-    """How one model is trained (method.md, "Training protocol in the paper").
+    """How one model is trained (the paper's training protocol: docs/models.md, "Training protocol").
 
     Defaults are the paper's UCMerced settings (100 epochs, batch 10, lr 0.025);
     TreeSatAI uses ``epochs=200, batch_size=100, lr=0.01`` (its ``paper`` preset,

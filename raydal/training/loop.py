@@ -1,4 +1,4 @@
-"""The one training loop (method.md, "LL" and "Training protocol"), used by both launchers.
+"""The one training loop (docs/models.md, "The LL module" and "Training protocol"), used by both launchers.
 
 Per batch (``train_step``, which the benchmarks time too): augment, forward,
 per-sample BCE (eq. 1); when the model has the LL module (only strategies that
@@ -73,7 +73,7 @@ class Optimizers(NamedTuple):
 
 
 def make_optimizers(model: nn.Module, cfg: TrainConfig) -> Optimizers:
-    """The two optimizers of ``model`` (an ``ALNet``) at ``cfg.lr`` (method.md, "Training protocol")."""
+    """The two optimizers of ``model`` (an ``ALNet``) at ``cfg.lr`` (docs/models.md, "Training protocol")."""
     main_params, ll_params = unwrap(model).parameter_groups()
     sgd = torch.optim.SGD(main_params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     adam = torch.optim.Adam(ll_params, lr=cfg.lr) if ll_params else None
