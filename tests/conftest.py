@@ -42,6 +42,14 @@ def tiny_shards(tiny_archive, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def manifest(tiny_shards):
+    """The tiny shards' manifest."""
+    from raydal.data.shards import load_manifest
+
+    return load_manifest(tiny_shards)
+
+
+@pytest.fixture(scope="module")
 def ray_local():
     """A 2-CPU local Ray started once per test module."""
     pytest.importorskip("ray")

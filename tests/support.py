@@ -64,24 +64,29 @@ def reached(trace: Path, point: str) -> list[int]:
 
 
 def wait_until(
-    predicate: Callable[[], object], what: str, timeout: float = 600, alive: Callable[[], bool] = lambda: True
+    predicate: Callable[[], object],
+    what: str,
+    timeout: float = 600,
+    alive: Callable[[], bool] = lambda: True,
+    diagnose: Callable[[], str] = lambda: "",
+    every: float = 0.1,
 ):
-    """``predicate()``'s first truthy value; fails once ``alive()`` is false (the work ended
-    without it) or after ``timeout`` seconds (a generous bound on an event, not a window)."""
+    """``predicate()``'s first truthy value, polled every ``every`` s; fails, with what ``diagnose()``
+    says, once ``alive()`` is false (the work ended without it) or after ``timeout`` s (a generous
+    bound on an event, not a window a test's result depends on)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
-        assert alive(), f"the work ended before {what}"
-        assert time.monotonic() < deadline, f"no {what} in {timeout:.0f} s"
-        time.sleep(0.1)
+        assert alive(), f"the work ended while waiting for {what}\n{diagnose()}"
+        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}\n{diagnose()}"
+        time.sleep(every)
 
 
 def wait_for_point(trace: Path, point: str, timeout: float = 600, alive: Callable[[], bool] = lambda: True) -> int:
     """The pid of the first process that reached ``point`` (a line in the trace), once one has."""
-    pids = wait_until(lambda: reached(trace, point), f"process reached {point}", timeout, alive)
-    return pids[0]
+    return wait_until(lambda: reached(trace, point), f"a process to reach {point}", timeout, alive)[0]
 
 
 def marker(trace: Path, point: str, kind: str = "once") -> Path:
@@ -89,10 +94,18 @@ def marker(trace: Path, point: str, kind: str = "once") -> Path:
     return trace.with_name(f"{trace.name}.{point}.{kind}")
 
 
-def wait_for_marker(trace: Path, point: str, timeout: float = 600, alive: Callable[[], bool] = lambda: True) -> int:
+def wait_for_marker(
+    trace: Path,
+    point: str,
+    timeout: float = 600,
+    alive: Callable[[], bool] = lambda: True,
+    diagnose: Callable[[], str] = lambda: "",
+) -> int:
     """The pid of the process held at ``point`` (its ``hang-once``/``pause-once`` marker), once it is there."""
     held = marker(trace, point)
-    text = wait_until(lambda: held.exists() and held.read_text().strip(), f"process held at {point}", timeout, alive)
+    text = wait_until(
+        lambda: held.exists() and held.read_text().strip(), f"a process held at {point}", timeout, alive, diagnose
+    )
     return int(text)
 
 

@@ -24,3 +24,20 @@ def ray_multinode():
             yield sim.cluster
         finally:
             release_scoring_actors()
+
+
+@pytest.fixture(scope="module")
+def scoring_setup(tiny_shards, tmp_path_factory):
+    """(manifest, model, checkpoint folder, labeled ids): a seeded untrained SmallCNN with a loss head,
+    and labeled ids scattered over the shard files."""
+    import torch
+
+    from raydal.data.shards import load_manifest, read_ids
+    from raydal.models import create_model, save_checkpoint
+
+    manifest = load_manifest(tiny_shards)
+    torch.manual_seed(0)
+    model = create_model("smallcnn", num_classes=manifest.num_classes, in_channels=manifest.bands, ll=True).eval()
+    ckpt = save_checkpoint(tmp_path_factory.mktemp("score_ckpt") / "ckpt", model)
+    labeled = set(read_ids(manifest, "pool")[3:60:5].tolist())
+    return manifest, model, ckpt, labeled

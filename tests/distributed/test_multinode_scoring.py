@@ -6,41 +6,9 @@ import re
 
 import numpy as np
 import pytest
-import torch
+from score_reference import assert_identical, in_process
 
 pytestmark = pytest.mark.ray
-
-
-@pytest.fixture(scope="module")
-def setup(tiny_shards, tmp_path_factory):
-    """(manifest, model, checkpoint folder, labeled ids): a seeded untrained SmallCNN with a loss head."""
-    from raydal.data.shards import load_manifest, read_ids
-    from raydal.models import create_model, save_checkpoint
-
-    manifest = load_manifest(tiny_shards)
-    torch.manual_seed(0)
-    model = create_model("smallcnn", num_classes=manifest.num_classes, in_channels=manifest.bands, ll=True).eval()
-    ckpt = save_checkpoint(tmp_path_factory.mktemp("mn_ckpt") / "ckpt", model)
-    labeled = set(read_ids(manifest, "pool")[3:60:5].tolist())  # scattered over the shards
-    return manifest, model, ckpt, labeled
-
-
-def _in_process(manifest, model, strategy, k, exclude, batch_size, prev=None):
-    from raydal.data.shards import iter_batches
-    from raydal.query import score_pool
-
-    return score_pool(model, iter_batches(manifest, "pool", batch_size, exclude=exclude), strategy, k, prev_probs=prev)
-
-
-def _assert_identical(got, want):
-    """Bit for bit: ids and their order, probabilities, uncertainties, candidates and their embeddings."""
-    np.testing.assert_array_equal(got.ids, want.ids)
-    np.testing.assert_array_equal(got.probs, want.probs)
-    assert got.uncertainty_name == want.uncertainty_name
-    np.testing.assert_array_equal(got.uncertainty, want.uncertainty)
-    np.testing.assert_array_equal(got.cand_ids, want.cand_ids)
-    np.testing.assert_array_equal(got.cand_uncertainty, want.cand_uncertainty)
-    np.testing.assert_array_equal(got.cand_embeddings, want.cand_embeddings)
 
 
 def _nodes_used(lines):
@@ -49,20 +17,22 @@ def _nodes_used(lines):
 
 
 @pytest.mark.parametrize("actors", [4, 2, 1])  # largest first: the smaller runs reuse the warm actors
-def test_actors_over_two_nodes_give_the_in_process_candidates_and_selection(ray_multinode, setup, tiny_shards, actors):
+def test_actors_over_two_nodes_give_the_in_process_candidates_and_selection(
+    ray_multinode, scoring_setup, tiny_shards, actors
+):
     from raydal.distributed.score import score_pool_ray
     from raydal.query import get_strategy
 
-    manifest, model, ckpt, labeled = setup
+    manifest, model, ckpt, labeled = scoring_setup
     strategy = get_strategy("mge+clustering", backend="torch")
     k = strategy.candidate_count(b=4, m=3)
     lines: list[str] = []
     got = score_pool_ray(
         ckpt, tiny_shards, labeled, strategy, k, concurrency=actors, batch_size=8, progress=lines.append
     )
-    want = _in_process(manifest, model, strategy, k, labeled, batch_size=8)
+    want = in_process(manifest, model, strategy, k, labeled, batch_size=8)
     assert len(got.ids) == manifest.splits["pool"]["count"] - len(labeled) and len(got.cand_ids) == k
-    _assert_identical(got, want)
+    assert_identical(got, want)
     assert strategy.select(4, scores=got, m=3, seed=0) == strategy.select(4, scores=want, m=3, seed=0)
     # Placement is soft node affinity (an actor on a lost node restarts elsewhere, issue 11), so the
     # round-robin spread is a preference Ray may override under load: the results above must be exact
@@ -72,19 +42,19 @@ def test_actors_over_two_nodes_give_the_in_process_candidates_and_selection(ray_
 
 
 @pytest.mark.parametrize("name", ["ll+clustering", "tpd+clustering"])
-def test_ll_and_tpd_on_two_nodes_match_in_process(ray_multinode, setup, tiny_shards, name):
+def test_ll_and_tpd_on_two_nodes_match_in_process(ray_multinode, scoring_setup, tiny_shards, name):
     from raydal.distributed.score import score_pool_ray
     from raydal.query import get_strategy
 
-    manifest, model, ckpt, labeled = setup
+    manifest, model, ckpt, labeled = scoring_setup
     strategy = get_strategy(name, backend="torch")
     k = strategy.candidate_count(b=5, m=2)
     prev = None
     if name.startswith("tpd"):
-        first = _in_process(manifest, model, strategy, k, labeled, 8)
+        first = in_process(manifest, model, strategy, k, labeled, 8)
         prev = (first.ids, np.clip(first.probs[::-1] + 0.1, 0, 1))  # a "previous model" that disagrees
     got = score_pool_ray(ckpt, tiny_shards, labeled, strategy, k, prev, concurrency=2, batch_size=8)
-    want = _in_process(manifest, model, strategy, k, labeled, 8, prev)
+    want = in_process(manifest, model, strategy, k, labeled, 8, prev)
     assert len(want.cand_ids) == k
-    _assert_identical(got, want)
+    assert_identical(got, want)
     assert strategy.select(5, scores=got, m=2, seed=1) == strategy.select(5, scores=want, m=2, seed=1)

@@ -69,7 +69,7 @@ def test_killed_worker_restarts_from_last_checkpoint(ray_faults, tiny_shards, tm
     hung = wait_for_marker(ray_faults, "train:epoch", alive=thread.is_alive)  # epoch 10 reported, checkpointed
     wait_until(
         lambda: _registered(out / "ray", "epoch-00010"),
-        "epoch-10 checkpoint registered",
+        "Ray Train to register the epoch-10 checkpoint",
         alive=thread.is_alive,
     )
     before = set(reached(ray_faults, "train:epoch"))  # the first worker group (both ranks reached epoch 9 at least)

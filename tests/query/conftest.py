@@ -1,16 +1,10 @@
-"""Fixtures for query tests: a seeded untrained SmallCNN with a loss head over the tiny shards."""
+"""Fixtures for query tests: a seeded untrained SmallCNN with a loss head over the tiny shards
+(``manifest``: tests/conftest.py)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-
-
-@pytest.fixture(scope="module")
-def manifest(tiny_shards):
-    from raydal.data.shards import load_manifest
-
-    return load_manifest(tiny_shards)
 
 
 @pytest.fixture(scope="module")

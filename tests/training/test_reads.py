@@ -91,11 +91,6 @@ class Recorder:
         monkeypatch.setattr(shares, "open_shard", open_shard)
 
 
-@pytest.fixture(scope="module")
-def manifest(tiny_shards):
-    return load_manifest(tiny_shards)
-
-
 def test_prepare_writes_row_groups_of_about_one_image(manifest):
     row = int(np.prod(manifest.image_shape))
     for path in manifest.split_files("pool"):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from raydal.data.shards import iter_batches, load_manifest, read_ids, read_split
+from raydal.data.shards import iter_batches, read_ids, read_split
 from raydal.exceptions import DatasetError
 from raydal.models import ModelSpec
 from raydal.query.scoring import merge_pool_scores, score_pool
@@ -23,13 +23,6 @@ from raydal.training.shares import (
 
 
 @pytest.fixture(scope="module")
-def manifest(tiny_shards):
-    m = load_manifest(tiny_shards)
-    assert len(m.split_files("pool")) >= 2  # shares cross file boundaries
-    return m
-
-
-@pytest.fixture(scope="module")
 def model(manifest):
     torch.manual_seed(0)
     return ModelSpec("smallcnn", num_classes=manifest.num_classes, in_channels=manifest.bands).build(seed=0).eval()
@@ -37,6 +30,7 @@ def model(manifest):
 
 @pytest.mark.parametrize("world", [1, 2, 3])
 def test_labeled_shares_are_equal_disjoint_and_read_only_those_rows(manifest, world):
+    assert len(manifest.split_files("pool")) >= 2  # shares cross file boundaries
     pool = read_ids(manifest, "pool").tolist()
     labeled = sorted(pool[::3])  # spread over every file
     shares = plan_labeled_shares(locate_ids(manifest, "pool", labeled), world)
