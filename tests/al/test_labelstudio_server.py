@@ -24,7 +24,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from pathlib import Path
 import pytest
 from labeling_state import make_waiting_state, state_files
 from PIL import Image
+from support import free_port
 
 from raydal.al.humanloop import ExportOptions, export_batch, import_labels
 from raydal.al.state import StateStore
@@ -53,12 +53,6 @@ def _label_studio() -> Path:
         subprocess.run([sys.executable, "-m", "venv", str(LS_VENV)], check=True)
         subprocess.run([str(LS_VENV / "bin" / "pip"), "install", "-q", LS_SPEC], check=True, timeout=3600)
     return exe
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LabelStudio:
@@ -121,7 +115,7 @@ def label_studio(tmp_path_factory):
     root.mkdir()
     email = os.environ.get("LABEL_STUDIO_USERNAME", "raydal-test@example.com")
     password = os.environ.get("LABEL_STUDIO_PASSWORD", secrets.token_urlsafe(16))
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "LABEL_STUDIO_USERNAME": email,

@@ -15,7 +15,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -254,16 +253,3 @@ def load_psutil():
     import ray  # noqa: F401  (puts Ray's bundled psutil on sys.path)
 
     return psutil
-
-
-def wait_until(predicate, timeout: float, what: str, diagnose=lambda: "", every: float = 1.0):
-    """Poll ``predicate`` until it returns a truthy value (returned); after ``timeout`` s fail
-    with what ``diagnose()`` says."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{diagnose()}")
-        time.sleep(every)

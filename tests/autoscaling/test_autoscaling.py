@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 
 import pytest
-from fake_cluster import FAKE_GPU, FakeCluster, load_psutil, wait_until
+from fake_cluster import FAKE_GPU, FakeCluster, load_psutil
+from support import fault_env, wait_for_marker, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.autoscaling, pytest.mark.ray]
@@ -203,7 +204,7 @@ def test_al_job_scales_out_survives_a_node_loss_and_scales_in(
     ]  # only the head, no CPU
     # The first process to reach the fault point hangs there and its node is then removed;
     # the retries and every later pass go on (hang-once).
-    env_vars = {"RAYDAL_FAULT": f"{fault}=hang-once", "RAYDAL_FAULT_TRACE": str(trace)}
+    env_vars = fault_env(trace, f"{fault}=hang-once")
     seen_events = len(cluster.autoscaler_events())
     submitted = time.time()
     with _NodeWatcher(cluster) as watcher:
@@ -220,13 +221,13 @@ def test_al_job_scales_out_survives_a_node_loss_and_scales_in(
             env_vars,
             log,
         )
-        marker = trace.with_name(f"{trace.name}.{fault}.once")
-
-        def hanging_pid():
-            assert job.poll() is None, f"the job ended before any process reached {fault}:\n{log.read_text()[-6000:]}"
-            return marker.exists() and marker.read_text().strip()
-
-        hung = int(wait_until(hanging_pid, 300, f"a process to reach {fault}", cluster.diagnose))
+        hung = wait_for_marker(
+            trace,
+            fault,
+            300,
+            alive=lambda: job.poll() is None,
+            diagnose=lambda: f"{cluster.diagnose()}\njob log (tail):\n{log.read_text()[-6000:]}",
+        )
         assert hung_in in " ".join(load_psutil().Process(hung).cmdline())
         raylet = _raylet_of(hung)
         victim = {pid: node_id for node_id, pid in cluster.worker_raylet_pids().items()}.get(raylet)
@@ -273,6 +274,12 @@ def test_al_job_scales_out_survives_a_node_loss_and_scales_in(
             alive = [n for n in cluster.nodes() if n["alive"] and n["node_id"] != cluster.head_node_id]
             return not alive and not cluster.worker_raylet_pids()
 
-        wait_until(scaled_in, 60 * IDLE_TIMEOUT_MINUTES + 60, "the idle worker nodes to be removed", cluster.diagnose)
+        wait_until(
+            scaled_in,
+            "the idle worker nodes to be removed",
+            60 * IDLE_TIMEOUT_MINUTES + 60,
+            diagnose=cluster.diagnose,
+            every=1.0,
+        )
     events = cluster.autoscaler_events()[seen_events:]
     assert any("Removing" in e and "worker_gpu (idle)" in e for e in events), events

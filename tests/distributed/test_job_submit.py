@@ -3,22 +3,16 @@
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.ray
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +25,7 @@ def ray_head(tmp_path_factory):
 
     if ray.is_initialized():
         ray.shutdown()
-    port, dash, agent = _free_port(), _free_port(), _free_port()
+    port, dash, agent = free_port(), free_port(), free_port()
     temp = Path("/tmp") / f"raydal-head-{os.getpid()}"
     # Token authentication on, as docs/security.md's `ray start --head` gets it: RAY_AUTH_MODE=token and
     # the suite's token (tests/conftest.py) for the head and for the clients below.

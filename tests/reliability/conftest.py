@@ -6,6 +6,7 @@ import os
 
 import pytest
 from rel_helpers import read_state, run_job
+from support import fault_env
 
 
 @pytest.fixture(scope="session")
@@ -33,33 +34,6 @@ def ray_cluster(tmp_path_factory):
     from raydal.distributed.session import simulated_cluster
 
     trace = tmp_path_factory.mktemp("cluster") / "trace.txt"
-    env = {"RAYDAL_FAULT": NODE_FAULTS, "RAYDAL_FAULT_TRACE": str(trace)}
+    env = fault_env(trace, NODE_FAULTS)
     with simulated_cluster(2, 2, f"/tmp/raydal-rel-{os.getpid()}", head_cpus=0, worker_env=env, dashboard=True) as sim:
         yield {"cluster": sim.cluster, "trace": trace, "add_worker": sim.add_worker}
-
-
-def node_of(cluster, pid: int):
-    """The worker node (``ray._private.node.Node``) whose raylet started the process ``pid``."""
-    import psutil
-
-    raylets = {n.all_processes["raylet"][0].process.pid: n for n in cluster.worker_nodes}
-    proc = psutil.Process(pid)
-    while proc is not None:
-        if proc.pid in raylets:
-            return raylets[proc.pid]
-        proc = proc.parent()
-    raise AssertionError(f"process {pid} does not belong to a worker node of the cluster")
-
-
-def wait_for_marker(trace, point: str, timeout: float = 600, alive=lambda: True) -> int:
-    """The pid of the process hanging at ``point`` (its ``hang-once`` marker), once it is there."""
-    import time
-
-    marker = trace.parent / f"{trace.name}.{point}.once"
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if marker.exists() and marker.read_text().strip():
-            return int(marker.read_text())
-        assert alive(), f"the work ended before any process reached {point}"
-        time.sleep(0.2)
-    raise AssertionError(f"no process reached {point} in {timeout}s")

@@ -86,3 +86,16 @@ def assert_same_run(final: dict, reference: dict, pool_ids: set[str]) -> None:
     initial = [i for i, v in final["labeled"].items() if v["by"] == "initial"]
     assert len(picked + initial) == len(set(picked + initial)) == len(final["labeled"])
     assert set(final["labeled"]) <= pool_ids
+
+
+def node_of(cluster, pid: int):
+    """The worker node (``ray._private.node.Node``) whose raylet started the process ``pid``."""
+    import psutil
+
+    raylets = {n.all_processes["raylet"][0].process.pid: n for n in cluster.worker_nodes}
+    proc = psutil.Process(pid)
+    while proc is not None:
+        if proc.pid in raylets:
+            return raylets[proc.pid]
+        proc = proc.parent()
+    raise AssertionError(f"process {pid} does not belong to a worker node of the cluster")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import threading
 
 import pytest
-from conftest import node_of, wait_for_marker
+from rel_helpers import node_of
+from support import marker, wait_for_marker
 
 from raydal.data.shards import load_manifest, read_ids
 from raydal.models import ModelSpec, read_checkpoint_meta
@@ -87,7 +88,7 @@ def test_worker_node_removed_while_scoring_on_ray_data(ray_cluster, tiny_shards,
 
     _ensure_two_workers(ray_cluster)
     trace = ray_cluster["trace"]
-    (trace.parent / f"{trace.name}.score:batch.once").unlink(missing_ok=True)  # re-arm: the first actor hangs
+    marker(trace, "score:batch").unlink(missing_ok=True)  # re-arm: the first actor hangs
     manifest = load_manifest(tiny_shards)
     pool = list(read_ids(manifest, "pool"))
     labeled = pool[:20]

@@ -8,25 +8,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from rel_helpers import ROOT, RUN_ARGS, cli_env, raydal_cli, run_job
+from support import wait_for_point
 
 from raydal.al.state import LOCK_FILE, StateStore
 from raydal.exceptions import StateLockedError
 
 pytestmark = pytest.mark.reliability
-
-
-def _wait_for(trace, point: str, proc: subprocess.Popen, timeout: float = 300) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if trace.exists() and any(line.split()[0] == point for line in trace.read_text().splitlines()):
-            return
-        assert proc.poll() is None, f"the job exited ({proc.returncode}) before reaching {point}"
-        time.sleep(0.1)
-    raise AssertionError(f"the job did not reach {point} in {timeout}s")
 
 
 def test_second_run_and_import_are_refused_while_a_job_runs(tiny_shards, tmp_path):
@@ -50,7 +40,9 @@ def test_second_run_and_import_are_refused_while_a_job_runs(tiny_shards, tmp_pat
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_for(trace, "train:mid", holder)  # the job holds the state dir, mid-training
+        wait_for_point(
+            trace, "train:mid", timeout=300, alive=lambda: holder.poll() is None
+        )  # the job holds the state dir, mid-training
         before = (state_dir / "state.json").read_bytes()
 
         second = run_job(tiny_shards, state_dir, timeout=300)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from support import free_port
 
 from raydal.cli import main
 from raydal.data.shards import load_manifest, prepare, read_ids, read_split
@@ -60,19 +60,13 @@ RUN_ARGS = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """A boto3 client of an S3 API served by moto on 127.0.0.1 (one empty bucket), with the AWS
     environment of this module pointing at it; the server is stopped by its PID afterwards."""
     import boto3
 
-    port = _free_port()
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("moto") / "server.log"
     with open(log, "wb") as out:
