@@ -112,3 +112,19 @@ def wait_for_marker(
 def release(trace: Path, point: str) -> None:
     """Let the process a ``pause-once`` holds at ``point`` go on."""
     marker(trace, point, "go").touch()
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(name: str):
+    """The script ``benchmarks/NAME.py`` as a module (its helpers, standin and simulated, importable by name)."""
+    import importlib.util
+    import sys
+
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

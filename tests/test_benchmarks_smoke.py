@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from support import load_benchmark
 
 
 def test_bench_clustering_small(tmp_path):
     out = tmp_path / "clustering.json"
-    res = _load("bench_clustering").main(["--small", "--json", str(out)])
+    res = load_benchmark("bench_clustering").main(["--small", "--json", str(out)])
     assert out.exists()
     methods = [r["method"] for r in res["rows"]]
     assert (
@@ -33,7 +23,7 @@ def test_bench_clustering_small(tmp_path):
 
 @pytest.mark.ray
 def test_bench_scoring_small(ray_local, tmp_path):
-    res = _load("bench_scoring").main(["--small", "--workdir", str(tmp_path / "work")])
+    res = load_benchmark("bench_scoring").main(["--small", "--workdir", str(tmp_path / "work")])
     paths = [r["path"] for r in res["results"]]
     assert paths[0] == "plain PyTorch loop" and any("score_pool_ray" in p for p in paths)
     assert all(r["same_candidates"] for r in res["results"] if "same_candidates" in r)
@@ -43,7 +33,7 @@ def test_bench_scoring_small(ray_local, tmp_path):
 @pytest.mark.slow
 def test_gpu_session_small_runs_the_real_train_step(tmp_path):
     """DenseNet121 at 32 px on the CPU: minutes on a small box, hence slow."""
-    res = _load("gpu_session").main(["--small", "--out", str(tmp_path)])
+    res = load_benchmark("gpu_session").main(["--small", "--out", str(tmp_path)])
     assert (tmp_path / "gpu_results.json").exists()
     assert res["train"][0]["sec_per_step"] > 0 and res["fit"]["epochs"] == 2
     assert {q["strategy"] for q in res["query"]} == {"mge+clustering", "ll+clustering", "tpd+clustering"}
@@ -51,7 +41,7 @@ def test_gpu_session_small_runs_the_real_train_step(tmp_path):
 
 @pytest.mark.slow  # 18 tiny AL trials: ~1 CPU-minute
 def test_fidelity_study_small(tmp_path):
-    study = _load("fidelity_study")
+    study = load_benchmark("fidelity_study")
     results = tmp_path / "results"
     assert (
         study.main(
@@ -102,7 +92,7 @@ def test_fidelity_study_small(tmp_path):
 @pytest.mark.ray
 @pytest.mark.slow
 def test_bench_train_small(ray_local, tmp_path):
-    res = _load("bench_train").main(["--small", "--workdir", str(tmp_path / "work")])
+    res = load_benchmark("bench_train").main(["--small", "--workdir", str(tmp_path / "work")])
     assert [r["path"].split()[0] for r in res["rows"]] == ["train_in_process"] * 2 + ["train_with_ray"] * 3
     assert res["rows"][-1]["pool"] == 400 and set(res["summary"]) == {
         "pool_ratio",
@@ -115,7 +105,7 @@ def test_bench_train_small(ray_local, tmp_path):
 @pytest.mark.ray
 @pytest.mark.slow
 def test_bench_iteration_small(ray_local, tmp_path):
-    res = _load("bench_iteration").main(["--small", "--workdir", str(tmp_path / "work")])
+    res = load_benchmark("bench_iteration").main(["--small", "--workdir", str(tmp_path / "work")])
     assert [r["executor"] for r in res["rows"]] == ["local", "ray"]
     assert all(len(r["iteration_seconds"]) == 1 for r in res["rows"]) and "ray_minus_local_s" in res["summary"]
 
@@ -127,7 +117,9 @@ def test_bench_bigearthnet_small(tmp_path):
 
     if ray.is_initialized():  # this module's ray_local: the benchmark connects to a cluster of its own
         ray.shutdown()
-    res = _load("bench_bigearthnet").main(["--small", "--workdir", str(tmp_path), "--json", str(tmp_path / "r.json")])
+    res = load_benchmark("bench_bigearthnet").main(
+        ["--small", "--workdir", str(tmp_path), "--json", str(tmp_path / "r.json")]
+    )
     assert (tmp_path / "r.json").exists() and res["selected"] == 100 and res["n_labeled"] == 100
     assert [s["phase"] for s in res["steps"]] == ["init", "train", "query"]
     assert all(res["phases_seconds"][p] > 0 for p in ("read", "train", "evaluate", "score", "select", "save"))
