@@ -3,7 +3,7 @@
 One command, resumable (every trial is a raydal state dir; a rerun skips what is
 done and resumes what was interrupted):
 
-    .venv/bin/python benchmarks/fidelity_study.py                 # CPU size, 5 trials: ~50 min on 2 cores
+    .venv/bin/python benchmarks/fidelity_study.py                 # CPU size, 5 trials: ~21 min on 2 shared cores
     .venv/bin/python benchmarks/fidelity_study.py --size gpu --jobs 6  # larger size, for a GPU box
     .venv/bin/python benchmarks/fidelity_study.py --report-only   # tables and figure from what ran
     .venv/bin/python benchmarks/fidelity_study.py --size small --trials 2 --no-results-md  # smoke test

@@ -19,12 +19,11 @@ from raydal.constants import F1_CURVES_PNG, MANIFEST_NAME, REPORT_MD, TRIAL_DIR_
 TrialRunner = Callable[[ALConfig, bool], dict[str, Any]]
 #: How much a strategy's paired area difference to random varies from trial to trial (standard
 #: deviation, F1 units), pooled over the six query functions compared with random in raydal's CPU
-#: fidelity study (benchmarks/results/fidelity-cpu/study.json, commit 9f70897: 3 trials per arm,
-#: 840-image generated UCMerced archive, smallcnn at 32 px, 40..200 labels; 12 degrees of freedom
-#: per metric). A single paired run cannot separate effects smaller than about this. Measured on the
-#: generated archive before it took the real label matrix: refresh from the study's "trial-to-trial
-#: noise" line (``trial_noise`` in study.json) when the study is rerun.
-SINGLE_RUN_NOISE = {"micro_f1": 0.0075, "macro_f1": 0.0235}
+#: fidelity study (benchmarks/results/fidelity-cpu/study.json, ``trial_noise``: 5 trials per arm,
+#: 840-image generated UCMerced archive at the calibrated difficulty, smallcnn at 32 px, 40..200
+#: labels; 24 degrees of freedom per metric; run 2026-12-06). A single paired run cannot separate
+#: effects smaller than about this. Refresh from the study's "trial-to-trial noise" line when it is rerun.
+SINGLE_RUN_NOISE = {"micro_f1": 0.0233, "macro_f1": 0.045}
 
 
 def ensure_shards(

@@ -94,7 +94,7 @@ def test_cli_run_compare_random(tiny_shards, tmp_path, capsys):
     micro = next(line for line in out.splitlines() if line.startswith("area under micro f1"))
     assert (
         "from 1 paired trial: no interval, no verdict; a single paired run cannot separate effects below its "
-        "noise (in raydal's CPU fidelity study this difference varies by SD 0.75 points between trials); "
+        "noise (in raydal's CPU fidelity study this difference varies by SD 2.33 points between trials); "
         "--trials 5 gives a verdict" in micro
     )
     assert (tmp_path / "run-random" / "state.json").exists()
