@@ -265,20 +265,25 @@ def _cmd_run(args: argparse.Namespace) -> None:
         reader=exp.reader,
     )
     if executor_needs_ray(config.executor):
-        from raydal.distributed.driver import run_trial_on_ray
+        from raydal.distributed.driver import run_trial_on_ray, run_trials_on_ray
         from raydal.distributed.session import ensure_ray
 
         print(f"ray: {ensure_ray()}")
-        runner = run_trial_on_ray
+        runner, run_many = run_trial_on_ray, run_trials_on_ray
     else:
         from raydal.al.experiment import run_trial_local as runner
+
+        run_many = None
+    parallel = exp.parallel_trials
     if exp.compare:
         from raydal.al.experiment import comparison_text, run_comparison
 
-        result = run_comparison(config, exp.trials, runner, baseline=exp.compare, fork=args.fork)
+        result = run_comparison(
+            config, exp.trials, runner, baseline=exp.compare, fork=args.fork, run_many=run_many, parallel=parallel
+        )
         summaries = result["strategy"] + result["baseline"]
     else:
-        summaries = run_experiment(config, exp.trials, runner, fork=args.fork)
+        summaries = run_experiment(config, exp.trials, runner, fork=args.fork, run_many=run_many, parallel=parallel)
     for s in summaries:
         curve = ", ".join(f"{c['n_labeled']}: {100 * c['micro_f1']:.1f}" for c in s["curve"])
         print(f"{s['state_dir']} [{s['strategy']}, {s['phase']}] test micro-F1 by labels: {curve}")

@@ -111,6 +111,7 @@ _DEMO = dict(
     iterations=4,
     num_workers=2,
     cpus_per_worker=0.5,
+    parallel_trials=2,  # the strategy and --compare's baseline side by side (1 CPU each)
     train=dict(epochs=8, batch_size=16, lr=0.05),
 )
 #: What ``--preset demo`` resets to the built-in defaults over the dataset's paper protocol.
@@ -431,6 +432,14 @@ class ExperimentConfig:
     # more trials, or a comparison run beside them, leave each trial's results as they are
     trials: int = setting(
         1, "repeat the run with seeds seed..seed+trials-1 (the paper: 3)", Interval(int, 1), kind=EXECUTION
+    )
+    parallel_trials: int = setting(
+        1,
+        "trials run at once on Ray (the --compare baseline's beside the strategy's), each in its own "
+        "driver actor, their Ray Train runs overlapping; every trial is seeded on its own, so the "
+        "results are those of one after another (the local executor runs them one after another)",
+        Interval(int, 1),
+        kind=EXECUTION,
     )
     # the archive the shards are prepared from (once, into shards_dir: the run's identity)
     data_root: str | None = setting(

@@ -17,6 +17,8 @@ from raydal.config import ALConfig, ExperimentConfig
 from raydal.constants import F1_CURVES_PNG, MANIFEST_NAME, REPORT_MD, TRIAL_DIR_PREFIX
 
 TrialRunner = Callable[[ALConfig, bool], dict[str, Any]]
+#: Runs several trials, up to ``parallel`` at once: ``(configs, fork, parallel) -> summaries`` in order.
+TrialsRunner = Callable[[list[ALConfig], bool, int], list[dict[str, Any]]]
 #: How much a strategy's paired area difference to random varies from trial to trial (standard
 #: deviation, F1 units), pooled over the six query functions compared with random in raydal's CPU
 #: fidelity study (benchmarks/results/fidelity-cpu/study.json, ``trial_noise``: 5 trials per arm,
@@ -24,6 +26,18 @@ TrialRunner = Callable[[ALConfig, bool], dict[str, Any]]
 #: labels; 24 degrees of freedom per metric; run 2026-12-06). A single paired run cannot separate
 #: effects smaller than about this. Refresh from the study's "trial-to-trial noise" line when it is rerun.
 SINGLE_RUN_NOISE = {"micro_f1": 0.0233, "macro_f1": 0.045}
+
+
+def generator_knobs(dataset: str) -> dict[str, Any]:
+    """The generator settings of the archive ``raydal run`` generates without ``--data-root``: for
+    UC Merced the difficulty calibrated so that random sampling reaches the paper's random baseline
+    (``raydal.data.synth.ucmerced.CALIBRATED``, docs/data.md "Calibration"); ``synthesize``'s own
+    defaults for the others (generated from published statistics, not calibrated)."""
+    if dataset == "ucmerced":
+        from raydal.data.synth.ucmerced import CALIBRATED
+
+        return dict(CALIBRATED)
+    return {}
 
 
 def ensure_shards(
@@ -68,8 +82,12 @@ def ensure_shards(
     if data_root is None:
         data_root = generated_archive_dir(shards_dir)
         if not data_root.exists():
-            log(f"no --data-root given: generating a fake {dataset} archive in {data_root}")
-            synthesize(dataset, data_root, n=fake_n, size=size, seed=seed)
+            knobs = generator_knobs(dataset)
+            log(
+                f"no --data-root given: generating a fake {dataset} archive in {data_root}"
+                + (" at the paper's difficulty (calibrated on random sampling, docs/data.md)" if knobs else "")
+            )
+            synthesize(dataset, data_root, n=fake_n, size=size, seed=seed, **knobs)
     log(f"preparing shards from {data_root} into {shards_dir}" + (f" (reader settings {reader})" if reader else ""))
     prepare(dataset, data_root, shards_dir, size=size, seed=seed, **reader)
     return shards_dir
@@ -126,9 +144,32 @@ def run_trial_local(config: ALConfig, fork: bool = False) -> dict[str, Any]:
     return learner.summary()
 
 
-def run_experiment(base: ALConfig, trials: int, run_trial: TrialRunner, fork: bool = False) -> list[dict[str, Any]]:
-    """Run every trial; returns their summaries (state dir, phase, F1 curve)."""
-    return [run_trial(cfg, fork) for cfg in trial_configs(base, trials)]
+def run_trials(
+    configs: list[ALConfig],
+    run_trial: TrialRunner,
+    fork: bool = False,
+    run_many: TrialsRunner | None = None,
+    parallel: int = 1,
+) -> list[dict[str, Any]]:
+    """Run ``configs`` one after another with ``run_trial``, or up to ``parallel`` at once with
+    ``run_many`` where one is given (``raydal.distributed.driver.run_trials_on_ray``); summaries in order.
+    Each trial is seeded on its own, so running them at once changes no result."""
+    if run_many is not None and parallel > 1 and len(configs) > 1:
+        return run_many(configs, fork, parallel)
+    return [run_trial(cfg, fork) for cfg in configs]
+
+
+def run_experiment(
+    base: ALConfig,
+    trials: int,
+    run_trial: TrialRunner,
+    fork: bool = False,
+    run_many: TrialsRunner | None = None,
+    parallel: int = 1,
+) -> list[dict[str, Any]]:
+    """Run every trial (up to ``parallel`` at once, see :func:`run_trials`); returns their summaries
+    (state dir, phase, F1 curve)."""
+    return run_trials(trial_configs(base, trials), run_trial, fork, run_many, parallel)
 
 
 # -- a strategy against a baseline (random sampling) ------------------------------
@@ -145,6 +186,8 @@ def run_comparison(
     baseline: str = "random",
     fork: bool = False,
     out_dir: str | Path | None = None,
+    run_many: TrialsRunner | None = None,
+    parallel: int = 1,
 ) -> dict[str, Any]:
     """Run ``base``'s trials and the same trials with ``baseline`` as the strategy, then report both.
 
@@ -152,7 +195,8 @@ def run_comparison(
     set (drawn from ``phase_seed(seed, 0, "init")``), the same first model and the
     same archive; only the query differs. Its state dirs are
     :func:`baseline_state_dir`. The report (both curves on one plot, each area
-    minus the baseline's) goes to ``out_dir`` (default ``<state_dir>/comparison``).
+    minus the baseline's) goes to ``out_dir`` (default ``<state_dir>/comparison``). With ``run_many``
+    and ``parallel`` > 1 the two arms' trials run at once, trial k of both arms side by side.
 
     Returns ``{"strategy": [summaries], "baseline": [summaries], "report": build_report's summary,
     "difference": {metric: {"mean", "std", "paired", "range"}} or {} when a run has no curve}``.
@@ -171,8 +215,9 @@ def run_comparison(
             f"got mode {base.mode!r}: drop --compare or use --mode simulation."
         )
     other = dataclasses.replace(base, strategy=baseline, state_dir=baseline_state_dir(base.state_dir, baseline))
-    mine = run_experiment(base, trials, run_trial, fork=fork)
-    theirs = run_experiment(other, trials, run_trial, fork=fork)
+    pairs = [cfg for pair in zip(trial_configs(base, trials), trial_configs(other, trials)) for cfg in pair]
+    done = run_trials(pairs, run_trial, fork, run_many, parallel)
+    mine, theirs = done[0::2], done[1::2]
     result: dict[str, Any] = {
         "strategy": mine,
         "baseline": theirs,

@@ -59,6 +59,37 @@ def start_driver(config: ALConfig, fork: bool = False):
     return actor.remote(config.to_dict(), fork)
 
 
+def run_trials_on_ray(configs: list[ALConfig], fork: bool = False, parallel: int = 2) -> list[dict[str, Any]]:
+    """Run ``configs`` in their own driver actors, up to ``parallel`` at once; summaries in order.
+
+    Their Ray Train runs overlap (each waits for its workers' resources), so the worker-group
+    starts of one trial hide behind another's work. A failed trial stops the others (their state
+    is saved: the same command resumes them) and its error is raised.
+    """
+    import ray
+
+    results: list[dict[str, Any] | None] = [None] * len(configs)
+    pending = list(enumerate(configs))
+    running: dict[Any, tuple[int, Any]] = {}
+    try:
+        while pending or running:
+            while pending and len(running) < max(1, parallel):
+                i, config = pending.pop(0)
+                driver = start_driver(config, fork)
+                running[driver.run.remote()] = (i, driver)
+            ready, _ = ray.wait(list(running), num_returns=1)
+            for ref in ready:
+                i, driver = running.pop(ref)
+                try:
+                    results[i] = ray.get(ref)
+                finally:
+                    ray.kill(driver, no_restart=True)
+    finally:
+        for _, driver in running.values():
+            ray.kill(driver, no_restart=True)
+    return results  # type: ignore[return-value]
+
+
 def run_trial_on_ray(config: ALConfig, fork: bool = False) -> dict[str, Any]:
     """Run one trial in its driver actor and wait for it."""
     import ray
