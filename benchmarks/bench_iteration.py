@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             executor=name,
             num_workers=demo["num_workers"],
             cpus_per_worker=demo["cpus_per_worker"],
-            score_concurrency=demo["score_concurrency"],
+            # older demo presets set the scoring actors' concurrency; the current one keeps the default
+            **{k: demo[k] for k in ("score_concurrency",) if k in demo},
         )
         executor = {"local": LocalExecutor, "ray": RayExecutor}[name](cfg)
         learner = ActiveLearner(cfg, executor, log=lambda s: print(f"  [{name}] {s}", flush=True))

@@ -23,6 +23,10 @@ ENV_CACHE = "RAYDAL_CACHE"
 ENV_RAY_DATA_DISABLE_PROGRESS_BARS = "RAY_DATA_DISABLE_PROGRESS_BARS"
 #: Ray Train's switch for its preemption watcher; raydal sets it to "0" for an embedded (one-machine) Ray.
 ENV_RAY_TRAIN_PREEMPTION_WATCHER = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+#: How often Ray Train's controller polls its workers (Ray's default 2 s); the embedded Ray sets
+#: EMBEDDED_HEALTH_CHECK_INTERVAL_S unless the environment sets it.
+ENV_RAY_TRAIN_HEALTH_CHECK_INTERVAL = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+EMBEDDED_HEALTH_CHECK_INTERVAL_S = "0.25"
 #: Label Studio's folder for local-files serving (read by ``raydal export --images local-files``).
 ENV_LS_DOCUMENT_ROOT = "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"
 #: Fault injection (tests): die at the named points, e.g. ``train:mid`` or ``save:mid@2``

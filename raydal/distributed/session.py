@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from raydal.constants import (
+    EMBEDDED_HEALTH_CHECK_INTERVAL_S,
     ENV_RAY_ADDRESS,
     ENV_RAY_API_SERVER_ADDRESS,
     ENV_RAY_DATA_DISABLE_PROGRESS_BARS,
     ENV_RAY_TMPDIR,
+    ENV_RAY_TRAIN_HEALTH_CHECK_INTERVAL,
     ENV_RAY_TRAIN_PREEMPTION_WATCHER,
 )
 
@@ -40,6 +42,11 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> str:
     # One machine cannot be preempted; Ray Train's watcher is one actor more per fit and logs
     # a core_worker error line at each start.
     os.environ.setdefault(ENV_RAY_TRAIN_PREEMPTION_WATCHER, "0")
+    # Ray Train's controller notices a finished (or started) worker group at its next poll, every
+    # 2 s by default: on one machine a poll is cheap, and a 0.25 s period takes ~3 s off each AL
+    # iteration of the demo (benchmarks/RESULTS.md, "Issue 18"). A worker is declared dead only
+    # after its polls hang for RAY_TRAIN_WORKER_HEALTH_CHECK_TIMEOUT_S (10 min), whatever the period.
+    os.environ.setdefault(ENV_RAY_TRAIN_HEALTH_CHECK_INTERVAL, EMBEDDED_HEALTH_CHECK_INTERVAL_S)
     temp = os.environ.get(ENV_RAY_TMPDIR, os.path.join(tempfile.gettempdir(), "raydal-ray"))
     # Ray 2.60 swaps "127.0.0.1" for the machine's address unless clusters are off for this driver.
     _ray_switch("ray._private.ray_constants", "ENABLE_RAY_CLUSTER")[0].ENABLE_RAY_CLUSTER = False

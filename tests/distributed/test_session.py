@@ -40,3 +40,27 @@ def test_a_ray_without_the_switch_fails_loudly(monkeypatch, owner, attr):
     with pytest.raises(RuntimeError, match=f"{attr}.*Fix: install the Ray version pyproject.toml pins"):
         with loopback_cluster():
             pass
+
+
+def test_the_embedded_ray_polls_ray_train_workers_often():
+    """ensure_ray's embedded Ray hands a 0.25 s Ray Train health-check period to its workers (where
+    Ray Train's controller reads it) unless the environment sets one."""
+    import subprocess
+    import sys
+
+    from raydal.constants import EMBEDDED_HEALTH_CHECK_INTERVAL_S, ENV_RAY_TMPDIR, ENV_RAY_TRAIN_HEALTH_CHECK_INTERVAL
+
+    code = (
+        "import os, ray\n"
+        "from raydal.distributed.session import ensure_ray\n"
+        "ensure_ray(num_cpus=1)\n"
+        f"get = ray.remote(lambda: os.environ.get({ENV_RAY_TRAIN_HEALTH_CHECK_INTERVAL!r}))\n"
+        "print('interval', ray.get(get.remote()))\n"
+        "ray.shutdown()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != ENV_RAY_TRAIN_HEALTH_CHECK_INTERVAL}
+    # its own short temp dir (Ray's socket paths must stay under 108 bytes)
+    env.update({ENV_RAY_TMPDIR: f"/tmp/raydal-hc-{os.getpid()}", "RAY_USAGE_STATS_ENABLED": "0"})
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"interval {EMBEDDED_HEALTH_CHECK_INTERVAL_S}" in done.stdout
