@@ -92,10 +92,4 @@ def run_trials_on_ray(configs: list[ALConfig], fork: bool = False, parallel: int
 
 def run_trial_on_ray(config: ALConfig, fork: bool = False) -> dict[str, Any]:
     """Run one trial in its driver actor and wait for it."""
-    import ray
-
-    driver = start_driver(config, fork)
-    try:
-        return ray.get(driver.run.remote())
-    finally:
-        ray.kill(driver, no_restart=True)
+    return run_trials_on_ray([config], fork, parallel=1)[0]
