@@ -292,6 +292,12 @@ class ALConfig:
         Interval(float, 0, None, "neither"),
         kind=EXECUTION,
     )
+    keep_workers: bool = setting(
+        True,
+        "keep the Ray Train worker group from one AL iteration to the next (one start per run, "
+        "released when the run ends or waits for labels); off: a new group every iteration",
+        kind=EXECUTION,
+    )
     # Where the pool is scored (the training workers, Ray Data actors): the same batches, the
     # same scores bit for bit.
     score_workers: int = setting(

@@ -181,6 +181,11 @@ class Executor(ABC):
         cluster storage as ``stored`` (a URI) and the local copy removed: later ``evaluate`` and
         ``query`` calls name ``stored``. The default does nothing."""
 
+    def release(self) -> None:
+        """Free what the executor keeps between calls (the Ray executor's worker group); the loop
+        calls it when a run ends, fails or waits for labels. The next call starts afresh. The
+        default does nothing."""
+
     def plan_query(self, labeled_ids: list[str], b: int, prev_probs: tuple[np.ndarray, np.ndarray] | None) -> None:
         """Called by the loop before ``train`` when a query on the trained model follows, with its inputs.
 

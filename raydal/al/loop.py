@@ -116,6 +116,7 @@ class ActiveLearner:
             self.state = self.store.load()  # what another process (import-labels) may have saved
             self.state.config = self.config.to_dict()
             if self.state.phase == "done" or self.waiting_for_labels:
+                self.executor.release()  # nothing to train until the next run or the labels
                 return False
             getattr(self, f"_{self.state.phase}")()
         return True
@@ -123,8 +124,11 @@ class ActiveLearner:
     def run(self) -> ALState:
         """Step until done (simulation) or until labels are needed (human mode)."""
         with self.store.lock():
-            while self.step():
-                pass
+            try:
+                while self.step():
+                    pass
+            finally:
+                self.executor.release()
         if self.waiting_for_labels:
             self.log(
                 f"waiting for labels of {len(self.state.pending['ids'])} samples: "

@@ -123,6 +123,21 @@ class RayExecutor(LocalExecutor):
         self._planned: dict[str, Any] | None = None
         #: The last run's checkpoint, evaluations and (key, scores).
         self._round: dict[str, Any] = {}
+        #: The worker group kept between iterations (``keep_workers``), started by the first ``train``.
+        self._workers = None
+
+    def release(self):
+        if self._workers is not None:
+            self._workers.close()
+
+    def _kept_workers(self):
+        if not self.config.keep_workers:
+            return None
+        if self._workers is None:
+            from raydal.distributed.workers import KeptWorkerGroup
+
+            self._workers = KeptWorkerGroup()
+        return self._workers
 
     def plan_query(self, labeled_ids, b, prev_probs):
         self._planned = dict(labeled=list(labeled_ids), b=b, prev=prev_probs)
@@ -161,6 +176,7 @@ class RayExecutor(LocalExecutor):
             # splits without labeled rows (a folder archive's test) get LocalExecutor's empty metrics
             evaluate_splits=tuple(s for s in ("val", "test") if self.manifest.splits.get(s, {}).get("count")),
             score=score,
+            workers=self._kept_workers(),
         )
         checkpoint = str(result.checkpoint_dir)
         self._round = dict(checkpoint=checkpoint, evaluations=result.evaluations)
@@ -183,8 +199,13 @@ class RayExecutor(LocalExecutor):
         return self._in_task("evaluate", checkpoint, split)
 
     def _in_task(self, method: str, *args) -> Any:
-        """Run ``LocalExecutor.<method>`` in a Ray task (a GPU one with ``use_gpu``): the driver imports no torch."""
+        """Run ``LocalExecutor.<method>`` on rank 0 of the kept worker group, or else in a Ray task
+        (a GPU one with ``use_gpu``): the driver imports no torch, and a kept group's CPUs are not
+        asked for twice."""
         import ray
+
+        if self._workers is not None and self._workers.started:
+            return self._workers.call(self.config.to_dict(), method, *args)
 
         task = ray.remote(num_gpus=1 if self.config.use_gpu else 0, num_cpus=1)(_local_call)
         return ray.get(task.remote(self.config.to_dict(), method, *args))
@@ -219,6 +240,7 @@ class RayExecutor(LocalExecutor):
     def _score(self, checkpoint: str, labeled_ids, k: int, prev_probs):
         """Score the pool outside the training run: on Ray Data (``score_workers`` > 0) or warm actors."""
         cfg = self.config
+        self.release()  # their CPUs (or GPUs) may be the ones a kept group holds
         common = dict(
             exclude_ids=labeled_ids,
             strategy=self.strategy,

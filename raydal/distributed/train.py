@@ -55,6 +55,7 @@ from raydal.training.policy import CheckpointPolicy
 from raydal.utils import atomic_write_strict_json, is_uri
 
 if TYPE_CHECKING:
+    from raydal.distributed.workers import KeptWorkerGroup
     from raydal.models import ModelSpec
 
 __all__ = ["PoolScoring", "train_with_ray"]
@@ -141,7 +142,41 @@ def _initial_model(spec: ModelSpec, cfg: TrainConfig, init: dict[str, Any]):
 
 
 def _train_worker(config: dict[str, Any]) -> dict[str, Any]:
-    """Per-worker entry of the ``TorchTrainer``; rank 0 returns history, evaluations and pool scores."""
+    """Per-worker entry of the ``TorchTrainer``: one job (``config["job"]``), or every job a kept
+    group's host hands out (``config["host"]``, ``raydal.distributed.workers``) until it closes.
+
+    Rank 0 returns (one job) or sends the host (kept group) the job's output: history,
+    evaluations and pool scores, or a ``call`` job's value.
+    """
+    import ray
+    import ray.train
+
+    # This process only trains: its root logger decides what Ray Train's per-report INFO
+    # lines (a logger named by file path, outside RunConfig's logging_config) print.
+    logging.getLogger().setLevel(os.environ.get(ENV_TRAIN_LOG_LEVEL, "WARNING"))
+    if "job" in config:
+        return _run_job(config["job"], ray.train.get_checkpoint())
+    host, done = config["host"], 0
+    rank = ray.train.get_context().get_world_rank()
+    while (job := ray.get(host.next_job.remote(done))) is not None:
+        # A restarted group resumes the job in progress from its last checkpoint, never from an
+        # earlier job's (the latest checkpoint of the run when this job has none yet).
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is not None and not Path(checkpoint.path).name.startswith(job["checkpoint_prefix"]):
+            checkpoint = None
+        out = _run_job(job, checkpoint)
+        if rank == 0:
+            if "call" not in job:
+                out["checkpoint"] = ray.train.get_checkpoint()  # this job's last, reported by this rank
+            ray.get(host.finish.remote(job["id"], out))
+        done = job["id"]
+    return {}
+
+
+def _run_job(config: dict[str, Any], checkpoint) -> dict[str, Any]:
+    """One job in a worker: train (resuming from ``checkpoint``, a Ray Train checkpoint of this
+    job, or None), evaluate and score; or, for a ``call`` job, run ``LocalExecutor.<method>`` on
+    rank 0 (``raydal.distributed.executor``). Rank 0 returns the output, other ranks ``{}``."""
     from concurrent.futures import ThreadPoolExecutor
 
     import ray
@@ -157,10 +192,13 @@ def _train_worker(config: dict[str, Any]) -> dict[str, Any]:
     from raydal.training.shares import combine_evaluations, evaluation_part, iter_share_batches, read_share
     from raydal.training.sources import array_batches
 
-    # This process only trains: its root logger decides what Ray Train's per-report INFO
-    # lines (a logger named by file path, outside RunConfig's logging_config) print.
-    logging.getLogger().setLevel(os.environ.get(ENV_TRAIN_LOG_LEVEL, "WARNING"))
     ctx = ray.train.get_context()
+    if "call" in config:
+        if ctx.get_world_rank() != 0:
+            return {}
+        from raydal.distributed.executor import _local_call
+
+        return {"value": _local_call(*config["call"])}
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     spec = ModelSpec.from_dict(config["spec"])
     cfg = TrainConfig.from_dict(config["cfg"])
@@ -189,6 +227,7 @@ def _train_worker(config: dict[str, Any]) -> dict[str, Any]:
             return iter_share_batches(manifest, config["validate"], config["eval_batch_size"])
 
     progress = EpochProgress(cfg.epochs, world) if rank == 0 and config["progress"] else None
+    prefix = config.get("checkpoint_prefix", "")  # a kept group's job number: its checkpoints' names
 
     def report(metrics: dict[str, Any], folder: Path | None) -> None:
         line = progress(metrics) if progress is not None else None
@@ -196,12 +235,12 @@ def _train_worker(config: dict[str, Any]) -> dict[str, Any]:
             print(f"[raydal] {line}", flush=True)
         # Every report is a round trip through Ray's sync actor: only at checkpoint epochs.
         if metrics["checkpointed"] and folder is None:  # not rank 0
-            ray.train.report(metrics, checkpoint_dir_name=f"epoch-{metrics['epoch']:05d}")
+            ray.train.report(metrics, checkpoint_dir_name=f"{prefix}epoch-{metrics['epoch']:05d}")
         elif metrics["checkpointed"]:
             ray.train.report(
                 metrics,
                 checkpoint=ray.train.Checkpoint.from_directory(str(folder)),
-                checkpoint_dir_name=f"epoch-{metrics['epoch']:05d}",
+                checkpoint_dir_name=f"{prefix}epoch-{metrics['epoch']:05d}",
             )
         fault_point("train:epoch")  # after the epoch's report (tests remove a node here)
 
@@ -220,8 +259,7 @@ def _train_worker(config: dict[str, Any]) -> dict[str, Any]:
         )
 
     t0 = time.perf_counter()
-    checkpoint = ray.train.get_checkpoint()  # set when a restarted worker group resumes
-    if checkpoint is None:
+    if checkpoint is None:  # set when a restarted worker group resumes
         history = run(None)
     else:
         with checkpoint.as_directory() as folder:
@@ -289,11 +327,20 @@ def _fit_trainer(loop_config: dict[str, Any], scaling, run) -> _FitResult:
     return _FitResult(result.return_value, result.checkpoint, str(result.path), result.error)
 
 
-def _train_env_vars() -> dict[str, str]:
-    """The Ray Train settings this process's environment sets (Ray Train propagates them from its driver)."""
+def next_to_this_process() -> dict[str, Any]:
+    """Ray options for the task or actor that builds a ``TorchTrainer`` for this process: on this
+    node, no CPU, with the Ray Train settings this process's environment sets (Ray Train
+    propagates them from its driver, which that task or actor then is)."""
+    import ray
     from ray.train.v2._internal.constants import get_env_vars_to_propagate
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    return get_env_vars_to_propagate()
+    env = get_env_vars_to_propagate()
+    return dict(
+        num_cpus=0,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
+        runtime_env={"env_vars": env} if env else None,
+    )
 
 
 def train_with_ray(
@@ -320,6 +367,7 @@ def train_with_ray(
     score: PoolScoring | None = None,
     progress: bool = True,
     eval_max_samples: int | None = None,
+    workers: "KeptWorkerGroup | None" = None,
 ) -> TrainResult:
     """Train on the pool rows ``labeled_ids`` with ``num_workers`` data-parallel Ray Train workers.
 
@@ -348,14 +396,15 @@ def train_with_ray(
     ``eval_max_samples``: evaluate each split on a fixed seeded subsample of at
     most this many rows (``raydal.training.shares.evaluation_rows``; the same rows
     every call; None: every row); the metrics then carry ``split_rows`` and
-    ``subsample_seed`` besides ``n_samples``.
+    ``subsample_seed`` besides ``n_samples``. ``workers``: run on this kept worker group
+    (``raydal.distributed.workers``, started on its first run) instead of a group started
+    and stopped for this call; the results are the same.
 
     Returns ``TrainResult`` with ``checkpoint_dir = out_dir/checkpoint`` (the
     last epoch's model, readable by ``load_checkpoint``) and rank 0's history.
     """
     import ray
     import ray.train
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from raydal.data.shards import load_manifest
     from raydal.distributed.session import cpu_share_leaving_one_free, ensure_ray
@@ -446,25 +495,24 @@ def train_with_ray(
         # Ray Train's per-report INFO lines would bury the AL progress in the job log.
         logging_config=ray.LoggingConfig(log_level=os.environ.get(ENV_TRAIN_LOG_LEVEL, "WARNING")),
     )
-    # Ray's torch backend imports torch wherever a TorchTrainer is built: build and fit it in a
-    # task on this node, so this process (the AL driver) never imports torch.
-    fit_task = ray.remote(_fit_trainer).options(
-        num_cpus=0,
-        scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
-        runtime_env={"env_vars": _train_env_vars()} if _train_env_vars() else None,
-    )
-    ref = fit_task.remote(loop_config, scaling, run)
-    try:
-        result = ray.get(ref)
-    except KeyboardInterrupt:
-        ray.cancel(ref)
-        raise
+    if workers is not None:
+        result = workers.run(loop_config, scaling, run)
+    else:
+        # Ray's torch backend imports torch wherever a TorchTrainer is built: build and fit it in a
+        # task on this node, so this process (the AL driver) never imports torch.
+        ref = ray.remote(_fit_trainer).options(**next_to_this_process()).remote({"job": loop_config}, scaling, run)
+        try:
+            result = ray.get(ref)
+        except KeyboardInterrupt:
+            ray.cancel(ref)
+            raise
     if result.error is not None:
         raise result.error
     value = result.return_value
     if result.checkpoint is None or not value or not value.get("history"):
         raise RaydalError(
-            f"Ray Train run {name} finished without a checkpoint or history; see its logs under {result.path}."
+            f"Ray Train run {result.path and Path(result.path).name or name} finished without a checkpoint "
+            f"or history; see its logs under {result.path}."
         )
 
     checkpoint_dir = out_dir / CHECKPOINT_SUBDIR
