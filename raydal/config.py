@@ -327,7 +327,8 @@ class ALConfig:
     score_batch_size: int = setting(64, "images per scoring and evaluation batch", Interval(int, 1), kind=EXECUTION)
     storage_path: str | None = setting(
         None,
-        "Ray Train storage: a folder every node mounts, or a URI (default: next to the checkpoints)",
+        "Ray Train storage: a folder every node mounts, or a URI (default: the state dir's ray/ "
+        "folder; next to each iteration's checkpoint with --no-keep-workers)",
         kind=EXECUTION,
     )
 

@@ -1,11 +1,15 @@
-"""The Ray executor: one Ray Train run per AL iteration trains and evaluates; the pool is scored
+"""The Ray executor: one Ray Train job per AL iteration trains and evaluates; the pool is scored
 in its workers or on a Ray Data actor pool of its own size.
 
 The driver actor calls it through the same interface as the in-process executor
 (``raydal.al.executor``), so the loop does not know where work runs. Before
 ``train`` the loop tells the executor which query follows (``plan_query``);
 the executor then runs one ``train_with_ray`` that, after training, evaluates
-val and test in the same workers, where the model already is.
+val and test in the same workers, where the model already is. Every such job
+of a run goes to one worker group kept from iteration to iteration
+(``ALConfig.keep_workers``, ``raydal.distributed.workers``), started by the
+first and handed back by ``release`` (the loop calls it when a run ends, fails
+or waits for labels); ``--no-keep-workers`` starts a group per iteration.
 
 Where the pool is scored (``ALConfig.score_workers``):
 
@@ -23,8 +27,10 @@ Where the pool is scored (``ALConfig.score_workers``):
   uses every GPU (or CPU) the cluster lends. Its results do not depend on N,
   so a resumed run scores again and gets the same bits.
 
-``evaluate`` falls back to a Ray task (a GPU one with ``use_gpu``) when the
-run did not evaluate; the driver never loads a model, so it imports no torch.
+``evaluate`` falls back to rank 0 of the kept group, or else a Ray task (a GPU
+one with ``use_gpu``), when the run did not evaluate; so do the predictions of a
+strategy that scores nothing. The driver never loads a model, so it imports no
+torch.
 """
 
 from __future__ import annotations
@@ -112,7 +118,7 @@ def _beside(checkpoint: str, name: str) -> str:
 
 
 class RayExecutor(LocalExecutor):
-    """Trains, evaluates and scores in one ``train_with_ray`` run per iteration.
+    """Trains, evaluates and scores in one ``train_with_ray`` job per iteration, on a kept worker group.
 
     Selection (k-means++ on m*b candidates) runs in the driver: its input is
     O(m*b*D), whatever the pool size.
@@ -125,10 +131,33 @@ class RayExecutor(LocalExecutor):
         self._round: dict[str, Any] = {}
         #: The worker group kept between iterations (``keep_workers``), started by the first ``train``.
         self._workers = None
+        #: A local folder for a kept group's Ray storage when the state dir is a URI.
+        self._scratch: str | None = None
 
     def release(self):
+        import shutil
+
         if self._workers is not None:
             self._workers.close()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+
+    def _kept_storage(self) -> str | None:
+        """Ray Train's storage for a kept group when ``storage_path`` is not set: the state dir's
+        ``ray/`` (a group outlives the iteration whose checkpoint folder would hold it), or, for
+        a state dir in cluster storage, a local temporary folder removed by ``release``."""
+        import tempfile
+
+        from raydal.utils import is_uri
+
+        if not self.config.keep_workers:
+            return None  # next to each iteration's checkpoint
+        if not is_uri(self.config.state_dir):
+            return str((Path(self.config.state_dir) / "ray").resolve())
+        if self._scratch is None:
+            self._scratch = tempfile.mkdtemp(prefix="raydal-ray-")
+        return self._scratch
 
     def _kept_workers(self):
         if not self.config.keep_workers:
@@ -164,7 +193,7 @@ class RayExecutor(LocalExecutor):
             labeled_ids,
             out_dir,
             init_checkpoint=init_checkpoint,
-            storage_path=cfg.storage_path,
+            storage_path=cfg.storage_path or self._kept_storage(),
             run_name=f"raydal-{cfg.fingerprint()}",
             num_workers=cfg.num_workers,
             use_gpu=cfg.use_gpu,

@@ -16,7 +16,12 @@ checkpoint. Other epochs make no Ray call: a report is a round trip through
 Ray Train's synchronisation actor. Rank 0 prints about ten
 progress lines per fit (loss, images/s, time left) to the job's log.
 
-One run can do a whole AL iteration's model work: after training, the workers
+A run serves one job (a call of ``train_with_ray``) or, on a kept group
+(``raydal.distributed.workers.KeptWorkerGroup``), every job of an AL run: its
+workers take jobs from a host actor until it closes, and a restarted group
+resumes the job in progress from that job's checkpoints only.
+
+One job can do a whole AL iteration's model work: after training, the workers
 evaluate ``evaluate_splits`` and score the unlabeled pool (``score``), each on
 a contiguous range of rows, and rank 0 merges the parts (metrics over the
 union, the global top-K candidates). The iteration then pays one worker-group

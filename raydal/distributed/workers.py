@@ -93,8 +93,10 @@ class _Host:
         restart) and no rank 0 finished it; waits for one. None once closed."""
         with self._changed:
             self._changed.wait_for(
-                lambda: self._closed
-                or (self._job is not None and self._job["id"] > done and self._job["id"] not in self._done)
+                lambda: (
+                    self._closed
+                    or (self._job is not None and self._job["id"] > done and self._job["id"] not in self._done)
+                )
             )
             return None if self._closed else self._job
 
