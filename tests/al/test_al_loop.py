@@ -87,3 +87,38 @@ def test_human_mode_waits_for_labels(make_config):
     assert state.phase == "label" and learner.waiting_for_labels
     assert len(state.pending["ids"]) == 10 and state.labeled == {}
     assert not learner.step()
+
+
+def test_the_loop_releases_the_executor_when_a_run_ends_waits_or_fails(make_config, tmp_path):
+    """``Executor.release`` (the Ray executor's kept worker group) follows a run's last training,
+    comes before a wait for labels, and follows a failed step; never between two trainings."""
+    events: list[str] = []
+
+    class Recording(LocalExecutor):
+        fail = False
+
+        def train(self, *args, **kwargs):
+            events.append("train")
+            if self.fail:
+                raise RuntimeError("the training broke")
+            return super().train(*args, **kwargs)
+
+        def release(self):
+            events.append("release")
+
+    quiet = lambda s: None  # noqa: E731
+    cfg = make_config(iterations=1)
+    ActiveLearner(cfg, Recording(cfg), log=quiet).run()
+    assert events[:2] == ["train", "train"] and set(events[2:]) == {"release"}
+
+    events.clear()
+    human = make_config(mode="human", state_dir=str(tmp_path / "human"))
+    ActiveLearner(human, Recording(human), log=quiet).run()  # waits for the initial set's labels
+    assert events and set(events) == {"release"}
+
+    events.clear()
+    broken = Recording(make_config(state_dir=str(tmp_path / "broken")))
+    broken.fail = True
+    with pytest.raises(RuntimeError, match="the training broke"):
+        ActiveLearner(broken.config, broken, log=quiet).run()
+    assert events == ["train", "release"]
