@@ -5,13 +5,15 @@ images of 32x32, smallcnn, 8 epochs, batch 16, b = 20, m = 3, 40 initial labels,
 2 Ray Train workers at 0.5 CPU, one scoring actor), then runs ``--iterations``
 AL iterations with each executor in this process (the demo runs the same loop
 inside the driver actor) and reports, per iteration, the wall time of its
-train + evaluate + query phases.
+train + evaluate + query phases. The Ray executor keeps one worker group for the
+run unless ``--no-keep-workers``: its first iteration pays that start.
 
 Only public entry points are used, so the script also times an older checkout:
 ``PYTHONPATH=<old tree> python benchmarks/bench_iteration.py``.
 
     python benchmarks/bench_iteration.py [--iterations 2] [--executors local,ray] [--json out.json]
     python benchmarks/bench_iteration.py --small     # smoke size
+    python benchmarks/bench_iteration.py --executors ray --no-keep-workers   # a worker group per iteration
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     rows = []
     for name in args.executors.split(","):
+        keep = {} if args.keep_workers is None else {"keep_workers": args.keep_workers}  # older trees lack it
         cfg = ALConfig(
             dataset="ucmerced",
             shards_dir=str(shards),
@@ -72,6 +75,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             cpus_per_worker=demo["cpus_per_worker"],
             # older demo presets set the scoring actors' concurrency; the current one keeps the default
             **{k: demo[k] for k in ("score_concurrency",) if k in demo},
+            **keep,
         )
         executor = {"local": LocalExecutor, "ray": RayExecutor}[name](cfg)
         learner = ActiveLearner(cfg, executor, log=lambda s: print(f"  [{name}] {s}", flush=True))
@@ -102,8 +106,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     summary = {}
     by = {r["executor"]: r for r in rows}
     if "ray" in by and "local" in by:
+        ray_, local = by["ray"]["iteration_seconds"], by["local"]["iteration_seconds"]
         summary["ray_minus_local_s"] = by["ray"]["mean_iteration_s"] - by["local"]["mean_iteration_s"]
-        print(f"ray - local per iteration: {summary['ray_minus_local_s']:+.1f} s (target <= +20 s)")
+        # the first iteration pays the run's one-time starts (a kept worker group: once per run)
+        summary["first_ray_minus_local_s"] = ray_[0] - local[0]
+        if len(ray_) > 1:
+            summary["later_ray_minus_local_s"] = sum(ray_[1:]) / len(ray_[1:]) - sum(local[1:]) / len(local[1:])
+        print(
+            f"ray - local per iteration: {summary['ray_minus_local_s']:+.1f} s on average, first "
+            f"{summary['first_ray_minus_local_s']:+.1f} s, later "
+            f"{summary.get('later_ray_minus_local_s', float('nan')):+.1f} s (target <= +5 s)"
+        )
     return dict(
         machine=platform.node(),
         cpus=os.cpu_count(),
@@ -122,6 +135,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--n", type=int, default=None, help="archive size (default: the demo's)")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: the demo's)")
     p.add_argument("--workdir", default=None)
+    keep = p.add_mutually_exclusive_group()
+    keep.add_argument(
+        "--keep-workers", dest="keep_workers", action="store_true", default=None, help="one Ray Train group per run"
+    )
+    keep.add_argument(
+        "--no-keep-workers", dest="keep_workers", action="store_false", help="a Ray Train group per iteration"
+    )
     p.add_argument("--json", default=None)
     p.add_argument("--small", action="store_true", help="smoke size")
     args = p.parse_args(argv)

@@ -1,4 +1,4 @@
-"""The Ray executor: one Ray Train run per AL iteration trains, evaluates and scores; resume stays exact."""
+"""The Ray executor: one Ray Train job per AL iteration trains, evaluates and scores; resume stays exact."""
 
 import shutil
 from pathlib import Path
