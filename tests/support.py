@@ -34,10 +34,10 @@ def fault_env(trace: Path, faults: str | None = None) -> dict[str, str]:
     return env
 
 
-@contextlib.contextmanager
-def local_ray(env: dict[str, str] | None = None) -> Iterator:
-    """A 2-CPU local Ray for this process, shut down on exit; ``env``: environment variables of
-    every task and actor it runs (the job's runtime environment; Ray Train's workers inherit them)."""
+def start_local_ray(env: dict[str, str] | None = None) -> None:
+    """Start a 2-CPU local Ray for this process (shutting down the one it has); ``env``: environment
+    variables of every task and actor it runs (the job's runtime environment; Ray Train's workers
+    inherit them)."""
     import ray
 
     if ray.is_initialized():
@@ -49,6 +49,14 @@ def local_ray(env: dict[str, str] | None = None) -> Iterator:
         logging_level="WARNING",
         runtime_env={"env_vars": env} if env else None,
     )
+
+
+@contextlib.contextmanager
+def local_ray(env: dict[str, str] | None = None) -> Iterator:
+    """:func:`start_local_ray`, shut down on exit."""
+    import ray
+
+    start_local_ray(env)
     try:
         yield ray
     finally:

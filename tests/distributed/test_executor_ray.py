@@ -92,3 +92,4 @@ def test_one_worker_group_start_per_iteration_and_exact_resume(ray_local, tiny_s
     # the query diagnostics are the same whichever path scored (training run, saved scores, actors)
     diagnostics = [learner.state.history[-1]["query_diagnostics"] for learner in (first, resumed, rescored)]
     assert diagnostics[0] == diagnostics[1] == diagnostics[2]
+    first.executor.release()  # its worker group, kept since the first training
