@@ -228,13 +228,21 @@ class RayExecutor(LocalExecutor):
         return self._in_task("evaluate", checkpoint, split)
 
     def _in_task(self, method: str, *args) -> Any:
-        """Run ``LocalExecutor.<method>`` on rank 0 of the kept worker group, or else in a Ray task
-        (a GPU one with ``use_gpu``): the driver imports no torch, and a kept group's CPUs are not
-        asked for twice."""
+        """Run ``LocalExecutor.<method>(checkpoint, ...)`` (``args``) on rank 0 of the kept worker
+        group, or else in a Ray task (a GPU one with ``use_gpu``): the driver imports no torch, and
+        a kept group's CPUs are not asked for twice."""
         import ray
 
         if self._workers is not None and self._workers.started:
-            return self._workers.call(self.config.to_dict(), method, *args)
+            # Ray Train runs its workers in a folder of its own: they get absolute locations
+            from raydal.utils import normal_location
+
+            config = self.config.to_dict()
+            for key in ("shards_dir", "state_dir", "weights"):
+                if config.get(key):
+                    config[key] = normal_location(config[key])
+            checkpoint, *rest = args
+            return self._workers.call(config, method, normal_location(checkpoint), *rest)
 
         task = ray.remote(num_gpus=1 if self.config.use_gpu else 0, num_cpus=1)(_local_call)
         return ray.get(task.remote(self.config.to_dict(), method, *args))
