@@ -1,5 +1,9 @@
 """A Ray Train worker SIGKILLed mid-training: the group restarts from the last checkpoint and finishes
-exactly as an uninterrupted run does, under the default checkpoint policy (every 10 epochs)."""
+exactly as an uninterrupted run does, under the default checkpoint policy (every 10 epochs).
+
+Both fits are jobs of one kept worker group (``KeptWorkerGroup``, what the Ray executor trains
+on), so this is also its resume within a job; tests/reliability/test_node_loss.py resumes a
+group started for one call."""
 
 import os
 import signal
@@ -34,6 +38,7 @@ def test_killed_worker_restarts_from_last_checkpoint(ray_faults, tiny_shards, tm
     from support import reached, wait_for_marker, wait_until
 
     from raydal.distributed.train import train_with_ray
+    from raydal.distributed.workers import KeptWorkerGroup
 
     manifest = load_manifest(tiny_shards)
     labeled = list(read_ids(manifest, "pool"))[:40]
@@ -42,6 +47,7 @@ def test_killed_worker_restarts_from_last_checkpoint(ray_faults, tiny_shards, tm
     cfg = TrainConfig(epochs=epochs, batch_size=8, lr=0.025, seed=0)
     out = tmp_path / "train"
     result: dict = {}
+    group = KeptWorkerGroup()
 
     def train(folder):
         return train_with_ray(
@@ -56,6 +62,7 @@ def test_killed_worker_restarts_from_last_checkpoint(ray_faults, tiny_shards, tm
             validate=False,
             run_name="fail",
             torch_threads=1,
+            workers=group,
         )
 
     def run():
@@ -83,6 +90,9 @@ def test_killed_worker_restarts_from_last_checkpoint(ray_faults, tiny_shards, tm
     restarted = [pid for pid in reached(ray_faults, "train:epoch") if pid not in before]
     assert sorted(restarted.count(pid) for pid in set(restarted)) == [epochs - 10, epochs - 10]
     # Exact: same shares, seeds and optimizer state after the restart, so the same losses as a run
-    # that was never interrupted.
-    reference = train(tmp_path / "reference").history
+    # that was never interrupted (the next job of the same, restarted, group).
+    try:
+        reference = train(tmp_path / "reference").history
+    finally:
+        group.close()
     assert [h["train_loss"] for h in history] == pytest.approx([h["train_loss"] for h in reference], rel=1e-5)
