@@ -37,9 +37,12 @@ def fault_env(trace: Path, faults: str | None = None) -> dict[str, str]:
 def start_local_ray(env: dict[str, str] | None = None) -> None:
     """Start a 2-CPU local Ray for this process (shutting down the one it has); ``env``: environment
     variables of every task and actor it runs (the job's runtime environment; Ray Train's workers
-    inherit them)."""
+    inherit them). Ray Train polls its workers as often as on raydal's embedded Ray."""
     import ray
 
+    from raydal.constants import EMBEDDED_HEALTH_CHECK_INTERVAL_S, ENV_RAY_TRAIN_HEALTH_CHECK_INTERVAL
+
+    env = {ENV_RAY_TRAIN_HEALTH_CHECK_INTERVAL: EMBEDDED_HEALTH_CHECK_INTERVAL_S, **(env or {})}
     if ray.is_initialized():
         ray.shutdown()
     ray.init(
@@ -47,7 +50,7 @@ def start_local_ray(env: dict[str, str] | None = None) -> None:
         include_dashboard=False,
         _temp_dir=str(Path("/tmp") / f"raydal-ray-{os.getpid()}"),
         logging_level="WARNING",
-        runtime_env={"env_vars": env} if env else None,
+        runtime_env={"env_vars": env},
     )
 
 

@@ -50,7 +50,9 @@ class FakeLabelStudio:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, args=(0.02,), daemon=True
+        )  # poll: quick shutdown
 
     def __enter__(self) -> "FakeLabelStudio":
         self._thread.start()

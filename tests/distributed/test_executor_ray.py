@@ -1,4 +1,7 @@
-"""The Ray executor: one Ray Train job per AL iteration trains, evaluates and scores; resume stays exact."""
+"""The Ray executor: one Ray Train job per AL iteration trains, evaluates and scores; resume stays exact.
+
+Here on a worker group started for the iteration (``keep_workers=False``); a group kept for the
+whole run is tests/distributed/test_kept_workers.py's (the jobs are the same)."""
 
 import shutil
 from pathlib import Path
@@ -29,6 +32,7 @@ def _config(shards, state_dir) -> ALConfig:
         cpus_per_worker=0.5,
         score_batch_size=16,
         train={"epochs": 2, "batch_size": 8, "lr": 0.05},
+        keep_workers=False,
     )
 
 
@@ -68,6 +72,8 @@ def test_one_worker_group_start_per_iteration_and_exact_resume(ray_local, tiny_s
     assert record["val"]["n_samples"] == manifest.splits["val"]["count"]
     assert record["test"]["n_samples"] == manifest.splits["test"]["count"]
     assert (Path(record["checkpoint"]).parent / POOL_SCORES_FILE).is_file()
+    assert len(list((Path(record["checkpoint"]).parent / "ray").iterdir())) == 1  # its own Ray Train run
+    assert not (tmp_path / "a" / "ray").exists()  # none kept in the state dir
     shutil.copytree(tmp_path / "a", tmp_path / "b")  # the state a job killed right now leaves behind
     shutil.copytree(tmp_path / "a", tmp_path / "c")
 
@@ -92,4 +98,3 @@ def test_one_worker_group_start_per_iteration_and_exact_resume(ray_local, tiny_s
     # the query diagnostics are the same whichever path scored (training run, saved scores, actors)
     diagnostics = [learner.state.history[-1]["query_diagnostics"] for learner in (first, resumed, rescored)]
     assert diagnostics[0] == diagnostics[1] == diagnostics[2]
-    first.executor.release()  # its worker group, kept since the first training
