@@ -150,15 +150,17 @@ class KeptWorkerGroup:
             raise value.error or RaydalError(f"The kept Ray Train group under {self._path} ended; see its logs.")
         return value["value"]
 
-    def close(self) -> None:
-        """Let the workers return and the fit end (killing the host after ``CLOSE_TIMEOUT_S``)."""
+    def close(self, wait: bool = True) -> None:
+        """Let the workers return and the fit end, then kill the host (after ``CLOSE_TIMEOUT_S`` at
+        most); ``wait=False``: kill it at once (its controller and workers go with it)."""
         import ray
 
         host, self._host = self._host, None
         if host is None:
             return
         try:
-            ray.get(host.close.remote(CLOSE_TIMEOUT_S))
+            if wait:
+                ray.get(host.close.remote(CLOSE_TIMEOUT_S))
         except ray.exceptions.RayError:
             pass  # already gone: its workers went with it
         finally:
@@ -180,8 +182,8 @@ class KeptWorkerGroup:
         try:
             job_id = ray.get(self._host.submit.remote(job))
             kind, value = ray.get(self._host.output.remote(job_id))
-        except KeyboardInterrupt:
-            self.close()
+        except KeyboardInterrupt:  # the job is mid-way: do not wait for it
+            self.close(wait=False)
             raise
         except ray.exceptions.RayActorError as err:  # the host died (its node, a kill): the group went with it
             self._host = None
