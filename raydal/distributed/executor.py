@@ -233,19 +233,19 @@ class RayExecutor(LocalExecutor):
         a kept group's CPUs are not asked for twice."""
         import ray
 
+        from raydal.utils import normal_location
+
+        # absolute locations: Ray Train runs its workers in a folder of its own, a task may run elsewhere
+        config = self.config.to_dict()
+        for key in ("shards_dir", "state_dir", "weights"):
+            if config.get(key):
+                config[key] = normal_location(config[key])
+        checkpoint, *rest = args
+        args = (normal_location(checkpoint), *rest)
         if self._workers is not None and self._workers.started:
-            # Ray Train runs its workers in a folder of its own: they get absolute locations
-            from raydal.utils import normal_location
-
-            config = self.config.to_dict()
-            for key in ("shards_dir", "state_dir", "weights"):
-                if config.get(key):
-                    config[key] = normal_location(config[key])
-            checkpoint, *rest = args
-            return self._workers.call(config, method, normal_location(checkpoint), *rest)
-
+            return self._workers.call(config, method, *args)
         task = ray.remote(num_gpus=1 if self.config.use_gpu else 0, num_cpus=1)(_local_call)
-        return ray.get(task.remote(self.config.to_dict(), method, *args))
+        return ray.get(task.remote(config, method, *args))
 
     def _predict_missing(self, checkpoint, ids, scores):
         return None if scores is not None else self._in_task("_predict_missing", checkpoint, list(ids), None)
